@@ -1,0 +1,23 @@
+//! The embedded log of dispatch: one redb file holding every entity's events as
+//! per-stream hash chains, a global order, idempotency records, snapshots and
+//! derived indexes, plus content-addressed blobs beside it.
+//!
+//! Writes go through a single [`LogWriter`] thread that group-commits everything
+//! queued since its last commit in one fsynced transaction; a caller is answered
+//! only once its commit is durable. Reads open their own read transactions on the
+//! shared [`Log`] and never wait for the writer.
+
+mod blobs;
+mod error;
+mod log;
+mod record;
+mod writer;
+
+pub use blobs::{BlobError, BlobStore, BlobUri};
+pub use error::StorageError;
+pub use log::{ChainBreak, Log};
+pub use record::{ActorRef, EventRecord, Hash, NewEvent, RECORD_VERSION};
+pub use writer::{
+    Append, AppendError, Appended, IdempotencyKey, IdempotencyRecord, IndexOp, LogWriter,
+    WriterHandle,
+};

@@ -1,0 +1,276 @@
+//! The log file: table layout and every read. Writes live in `writer.rs`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::record::{config, EventRecord, Hash};
+use crate::writer::{IdempotencyKey, IdempotencyRecord, StreamHead};
+use crate::StorageError;
+
+/// `(stream, seq)` → encoded [`EventRecord`].
+pub(crate) const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+/// global position → `(stream, seq)`: the one total order of all events.
+pub(crate) const GLOBAL: TableDefinition<u64, (&str, u64)> = TableDefinition::new("global");
+/// stream → encoded [`StreamHead`] (last seq and hash).
+pub(crate) const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+/// `(principal, route, key)` → encoded [`IdempotencyRecord`].
+pub(crate) const IDEMPOTENCY: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("idempotency");
+/// stream → `(seq, state bytes)` of the latest snapshot.
+pub(crate) const SNAPSHOTS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("snapshots");
+/// `(index name, key)` → value: derived read models kept in the events' transaction.
+pub(crate) const INDEXES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("indexes");
+/// Named settings and secrets owned by the node (signing keys, counters).
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// A broken link found by [`Log::verify_stream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    pub stream: String,
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// The open log file. Cheap to clone; reads run concurrently with the writer.
+#[derive(Clone)]
+pub struct Log {
+    pub(crate) db: Arc<Database>,
+}
+
+impl Log {
+    /// Opens (or creates) the log at `path`, creating every table so reads never miss one.
+    /// Fails if another process holds the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(EVENTS)?;
+            txn.open_table(GLOBAL)?;
+            txn.open_table(STREAMS)?;
+            txn.open_table(IDEMPOTENCY)?;
+            txn.open_table(SNAPSHOTS)?;
+            txn.open_table(INDEXES)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        Ok(Log { db: Arc::new(db) })
+    }
+
+    /// Last sequence number of `stream` (0 when it has no events).
+    pub fn stream_head(&self, stream: &str) -> Result<(u64, Hash), StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STREAMS)?;
+        Ok(match table.get(stream)? {
+            Some(v) => StreamHead::decode(v.value())?.into(),
+            None => (0, [0; 32]),
+        })
+    }
+
+    /// Events of `stream` with `seq > after`, in order.
+    pub fn read_stream(&self, stream: &str, after: u64) -> Result<Vec<EventRecord>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in table.range((stream, after.saturating_add(1))..=(stream, u64::MAX))? {
+            let (_, v) = entry?;
+            out.push(EventRecord::decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` events in global order starting at position `from` (inclusive).
+    pub fn read_global(&self, from: u64, limit: usize) -> Result<Vec<EventRecord>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let global = txn.open_table(GLOBAL)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in global.range(from..)?.take(limit) {
+            let (_, v) = entry?;
+            let (stream, seq) = v.value();
+            let rec = events.get((stream, seq))?.ok_or_else(|| StorageError::Corrupt {
+                table: "global",
+                reason: format!("position points at missing event {stream}#{seq}"),
+            })?;
+            out.push(EventRecord::decode(rec.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Number of events in the global order.
+    pub fn global_len(&self) -> Result<u64, StorageError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(GLOBAL)?.len()?)
+    }
+
+    /// The latest snapshot of `stream`: `(seq, state bytes)`.
+    pub fn snapshot(&self, stream: &str) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        Ok(table.get(stream)?.map(|v| {
+            let (seq, bytes) = v.value();
+            (seq, bytes.to_vec())
+        }))
+    }
+
+    /// Snapshots of many streams in one read transaction (missing ones are skipped).
+    pub fn snapshots<'a>(
+        &self,
+        streams: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        let mut out = Vec::new();
+        for s in streams {
+            if let Some(v) = table.get(s)? {
+                let (seq, bytes) = v.value();
+                out.push((seq, bytes.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored outcome of an idempotent request, if one was recorded.
+    pub fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(IDEMPOTENCY)?;
+        table
+            .get(key.as_tuple())?
+            .map(|v| IdempotencyRecord::decode(v.value()))
+            .transpose()
+    }
+
+    /// Value of one index entry.
+    pub fn index_get(&self, index: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INDEXES)?;
+        Ok(table.get((index, key))?.map(|v| v.value().to_vec()))
+    }
+
+    /// Keys (and values) of `index` that start with `prefix`, in key order, at most `limit`.
+    pub fn index_scan(
+        &self,
+        index: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INDEXES)?;
+        let mut out = Vec::new();
+        for entry in table.range((index, prefix)..)? {
+            let (k, v) = entry?;
+            let (name, key) = k.value();
+            if name != index || !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((key.to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// A node-owned setting or secret.
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores `value` under `key` unless a value is already there; returns what is stored.
+    /// Used at start-up, before the writer runs (signing keys are created once).
+    pub fn meta_get_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StorageError> {
+        let txn = self.db.begin_write()?;
+        let stored = {
+            let mut table = txn.open_table(META)?;
+            let existing = table.get(key)?.map(|v| v.value().to_vec());
+            match existing {
+                Some(v) => v,
+                None => {
+                    table.insert(key, value)?;
+                    value.to_vec()
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(stored)
+    }
+
+    /// Re-computes every hash of `stream` and checks each link to its predecessor and
+    /// the stream head. Returns the first break, if any.
+    pub fn verify_stream(&self, stream: &str) -> Result<Option<ChainBreak>, StorageError> {
+        let records = self.read_stream(stream, 0)?;
+        let (head_seq, head_hash) = self.stream_head(stream)?;
+        let mut prev: Hash = [0; 32];
+        let brk = |seq, reason: &str| ChainBreak { stream: stream.to_owned(), seq, reason: reason.to_owned() };
+        for (i, r) in records.iter().enumerate() {
+            if r.seq != i as u64 + 1 {
+                return Ok(Some(brk(r.seq, "sequence gap")));
+            }
+            if r.prev_hash != prev {
+                return Ok(Some(brk(r.seq, "prev_hash does not match the previous event")));
+            }
+            if r.compute_hash() != r.hash {
+                return Ok(Some(brk(r.seq, "hash does not match the record")));
+            }
+            prev = r.hash;
+        }
+        if head_seq != records.len() as u64 || head_hash != prev {
+            return Ok(Some(brk(head_seq, "stream head does not match the last event")));
+        }
+        Ok(None)
+    }
+
+    /// Verifies every stream and that the global order names exactly the stored events.
+    pub fn verify_all(&self) -> Result<Vec<ChainBreak>, StorageError> {
+        let streams: Vec<String> = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(STREAMS)?;
+            let mut v = Vec::new();
+            for e in table.iter()? {
+                v.push(e?.0.value().to_owned());
+            }
+            v
+        };
+        let mut breaks = Vec::new();
+        let mut total = 0u64;
+        for s in &streams {
+            if let Some(b) = self.verify_stream(s)? {
+                breaks.push(b);
+            }
+            total += self.stream_head(s)?.0;
+        }
+        let txn = self.db.begin_read()?;
+        let global = txn.open_table(GLOBAL)?;
+        let events = txn.open_table(EVENTS)?;
+        if global.len()? != total || events.len()? != total {
+            breaks.push(ChainBreak {
+                stream: String::new(),
+                seq: 0,
+                reason: format!(
+                    "global order holds {} entries and events table {} for {total} events in streams",
+                    global.len()?,
+                    events.len()?
+                ),
+            });
+        }
+        for (i, entry) in global.iter()?.enumerate() {
+            let (pos, v) = entry?;
+            let (stream, seq) = v.value();
+            if pos.value() != i as u64 + 1 || events.get((stream, seq))?.is_none() {
+                breaks.push(ChainBreak {
+                    stream: stream.to_owned(),
+                    seq,
+                    reason: format!("global position {} is out of order or dangling", pos.value()),
+                });
+                break;
+            }
+        }
+        Ok(breaks)
+    }
+}
+
+pub(crate) fn decode<T: bincode::Decode<()>>(table: &'static str, bytes: &[u8]) -> Result<T, StorageError> {
+    bincode::decode_from_slice(bytes, config())
+        .map(|(v, _)| v)
+        .map_err(|e| StorageError::Corrupt { table, reason: e.to_string() })
+}

@@ -1,0 +1,286 @@
+//! The single writer: group commit of appends, index updates, snapshots and
+//! idempotency records. Every commit is fsynced before any caller hears back.
+
+use std::collections::{HashMap, HashSet};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bincode::{Decode, Encode};
+use redb::ReadableTable;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::log::{decode, Log, EVENTS, GLOBAL, IDEMPOTENCY, INDEXES, SNAPSHOTS, STREAMS};
+use crate::record::{config, EventRecord, Hash, NewEvent};
+use crate::StorageError;
+
+/// Most appends folded into one transaction; bounds a commit's latency under a flood.
+const MAX_BATCH: usize = 4096;
+/// Queue depth before callers wait (backpressure instead of unbounded memory).
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+/// Scope of an idempotency key: the same key from another principal or on another
+/// route is a different request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    pub principal: String,
+    pub route: String,
+    pub key: String,
+}
+
+impl IdempotencyKey {
+    pub(crate) fn as_tuple(&self) -> (&str, &str, &str) {
+        (&self.principal, &self.route, &self.key)
+    }
+}
+
+/// What was answered to the first request with a key, so a retry gets the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the canonical request (method, path, canonical JSON body).
+    pub request_hash: Hash,
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub created_ms: i64,
+}
+
+impl IdempotencyRecord {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        decode("idempotency", bytes)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Encode, Decode)]
+pub(crate) struct StreamHead {
+    seq: u64,
+    hash: Hash,
+}
+
+impl StreamHead {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        decode("streams", bytes)
+    }
+}
+
+impl From<StreamHead> for (u64, Hash) {
+    fn from(h: StreamHead) -> Self {
+        (h.seq, h.hash)
+    }
+}
+
+/// A change to a derived index, applied in the same transaction as the events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexOp {
+    Put { index: String, key: String, value: Vec<u8> },
+    Delete { index: String, key: String },
+}
+
+/// One caller's atomic unit: either all of it is committed or none of it.
+#[derive(Debug, Clone, Default)]
+pub struct Append {
+    pub stream: String,
+    /// The stream's last sequence number as the caller saw it (0 for a new stream);
+    /// the append is refused if another writer got there first.
+    pub expected_seq: u64,
+    pub events: Vec<NewEvent>,
+    /// Entity state after these events, stored as the stream's snapshot.
+    pub snapshot: Option<Vec<u8>>,
+    pub index_ops: Vec<IndexOp>,
+    /// Recorded only if no record exists under this key yet.
+    pub idempotency: Option<(IdempotencyKey, IdempotencyRecord)>,
+}
+
+/// What a committed append got: its records with their final positions and hashes.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub records: Vec<EventRecord>,
+}
+
+/// Why an append was not committed. Nothing of it was written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream} is at seq {actual}, expected {expected}")]
+    SequenceConflict { stream: String, expected: u64, actual: u64 },
+    /// A record already exists under the append's idempotency key.
+    #[error("idempotency key already used")]
+    IdempotencyKeyExists(IdempotencyRecord),
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("the log writer has stopped")]
+    WriterGone,
+}
+
+struct Job {
+    append: Append,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// Handle for submitting appends to the writer thread. Clone freely.
+#[derive(Clone)]
+pub struct LogWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+/// Owns the writer thread; dropping every [`LogWriter`] and then calling
+/// [`WriterHandle::join`] finishes queued work and stops it.
+pub struct WriterHandle {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WriterHandle {
+    /// Waits for the writer to drain its queue and exit (after all senders are dropped).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl LogWriter {
+    /// Starts the writer thread for `log`.
+    pub fn start(log: &Log) -> Result<(LogWriter, WriterHandle), StorageError> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let log = log.clone();
+        let thread = std::thread::Builder::new()
+            .name("dispatch-log-writer".into())
+            .spawn(move || run(log, rx))?;
+        Ok((LogWriter { tx }, WriterHandle { thread: Some(thread) }))
+    }
+
+    /// Appends atomically and returns once the commit holding it is fsynced.
+    pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job { append, reply }).await.map_err(|_| AppendError::WriterGone)?;
+        rx.await.map_err(|_| AppendError::WriterGone)?
+    }
+
+    /// True while the writer thread is running.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+fn run(log: Log, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let size = jobs.len();
+        let (appends, replies): (Vec<Append>, Vec<_>) = jobs.into_iter().map(|j| (j.append, j.reply)).unzip();
+        let results = match commit(&log, appends) {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::error!(error = %e, batch = size, "log commit failed");
+                (0..size).map(|_| Err(AppendError::Storage(e.to_string()))).collect()
+            }
+        };
+        metrics::histogram!("dispatch_log_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("dispatch_log_commit_batch_size").record(size as f64);
+        metrics::counter!("dispatch_log_commits_total").increment(1);
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Validates and writes every append in one transaction, then commits with fsync.
+/// An append that fails validation is skipped whole; the others still commit.
+fn commit(log: &Log, appends: Vec<Append>) -> Result<Vec<Result<Appended, AppendError>>, StorageError> {
+    let txn = log.db.begin_write()?;
+    let mut results = Vec::with_capacity(appends.len());
+    {
+        let mut events = txn.open_table(EVENTS)?;
+        let mut global = txn.open_table(GLOBAL)?;
+        let mut streams = txn.open_table(STREAMS)?;
+        let mut idem = txn.open_table(IDEMPOTENCY)?;
+        let mut snapshots = txn.open_table(SNAPSHOTS)?;
+        let mut indexes = txn.open_table(INDEXES)?;
+
+        let mut next_global = match global.last()? {
+            Some((k, _)) => k.value() + 1,
+            None => 1,
+        };
+        let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
+        let mut keys_in_batch: HashSet<IdempotencyKey> = HashSet::new();
+
+        for append in appends {
+            // Validate first: nothing of a refused append is written.
+            let head = match heads.get(&append.stream) {
+                Some(h) => *h,
+                None => match streams.get(append.stream.as_str())? {
+                    Some(v) => StreamHead::decode(v.value())?.into(),
+                    None => (0, [0; 32]),
+                },
+            };
+            if head.0 != append.expected_seq {
+                results.push(Err(AppendError::SequenceConflict {
+                    stream: append.stream,
+                    expected: append.expected_seq,
+                    actual: head.0,
+                }));
+                continue;
+            }
+            if let Some((key, _)) = &append.idempotency {
+                if let Some(existing) = idem.get(key.as_tuple())? {
+                    results.push(Err(AppendError::IdempotencyKeyExists(IdempotencyRecord::decode(
+                        existing.value(),
+                    )?)));
+                    continue;
+                }
+                if keys_in_batch.contains(key) {
+                    // Only possible for concurrent duplicates; the caller re-reads the record.
+                    results.push(Err(AppendError::SequenceConflict {
+                        stream: append.stream,
+                        expected: append.expected_seq,
+                        actual: head.0,
+                    }));
+                    continue;
+                }
+            }
+
+            let (mut seq, mut prev) = head;
+            let mut records = Vec::with_capacity(append.events.len());
+            for e in append.events {
+                seq += 1;
+                let record = EventRecord::seal(&append.stream, seq, next_global, prev, e);
+                events.insert((append.stream.as_str(), seq), record.encode().as_slice())?;
+                global.insert(next_global, (append.stream.as_str(), seq))?;
+                next_global += 1;
+                prev = record.hash;
+                records.push(record);
+            }
+            if seq != head.0 {
+                let encoded = bincode::encode_to_vec(StreamHead { seq, hash: prev }, config())
+                    .expect("encoding plain fields into a Vec is infallible");
+                streams.insert(append.stream.as_str(), encoded.as_slice())?;
+                heads.insert(append.stream.clone(), (seq, prev));
+            }
+            if let Some(state) = &append.snapshot {
+                snapshots.insert(append.stream.as_str(), (seq, state.as_slice()))?;
+            }
+            for op in &append.index_ops {
+                match op {
+                    IndexOp::Put { index, key, value } => {
+                        indexes.insert((index.as_str(), key.as_str()), value.as_slice())?;
+                    }
+                    IndexOp::Delete { index, key } => {
+                        indexes.remove((index.as_str(), key.as_str()))?;
+                    }
+                }
+            }
+            if let Some((key, record)) = append.idempotency {
+                let encoded = bincode::encode_to_vec(&record, config())
+                    .expect("encoding plain fields into a Vec is infallible");
+                idem.insert(key.as_tuple(), encoded.as_slice())?;
+                keys_in_batch.insert(key);
+            }
+            results.push(Ok(Appended { records }));
+        }
+    }
+    txn.commit()?;
+    Ok(results)
+}
