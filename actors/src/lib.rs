@@ -1,1 +1,6 @@
+//! The domain of dispatch: pure rules (`decide`, `apply`) for each kind of entity,
+//! the authorization policy they share with the API, and the ractor actors that
+//! sequence the rules with the log.
 
+pub mod policy;
+pub mod ticket;

@@ -1,0 +1,200 @@
+//! The one policy table: which tools exist, the route each maps to, which roles may
+//! call them and from which ticket states. The API enforces it, the tool catalogue
+//! and the cockpit's action lists are read from it, so they cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ticket::{Ticket, TicketState};
+
+/// A caller's role, from the `role` claim of its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Dispatcher,
+    Technician,
+    Manager,
+    Qa,
+    Billing,
+    Agent,
+    Operator,
+    Engineer,
+}
+
+impl Role {
+    /// Every role, for tables and docs.
+    pub const ALL: [Role; 9] = [
+        Role::Admin,
+        Role::Dispatcher,
+        Role::Technician,
+        Role::Manager,
+        Role::Qa,
+        Role::Billing,
+        Role::Agent,
+        Role::Operator,
+        Role::Engineer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Dispatcher => "dispatcher",
+            Role::Technician => "technician",
+            Role::Manager => "manager",
+            Role::Qa => "qa",
+            Role::Billing => "billing",
+            Role::Agent => "agent",
+            Role::Operator => "operator",
+            Role::Engineer => "engineer",
+        }
+    }
+}
+
+/// An authenticated caller, as established from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Principal {
+    pub sub: String,
+    pub role: Role,
+    /// Accounts the caller may touch; `"*"` means all.
+    pub accounts: Vec<String>,
+    /// Sites the caller may touch; `"*"` means all.
+    pub sites: Vec<String>,
+    /// When present, the only tools this caller may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
+    #[serde(default)]
+    pub queues: Vec<String>,
+}
+
+impl Principal {
+    /// True when the caller's account and site scopes both cover the pair.
+    pub fn in_scope(&self, account_id: &str, site_id: &str) -> bool {
+        let covers = |list: &[String], v: &str| list.iter().any(|s| s == "*" || s == v);
+        covers(&self.accounts, account_id) && covers(&self.sites, site_id)
+    }
+}
+
+/// Which dimension of policy refused a request; reported in error bodies and the
+/// cockpit's disabled reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyDimension {
+    Role,
+    Tool,
+    State,
+    Scope,
+    Evidence,
+}
+
+/// A refusal by policy, before any domain rule runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// The role may not use this tool (or the technician is not the assignee).
+    Role(String),
+    /// The token's tool list does not include it.
+    Tool(String),
+    /// The ticket or requested account/site is outside the caller's scope.
+    Scope(String),
+}
+
+/// One tool: a named command or read, its route, roles and allowed source states.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
+    #[schema(value_type = Vec<Role>)]
+    pub roles: &'static [Role],
+    /// States the ticket must be in; empty for reads and creation.
+    #[schema(value_type = Vec<TicketState>)]
+    pub from_states: &'static [TicketState],
+    /// Whether the tool changes state (and so needs an `Idempotency-Key`).
+    pub mutating: bool,
+    pub summary: &'static str,
+}
+
+use Role::*;
+use TicketState as S;
+
+const OPEN: &[TicketState] = &[
+    S::New,
+    S::Triaged,
+    S::ReadyToSchedule,
+    S::ScheduleProposed,
+    S::Scheduled,
+    S::Dispatched,
+    S::InProgress,
+    S::ApprovalRequired,
+    S::CompletedPendingVerification,
+    S::Verified,
+    S::Invoiced,
+];
+const ANY_ROLE: &[Role] = &Role::ALL;
+
+/// The closed catalogue. A tool not listed here does not exist.
+pub const TOOLS: &[ToolSpec] = &[
+    t("ticket.create", "POST", "/v1/tickets", &[Dispatcher, Agent, Admin], &[], true, "Open a work order"),
+    t("ticket.triage", "POST", "/v1/tickets/{id}/triage", &[Dispatcher, Agent], &[S::New], true, "Triage a new ticket"),
+    t("schedule.propose", "POST", "/v1/tickets/{id}/schedule/propose", &[Dispatcher, Agent], &[S::ReadyToSchedule, S::Triaged], true, "Propose service windows"),
+    t("schedule.confirm", "POST", "/v1/tickets/{id}/schedule/confirm", &[Dispatcher, Agent], &[S::ScheduleProposed], true, "Confirm one proposed window"),
+    t("assignment.dispatch", "POST", "/v1/tickets/{id}/assignment/dispatch", &[Dispatcher, Manager], &[S::Scheduled, S::Triaged], true, "Dispatch a technician (TRIAGED only as an emergency bypass)"),
+    t("tech.check_in", "POST", "/v1/tickets/{id}/tech/check-in", &[Technician], &[S::Dispatched], true, "Technician arrives on site"),
+    t("tech.request_change", "POST", "/v1/tickets/{id}/tech/request-change", &[Technician], &[S::InProgress], true, "Ask a manager to approve a change of scope"),
+    t("approval.decide", "POST", "/v1/tickets/{id}/approval/decide", &[Manager], &[S::ApprovalRequired], true, "Approve or deny a pending approval"),
+    t("closeout.add_evidence", "POST", "/v1/tickets/{id}/evidence", &[Technician, Agent], &[S::Dispatched, S::InProgress, S::ApprovalRequired, S::CompletedPendingVerification], true, "Attach evidence"),
+    t("tech.complete", "POST", "/v1/tickets/{id}/tech/complete", &[Technician], &[S::InProgress], true, "Finish the work once closeout is ready"),
+    t("qa.verify", "POST", "/v1/tickets/{id}/qa/verify", &[Qa, Manager], &[S::CompletedPendingVerification], true, "Verify completed work"),
+    t("billing.generate_invoice", "POST", "/v1/tickets/{id}/billing/generate-invoice", &[Billing], &[S::Verified], true, "Invoice verified work"),
+    t("ticket.close", "POST", "/v1/tickets/{id}/close", &[Billing, Manager], &[S::Invoiced], true, "Close an invoiced ticket"),
+    t("ticket.cancel", "POST", "/v1/tickets/{id}/cancel", &[Dispatcher, Manager], OPEN, true, "Cancel an open ticket"),
+    t("ticket.get", "GET", "/v1/tickets/{id}", ANY_ROLE, &[], false, "Read a ticket"),
+    t("ticket.list", "GET", "/v1/tickets", ANY_ROLE, &[], false, "List tickets by state and site"),
+    t("ticket.timeline", "GET", "/v1/tickets/{id}/timeline", ANY_ROLE, &[], false, "Read a ticket's audit timeline"),
+    t("ticket.evidence", "GET", "/v1/tickets/{id}/evidence", ANY_ROLE, &[], false, "List a ticket's evidence"),
+    t("blob.upload", "POST", "/v1/blobs", &[Technician, Agent, Dispatcher, Admin], &[], true, "Upload an evidence file"),
+    t("incident_templates.list", "GET", "/v1/incident-templates", ANY_ROLE, &[], false, "Closeout templates by incident type"),
+    t("dispatcher.cockpit", "GET", "/v1/ux/dispatcher/cockpit", &[Dispatcher, Manager, Agent, Admin], &[], false, "Dispatcher queue with SLA and actions"),
+    t("tech.job_packet", "GET", "/v1/ux/technician/job-packet/{id}", ANY_ROLE, &[], false, "Technician job packet"),
+    t("admin.tokens.create", "POST", "/v1/admin/tokens", &[Admin], &[], true, "Mint an access token"),
+];
+
+#[allow(clippy::too_many_arguments)]
+const fn t(
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    roles: &'static [Role],
+    from_states: &'static [TicketState],
+    mutating: bool,
+    summary: &'static str,
+) -> ToolSpec {
+    ToolSpec { name, method, path, roles, from_states, mutating, summary }
+}
+
+/// The spec of a tool by name.
+pub fn tool(name: &str) -> Option<&'static ToolSpec> {
+    TOOLS.iter().find(|t| t.name == name)
+}
+
+/// Checks role and the token's tool list for `tool`, then — when the call is about an
+/// existing ticket — scope and, for technicians' commands, assignment. Fails closed.
+pub fn authorize(principal: &Principal, spec: &ToolSpec, ticket: Option<&Ticket>) -> Result<(), Denied> {
+    if !spec.roles.contains(&principal.role) {
+        return Err(Denied::Role(format!("role {} may not use {}", principal.role.as_str(), spec.name)));
+    }
+    if let Some(tools) = &principal.tools {
+        if !tools.iter().any(|t| t == spec.name) {
+            return Err(Denied::Tool(format!("this token may not use {}", spec.name)));
+        }
+    }
+    if let Some(ticket) = ticket {
+        if !principal.in_scope(&ticket.account_id, &ticket.site_id) {
+            return Err(Denied::Scope("ticket is outside the caller's account/site scope".into()));
+        }
+        if spec.mutating && principal.role == Technician && ticket.technician_id.as_deref() != Some(&principal.sub) {
+            return Err(Denied::Role("only the assigned technician may do this".into()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! How tickets live in the log: stream names, index keys, and rebuilding a ticket
+//! from its snapshot and the events after it. Reads used by the API go here too.
+
+use storage::{EventRecord, IndexOp, Log, StorageError};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::lifecycle::{apply, Ticket, TicketEvent, TicketState};
+
+/// Index of tickets by state: key `STATE␟id`.
+pub const BY_STATE: &str = "ticket_by_state";
+/// Index of tickets by site: key `site␟id`.
+pub const BY_SITE: &str = "ticket_by_site";
+const SEP: char = '\u{1f}';
+
+/// The log stream of one ticket.
+pub fn stream(id: Uuid) -> String {
+    format!("ticket/{id}")
+}
+
+/// Why a stored ticket could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("ticket {id}: stored data does not decode: {reason}")]
+    Corrupt { id: Uuid, reason: String },
+}
+
+/// Decodes a stored ticket event.
+pub fn decode_event(record: &EventRecord) -> Result<TicketEvent, serde_json::Error> {
+    serde_json::from_slice(&record.payload)
+}
+
+/// Event time as stored (milliseconds since the epoch) back to a timestamp.
+pub fn time_of(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The current ticket: its snapshot plus any events after it. `None` if it never existed.
+pub fn load(log: &Log, id: Uuid) -> Result<Option<Ticket>, LoadError> {
+    let stream = stream(id);
+    let corrupt = |reason: String| LoadError::Corrupt { id, reason };
+    let (mut ticket, after) = match log.snapshot(&stream)? {
+        Some((seq, bytes)) => (Some(serde_json::from_slice::<Ticket>(&bytes).map_err(|e| corrupt(e.to_string()))?), seq),
+        None => (None, 0),
+    };
+    for record in log.read_stream(&stream, after)? {
+        let event = decode_event(&record).map_err(|e| corrupt(e.to_string()))?;
+        ticket = apply(ticket, id, record.seq, time_of(record.time_ms), &event);
+    }
+    Ok(ticket)
+}
+
+/// Index changes for a ticket moving from `before` (None when created) to `after`.
+pub fn index_ops(before: Option<&Ticket>, after: &Ticket) -> Vec<IndexOp> {
+    let state_key = |s: TicketState| format!("{}{SEP}{}", s.as_str(), after.id);
+    let mut ops = Vec::new();
+    match before {
+        None => ops.push(IndexOp::Put {
+            index: BY_SITE.into(),
+            key: format!("{}{SEP}{}", after.site_id, after.id),
+            value: Vec::new(),
+        }),
+        Some(b) if b.state == after.state => return ops,
+        Some(b) => ops.push(IndexOp::Delete { index: BY_STATE.into(), key: state_key(b.state) }),
+    }
+    ops.push(IndexOp::Put { index: BY_STATE.into(), key: state_key(after.state), value: Vec::new() });
+    ops
+}
+
+/// Tickets filtered by state and/or site, oldest first, at most `limit`.
+pub fn list(log: &Log, state: Option<TicketState>, site_id: Option<&str>, limit: usize) -> Result<Vec<Ticket>, LoadError> {
+    let ids: Vec<Uuid> = match (state, site_id) {
+        (Some(s), _) => ids_in(log, BY_STATE, &format!("{}{SEP}", s.as_str()))?,
+        (None, Some(site)) => ids_in(log, BY_SITE, &format!("{site}{SEP}"))?,
+        (None, None) => ids_in(log, BY_SITE, "")?,
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        if out.len() >= limit {
+            break;
+        }
+        if let Some(t) = load(log, id)? {
+            if site_id.is_none_or(|s| t.site_id == s) {
+                out.push(t);
+            }
+        }
+    }
+    out.sort_by_key(|t| (t.created_at, t.id));
+    Ok(out)
+}
+
+fn ids_in(log: &Log, index: &str, prefix: &str) -> Result<Vec<Uuid>, StorageError> {
+    Ok(log
+        .index_scan(index, prefix, usize::MAX)?
+        .into_iter()
+        .filter_map(|(k, _)| k.rsplit(SEP).next().and_then(|id| Uuid::parse_str(id).ok()))
+        .collect())
+}

@@ -1,0 +1,135 @@
+//! The supervisor against a real log: waking, passivation bounds, restart, replay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use storage::{BlobStore, IdempotencyKey, Log, LogWriter};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::*;
+use crate::policy::{Principal, Role};
+use crate::ticket::{CommandError, CommandMeta, CommandOutcome, CreateTicket, Templates, Ticket, TicketCommand, TicketRequest, TicketState};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    log: Log,
+    sup: ActorRef<SupervisorMsg>,
+}
+
+async fn fixture(config: SupervisorConfig) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("log.redb")).unwrap();
+    let (writer, _h) = LogWriter::start(&log).unwrap();
+    let deps = Arc::new(TicketDeps {
+        log: log.clone(),
+        writer,
+        blobs: BlobStore::open(dir.path().join("blobs")).unwrap(),
+        templates: Arc::new(Templates::builtin()),
+    });
+    let (sup, _) = Actor::spawn(None, TicketSupervisor, (deps, config)).await.unwrap();
+    Fixture { _dir: dir, log, sup }
+}
+
+fn dispatcher() -> Principal {
+    Principal { sub: "d1".into(), role: Role::Dispatcher, accounts: vec!["*".into()], sites: vec!["*".into()], tools: None, queues: vec![] }
+}
+
+async fn send(sup: &ActorRef<SupervisorMsg>, id: Uuid, command: TicketCommand, key: &str, hash: u8) -> Result<CommandOutcome, CommandError> {
+    let (tx, rx) = ractor::concurrency::oneshot();
+    let meta = CommandMeta {
+        principal: dispatcher(),
+        request_id: key.into(),
+        correlation_id: None,
+        trace_id: None,
+        now: OffsetDateTime::now_utc(),
+        idempotency: IdempotencyKey { principal: "d1".into(), route: command.tool().into(), key: key.into() },
+        request_hash: [hash; 32],
+    };
+    sup.cast(SupervisorMsg::Dispatch(Box::new(TicketRequest { ticket_id: id, command, meta, reply: tx.into() }))).unwrap();
+    // A dropped reply port means the actor died with the request queued.
+    rx.await.unwrap_or_else(|_| Err(CommandError::Unavailable("actor stopped".into())))
+}
+
+fn create() -> TicketCommand {
+    TicketCommand::Create(CreateTicket {
+        account_id: "a".into(),
+        site_id: "s".into(),
+        incident_type: "LOCKOUT".into(),
+        summary: "locked out".into(),
+        priority: None,
+    })
+}
+
+fn cancel() -> TicketCommand {
+    TicketCommand::Cancel(crate::ticket::Cancel { reason: "dup".into() })
+}
+
+async fn live(sup: &ActorRef<SupervisorMsg>) -> usize {
+    ractor::call!(sup, SupervisorMsg::LiveCount).unwrap()
+}
+
+#[tokio::test]
+async fn live_actors_stay_bounded_while_touching_many_tickets() {
+    let f = fixture(SupervisorConfig { max_live: 50, idle_after: Duration::from_secs(3600) }).await;
+    let mut ids = Vec::new();
+    let mut peak = 0;
+    for i in 0..400 {
+        let id = Uuid::now_v7();
+        send(&f.sup, id, create(), &format!("c{i}"), 1).await.unwrap();
+        ids.push(id);
+        peak = peak.max(live(&f.sup).await);
+    }
+    assert!(peak <= 50, "peak of {peak} live actors exceeds the bound of 50");
+    // A passivated ticket wakes from its snapshot and keeps its history.
+    let out = send(&f.sup, ids[0], cancel(), "x0", 2).await.unwrap();
+    let ticket: Ticket = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!((ticket.state, ticket.version), (TicketState::Cancelled, 2));
+    assert_eq!(f.log.global_len().unwrap(), 401);
+}
+
+#[tokio::test]
+async fn idle_actors_are_passivated_by_the_sweep() {
+    let f = fixture(SupervisorConfig { max_live: 1000, idle_after: Duration::from_millis(1) }).await;
+    for i in 0..20 {
+        send(&f.sup, Uuid::now_v7(), create(), &format!("c{i}"), 1).await.unwrap();
+    }
+    // The sweep is driven explicitly rather than waited for.
+    f.sup.cast(SupervisorMsg::Sweep).unwrap();
+    assert_eq!(live(&f.sup).await, 0);
+}
+
+#[tokio::test]
+async fn a_failed_actor_is_restarted_from_the_log() {
+    let f = fixture(SupervisorConfig::default()).await;
+    let id = Uuid::now_v7();
+    send(&f.sup, id, create(), "c", 1).await.unwrap();
+    f.sup.cast(SupervisorMsg::Crash(id)).unwrap();
+    // A command queued behind the crash is lost with the actor and answered as
+    // unavailable; the client's retry with the same key reaches the restarted actor.
+    let mut attempts = 0;
+    let out = loop {
+        attempts += 1;
+        match send(&f.sup, id, cancel(), "x", 2).await {
+            Ok(out) => break out,
+            Err(CommandError::Unavailable(_)) if attempts < 5 => continue,
+            Err(e) => panic!("retry {attempts} failed: {e}"),
+        }
+    };
+    let ticket: Ticket = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!((ticket.state, ticket.version), (TicketState::Cancelled, 2), "state rebuilt after the crash");
+    assert!(f.log.verify_all().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_retried_command_is_replayed_and_writes_nothing() {
+    let f = fixture(SupervisorConfig::default()).await;
+    let id = Uuid::now_v7();
+    let first = send(&f.sup, id, create(), "k", 1).await.unwrap();
+    let again = send(&f.sup, id, create(), "k", 1).await.unwrap();
+    assert!(again.replayed && !first.replayed);
+    assert_eq!(again.body, first.body);
+    assert!(matches!(send(&f.sup, id, create(), "k", 9).await, Err(CommandError::IdempotencyKeyReused)));
+    assert_eq!(f.log.global_len().unwrap(), 1);
+}
