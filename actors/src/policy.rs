@@ -198,3 +198,49 @@ pub fn authorize(principal: &Principal, spec: &ToolSpec, ticket: Option<&Ticket>
     }
     Ok(())
 }
+
+/// Whether a caller may take a ticket action now, and if not, which rule says no.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ActionAvailability {
+    pub tool: &'static str,
+    pub method: &'static str,
+    /// The route with the ticket id filled in.
+    pub path: String,
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<DisabledReason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DisabledReason {
+    pub policy: PolicyDimension,
+    pub message: String,
+}
+
+/// Every ticket command with whether `principal` may use it on `ticket` now, and
+/// why not when it may not. Read models show this; the API enforces the same rules.
+pub fn ticket_actions(principal: &Principal, ticket: &Ticket) -> Vec<ActionAvailability> {
+    TOOLS
+        .iter()
+        .filter(|s| s.mutating && !s.from_states.is_empty())
+        .map(|spec| {
+            let reason = match authorize(principal, spec, Some(ticket)) {
+                Err(Denied::Role(m)) => Some(DisabledReason { policy: PolicyDimension::Role, message: m }),
+                Err(Denied::Tool(m)) => Some(DisabledReason { policy: PolicyDimension::Tool, message: m }),
+                Err(Denied::Scope(m)) => Some(DisabledReason { policy: PolicyDimension::Scope, message: m }),
+                Ok(()) if !spec.from_states.contains(&ticket.state) => Some(DisabledReason {
+                    policy: PolicyDimension::State,
+                    message: format!("not allowed while the ticket is {}", ticket.state),
+                }),
+                Ok(()) => None,
+            };
+            ActionAvailability {
+                tool: spec.name,
+                method: spec.method,
+                path: spec.path.replace("{id}", &ticket.id.to_string()),
+                enabled: reason.is_none(),
+                disabled_reason: reason,
+            }
+        })
+        .collect()
+}

@@ -1,1 +1,9 @@
+//! The `dispatch` binary's library: roles, HTTP API, CLI. Kept as a library so
+//! tests and simulations can run the real orchestrator in-process.
 
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,63 @@
+//! Admin-only endpoints.
+
+use actors::policy::{Principal, Role};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Caller, JsonBody, RequestCtx};
+use super::{authorize_route, App};
+
+/// Longest lifetime an admin may give a token (one year).
+const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
+
+/// Body of `POST /v1/admin/tokens`.
+#[derive(Deserialize, ToSchema)]
+pub struct MintToken {
+    pub sub: String,
+    pub role: Role,
+    pub accounts: Vec<String>,
+    pub sites: Vec<String>,
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    #[serde(default)]
+    pub queues: Vec<String>,
+    pub ttl_seconds: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MintedToken {
+    pub token: String,
+    pub token_type: &'static str,
+    pub jti: String,
+    pub expires_at: i64,
+}
+
+#[utoipa::path(post, path = "/v1/admin/tokens", tag = "admin", request_body = MintToken,
+    responses((status = 201, body = MintedToken), (status = "4XX", body = ErrorBody)))]
+/// Mint an access token for a user or service (admin only). Minting stores nothing,
+/// so it needs no Idempotency-Key: a retry just mints another token.
+pub(super) async fn mint_token(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, body: JsonBody<MintToken>) -> Result<(StatusCode, Json<MintedToken>), ApiError> {
+    authorize_route(&caller, &ctx, "admin.tokens.create")?;
+    let m = body.value;
+    let bad = |m: &str| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, m.to_owned());
+    if m.sub.trim().is_empty() {
+        return Err(bad("sub must not be empty"));
+    }
+    if m.accounts.is_empty() || m.sites.is_empty() {
+        return Err(bad("accounts and sites must each name at least one entry (\"*\" for all)"));
+    }
+    if !(1..=MAX_TTL_SECONDS).contains(&m.ttl_seconds) {
+        return Err(bad("ttl_seconds must be between 1 and 31536000"));
+    }
+    if let Some(unknown) = m.tools.iter().flatten().find(|t| actors::policy::tool(t).is_none()) {
+        return Err(bad(&format!("unknown tool {unknown:?}")));
+    }
+    let principal = Principal { sub: m.sub, role: m.role, accounts: m.accounts, sites: m.sites, tools: m.tools, queues: m.queues };
+    let (token, claims) = app.auth.mint(&principal, m.ttl_seconds).map_err(|e| ApiError::internal("minting a token", e))?;
+    tracing::info!(sub = %principal.sub, role = principal.role.as_str(), jti = %claims.jti, by = %caller.sub, "token minted");
+    Ok((StatusCode::CREATED, Json(MintedToken { token, token_type: "Bearer", jti: claims.jti, expires_at: claims.exp })))
+}

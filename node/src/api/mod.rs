@@ -1,0 +1,146 @@
+//! The HTTP API under `/v1`: a thin edge that authenticates, checks the policy
+//! table, and hands commands to the ticket actors or reads the log's read models.
+
+mod admin;
+mod blobs;
+pub mod error;
+mod extract;
+mod openapi;
+mod system;
+mod tickets;
+mod ux;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actors::policy::{self, Principal, ToolSpec};
+use actors::ticket::{SupervisorMsg, Templates, TicketError};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ractor::ActorRef;
+use storage::{BlobStore, Log, LogWriter};
+
+use crate::auth::Auth;
+use error::{ApiError, REQUEST_ID};
+use extract::RequestCtx;
+
+/// Largest JSON body accepted.
+pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
+/// Largest evidence file accepted by `POST /v1/blobs`.
+pub const BLOB_BODY_LIMIT: usize = 25 * 1024 * 1024;
+
+/// Everything a handler may use.
+pub struct AppInner {
+    pub log: Log,
+    pub writer: LogWriter,
+    pub blobs: BlobStore,
+    pub templates: Arc<Templates>,
+    pub tickets: ActorRef<SupervisorMsg>,
+    pub auth: Auth,
+    /// Accept `X-Actor-*` identity headers (development only).
+    pub dev_headers: bool,
+    pub metrics: PrometheusHandle,
+}
+
+/// Shared handler state.
+#[derive(Clone)]
+pub struct App(pub Arc<AppInner>);
+
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(app: App) -> Router {
+    let v1 = Router::new()
+        .route("/v1/tickets", post(tickets::create).get(tickets::list))
+        .route("/v1/tickets/{id}", get(tickets::get))
+        .route("/v1/tickets/{id}/timeline", get(tickets::timeline))
+        .route("/v1/tickets/{id}/evidence", post(tickets::add_evidence).get(tickets::evidence))
+        .route("/v1/tickets/{id}/triage", post(tickets::triage))
+        .route("/v1/tickets/{id}/schedule/propose", post(tickets::propose_schedule))
+        .route("/v1/tickets/{id}/schedule/confirm", post(tickets::confirm_schedule))
+        .route("/v1/tickets/{id}/assignment/dispatch", post(tickets::dispatch))
+        .route("/v1/tickets/{id}/tech/check-in", post(tickets::check_in))
+        .route("/v1/tickets/{id}/tech/request-change", post(tickets::request_change))
+        .route("/v1/tickets/{id}/approval/decide", post(tickets::decide_approval))
+        .route("/v1/tickets/{id}/tech/complete", post(tickets::complete))
+        .route("/v1/tickets/{id}/qa/verify", post(tickets::verify))
+        .route("/v1/tickets/{id}/billing/generate-invoice", post(tickets::generate_invoice))
+        .route("/v1/tickets/{id}/close", post(tickets::close))
+        .route("/v1/tickets/{id}/cancel", post(tickets::cancel))
+        .route("/v1/incident-templates", get(tickets::incident_templates))
+        .route("/v1/blobs", post(blobs::upload).layer(DefaultBodyLimit::max(BLOB_BODY_LIMIT)))
+        .route("/v1/ux/dispatcher/cockpit", get(ux::cockpit))
+        .route("/v1/ux/technician/job-packet/{id}", get(ux::job_packet))
+        .route("/v1/admin/tokens", post(admin::mint_token))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/health", get(system::health))
+        .route("/ready", get(system::ready))
+        .route("/metrics", get(system::metrics));
+    v1.route_layer(middleware::from_fn(observe))
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed on this route")
+        })
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .with_state(app)
+}
+
+/// Gives each request an id (or keeps the caller's `X-Request-Id`), and records its
+/// count and latency by route template, so label values stay bounded.
+async fn observe(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let mut response = REQUEST_ID.scope(request_id.clone(), next.run(req)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    metrics::counter!("dispatch_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("dispatch_http_request_duration_seconds", "method" => method.clone(), "route" => route.clone())
+        .record(elapsed);
+    tracing::debug!(request_id, method, route, status, duration_ms = elapsed * 1e3, "request");
+    response
+}
+
+/// Role, token tool list and the `X-Tool-Name` header, for a route's tool.
+fn authorize_route(caller: &Principal, ctx: &RequestCtx, tool: &str) -> Result<&'static ToolSpec, ApiError> {
+    let spec = policy::tool(tool).ok_or_else(|| ApiError::internal("policy lookup", tool))?;
+    if let Some(named) = &ctx.tool_name {
+        if named != spec.name {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "TOOL_NOT_ALLOWED",
+                format!("X-Tool-Name {named:?} does not match this route's tool {}", spec.name),
+            )
+            .policy(policy::PolicyDimension::Tool));
+        }
+    }
+    policy::authorize(caller, spec, None).map_err(|d| ApiError::from(TicketError::from(d)))?;
+    Ok(spec)
+}
+
+/// A JSON response from already-serialized bytes.
+fn json_bytes(status: u16, body: Vec<u8>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}

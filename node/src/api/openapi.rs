@@ -1,0 +1,39 @@
+//! The OpenAPI 3.1 document, generated from the handlers' own types.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{admin, blobs, tickets, ux};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "dispatch", description = "Control plane for work that moves between agents, people and machines."),
+    paths(
+        tickets::create, tickets::triage, tickets::propose_schedule, tickets::confirm_schedule, tickets::dispatch,
+        tickets::check_in, tickets::request_change, tickets::decide_approval, tickets::add_evidence, tickets::complete,
+        tickets::verify, tickets::generate_invoice, tickets::close, tickets::cancel, tickets::get, tickets::list,
+        tickets::timeline, tickets::evidence, tickets::incident_templates, blobs::upload, ux::cockpit, ux::job_packet,
+        admin::mint_token,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// `GET /v1/openapi.json`.
+pub(super) async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,32 @@
+//! Liveness, readiness and metrics, for supervisors and Prometheus.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use super::App;
+
+/// The process is up.
+pub(super) async fn health() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready to serve: storage readable and the log writer running; otherwise 503 with reasons.
+pub(super) async fn ready(State(app): State<App>) -> impl IntoResponse {
+    let mut reasons = Vec::new();
+    if let Err(e) = app.log.global_len() {
+        reasons.push(format!("storage unreadable: {e}"));
+    }
+    if !app.writer.is_running() {
+        reasons.push("log writer stopped".to_owned());
+    }
+    let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": reasons.is_empty(), "reasons": reasons })))
+}
+
+/// Prometheus text exposition.
+pub(super) async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+}

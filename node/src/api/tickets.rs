@@ -1,0 +1,261 @@
+//! Ticket commands and reads.
+
+use actors::policy::Principal;
+use actors::ticket::{
+    self, store, AddEvidence, Cancel, CommandMeta, Complete, ConfirmSchedule, CreateTicket, DecideApproval,
+    DispatchAssignment, Empty, Evidence, GenerateInvoice, ProposeSchedule, RequestChange, Templates, Ticket,
+    TicketCommand, TicketRequest, TicketState, Triage, Verify,
+};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use storage::IdempotencyKey;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Caller, JsonBody, RequestCtx};
+use super::{authorize_route, json_bytes, App};
+
+/// Parses a path segment as a ticket id.
+pub(super) fn parse_ticket_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::invalid_ticket_id(raw))
+}
+
+/// Sends a command to its ticket's actor and answers with the durable outcome.
+async fn run(app: &App, caller: Principal, ctx: RequestCtx, id: Uuid, command: TicketCommand, body_hash: [u8; 32]) -> Result<Response, ApiError> {
+    authorize_route(&caller, &ctx, command.tool())?;
+    let key = ctx.idempotency_key.clone().ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "MISSING_IDEMPOTENCY_KEY", "the Idempotency-Key header is required on every mutation")
+    })?;
+    let mut hasher = Sha256::new();
+    hasher.update(ctx.method.as_bytes());
+    hasher.update(b" ");
+    hasher.update(ctx.path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body_hash);
+    let meta = CommandMeta {
+        idempotency: IdempotencyKey { principal: caller.sub.clone(), route: format!("{} {}", ctx.method, ctx.route), key },
+        principal: caller,
+        request_id: ctx.request_id,
+        correlation_id: ctx.correlation_id,
+        trace_id: ctx.trace_id,
+        now: OffsetDateTime::now_utc(),
+        request_hash: hasher.finalize().into(),
+    };
+    let (tx, rx) = ractor::concurrency::oneshot();
+    let request = TicketRequest { ticket_id: id, command, meta, reply: tx.into() };
+    app.tickets
+        .cast(ticket::SupervisorMsg::Dispatch(Box::new(request)))
+        .map_err(|_| ApiError::unavailable("ticket actors are shutting down"))?;
+    let outcome = rx
+        .await
+        .map_err(|_| ApiError::unavailable("the ticket's actor stopped before answering; retry with the same Idempotency-Key"))??;
+    let mut response = json_bytes(outcome.status, outcome.body);
+    if outcome.replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Loads a ticket the caller may read with `tool`.
+pub(super) fn load_for(app: &App, caller: &Principal, ctx: &RequestCtx, raw_id: &str, tool: &str) -> Result<Ticket, ApiError> {
+    let spec = authorize_route(caller, ctx, tool)?;
+    let id = parse_ticket_id(raw_id)?;
+    let ticket = store::load(&app.log, id).map_err(|e| ApiError::internal("loading the ticket", e))?.ok_or_else(ApiError::ticket_not_found)?;
+    actors::policy::authorize(caller, spec, Some(&ticket)).map_err(|d| ApiError::from(ticket::TicketError::from(d)))?;
+    Ok(ticket)
+}
+
+#[utoipa::path(post, path = "/v1/tickets", tag = "tickets", request_body = CreateTicket,
+    params(("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
+    responses((status = 201, description = "created", body = Ticket), (status = "4XX", description = "refused", body = ErrorBody)))]
+/// Open a work order.
+pub(super) async fn create(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, body: JsonBody<CreateTicket>) -> Result<Response, ApiError> {
+    run(&app, caller, ctx, Uuid::now_v7(), TicketCommand::Create(body.value), body.canonical_hash).await
+}
+
+macro_rules! ticket_command {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $body:ty, $variant:ident) => {
+        #[utoipa::path(post, path = $path, tag = "tickets", request_body = $body,
+            params(("id" = String, Path, description = "ticket id (UUID)"),
+                   ("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
+            responses((status = 200, description = "the ticket after the command", body = Ticket),
+                      (status = "4XX", description = "refused; nothing was written", body = ErrorBody)))]
+        $(#[$doc])*
+        pub(super) async fn $name(
+            State(app): State<App>,
+            Caller(caller): Caller,
+            ctx: RequestCtx,
+            Path(id): Path<String>,
+            body: JsonBody<$body>,
+        ) -> Result<Response, ApiError> {
+            let id = parse_ticket_id(&id)?;
+            run(&app, caller, ctx, id, TicketCommand::$variant(body.value), body.canonical_hash).await
+        }
+    };
+}
+
+ticket_command!(/// Triage a NEW ticket.
+    triage, "/v1/tickets/{id}/triage", Triage, Triage);
+ticket_command!(/// Propose service windows.
+    propose_schedule, "/v1/tickets/{id}/schedule/propose", ProposeSchedule, ProposeSchedule);
+ticket_command!(/// Confirm one proposed window.
+    confirm_schedule, "/v1/tickets/{id}/schedule/confirm", ConfirmSchedule, ConfirmSchedule);
+ticket_command!(/// Dispatch a technician; from TRIAGED only as an emergency bypass with a reason and a manager's confirmation.
+    dispatch, "/v1/tickets/{id}/assignment/dispatch", DispatchAssignment, Dispatch);
+ticket_command!(/// The assigned technician checks in on site.
+    check_in, "/v1/tickets/{id}/tech/check-in", Empty, CheckIn);
+ticket_command!(/// The assigned technician asks for approval of a change.
+    request_change, "/v1/tickets/{id}/tech/request-change", RequestChange, RequestChange);
+ticket_command!(/// A manager approves or denies.
+    decide_approval, "/v1/tickets/{id}/approval/decide", DecideApproval, DecideApproval);
+ticket_command!(/// Attach evidence (a `blob:sha256:` URI from `POST /v1/blobs`).
+    add_evidence, "/v1/tickets/{id}/evidence", AddEvidence, AddEvidence);
+ticket_command!(/// Complete the work; refused until closeout is ready.
+    complete, "/v1/tickets/{id}/tech/complete", Complete, Complete);
+ticket_command!(/// Verify completed work; closeout is checked again.
+    verify, "/v1/tickets/{id}/qa/verify", Verify, Verify);
+ticket_command!(/// Invoice verified work.
+    generate_invoice, "/v1/tickets/{id}/billing/generate-invoice", GenerateInvoice, GenerateInvoice);
+ticket_command!(/// Close an invoiced ticket.
+    close, "/v1/tickets/{id}/close", Empty, Close);
+ticket_command!(/// Cancel an open ticket (reason required).
+    cancel, "/v1/tickets/{id}/cancel", Cancel, Cancel);
+
+#[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path)),
+    responses((status = 200, body = Ticket), (status = "4XX", body = ErrorBody)))]
+/// Read a ticket.
+pub(super) async fn get(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<Ticket>, ApiError> {
+    load_for(&app, &caller, &ctx, &id, "ticket.get").map(Json)
+}
+
+/// One event of a ticket's audit trail.
+#[derive(Serialize, ToSchema)]
+pub struct TimelineEntry {
+    pub seq: u64,
+    pub global_position: u64,
+    pub event_id: String,
+    pub occurred_at: String,
+    pub kind: String,
+    pub actor: TimelineActor,
+    pub tool: String,
+    pub request_id: String,
+    pub correlation_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub before_state: Option<String>,
+    pub after_state: Option<String>,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TimelineActor {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub role: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Timeline {
+    pub ticket_id: Uuid,
+    pub events: Vec<TimelineEntry>,
+}
+
+/// The timeline of a ticket, in log order.
+pub(super) fn timeline_of(app: &App, id: Uuid) -> Result<Vec<TimelineEntry>, ApiError> {
+    let records = app.log.read_stream(&store::stream(id), 0).map_err(|e| ApiError::internal("reading the timeline", e))?;
+    Ok(records
+        .into_iter()
+        .map(|r| TimelineEntry {
+            seq: r.seq,
+            global_position: r.global_position,
+            occurred_at: store::time_of(r.time_ms).format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            event_id: r.event_id,
+            kind: r.kind,
+            actor: TimelineActor { kind: r.actor.kind, id: r.actor.id, role: r.actor.role },
+            tool: r.tool,
+            request_id: r.request_id,
+            correlation_id: r.correlation_id,
+            trace_id: r.trace_id,
+            before_state: r.from_state,
+            after_state: r.to_state,
+            payload: serde_json::from_slice(&r.payload).unwrap_or(serde_json::Value::Null),
+            prev_hash: hex::encode(r.prev_hash),
+            hash: hex::encode(r.hash),
+        })
+        .collect())
+}
+
+#[utoipa::path(get, path = "/v1/tickets/{id}/timeline", tag = "tickets", params(("id" = String, Path)),
+    responses((status = 200, body = Timeline), (status = "4XX", body = ErrorBody)))]
+/// A ticket's audit timeline, oldest first, with each event's hash-chain link.
+pub(super) async fn timeline(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<Timeline>, ApiError> {
+    let ticket = load_for(&app, &caller, &ctx, &id, "ticket.timeline")?;
+    Ok(Json(Timeline { ticket_id: ticket.id, events: timeline_of(&app, ticket.id)? }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EvidenceList {
+    pub ticket_id: Uuid,
+    pub evidence: Vec<Evidence>,
+}
+
+#[utoipa::path(get, path = "/v1/tickets/{id}/evidence", tag = "tickets", params(("id" = String, Path)),
+    responses((status = 200, body = EvidenceList), (status = "4XX", body = ErrorBody)))]
+/// A ticket's evidence, in the order it was added.
+pub(super) async fn evidence(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<EvidenceList>, ApiError> {
+    let ticket = load_for(&app, &caller, &ctx, &id, "ticket.evidence")?;
+    Ok(Json(EvidenceList { ticket_id: ticket.id, evidence: ticket.evidence }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only tickets in this state.
+    pub state: Option<String>,
+    pub site_id: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TicketList {
+    pub tickets: Vec<Ticket>,
+}
+
+#[utoipa::path(get, path = "/v1/tickets", tag = "tickets", params(ListQuery),
+    responses((status = 200, body = TicketList), (status = "4XX", body = ErrorBody)))]
+/// Tickets in the caller's scope, by state and/or site, oldest first.
+pub(super) async fn list(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<TicketList>, ApiError> {
+    authorize_route(&caller, &ctx, "ticket.list")?;
+    let Query(q) = query.map_err(|e| ApiError::validation(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(TicketState::parse(s).ok_or_else(|| {
+            ApiError::validation(StatusCode::BAD_REQUEST, format!("unknown state {s:?}")).details(serde_json::json!({ "field": "state" }))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let tickets = store::list(&app.log, state, q.site_id.as_deref().filter(|s| !s.is_empty()), usize::MAX)
+        .map_err(|e| ApiError::internal("listing tickets", e))?
+        .into_iter()
+        .filter(|t| caller.in_scope(&t.account_id, &t.site_id))
+        .take(limit)
+        .collect();
+    Ok(Json(TicketList { tickets }))
+}
+
+#[utoipa::path(get, path = "/v1/incident-templates", tag = "tickets",
+    responses((status = 200, body = Templates), (status = "4XX", body = ErrorBody)))]
+/// The closeout templates in force: required evidence keys and checklist per incident type.
+pub(super) async fn incident_templates(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx) -> Result<Response, ApiError> {
+    authorize_route(&caller, &ctx, "incident_templates.list")?;
+    Ok(Json(app.templates.as_ref().clone()).into_response())
+}

@@ -1,0 +1,187 @@
+//! Read models for people: the dispatcher cockpit and the technician job packet.
+//! Both list the actions the caller may take, and why the others are disabled,
+//! from the same policy table the API enforces.
+
+use actors::policy::{ticket_actions, ActionAvailability};
+use actors::ticket::{closeout, store, CloseoutStatus, Priority, Ticket, TicketState};
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Caller, RequestCtx};
+use super::tickets::{load_for, timeline_of, TimelineEntry};
+use super::{authorize_route, App};
+
+/// Time allowed from creation to completion, by priority.
+fn sla_target(p: Priority) -> time::Duration {
+    match p {
+        Priority::Emergency => time::Duration::hours(2),
+        Priority::High => time::Duration::hours(8),
+        Priority::Normal => time::Duration::hours(48),
+        Priority::Low => time::Duration::hours(120),
+    }
+}
+
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SlaStatus {
+    OnTrack,
+    /// Less than a quarter of the target time is left.
+    AtRisk,
+    Breached,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Sla {
+    pub due_at: String,
+    pub remaining_seconds: i64,
+    pub status: SlaStatus,
+}
+
+fn sla(t: &Ticket, now: OffsetDateTime) -> Sla {
+    let target = sla_target(t.priority);
+    let due = t.created_at + target;
+    let remaining = due - now;
+    let status = if remaining.is_negative() {
+        SlaStatus::Breached
+    } else if remaining < target / 4 {
+        SlaStatus::AtRisk
+    } else {
+        SlaStatus::OnTrack
+    };
+    Sla {
+        due_at: due.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        remaining_seconds: remaining.whole_seconds(),
+        status,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CockpitRow {
+    pub ticket_id: Uuid,
+    pub state: TicketState,
+    pub priority: Priority,
+    pub account_id: String,
+    pub site_id: String,
+    pub incident_type: String,
+    pub summary: String,
+    pub assignee: Option<String>,
+    pub last_update: String,
+    pub sla: Sla,
+    pub actions: Vec<ActionAvailability>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Cockpit {
+    pub generated_at: String,
+    /// Open tickets in the caller's scope, most urgent SLA first.
+    pub queue: Vec<CockpitRow>,
+}
+
+/// States the cockpit watches: open and not yet through verification.
+const QUEUE_STATES: [TicketState; 9] = [
+    TicketState::New,
+    TicketState::Triaged,
+    TicketState::ReadyToSchedule,
+    TicketState::ScheduleProposed,
+    TicketState::Scheduled,
+    TicketState::Dispatched,
+    TicketState::InProgress,
+    TicketState::ApprovalRequired,
+    TicketState::CompletedPendingVerification,
+];
+
+#[utoipa::path(get, path = "/v1/ux/dispatcher/cockpit", tag = "ux",
+    responses((status = 200, body = Cockpit), (status = "4XX", body = ErrorBody)))]
+/// The dispatcher's queue with SLA timers and the actions the caller may take.
+pub(super) async fn cockpit(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx) -> Result<Json<Cockpit>, ApiError> {
+    authorize_route(&caller, &ctx, "dispatcher.cockpit")?;
+    let now = OffsetDateTime::now_utc();
+    let mut rows = Vec::new();
+    for state in QUEUE_STATES {
+        let tickets = store::list(&app.log, Some(state), None, usize::MAX).map_err(|e| ApiError::internal("reading the queue", e))?;
+        for t in tickets.into_iter().filter(|t| caller.in_scope(&t.account_id, &t.site_id)) {
+            rows.push(CockpitRow {
+                ticket_id: t.id,
+                state: t.state,
+                priority: t.priority,
+                sla: sla(&t, now),
+                actions: ticket_actions(&caller, &t),
+                last_update: t.updated_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                assignee: t.technician_id,
+                account_id: t.account_id,
+                site_id: t.site_id,
+                incident_type: t.incident_type,
+                summary: t.summary,
+            });
+        }
+    }
+    rows.sort_by_key(|r| (r.sla.remaining_seconds, r.ticket_id));
+    Ok(Json(Cockpit {
+        generated_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        queue: rows,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChecklistItem {
+    pub item: String,
+    pub done: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobPacket {
+    pub ticket_id: Uuid,
+    pub state: TicketState,
+    pub priority: Priority,
+    pub account_id: String,
+    pub site_id: String,
+    pub incident_type: String,
+    /// What the work is: the ticket summary and the incident type's description.
+    pub scope: String,
+    pub window: Option<actors::ticket::Window>,
+    pub assignee: Option<String>,
+    pub checklist: Vec<ChecklistItem>,
+    /// The closeout gate: required vs present evidence, missing items, signature.
+    pub closeout: CloseoutStatus,
+    pub evidence: Vec<actors::ticket::Evidence>,
+    pub timeline: Vec<TimelineEntry>,
+    pub actions: Vec<ActionAvailability>,
+}
+
+#[utoipa::path(get, path = "/v1/ux/technician/job-packet/{id}", tag = "ux", params(("id" = String, Path)),
+    responses((status = 200, body = JobPacket), (status = "4XX", body = ErrorBody)))]
+/// Everything a technician needs on site, including what still blocks closeout.
+pub(super) async fn job_packet(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<JobPacket>, ApiError> {
+    let t = load_for(&app, &caller, &ctx, &id, "tech.job_packet")?;
+    let template = app.templates.get(&t.incident_type);
+    let blobs = app.blobs.clone();
+    let resolves = move |uri: &str| blobs.resolves(uri);
+    let status = closeout::status(&t, &t.checklist, t.no_signature_reason.as_deref(), &app.templates, &resolves);
+    let checklist = template
+        .map(|tpl| tpl.checklist.iter().map(|i| ChecklistItem { item: i.clone(), done: t.checklist.get(i) == Some(&true) }).collect())
+        .unwrap_or_default();
+    Ok(Json(JobPacket {
+        ticket_id: t.id,
+        state: t.state,
+        priority: t.priority,
+        scope: match template {
+            Some(tpl) => format!("{} — {}", t.summary, tpl.description),
+            None => t.summary.clone(),
+        },
+        window: t.confirmed_window.clone(),
+        assignee: t.technician_id.clone(),
+        checklist,
+        closeout: status,
+        timeline: timeline_of(&app, t.id)?,
+        actions: ticket_actions(&caller, &t),
+        evidence: t.evidence,
+        account_id: t.account_id,
+        site_id: t.site_id,
+        incident_type: t.incident_type,
+    }))
+}

@@ -1,0 +1,458 @@
+//! The command line: `up` and `agent` run the product; every other subcommand is a
+//! client of the HTTP API, with `--json` for scripts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use actors::policy::{Principal, Role};
+use actors::ticket::SupervisorConfig;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::{Client, ClientError};
+use crate::server::{stop_signal, Orchestrator, ServerConfig};
+
+#[derive(Parser)]
+#[command(name = "dispatch", version, about = "Self-hosted control plane for work between agents, people and machines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded single-node default (data in ./dispatch-data); prints the URL and an admin token.
+    Up(ServeArgs),
+    /// Run a cluster member in a given role.
+    Agent {
+        #[arg(long, value_enum)]
+        role: AgentRole,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Work with tickets.
+    Ticket {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: TicketCmd,
+    },
+    /// Upload an evidence file; prints its blob URI.
+    Blob {
+        #[command(flatten)]
+        client: ClientArgs,
+        file: PathBuf,
+    },
+    /// Administration.
+    Admin {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: AdminCmd,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AgentRole {
+    Orchestrator,
+    Worker,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory for the log, blobs and keys.
+    #[arg(long, default_value = "./dispatch-data", env = "DISPATCH_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address of the HTTP API (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "DISPATCH_HTTP_ADDR")]
+    http_addr: SocketAddr,
+    /// Accept X-Actor-* identity headers instead of tokens. Development only.
+    #[arg(long)]
+    dev_headers: bool,
+    /// Incident templates file replacing the built-in set.
+    #[arg(long)]
+    templates: Option<PathBuf>,
+    /// Log lines as JSON.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// Orchestrator URL.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "DISPATCH_SERVER")]
+    server: String,
+    /// Access token (default: ./dispatch-data/admin-token when present).
+    #[arg(long, global = true, env = "DISPATCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the server's JSON answer.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Idempotency-Key for a mutation (default: a fresh one). Reuse it to retry safely.
+    #[arg(long, global = true)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum TicketCmd {
+    /// Open a ticket.
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        incident_type: String,
+        #[arg(long)]
+        summary: String,
+        #[arg(long)]
+        priority: Option<String>,
+    },
+    /// Triage: --outcome TRIAGED | READY_TO_SCHEDULE | APPROVAL_REQUIRED.
+    Triage {
+        id: String,
+        #[arg(long)]
+        outcome: String,
+        #[arg(long)]
+        priority: Option<String>,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// Propose windows, each START/END in RFC 3339.
+    Propose {
+        id: String,
+        #[arg(long = "window", required = true)]
+        windows: Vec<String>,
+    },
+    /// Confirm a proposed window START/END.
+    Confirm {
+        id: String,
+        #[arg(long)]
+        window: String,
+    },
+    /// Dispatch a technician; with --emergency-reason and --manager-confirmation, as an emergency bypass.
+    Dispatch {
+        id: String,
+        #[arg(long)]
+        technician: String,
+        #[arg(long, requires = "manager_confirmation")]
+        emergency_reason: Option<String>,
+        #[arg(long)]
+        manager_confirmation: Option<String>,
+    },
+    /// Check in on site (assigned technician).
+    CheckIn { id: String },
+    /// Ask for approval of a change (assigned technician).
+    RequestChange {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        summary: String,
+    },
+    /// Decide a pending approval: --decision approved | denied.
+    Decide {
+        id: String,
+        #[arg(long)]
+        decision: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Attach evidence: a --file to upload, or an existing --uri.
+    Evidence {
+        id: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value = "photo")]
+        kind: String,
+        #[arg(long, conflicts_with = "uri")]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        uri: Option<String>,
+    },
+    /// Complete the work; --done ITEM for each checklist item done.
+    Complete {
+        id: String,
+        #[arg(long = "done")]
+        done: Vec<String>,
+        #[arg(long)]
+        no_signature_reason: Option<String>,
+    },
+    /// Verify completed work.
+    Verify {
+        id: String,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// Invoice verified work.
+    Invoice {
+        id: String,
+        #[arg(long)]
+        amount_cents: i64,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+    },
+    /// Close an invoiced ticket.
+    Close { id: String },
+    /// Cancel an open ticket.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show a ticket.
+    Get { id: String },
+    /// Show a ticket's audit timeline.
+    Timeline { id: String },
+    /// List tickets.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        site: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Mint an access token for a user or service.
+    Token {
+        #[arg(long)]
+        sub: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Comma-separated account ids, or * for all.
+        #[arg(long, default_value = "*")]
+        accounts: String,
+        /// Comma-separated site ids, or * for all.
+        #[arg(long, default_value = "*")]
+        sites: String,
+        /// Comma-separated tool names this token is limited to.
+        #[arg(long)]
+        tools: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    serde_json::from_value(Value::String(s.to_owned())).map_err(|_| {
+        format!("unknown role {s:?}; one of: {}", Role::ALL.map(Role::as_str).join(", "))
+    })
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(serve) => serve_until_stopped(serve, true).await,
+        Command::Agent { role: AgentRole::Orchestrator, serve } => serve_until_stopped(serve, false).await,
+        Command::Agent { role: AgentRole::Worker, .. } => {
+            anyhow::bail!("the worker role is not built yet: this binary runs the orchestrator (`dispatch up`)")
+        }
+        Command::Ticket { client, command } => ticket(client, command).await,
+        Command::Blob { client, file } => {
+            let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            let out = connect(&client).upload("/v1/blobs", bytes).await?;
+            print(&client, &out, |v| format!("{}  ({} bytes)", v["uri"].as_str().unwrap_or("?"), v["size"]));
+            Ok(())
+        }
+        Command::Admin { client, command: AdminCmd::Token { sub, role, accounts, sites, tools, ttl } } => {
+            let split = |s: &str| s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect::<Vec<_>>();
+            let body = json!({ "sub": sub, "role": role, "accounts": split(&accounts), "sites": split(&sites),
+                "tools": tools.as_deref().map(split), "ttl_seconds": ttl });
+            let out = connect(&client).call(Method::POST, "/v1/admin/tokens", Some(body), None).await?;
+            print(&client, &out, |v| v["token"].as_str().unwrap_or_default().to_owned());
+            Ok(())
+        }
+    }
+}
+
+async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<()> {
+    crate::telemetry::init_logs(args.log_json);
+    let config = ServerConfig {
+        data_dir: args.data_dir.clone(),
+        http_addr: args.http_addr,
+        dev_headers: args.dev_headers,
+        templates_file: args.templates,
+        supervisor: SupervisorConfig::default(),
+    };
+    let orchestrator = Orchestrator::start(config).await?;
+    let url = format!("http://{}", orchestrator.addr);
+    println!("dispatch: listening on {url}");
+    if embedded {
+        let token_file = args.data_dir.join("admin-token");
+        println!("  mode:        embedded single node (orchestrator)");
+        println!("  data dir:    {}", args.data_dir.display());
+        if token_file.exists() {
+            println!("  admin token: in {} (minted at first start)", token_file.display());
+        } else {
+            let admin = Principal { sub: "admin".into(), role: Role::Admin, accounts: vec!["*".into()], sites: vec!["*".into()], tools: None, queues: vec![] };
+            let (token, _) = orchestrator.app.auth.mint(&admin, 365 * 24 * 3600)?;
+            write_secret(&token_file, &token)?;
+            println!("  admin token: {token}");
+            println!("               (shown once; also saved to {} with mode 0600)", token_file.display());
+        }
+        println!("  try:         curl -H \"Authorization: Bearer $(cat {})\" {url}/v1/incident-templates", token_file.display());
+    }
+    stop_signal().await;
+    println!("dispatch: stopping (finishing in-flight requests)");
+    orchestrator.shutdown().await
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn connect(args: &ClientArgs) -> Client {
+    let token = args.token.clone().or_else(|| {
+        std::fs::read_to_string("./dispatch-data/admin-token").ok().map(|s| s.trim().to_owned())
+    });
+    Client::new(&args.server, token)
+}
+
+fn print(args: &ClientArgs, value: &Value, human: impl Fn(&Value) -> String) {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        println!("{}", human(value));
+    }
+}
+
+fn ticket_line(t: &Value) -> String {
+    format!(
+        "{}  {:<30} v{:<3} {} @ {}  {}",
+        t["id"].as_str().unwrap_or("?"),
+        t["state"].as_str().unwrap_or("?"),
+        t["version"],
+        t["incident_type"].as_str().unwrap_or("?"),
+        t["site_id"].as_str().unwrap_or("?"),
+        t["technician_id"].as_str().map(|s| format!("tech={s}")).unwrap_or_default(),
+    )
+}
+
+fn window(s: &str) -> anyhow::Result<Value> {
+    let (start, end) = s.split_once('/').ok_or_else(|| anyhow::anyhow!("a window is START/END, got {s:?}"))?;
+    Ok(json!({ "start": start, "end": end }))
+}
+
+async fn ticket(args: ClientArgs, command: TicketCmd) -> anyhow::Result<()> {
+    let client = connect(&args);
+    let key = args.idempotency_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let post = |path: String, body: Value| {
+        let client = &client;
+        let key = key.clone();
+        async move { client.call(Method::POST, &path, Some(body), Some(&key)).await }
+    };
+    let t = |id: &str, action: &str| format!("/v1/tickets/{id}/{action}");
+    let result: Result<Value, ClientError> = match command {
+        TicketCmd::Create { account, site, incident_type, summary, priority } => {
+            post("/v1/tickets".into(), json!({ "account_id": account, "site_id": site, "incident_type": incident_type, "summary": summary, "priority": priority })).await
+        }
+        TicketCmd::Triage { id, outcome, priority, notes } => {
+            post(t(&id, "triage"), json!({ "workflow_outcome": outcome, "priority": priority, "notes": notes })).await
+        }
+        TicketCmd::Propose { id, windows } => {
+            let windows = windows.iter().map(|w| window(w)).collect::<anyhow::Result<Vec<_>>>()?;
+            post(t(&id, "schedule/propose"), json!({ "windows": windows })).await
+        }
+        TicketCmd::Confirm { id, window: w } => post(t(&id, "schedule/confirm"), json!({ "window": window(&w)? })).await,
+        TicketCmd::Dispatch { id, technician, emergency_reason, manager_confirmation } => {
+            let mode = if emergency_reason.is_some() { "EMERGENCY_BYPASS" } else { "STANDARD" };
+            post(t(&id, "assignment/dispatch"), json!({ "technician_id": technician, "dispatch_mode": mode, "reason": emergency_reason, "manager_confirmation": manager_confirmation })).await
+        }
+        TicketCmd::CheckIn { id } => post(t(&id, "tech/check-in"), json!({})).await,
+        TicketCmd::RequestChange { id, reason, summary } => {
+            post(t(&id, "tech/request-change"), json!({ "reason": reason, "change_summary": summary })).await
+        }
+        TicketCmd::Decide { id, decision, reason } => post(t(&id, "approval/decide"), json!({ "decision": decision, "reason": reason })).await,
+        TicketCmd::Evidence { id, key: evidence_key, kind, file, uri } => {
+            let uri = match (file, uri) {
+                (Some(file), _) => {
+                    let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+                    client.upload("/v1/blobs", bytes).await?["uri"].as_str().unwrap_or_default().to_owned()
+                }
+                (None, Some(uri)) => uri,
+                (None, None) => anyhow::bail!("give --file to upload or --uri of a stored blob"),
+            };
+            post(t(&id, "evidence"), json!({ "kind": kind, "uri": uri, "evidence_key": evidence_key })).await
+        }
+        TicketCmd::Complete { id, done, no_signature_reason } => {
+            let checklist: serde_json::Map<String, Value> = done.into_iter().map(|i| (i, Value::Bool(true))).collect();
+            post(t(&id, "tech/complete"), json!({ "checklist": checklist, "no_signature_reason": no_signature_reason })).await
+        }
+        TicketCmd::Verify { id, notes } => post(t(&id, "qa/verify"), json!({ "notes": notes })).await,
+        TicketCmd::Invoice { id, amount_cents, currency } => {
+            post(t(&id, "billing/generate-invoice"), json!({ "amount_cents": amount_cents, "currency": currency })).await
+        }
+        TicketCmd::Close { id } => post(t(&id, "close"), json!({})).await,
+        TicketCmd::Cancel { id, reason } => post(t(&id, "cancel"), json!({ "reason": reason })).await,
+        TicketCmd::Get { id } => client.call(Method::GET, &format!("/v1/tickets/{id}"), None, None).await,
+        TicketCmd::Timeline { id } => {
+            let out = client.call(Method::GET, &t(&id, "timeline"), None, None).await?;
+            print(&args, &out, |v| {
+                v["events"].as_array().into_iter().flatten().map(|e| format!(
+                    "#{:<3} {}  {:<28} {:>30} -> {:<30} {} ({})",
+                    e["seq"], e["occurred_at"].as_str().unwrap_or(""), e["kind"].as_str().unwrap_or(""),
+                    e["before_state"].as_str().unwrap_or("-"), e["after_state"].as_str().unwrap_or("-"),
+                    e["actor"]["id"].as_str().unwrap_or(""), e["actor"]["role"].as_str().unwrap_or(""),
+                )).collect::<Vec<_>>().join("\n")
+            });
+            return Ok(());
+        }
+        TicketCmd::List { state, site } => {
+            let mut path = "/v1/tickets?limit=1000".to_owned();
+            if let Some(s) = state {
+                path.push_str(&format!("&state={s}"));
+            }
+            if let Some(s) = site {
+                path.push_str(&format!("&site_id={s}"));
+            }
+            let out = client.call(Method::GET, &path, None, None).await?;
+            print(&args, &out, |v| v["tickets"].as_array().into_iter().flatten().map(ticket_line).collect::<Vec<_>>().join("\n"));
+            return Ok(());
+        }
+    };
+    match result {
+        Ok(out) => {
+            print(&args, &out, ticket_line);
+            Ok(())
+        }
+        Err(ClientError::Api { status, code, message, details }) => {
+            if args.json {
+                println!("{}", json!({ "error": { "status": status, "code": code, "message": message, "details": details } }));
+            }
+            let extra = if details.as_object().is_some_and(|d| !d.is_empty()) { format!(" {details}") } else { String::new() };
+            anyhow::bail!("{code} ({status}): {message}{extra}")
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,69 @@
+//! A small HTTP client of the API, for the CLI.
+
+use reqwest::Method;
+use serde_json::Value;
+
+/// A refusal or failure, with the server's error code when it sent one.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{code} ({status}): {message}")]
+    Api { status: u16, code: String, message: String, details: Value },
+    #[error("cannot reach {server}: {source}")]
+    Transport { server: String, source: reqwest::Error },
+    #[error("unexpected answer ({status}): {body}")]
+    Unexpected { status: u16, body: String },
+}
+
+/// An API client bound to one server and token.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(server: &str, token: Option<String>) -> Client {
+        Client { base: server.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() }
+    }
+
+    /// Sends a request; mutations carry `idempotency_key`.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>, idempotency_key: Option<&str>) -> Result<Value, ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.finish(req, idempotency_key).await
+    }
+
+    /// Uploads raw bytes (evidence files).
+    pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> Result<Value, ClientError> {
+        let req = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/octet-stream").body(bytes);
+        self.finish(req, None).await
+    }
+
+    async fn finish(&self, mut req: reqwest::RequestBuilder, idempotency_key: Option<&str>) -> Result<Value, ClientError> {
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(key) = idempotency_key {
+            req = req.header("idempotency-key", key);
+        }
+        let transport = |source| ClientError::Transport { server: self.base.clone(), source };
+        let response = req.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(transport)?;
+        let value: Option<Value> = serde_json::from_str(&text).ok();
+        if (200..300).contains(&status) {
+            return value.ok_or(ClientError::Unexpected { status, body: text });
+        }
+        match value.as_ref().and_then(|v| v.get("error")) {
+            Some(e) => Err(ClientError::Api {
+                status,
+                code: e["code"].as_str().unwrap_or("UNKNOWN").to_owned(),
+                message: e["message"].as_str().unwrap_or_default().to_owned(),
+                details: e["details"].clone(),
+            }),
+            None => Err(ClientError::Unexpected { status, body: text }),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The orchestrator role: opens the log, starts the writer and the actors, and
+//! serves the HTTP API until asked to stop, then drains and closes in order.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::ticket::{SupervisorConfig, Templates, TicketDeps, TicketSupervisor};
+use anyhow::Context;
+use ractor::Actor;
+use storage::{BlobStore, Log, LogWriter};
+use tokio::sync::oneshot;
+
+use crate::api::{self, App, AppInner};
+use crate::auth::Auth;
+
+/// How to run an orchestrator.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    /// Accept `X-Actor-*` identity headers (development only).
+    pub dev_headers: bool,
+    /// Incident templates file replacing the built-in set.
+    pub templates_file: Option<PathBuf>,
+    pub supervisor: SupervisorConfig,
+}
+
+/// A running orchestrator.
+pub struct Orchestrator {
+    /// Where the HTTP API listens (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    pub app: App,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Path of the log file inside a data dir.
+pub fn log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("dispatch.redb")
+}
+
+impl Orchestrator {
+    /// Opens everything and starts serving.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Orchestrator> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let templates = match &config.templates_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                Templates::parse(&text).with_context(|| format!("loading {}", path.display()))?
+            }
+            None => Templates::builtin(),
+        };
+        let path = log_path(&config.data_dir);
+        let log = Log::open(&path).with_context(|| format!("opening {} (is another dispatch using this data dir?)", path.display()))?;
+        let blobs = BlobStore::open(config.data_dir.join("blobs")).context("opening the blob store")?;
+        let (writer, writer_thread) = LogWriter::start(&log).context("starting the log writer")?;
+        let auth = Auth::load_or_create(&log)?;
+        let templates = Arc::new(templates);
+        let deps = Arc::new(TicketDeps { log: log.clone(), writer: writer.clone(), blobs: blobs.clone(), templates: templates.clone() });
+        let (tickets, tickets_task) = Actor::spawn(None, TicketSupervisor, (deps, config.supervisor)).await.context("starting ticket actors")?;
+        let app = App(Arc::new(AppInner {
+            log,
+            writer,
+            blobs,
+            templates,
+            tickets: tickets.clone(),
+            auth,
+            dev_headers: config.dev_headers,
+            metrics: crate::telemetry::metrics(),
+        }));
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding {}", config.http_addr))?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = api::router(app.clone());
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            // In-flight requests are done: stop the actors, then let the writer drain.
+            tickets.stop(Some("shutdown".into()));
+            let _ = tickets_task.await;
+            let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+            if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
+                tracing::warn!("log writer did not stop within 10s; every acknowledged write is already durable");
+            }
+            served.context("serving HTTP")
+        });
+        if config.dev_headers {
+            tracing::warn!("X-Actor-* identity headers are accepted (--dev-headers): never use this in production");
+        }
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "orchestrator started");
+        Ok(Orchestrator { addr, app, stop, task })
+    }
+
+    /// Stops accepting requests, finishes in-flight ones, and closes the log.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let Orchestrator { app, stop, task, .. } = self;
+        let _ = stop.send(());
+        drop(app);
+        task.await.context("server task")?
+    }
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

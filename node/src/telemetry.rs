@@ -1,0 +1,59 @@
+//! Logs and metrics set-up for the process.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Installs the tracing subscriber: JSON lines when asked, text otherwise;
+/// level from `RUST_LOG` (default `info`). Safe to call more than once.
+pub fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// The process-wide Prometheus recorder (installed once) and its upkeep task.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+            let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("dispatch_log_commit_batch_size".into()), &batch))
+                .expect("bucket lists are non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            describe();
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("dispatch-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .ok();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("dispatch_http_requests_total", "HTTP requests served, by method, route template and status.");
+    describe_histogram!("dispatch_http_request_duration_seconds", Unit::Seconds, "HTTP request latency by route template.");
+    describe_counter!("dispatch_api_errors_total", "Refused or failed API requests, by error code.");
+    describe_counter!("dispatch_ticket_transitions_total", "Durable ticket state changes, by from and to state.");
+    describe_counter!("dispatch_idempotency_replays_total", "Retried requests answered from the stored response.");
+    describe_counter!("dispatch_idempotency_conflicts_total", "Idempotency keys reused with a different request.");
+    describe_histogram!("dispatch_log_commit_duration_seconds", Unit::Seconds, "Time to write and fsync one group commit.");
+    describe_histogram!("dispatch_log_commit_batch_size", "Appends folded into one group commit.");
+    describe_counter!("dispatch_log_commits_total", "Group commits of the event log.");
+    describe_gauge!("dispatch_live_actors", "Entity actors awake in memory, by kind.");
+    describe_counter!("dispatch_actor_restarts_total", "Entity actors restarted after a failure, by kind.");
+}
