@@ -160,7 +160,7 @@ mod tests {
     use super::*;
     use base64::Engine;
 
-    fn auth() -> (tempfile::TempDir, Auth) {
+    fn fresh_auth() -> (tempfile::TempDir, Auth) {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path().join("l.redb")).unwrap();
         let auth = Auth::load_or_create(&log).unwrap();
@@ -184,8 +184,8 @@ mod tests {
 
     #[test]
     fn bad_tokens_fail_closed() {
-        let (_d, auth) = auth();
-        let (_d2, other) = auth();
+        let (_d, auth) = fresh_auth();
+        let (_d2, other) = fresh_auth();
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         let (good, _) = auth.mint(&someone(), 60).unwrap();
         let (expired, _) = auth.mint(&someone(), -120).unwrap();

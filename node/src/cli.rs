@@ -299,19 +299,27 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
     };
     let orchestrator = Orchestrator::start(config).await?;
     let url = format!("http://{}", orchestrator.addr);
-    println!("dispatch: listening on {url}");
-    if embedded {
-        let token_file = args.data_dir.join("admin-token");
-        println!("  mode:        embedded single node (orchestrator)");
-        println!("  data dir:    {}", args.data_dir.display());
-        if token_file.exists() {
-            println!("  admin token: in {} (minted at first start)", token_file.display());
-        } else {
+    // The admin token exists on disk before anyone is told where to connect.
+    let token_file = args.data_dir.join("admin-token");
+    let fresh_token = match embedded && !token_file.exists() {
+        true => {
             let admin = Principal { sub: "admin".into(), role: Role::Admin, accounts: vec!["*".into()], sites: vec!["*".into()], tools: None, queues: vec![] };
             let (token, _) = orchestrator.app.auth.mint(&admin, 365 * 24 * 3600)?;
             write_secret(&token_file, &token)?;
-            println!("  admin token: {token}");
-            println!("               (shown once; also saved to {} with mode 0600)", token_file.display());
+            Some(token)
+        }
+        false => None,
+    };
+    println!("dispatch: listening on {url}");
+    if embedded {
+        println!("  mode:        embedded single node (orchestrator)");
+        println!("  data dir:    {}", args.data_dir.display());
+        match fresh_token {
+            Some(token) => {
+                println!("  admin token: {token}");
+                println!("               (shown once; also saved to {} with mode 0600)", token_file.display());
+            }
+            None => println!("  admin token: in {} (minted at first start)", token_file.display()),
         }
         println!("  try:         curl -H \"Authorization: Bearer $(cat {})\" {url}/v1/incident-templates", token_file.display());
     }

@@ -86,11 +86,11 @@ pub fn router(app: App) -> Router {
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/metrics", get(system::metrics));
-    v1.route_layer(middleware::from_fn(observe))
-        .fallback(|| async { ApiError::not_found("route") })
+    v1.fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed on this route")
         })
+        .layer(middleware::from_fn(observe))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .with_state(app)
 }

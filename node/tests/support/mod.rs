@@ -1,0 +1,184 @@
+//! Shared helpers for tests that run the real `dispatch` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{json, Value};
+
+/// A `dispatch up` process on a temp (or given) data dir, on a free port.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        // The server's log goes to a file in its data dir, never to the test's pipes.
+        let log = std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(["up", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start dispatch");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("dispatch: listening on ") {
+                        break url.to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(data_dir.with_extension("stderr.log")).unwrap_or_default();
+                    panic!("dispatch exited before listening:\n{log}");
+                }
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let admin_token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap().trim().to_owned();
+        Server { child: Some(child), url, data_dir: data_dir.to_owned(), admin_token, http: reqwest::Client::new() }
+    }
+
+    /// SIGTERM, then wait: the process must drain and exit cleanly.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let exit = child.wait().unwrap();
+        assert!(exit.success(), "dispatch did not exit cleanly on SIGTERM: {exit}");
+    }
+
+    /// Mints a token through the admin API.
+    pub async fn token(&self, sub: &str, role: &str, accounts: &[&str], sites: &[&str]) -> String {
+        let (status, body) = self
+            .send("POST", "/v1/admin/tokens", &self.admin_token, None,
+                Some(json!({ "sub": sub, "role": role, "accounts": accounts, "sites": sites, "ttl_seconds": 600 })))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A request with an optional idempotency key and JSON body; returns status and JSON.
+    pub async fn send(&self, method: &str, path: &str, token: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let (status, _, body) = self.send_raw(method, path, token, key, body.map(|b| b.to_string().into_bytes()), &[]).await;
+        (status, body)
+    }
+
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, value)
+    }
+
+    /// Uploads bytes as a blob and returns its URI.
+    pub async fn blob(&self, token: &str, bytes: &[u8]) -> String {
+        let (status, _, body) = self.send_raw("POST", "/v1/blobs", token, None, Some(bytes.to_vec()), &[]).await;
+        assert_eq!(status, 201, "{body}");
+        body["uri"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn timeline_len(&self, id: &str) -> usize {
+        let (status, body) = self.send("GET", &format!("/v1/tickets/{id}/timeline"), &self.admin_token, None, None).await;
+        assert_eq!(status, 200, "{body}");
+        body["events"].as_array().unwrap().len()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Tokens for each role of the lifecycle, scoped to account `acct-1`.
+pub struct Crew {
+    pub dispatcher: String,
+    pub technician: String,
+    pub manager: String,
+    pub qa: String,
+    pub billing: String,
+}
+
+impl Crew {
+    pub async fn new(s: &Server) -> Crew {
+        let acct = &["acct-1"];
+        let all = &["*"];
+        Crew {
+            dispatcher: s.token("disp-1", "dispatcher", acct, all).await,
+            technician: s.token("tech-1", "technician", acct, all).await,
+            manager: s.token("mgr-1", "manager", acct, all).await,
+            qa: s.token("qa-1", "qa", acct, all).await,
+            billing: s.token("bill-1", "billing", acct, all).await,
+        }
+    }
+}
+
+/// Creates a DOOR_WONT_LATCH ticket on acct-1/site-1 and returns its id.
+pub async fn new_ticket(s: &Server, token: &str) -> String {
+    let (status, body) = s
+        .send("POST", "/v1/tickets", token, Some(&uuid::Uuid::new_v4().to_string()),
+            Some(json!({ "account_id": "acct-1", "site_id": "site-1", "incident_type": "DOOR_WONT_LATCH", "summary": "front door will not latch" })))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+pub const WINDOW: &str = r#"{"start":"2026-11-23T09:00:00Z","end":"2026-11-23T11:00:00Z"}"#;
+
+/// Moves a new ticket to DISPATCHED with tech-1 assigned.
+pub async fn dispatched_ticket(s: &Server, crew: &Crew) -> String {
+    let id = new_ticket(s, &crew.dispatcher).await;
+    let w: Value = serde_json::from_str(WINDOW).unwrap();
+    for (path, body) in [
+        ("triage", json!({ "workflow_outcome": "READY_TO_SCHEDULE" })),
+        ("schedule/propose", json!({ "windows": [w.clone()] })),
+        ("schedule/confirm", json!({ "window": w })),
+        ("assignment/dispatch", json!({ "technician_id": "tech-1" })),
+    ] {
+        let (status, body) = s.send("POST", &format!("/v1/tickets/{id}/{path}"), &crew.dispatcher, Some(&uuid::Uuid::new_v4().to_string()), Some(body)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    id
+}
