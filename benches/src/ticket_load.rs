@@ -1,1 +1,179 @@
-fn main() {}
+//! Drives full ticket lifecycles over HTTP against a running orchestrator at a
+//! given concurrency and prints durable commands/s and latency percentiles as JSON.
+//!
+//! Every command is acknowledged only after its group commit is fsynced, so the
+//! rate reported is a durable rate.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(about = "Full ticket lifecycles over HTTP; reports durable commands/s and p50/p99 latency")]
+struct Args {
+    /// Orchestrator URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// File holding an admin token (as written by `dispatch up`).
+    #[arg(long, default_value = "./dispatch-data/admin-token")]
+    admin_token_file: PathBuf,
+    /// Concurrent clients, each running lifecycles back to back.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// How long to run.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+}
+
+struct Tokens {
+    dispatcher: String,
+    manager: String,
+    qa: String,
+    billing: String,
+}
+
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn post(&self, token: &str, path: &str, body: Value, key: bool) -> anyhow::Result<Value> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body);
+        if key {
+            req = req.header("idempotency-key", uuid::Uuid::new_v4().to_string());
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {value}");
+        }
+        Ok(value)
+    }
+
+    async fn mint(&self, admin: &str, sub: &str, role: &str) -> anyhow::Result<String> {
+        let body = json!({ "sub": sub, "role": role, "accounts": ["*"], "sites": ["*"], "ttl_seconds": 3600 });
+        let v = self.post(admin, "/v1/admin/tokens", body, false).await?;
+        Ok(v["token"].as_str().context("token in answer")?.to_owned())
+    }
+}
+
+/// One lifecycle: 14 commands, each timed.
+async fn lifecycle(api: &Api, t: &Tokens, tech: &str, uris: &[String; 3], latencies: &mut Vec<Duration>) -> anyhow::Result<()> {
+    let window = json!({ "start": "2026-11-23T09:00:00Z", "end": "2026-11-23T11:00:00Z" });
+    let mut timed = async |token: &str, path: String, body: Value| -> anyhow::Result<Value> {
+        let started = Instant::now();
+        let v = api.post(token, &path, body, true).await?;
+        latencies.push(started.elapsed());
+        Ok(v)
+    };
+    let created = timed(&t.dispatcher, "/v1/tickets".into(),
+        json!({ "account_id": "bench", "site_id": "bench-site", "incident_type": "DOOR_WONT_LATCH", "summary": "bench" })).await?;
+    let id = created["id"].as_str().context("ticket id")?.to_owned();
+    let p = |s: &str| format!("/v1/tickets/{id}/{s}");
+    timed(&t.dispatcher, p("triage"), json!({ "workflow_outcome": "READY_TO_SCHEDULE" })).await?;
+    timed(&t.dispatcher, p("schedule/propose"), json!({ "windows": [window] })).await?;
+    timed(&t.dispatcher, p("schedule/confirm"), json!({ "window": window })).await?;
+    timed(&t.dispatcher, p("assignment/dispatch"), json!({ "technician_id": TECH_SUB.with(|s| s.clone()) })).await?;
+    timed(tech, p("tech/check-in"), json!({})).await?;
+    for (key, kind, uri) in [("photo_before", "photo", &uris[0]), ("photo_after", "photo", &uris[1]), ("customer_signature", "signature", &uris[2])] {
+        timed(tech, p("evidence"), json!({ "kind": kind, "uri": uri, "evidence_key": key })).await?;
+    }
+    timed(tech, p("tech/complete"), json!({ "checklist": { "latch_tested": true, "strike_aligned": true } })).await?;
+    timed(&t.qa, p("qa/verify"), json!({})).await?;
+    timed(&t.billing, p("billing/generate-invoice"), json!({ "amount_cents": 10000, "currency": "USD" })).await?;
+    timed(&t.manager, p("close"), json!({})).await?;
+    Ok(())
+}
+
+tokio::task_local! {
+    static TECH_SUB: String;
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let admin = std::fs::read_to_string(&args.admin_token_file)
+        .with_context(|| format!("reading {}", args.admin_token_file.display()))?
+        .trim()
+        .to_owned();
+    let api = Api {
+        http: reqwest::Client::builder().pool_max_idle_per_host(args.concurrency.max(1)).build()?,
+        base: args.server.trim_end_matches('/').to_owned(),
+    };
+    let tokens = std::sync::Arc::new(Tokens {
+        dispatcher: api.mint(&admin, "bench-dispatcher", "dispatcher").await?,
+        manager: api.mint(&admin, "bench-manager", "manager").await?,
+        qa: api.mint(&admin, "bench-qa", "qa").await?,
+        billing: api.mint(&admin, "bench-billing", "billing").await?,
+    });
+    let uploader = api.mint(&admin, "bench-uploader", "technician").await?;
+    let mut uris = Vec::new();
+    for content in ["before", "after", "signature"] {
+        let resp = api.http.post(format!("{}/v1/blobs", api.base)).bearer_auth(&uploader).body(format!("bench {content}")).send().await?;
+        let v: Value = resp.json().await?;
+        uris.push(v["uri"].as_str().context("blob uri")?.to_owned());
+    }
+    let uris: std::sync::Arc<[String; 3]> = std::sync::Arc::new([uris[0].clone(), uris[1].clone(), uris[2].clone()]);
+
+    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for i in 0..args.concurrency {
+        let (api, tokens, uris) = (api.clone(), tokens.clone(), uris.clone());
+        let sub = format!("bench-tech-{i}");
+        let tech = api.mint(&admin, &sub, "technician").await?;
+        workers.push(tokio::spawn(TECH_SUB.scope(sub, async move {
+            let mut latencies = Vec::new();
+            let (mut lifecycles, mut errors) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                match lifecycle(&api, &tokens, &tech, &uris, &mut latencies).await {
+                    Ok(()) => lifecycles += 1,
+                    Err(e) => {
+                        errors += 1;
+                        if errors <= 3 {
+                            eprintln!("lifecycle failed: {e:#}");
+                        }
+                    }
+                }
+            }
+            (latencies, lifecycles, errors)
+        })));
+    }
+    let mut all = Vec::new();
+    let (mut lifecycles, mut errors) = (0, 0);
+    for w in workers {
+        let (l, n, e) = w.await?;
+        all.extend(l);
+        lifecycles += n;
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let report = json!({
+        "concurrency": args.concurrency,
+        "duration_seconds": (elapsed * 100.0).round() / 100.0,
+        "commands": all.len(),
+        "lifecycles": lifecycles,
+        "errors": errors,
+        "commands_per_second": (all.len() as f64 / elapsed).round(),
+        "p50_ms": (percentile(&all, 0.50) * 100.0).round() / 100.0,
+        "p99_ms": (percentile(&all, 0.99) * 100.0).round() / 100.0,
+        "max_ms": (percentile(&all, 1.0) * 100.0).round() / 100.0,
+    });
+    println!("{report}");
+    Ok(())
+}
