@@ -37,3 +37,21 @@ impl Modify for BearerAuth {
 pub(super) async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_and_covers_every_tool() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for tool in actors::policy::TOOLS {
+            let op = &doc["paths"][tool.path][tool.method.to_lowercase()];
+            assert!(op.is_object(), "{} {} ({}) is missing from the OpenAPI document", tool.method, tool.path, tool.name);
+        }
+        let create = &doc["paths"]["/v1/tickets"]["post"];
+        assert!(create["requestBody"]["content"]["application/json"]["schema"].is_object());
+        assert!(doc["components"]["schemas"]["Ticket"]["properties"]["state"].is_object());
+    }
+}

@@ -51,7 +51,10 @@ impl Server {
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let admin_token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap().trim().to_owned();
-        Server { child: Some(child), url, data_dir: data_dir.to_owned(), admin_token, http: reqwest::Client::new() }
+        // No connection reuse: a server answering 413 early closes the connection, and a
+        // pooled client would race that close on its next request.
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        Server { child: Some(child), url, data_dir: data_dir.to_owned(), admin_token, http }
     }
 
     /// SIGTERM, then wait: the process must drain and exit cleanly.
