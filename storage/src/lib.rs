@@ -19,5 +19,5 @@ pub use log::{ChainBreak, Log};
 pub use record::{ActorRef, EventRecord, Hash, NewEvent, RECORD_VERSION};
 pub use writer::{
     Append, AppendError, Appended, IdempotencyKey, IdempotencyRecord, IndexOp, LogWriter,
-    WriterHandle,
+    StoredResponse, WriterHandle,
 };

@@ -39,8 +39,18 @@ pub struct IdempotencyRecord {
     /// SHA-256 of the canonical request (method, path, canonical JSON body).
     pub request_hash: Hash,
     pub status: u16,
-    pub body: Vec<u8>,
+    pub response: StoredResponse,
     pub created_ms: i64,
+}
+
+/// The first answer's body, or where to rebuild it from.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum StoredResponse {
+    /// The body bytes as sent.
+    Body(Vec<u8>),
+    /// The body was the state of `stream` right after event `seq`; the owner of the
+    /// stream rebuilds it by replaying, so the state is not stored a second time.
+    StreamState { stream: String, seq: u64 },
 }
 
 impl IdempotencyRecord {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use storage::{Append, AppendError, Hash, IdempotencyKey, IdempotencyRecord, NewEvent};
+use storage::{Append, AppendError, Hash, IdempotencyKey, IdempotencyRecord, NewEvent, StoredResponse};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -105,18 +105,22 @@ impl TicketActor {
     async fn run(&self, st: &mut TicketActorState, req: &TicketRequest) -> Result<CommandOutcome, CommandError> {
         let unavailable = |e: &dyn std::fmt::Display| CommandError::Unavailable(e.to_string());
         let meta = &req.meta;
+        // Events store milliseconds; the live ticket uses the same precision, so a
+        // ticket rebuilt from the log equals the one that answered.
+        let now_ms = (meta.now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let now = store::time_of(now_ms);
         // A conflicting writer (a passivated twin finishing its queue) is the only
         // reason to retry: reload and decide again.
         for _ in 0..3 {
             if let Some(stored) = self.deps.log.idempotency(&meta.idempotency).map_err(|e| unavailable(&e))? {
-                return replay(stored, &meta.request_hash);
+                return self.replay(stored, &meta.request_hash);
             }
             let events = {
                 let blobs = &self.deps.blobs;
                 let resolves = |uri: &str| blobs.resolves(uri);
                 let cx = DecideContext {
                     principal: &meta.principal,
-                    now: meta.now,
+                    now,
                     ticket_id: st.id,
                     templates: &self.deps.templates,
                     resolves: &resolves,
@@ -129,10 +133,10 @@ impl TicketActor {
             let mut new_events = Vec::with_capacity(events.len());
             for (i, event) in events.iter().enumerate() {
                 let before = next.as_ref().map(|t| t.state);
-                next = apply(next, st.id, expected_seq + i as u64 + 1, meta.now, event);
+                next = apply(next, st.id, expected_seq + i as u64 + 1, now, event);
                 new_events.push(NewEvent {
                     event_id: Uuid::now_v7().to_string(),
-                    time_ms: (meta.now.unix_timestamp_nanos() / 1_000_000) as i64,
+                    time_ms: now_ms,
                     actor: storage::ActorRef {
                         kind: if meta.principal.role == crate::policy::Role::Agent { "agent" } else { "user" }.into(),
                         id: meta.principal.sub.clone(),
@@ -153,19 +157,20 @@ impl TicketActor {
             };
             let body = serde_json::to_vec(&ticket).map_err(|e| unavailable(&e))?;
             let status = if st.ticket.is_none() { 201 } else { 200 };
+            let crosses_interval = ticket.version / store::SNAPSHOT_EVERY > expected_seq / store::SNAPSHOT_EVERY;
             let append = Append {
                 stream: store::stream(st.id),
                 expected_seq,
                 events: new_events,
-                snapshot: Some(body.clone()),
+                snapshot: crosses_interval.then(|| body.clone()),
                 index_ops: store::index_ops(st.ticket.as_ref(), &ticket),
                 idempotency: Some((
                     meta.idempotency.clone(),
                     IdempotencyRecord {
                         request_hash: meta.request_hash,
                         status,
-                        body: body.clone(),
-                        created_ms: (meta.now.unix_timestamp_nanos() / 1_000_000) as i64,
+                        response: StoredResponse::StreamState { stream: store::stream(st.id), seq: ticket.version },
+                        created_ms: now_ms,
                     },
                 )),
             };
@@ -182,20 +187,30 @@ impl TicketActor {
                 Err(AppendError::SequenceConflict { .. }) => {
                     st.ticket = store::load(&self.deps.log, st.id).map_err(|e| unavailable(&e))?;
                 }
-                Err(AppendError::IdempotencyKeyExists(stored)) => return replay(stored, &meta.request_hash),
+                Err(AppendError::IdempotencyKeyExists(stored)) => return self.replay(stored, &meta.request_hash),
                 Err(e) => return Err(unavailable(&e)),
             }
         }
         Err(CommandError::Unavailable("ticket kept changing underneath the command; retry".into()))
     }
-}
 
-fn replay(stored: IdempotencyRecord, request_hash: &Hash) -> Result<CommandOutcome, CommandError> {
-    if &stored.request_hash != request_hash {
-        metrics::counter!("dispatch_idempotency_conflicts_total").increment(1);
-        return Err(CommandError::IdempotencyKeyReused);
+    /// The first answer to a retried request, or a conflict if the request differs.
+    fn replay(&self, stored: IdempotencyRecord, request_hash: &Hash) -> Result<CommandOutcome, CommandError> {
+        if &stored.request_hash != request_hash {
+            metrics::counter!("dispatch_idempotency_conflicts_total").increment(1);
+            return Err(CommandError::IdempotencyKeyReused);
+        }
+        let body = match stored.response {
+            StoredResponse::Body(body) => body,
+            StoredResponse::StreamState { stream, seq } => {
+                let unavailable = |e: &dyn std::fmt::Display| CommandError::Unavailable(format!("replaying {stream}#{seq}: {e}"));
+                let id = store::id_of(&stream).ok_or_else(|| unavailable(&"not a ticket stream"))?;
+                let ticket = store::load_at(&self.deps.log, id, seq).map_err(|e| unavailable(&e))?;
+                let ticket = ticket.ok_or_else(|| unavailable(&"no such events"))?;
+                serde_json::to_vec(&ticket).map_err(|e| unavailable(&e))?
+            }
+        };
+        metrics::counter!("dispatch_idempotency_replays_total").increment(1);
+        Ok(CommandOutcome { status: stored.status, body, replayed: true })
     }
-    metrics::counter!("dispatch_idempotency_replays_total").increment(1);
-    Ok(CommandOutcome { status: stored.status, body: stored.body, replayed: true })
 }
-

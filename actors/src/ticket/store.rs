@@ -32,6 +32,10 @@ pub fn decode_event(record: &EventRecord) -> Result<TicketEvent, serde_json::Err
     serde_json::from_slice(&record.payload)
 }
 
+/// A snapshot is stored every this many events, so waking a ticket replays at most
+/// this many; most tickets live and close within one interval.
+pub const SNAPSHOT_EVERY: u64 = 16;
+
 /// Event time as stored (milliseconds since the epoch) back to a timestamp.
 pub fn time_of(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
@@ -50,6 +54,21 @@ pub fn load(log: &Log, id: Uuid) -> Result<Option<Ticket>, LoadError> {
         ticket = apply(ticket, id, record.seq, time_of(record.time_ms), &event);
     }
     Ok(ticket)
+}
+
+/// The ticket as it was right after event `seq`, rebuilt from its events alone.
+pub fn load_at(log: &Log, id: Uuid, seq: u64) -> Result<Option<Ticket>, LoadError> {
+    let mut ticket = None;
+    for record in log.read_stream(&stream(id), 0)?.into_iter().take_while(|r| r.seq <= seq) {
+        let event = decode_event(&record).map_err(|e| LoadError::Corrupt { id, reason: e.to_string() })?;
+        ticket = apply(ticket, id, record.seq, time_of(record.time_ms), &event);
+    }
+    Ok(ticket)
+}
+
+/// The ticket id of a ticket stream name.
+pub fn id_of(stream: &str) -> Option<Uuid> {
+    stream.strip_prefix("ticket/").and_then(|id| Uuid::parse_str(id).ok())
 }
 
 /// Index changes for a ticket moving from `before` (None when created) to `after`.

@@ -37,9 +37,20 @@ fn dispatcher() -> Principal {
 }
 
 async fn send(sup: &ActorRef<SupervisorMsg>, id: Uuid, command: TicketCommand, key: &str, hash: u8) -> Result<CommandOutcome, CommandError> {
+    send_as(dispatcher(), sup, id, command, key, hash).await
+}
+
+async fn send_as(
+    principal: Principal,
+    sup: &ActorRef<SupervisorMsg>,
+    id: Uuid,
+    command: TicketCommand,
+    key: &str,
+    hash: u8,
+) -> Result<CommandOutcome, CommandError> {
     let (tx, rx) = ractor::concurrency::oneshot();
     let meta = CommandMeta {
-        principal: dispatcher(),
+        principal,
         request_id: key.into(),
         correlation_id: None,
         trace_id: None,
@@ -132,4 +143,43 @@ async fn a_retried_command_is_replayed_and_writes_nothing() {
     assert_eq!(again.body, first.body);
     assert!(matches!(send(&f.sup, id, create(), "k", 9).await, Err(CommandError::IdempotencyKeyReused)));
     assert_eq!(f.log.global_len().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_long_ticket_wakes_from_its_snapshot_and_old_retries_replay_their_own_answer() {
+    use crate::ticket::{store, AddEvidence, ConfirmSchedule, DispatchAssignment, ProposeSchedule, Triage, TriageOutcome, Window};
+    let f = fixture(SupervisorConfig { max_live: 1000, idle_after: Duration::from_millis(1) }).await;
+    let id = Uuid::now_v7();
+    let created = send(&f.sup, id, create(), "c", 1).await.unwrap();
+    let window = Window { start: OffsetDateTime::UNIX_EPOCH, end: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1) };
+    let setup = [
+        TicketCommand::Triage(Triage { workflow_outcome: TriageOutcome::ReadyToSchedule, priority: None, notes: None }),
+        TicketCommand::ProposeSchedule(ProposeSchedule { windows: vec![window.clone()] }),
+        TicketCommand::ConfirmSchedule(ConfirmSchedule { window }),
+        TicketCommand::Dispatch(DispatchAssignment { technician_id: "t1".into(), dispatch_mode: None, reason: None, manager_confirmation: None }),
+    ];
+    for (i, command) in setup.into_iter().enumerate() {
+        send(&f.sup, id, command, &format!("s{i}"), 2).await.unwrap();
+    }
+    let agent = Principal { sub: "agent-1".into(), role: Role::Agent, ..dispatcher() };
+    let evidence = |i: usize| TicketCommand::AddEvidence(AddEvidence { kind: "photo".into(), uri: format!("blob:{i}"), evidence_key: format!("k{i}"), metadata: None });
+    let mut answers = Vec::new();
+    for i in 0..20 {
+        answers.push(send_as(agent.clone(), &f.sup, id, evidence(i), &format!("e{i}"), 3).await.unwrap());
+    }
+    assert_eq!(f.log.snapshot(&store::stream(id)).unwrap().map(|(seq, _)| seq), Some(16), "one snapshot per 16 events");
+
+    f.sup.cast(SupervisorMsg::Sweep).unwrap();
+    assert_eq!(live(&f.sup).await, 0);
+    let latest: Ticket = serde_json::from_slice(&answers[19].body).unwrap();
+    assert_eq!(store::load(&f.log, id).unwrap(), Some(latest.clone()), "snapshot + tail equals the live ticket");
+    assert_eq!(latest.version, 25);
+
+    // Retries long after: each replays exactly the answer its first attempt got.
+    let again = send(&f.sup, id, create(), "c", 1).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.body, created.body);
+    let again = send_as(agent, &f.sup, id, evidence(2), "e2", 3).await.unwrap();
+    assert_eq!(again.body, answers[2].body);
+    assert_eq!(f.log.global_len().unwrap(), 25, "replays wrote nothing");
 }
