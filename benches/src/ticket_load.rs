@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Parser;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 #[derive(Parser)]
 #[command(about = "Full ticket lifecycles over HTTP; reports durable commands/s and p50/p99 latency")]
@@ -64,7 +64,13 @@ impl Api {
 }
 
 /// One lifecycle: 14 commands, each timed.
-async fn lifecycle(api: &Api, t: &Tokens, tech: &str, uris: &[String; 3], latencies: &mut Vec<Duration>) -> anyhow::Result<()> {
+async fn lifecycle(
+    api: &Api,
+    t: &Tokens,
+    tech: &str,
+    uris: &[String; 3],
+    latencies: &mut Vec<Duration>,
+) -> anyhow::Result<()> {
     let window = json!({ "start": "2026-11-23T09:00:00Z", "end": "2026-11-23T11:00:00Z" });
     let mut timed = async |token: &str, path: String, body: Value| -> anyhow::Result<Value> {
         let started = Instant::now();
@@ -81,7 +87,11 @@ async fn lifecycle(api: &Api, t: &Tokens, tech: &str, uris: &[String; 3], latenc
     timed(&t.dispatcher, p("schedule/confirm"), json!({ "window": window })).await?;
     timed(&t.dispatcher, p("assignment/dispatch"), json!({ "technician_id": TECH_SUB.with(|s| s.clone()) })).await?;
     timed(tech, p("tech/check-in"), json!({})).await?;
-    for (key, kind, uri) in [("photo_before", "photo", &uris[0]), ("photo_after", "photo", &uris[1]), ("customer_signature", "signature", &uris[2])] {
+    for (key, kind, uri) in [
+        ("photo_before", "photo", &uris[0]),
+        ("photo_after", "photo", &uris[1]),
+        ("customer_signature", "signature", &uris[2]),
+    ] {
         timed(tech, p("evidence"), json!({ "kind": kind, "uri": uri, "evidence_key": key })).await?;
     }
     timed(tech, p("tech/complete"), json!({ "checklist": { "latch_tested": true, "strike_aligned": true } })).await?;
@@ -123,7 +133,13 @@ async fn main() -> anyhow::Result<()> {
     let uploader = api.mint(&admin, "bench-uploader", "technician").await?;
     let mut uris = Vec::new();
     for content in ["before", "after", "signature"] {
-        let resp = api.http.post(format!("{}/v1/blobs", api.base)).bearer_auth(&uploader).body(format!("bench {content}")).send().await?;
+        let resp = api
+            .http
+            .post(format!("{}/v1/blobs", api.base))
+            .bearer_auth(&uploader)
+            .body(format!("bench {content}"))
+            .send()
+            .await?;
         let v: Value = resp.json().await?;
         uris.push(v["uri"].as_str().context("blob uri")?.to_owned());
     }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use actors::policy::{Principal, Role};
-use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -116,17 +116,18 @@ impl Auth {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| AuthError::Key(e.to_string()))?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| AuthError::Key(e.to_string()))?;
         Ok((token, claims))
     }
 
     /// Verifies a bearer token: algorithm, key id, signature, issuer, audience, time.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if let Some((p, exp)) = self.cache().get(token) {
-            if *exp > now {
-                return Ok(p.clone());
-            }
+        if let Some((p, exp)) = self.cache().get(token)
+            && *exp > now
+        {
+            return Ok(p.clone());
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
@@ -168,7 +169,14 @@ mod tests {
     }
 
     fn someone() -> Principal {
-        Principal { sub: "u".into(), role: Role::Dispatcher, accounts: vec!["*".into()], sites: vec!["*".into()], tools: None, queues: vec![] }
+        Principal {
+            sub: "u".into(),
+            role: Role::Dispatcher,
+            accounts: vec!["*".into()],
+            sites: vec!["*".into()],
+            tools: None,
+            queues: vec![],
+        }
     }
 
     #[test]

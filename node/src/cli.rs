@@ -9,10 +9,10 @@ use actors::policy::{Principal, Role};
 use actors::ticket::SupervisorConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::client::{Client, ClientError};
-use crate::server::{stop_signal, Orchestrator, ServerConfig};
+use crate::server::{Orchestrator, ServerConfig, stop_signal};
 
 #[derive(Parser)]
 #[command(name = "dispatch", version, about = "Self-hosted control plane for work between agents, people and machines")]
@@ -239,9 +239,8 @@ enum AdminCmd {
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
-    serde_json::from_value(Value::String(s.to_owned())).map_err(|_| {
-        format!("unknown role {s:?}; one of: {}", Role::ALL.map(Role::as_str).join(", "))
-    })
+    serde_json::from_value(Value::String(s.to_owned()))
+        .map_err(|_| format!("unknown role {s:?}; one of: {}", Role::ALL.map(Role::as_str).join(", ")))
 }
 
 /// Entry point of the binary.
@@ -278,7 +277,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { client, command: AdminCmd::Token { sub, role, accounts, sites, tools, ttl } } => {
-            let split = |s: &str| s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect::<Vec<_>>();
+            let split =
+                |s: &str| s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect::<Vec<_>>();
             let body = json!({ "sub": sub, "role": role, "accounts": split(&accounts), "sites": split(&sites),
                 "tools": tools.as_deref().map(split), "ttl_seconds": ttl });
             let out = connect(&client).call(Method::POST, "/v1/admin/tokens", Some(body), None).await?;
@@ -303,7 +303,14 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
     let token_file = args.data_dir.join("admin-token");
     let fresh_token = match embedded && !token_file.exists() {
         true => {
-            let admin = Principal { sub: "admin".into(), role: Role::Admin, accounts: vec!["*".into()], sites: vec!["*".into()], tools: None, queues: vec![] };
+            let admin = Principal {
+                sub: "admin".into(),
+                role: Role::Admin,
+                accounts: vec!["*".into()],
+                sites: vec!["*".into()],
+                tools: None,
+                queues: vec![],
+            };
             let (token, _) = orchestrator.app.auth.mint(&admin, 365 * 24 * 3600)?;
             write_secret(&token_file, &token)?;
             Some(token)
@@ -321,7 +328,10 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
             }
             None => println!("  admin token: in {} (minted at first start)", token_file.display()),
         }
-        println!("  try:         curl -H \"Authorization: Bearer $(cat {})\" {url}/v1/incident-templates", token_file.display());
+        println!(
+            "  try:         curl -H \"Authorization: Bearer $(cat {})\" {url}/v1/incident-templates",
+            token_file.display()
+        );
     }
     stop_signal().await;
     println!("dispatch: stopping (finishing in-flight requests)");
@@ -341,9 +351,10 @@ fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
 }
 
 fn connect(args: &ClientArgs) -> Client {
-    let token = args.token.clone().or_else(|| {
-        std::fs::read_to_string("./dispatch-data/admin-token").ok().map(|s| s.trim().to_owned())
-    });
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::fs::read_to_string("./dispatch-data/admin-token").ok().map(|s| s.trim().to_owned()));
     Client::new(&args.server, token)
 }
 
@@ -456,9 +467,13 @@ async fn ticket(args: ClientArgs, command: TicketCmd) -> anyhow::Result<()> {
         }
         Err(ClientError::Api { status, code, message, details }) => {
             if args.json {
-                println!("{}", json!({ "error": { "status": status, "code": code, "message": message, "details": details } }));
+                println!(
+                    "{}",
+                    json!({ "error": { "status": status, "code": code, "message": message, "details": details } })
+                );
             }
-            let extra = if details.as_object().is_some_and(|d| !d.is_empty()) { format!(" {details}") } else { String::new() };
+            let extra =
+                if details.as_object().is_some_and(|d| !d.is_empty()) { format!(" {details}") } else { String::new() };
             anyhow::bail!("{code} ({status}): {message}{extra}")
         }
         Err(e) => Err(e.into()),

@@ -27,7 +27,13 @@ impl Client {
     }
 
     /// Sends a request; mutations carry `idempotency_key`.
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>, idempotency_key: Option<&str>) -> Result<Value, ClientError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, ClientError> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
             req = req.json(&body);
@@ -37,11 +43,19 @@ impl Client {
 
     /// Uploads raw bytes (evidence files).
     pub async fn upload(&self, path: &str, bytes: Vec<u8>) -> Result<Value, ClientError> {
-        let req = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/octet-stream").body(bytes);
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/octet-stream")
+            .body(bytes);
         self.finish(req, None).await
     }
 
-    async fn finish(&self, mut req: reqwest::RequestBuilder, idempotency_key: Option<&str>) -> Result<Value, ClientError> {
+    async fn finish(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, ClientError> {
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }

@@ -54,13 +54,20 @@ impl Orchestrator {
             None => Templates::builtin(),
         };
         let path = log_path(&config.data_dir);
-        let log = Log::open(&path).with_context(|| format!("opening {} (is another dispatch using this data dir?)", path.display()))?;
+        let log = Log::open(&path)
+            .with_context(|| format!("opening {} (is another dispatch using this data dir?)", path.display()))?;
         let blobs = BlobStore::open(config.data_dir.join("blobs")).context("opening the blob store")?;
         let (writer, writer_thread) = LogWriter::start(&log).context("starting the log writer")?;
         let auth = Auth::load_or_create(&log)?;
         let templates = Arc::new(templates);
-        let deps = Arc::new(TicketDeps { log: log.clone(), writer: writer.clone(), blobs: blobs.clone(), templates: templates.clone() });
-        let (tickets, tickets_task) = Actor::spawn(None, TicketSupervisor, (deps, config.supervisor)).await.context("starting ticket actors")?;
+        let deps = Arc::new(TicketDeps {
+            log: log.clone(),
+            writer: writer.clone(),
+            blobs: blobs.clone(),
+            templates: templates.clone(),
+        });
+        let (tickets, tickets_task) =
+            Actor::spawn(None, TicketSupervisor, (deps, config.supervisor)).await.context("starting ticket actors")?;
         let app = App(Arc::new(AppInner {
             log,
             writer,

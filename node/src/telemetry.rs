@@ -33,9 +33,11 @@ pub fn metrics() -> PrometheusHandle {
             let upkeep = handle.clone();
             std::thread::Builder::new()
                 .name("dispatch-metrics-upkeep".into())
-                .spawn(move || loop {
-                    std::thread::sleep(Duration::from_secs(5));
-                    upkeep.run_upkeep();
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
                 })
                 .ok();
             handle
@@ -44,14 +46,22 @@ pub fn metrics() -> PrometheusHandle {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!("dispatch_http_requests_total", "HTTP requests served, by method, route template and status.");
-    describe_histogram!("dispatch_http_request_duration_seconds", Unit::Seconds, "HTTP request latency by route template.");
+    describe_histogram!(
+        "dispatch_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by route template."
+    );
     describe_counter!("dispatch_api_errors_total", "Refused or failed API requests, by error code.");
     describe_counter!("dispatch_ticket_transitions_total", "Durable ticket state changes, by from and to state.");
     describe_counter!("dispatch_idempotency_replays_total", "Retried requests answered from the stored response.");
     describe_counter!("dispatch_idempotency_conflicts_total", "Idempotency keys reused with a different request.");
-    describe_histogram!("dispatch_log_commit_duration_seconds", Unit::Seconds, "Time to write and fsync one group commit.");
+    describe_histogram!(
+        "dispatch_log_commit_duration_seconds",
+        Unit::Seconds,
+        "Time to write and fsync one group commit."
+    );
     describe_histogram!("dispatch_log_commit_batch_size", "Appends folded into one group commit.");
     describe_counter!("dispatch_log_commits_total", "Group commits of the event log.");
     describe_gauge!("dispatch_live_actors", "Entity actors awake in memory, by kind.");

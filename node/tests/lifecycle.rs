@@ -3,11 +3,12 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use support::{Crew, Server, WINDOW};
 
 async fn step(s: &Server, token: &str, id: &str, path: &str, body: Value) -> (u16, Value) {
-    s.send("POST", &format!("/v1/tickets/{id}/{path}"), token, Some(&uuid::Uuid::new_v4().to_string()), Some(body)).await
+    s.send("POST", &format!("/v1/tickets/{id}/{path}"), token, Some(&uuid::Uuid::new_v4().to_string()), Some(body))
+        .await
 }
 
 #[tokio::test]
@@ -23,20 +24,61 @@ async fn canonical_lifecycle_then_restart_keeps_everything() {
         assert_eq!(body["state"], state, "{body}");
         body
     };
-    expect(step(&s, &crew.dispatcher, &id, "triage", json!({ "workflow_outcome": "READY_TO_SCHEDULE", "priority": "HIGH" })).await, "READY_TO_SCHEDULE");
-    expect(step(&s, &crew.dispatcher, &id, "schedule/propose", json!({ "windows": [window] })).await, "SCHEDULE_PROPOSED");
+    expect(
+        step(
+            &s,
+            &crew.dispatcher,
+            &id,
+            "triage",
+            json!({ "workflow_outcome": "READY_TO_SCHEDULE", "priority": "HIGH" }),
+        )
+        .await,
+        "READY_TO_SCHEDULE",
+    );
+    expect(
+        step(&s, &crew.dispatcher, &id, "schedule/propose", json!({ "windows": [window] })).await,
+        "SCHEDULE_PROPOSED",
+    );
     expect(step(&s, &crew.dispatcher, &id, "schedule/confirm", json!({ "window": window })).await, "SCHEDULED");
-    expect(step(&s, &crew.dispatcher, &id, "assignment/dispatch", json!({ "technician_id": "tech-1" })).await, "DISPATCHED");
+    expect(
+        step(&s, &crew.dispatcher, &id, "assignment/dispatch", json!({ "technician_id": "tech-1" })).await,
+        "DISPATCHED",
+    );
     expect(step(&s, &crew.technician, &id, "tech/check-in", json!({})).await, "IN_PROGRESS");
-    expect(step(&s, &crew.technician, &id, "tech/request-change", json!({ "reason": "strike plate cracked", "change_summary": "replace strike plate" })).await, "APPROVAL_REQUIRED");
-    expect(step(&s, &crew.manager, &id, "approval/decide", json!({ "decision": "approved", "reason": "within budget" })).await, "IN_PROGRESS");
+    expect(
+        step(
+            &s,
+            &crew.technician,
+            &id,
+            "tech/request-change",
+            json!({ "reason": "strike plate cracked", "change_summary": "replace strike plate" }),
+        )
+        .await,
+        "APPROVAL_REQUIRED",
+    );
+    expect(
+        step(&s, &crew.manager, &id, "approval/decide", json!({ "decision": "approved", "reason": "within budget" }))
+            .await,
+        "IN_PROGRESS",
+    );
 
     let before = s.blob(&crew.technician, b"jpeg: door before").await;
-    expect(step(&s, &crew.technician, &id, "evidence", json!({ "kind": "photo", "uri": before, "evidence_key": "photo_before" })).await, "IN_PROGRESS");
+    expect(
+        step(
+            &s,
+            &crew.technician,
+            &id,
+            "evidence",
+            json!({ "kind": "photo", "uri": before, "evidence_key": "photo_before" }),
+        )
+        .await,
+        "IN_PROGRESS",
+    );
 
     // Completion with evidence and checklist missing is refused, naming exactly what is missing.
     let checklist = json!({ "checklist": { "latch_tested": true, "strike_aligned": true } });
-    let (status, body) = step(&s, &crew.technician, &id, "tech/complete", json!({ "checklist": { "latch_tested": true } })).await;
+    let (status, body) =
+        step(&s, &crew.technician, &id, "tech/complete", json!({ "checklist": { "latch_tested": true } })).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "CLOSEOUT_REQUIREMENTS_INCOMPLETE");
     assert_eq!(body["error"]["details"]["missing_evidence_keys"], json!(["photo_after"]));
@@ -44,16 +86,40 @@ async fn canonical_lifecycle_then_restart_keeps_everything() {
     assert_eq!(body["error"]["policy"], "evidence");
 
     let after = s.blob(&crew.technician, b"jpeg: door after").await;
-    expect(step(&s, &crew.technician, &id, "evidence", json!({ "kind": "photo", "uri": after, "evidence_key": "photo_after" })).await, "IN_PROGRESS");
+    expect(
+        step(
+            &s,
+            &crew.technician,
+            &id,
+            "evidence",
+            json!({ "kind": "photo", "uri": after, "evidence_key": "photo_after" }),
+        )
+        .await,
+        "IN_PROGRESS",
+    );
     // Without a signature or a reason for its absence, completion is still refused.
     let (status, body) = step(&s, &crew.technician, &id, "tech/complete", checklist.clone()).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("MISSING_SIGNATURE_CONFIRMATION")), "{body}");
     let signature = s.blob(&crew.technician, b"svg: signature").await;
-    expect(step(&s, &crew.technician, &id, "evidence", json!({ "kind": "signature", "uri": signature, "evidence_key": "customer_signature" })).await, "IN_PROGRESS");
+    expect(
+        step(
+            &s,
+            &crew.technician,
+            &id,
+            "evidence",
+            json!({ "kind": "signature", "uri": signature, "evidence_key": "customer_signature" }),
+        )
+        .await,
+        "IN_PROGRESS",
+    );
 
     expect(step(&s, &crew.technician, &id, "tech/complete", checklist).await, "COMPLETED_PENDING_VERIFICATION");
     expect(step(&s, &crew.qa, &id, "qa/verify", json!({ "notes": "photos match" })).await, "VERIFIED");
-    expect(step(&s, &crew.billing, &id, "billing/generate-invoice", json!({ "amount_cents": 18500, "currency": "USD" })).await, "INVOICED");
+    expect(
+        step(&s, &crew.billing, &id, "billing/generate-invoice", json!({ "amount_cents": 18500, "currency": "USD" }))
+            .await,
+        "INVOICED",
+    );
     let closed = expect(step(&s, &crew.billing, &id, "close", json!({})).await, "CLOSED");
     assert_eq!(closed["version"], 15, "one event per accepted command, creation included");
 
@@ -62,11 +128,26 @@ async fn canonical_lifecycle_then_restart_keeps_everything() {
     assert_eq!(status, 200);
     let events = timeline["events"].as_array().unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, [
-        "ticket.created", "ticket.triaged", "ticket.schedule_proposed", "ticket.schedule_confirmed", "ticket.dispatched",
-        "ticket.checked_in", "ticket.change_requested", "ticket.approval_decided", "ticket.evidence_added",
-        "ticket.evidence_added", "ticket.evidence_added", "ticket.completed", "ticket.verified", "ticket.invoiced", "ticket.closed",
-    ][..kinds.len()]);
+    assert_eq!(
+        kinds,
+        [
+            "ticket.created",
+            "ticket.triaged",
+            "ticket.schedule_proposed",
+            "ticket.schedule_confirmed",
+            "ticket.dispatched",
+            "ticket.checked_in",
+            "ticket.change_requested",
+            "ticket.approval_decided",
+            "ticket.evidence_added",
+            "ticket.evidence_added",
+            "ticket.evidence_added",
+            "ticket.completed",
+            "ticket.verified",
+            "ticket.invoiced",
+            "ticket.closed",
+        ][..kinds.len()]
+    );
     assert_eq!(kinds.len(), 15);
     for pair in events.windows(2) {
         assert_eq!(pair[1]["prev_hash"], pair[0]["hash"], "hash chain broken at seq {}", pair[1]["seq"]);
@@ -99,21 +180,34 @@ async fn emergency_bypass_and_approval_at_triage() {
     // TRIAGED → DISPATCHED: refused without the bypass, without a reason, then accepted with both.
     let id = support::new_ticket(&s, &crew.dispatcher).await;
     step(&s, &crew.dispatcher, &id, "triage", json!({ "workflow_outcome": "TRIAGED" })).await;
-    let (status, body) = step(&s, &crew.dispatcher, &id, "assignment/dispatch", json!({ "technician_id": "tech-1" })).await;
+    let (status, body) =
+        step(&s, &crew.dispatcher, &id, "assignment/dispatch", json!({ "technician_id": "tech-1" })).await;
     assert_eq!((status, body["error"]["details"]["from_state"].as_str()), (409, Some("TRIAGED")), "{body}");
-    let (status, body) = step(&s, &crew.dispatcher, &id, "assignment/dispatch",
-        json!({ "technician_id": "tech-1", "dispatch_mode": "EMERGENCY_BYPASS", "manager_confirmation": "mgr-1" })).await;
+    let (status, body) = step(
+        &s,
+        &crew.dispatcher,
+        &id,
+        "assignment/dispatch",
+        json!({ "technician_id": "tech-1", "dispatch_mode": "EMERGENCY_BYPASS", "manager_confirmation": "mgr-1" }),
+    )
+    .await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("VALIDATION_ERROR")), "{body}");
     let (status, body) = step(&s, &crew.dispatcher, &id, "assignment/dispatch",
         json!({ "technician_id": "tech-1", "dispatch_mode": "EMERGENCY_BYPASS", "reason": "no heat", "manager_confirmation": "mgr-1" })).await;
-    assert_eq!((status, body["state"].as_str(), body["emergency_reason"].as_str()), (200, Some("DISPATCHED"), Some("no heat")), "{body}");
+    assert_eq!(
+        (status, body["state"].as_str(), body["emergency_reason"].as_str()),
+        (200, Some("DISPATCHED"), Some("no heat")),
+        "{body}"
+    );
 
     // Approval raised at triage: approved goes to scheduling, denied cancels.
     for (decision, state) in [("approved", "READY_TO_SCHEDULE"), ("denied", "CANCELLED")] {
         let id = support::new_ticket(&s, &crew.dispatcher).await;
-        let (_, body) = step(&s, &crew.dispatcher, &id, "triage", json!({ "workflow_outcome": "APPROVAL_REQUIRED" })).await;
+        let (_, body) =
+            step(&s, &crew.dispatcher, &id, "triage", json!({ "workflow_outcome": "APPROVAL_REQUIRED" })).await;
         assert_eq!(body["state"], "APPROVAL_REQUIRED");
-        let (status, body) = step(&s, &crew.manager, &id, "approval/decide", json!({ "decision": decision, "reason": "policy" })).await;
+        let (status, body) =
+            step(&s, &crew.manager, &id, "approval/decide", json!({ "decision": decision, "reason": "policy" })).await;
         assert_eq!((status, body["state"].as_str()), (200, Some(state)), "{body}");
     }
 }
@@ -136,7 +230,8 @@ async fn read_models_show_the_actions_a_caller_may_take() {
     assert_eq!(action("ticket.triage")["disabled_reason"]["policy"], "state", "a dispatcher may triage, but not now");
     assert_eq!(action("approval.decide")["disabled_reason"]["policy"], "role", "role is reported before state");
 
-    let (status, packet) = s.send("GET", &format!("/v1/ux/technician/job-packet/{id}"), &crew.technician, None, None).await;
+    let (status, packet) =
+        s.send("GET", &format!("/v1/ux/technician/job-packet/{id}"), &crew.technician, None, None).await;
     assert_eq!(status, 200, "{packet}");
     assert_eq!(packet["closeout"]["missing_evidence_keys"], json!(["photo_after", "photo_before"]));
     assert_eq!(packet["closeout"]["ready"], false);

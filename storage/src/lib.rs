@@ -18,6 +18,5 @@ pub use error::StorageError;
 pub use log::{ChainBreak, Log};
 pub use record::{ActorRef, EventRecord, Hash, NewEvent, RECORD_VERSION};
 pub use writer::{
-    Append, AppendError, Appended, IdempotencyKey, IdempotencyRecord, IndexOp, LogWriter,
-    StoredResponse, WriterHandle,
+    Append, AppendError, Appended, IdempotencyKey, IdempotencyRecord, IndexOp, LogWriter, StoredResponse, WriterHandle,
 };

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::record::{config, EventRecord, Hash};
-use crate::writer::{IdempotencyKey, IdempotencyRecord, StreamHead};
 use crate::StorageError;
+use crate::record::{EventRecord, Hash, config};
+use crate::writer::{IdempotencyKey, IdempotencyRecord, StreamHead};
 
 /// `(stream, seq)` → encoded [`EventRecord`].
 pub(crate) const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
@@ -16,8 +16,7 @@ pub(crate) const GLOBAL: TableDefinition<u64, (&str, u64)> = TableDefinition::ne
 /// stream → encoded [`StreamHead`] (last seq and hash).
 pub(crate) const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 /// `(principal, route, key)` → encoded [`IdempotencyRecord`].
-pub(crate) const IDEMPOTENCY: TableDefinition<(&str, &str, &str), &[u8]> =
-    TableDefinition::new("idempotency");
+pub(crate) const IDEMPOTENCY: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("idempotency");
 /// stream → `(seq, state bytes)` of the latest snapshot.
 pub(crate) const SNAPSHOTS: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("snapshots");
 /// `(index name, key)` → value: derived read models kept in the events' transaction.
@@ -135,10 +134,7 @@ impl Log {
     pub fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(IDEMPOTENCY)?;
-        table
-            .get(key.as_tuple())?
-            .map(|v| IdempotencyRecord::decode(v.value()))
-            .transpose()
+        table.get(key.as_tuple())?.map(|v| IdempotencyRecord::decode(v.value())).transpose()
     }
 
     /// Value of one index entry.
@@ -149,12 +145,7 @@ impl Log {
     }
 
     /// Keys (and values) of `index` that start with `prefix`, in key order, at most `limit`.
-    pub fn index_scan(
-        &self,
-        index: &str,
-        prefix: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    pub fn index_scan(&self, index: &str, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(INDEXES)?;
         let mut out = Vec::new();

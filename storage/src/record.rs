@@ -91,7 +91,8 @@ impl EventRecord {
     pub fn compute_hash(&self) -> Hash {
         let mut unsealed = self.clone();
         unsealed.hash = [0; 32];
-        let bytes = bincode::encode_to_vec(&unsealed, config()).expect("encoding plain fields into a Vec is infallible");
+        let bytes =
+            bincode::encode_to_vec(&unsealed, config()).expect("encoding plain fields into a Vec is infallible");
         Sha256::digest(&bytes).into()
     }
 

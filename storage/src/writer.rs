@@ -9,9 +9,9 @@ use bincode::{Decode, Encode};
 use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::log::{decode, Log, EVENTS, GLOBAL, IDEMPOTENCY, INDEXES, SNAPSHOTS, STREAMS};
-use crate::record::{config, EventRecord, Hash, NewEvent};
 use crate::StorageError;
+use crate::log::{EVENTS, GLOBAL, IDEMPOTENCY, INDEXES, Log, SNAPSHOTS, STREAMS, decode};
+use crate::record::{EventRecord, Hash, NewEvent, config};
 
 /// Most appends folded into one transaction; bounds a commit's latency under a flood.
 const MAX_BATCH: usize = 4096;
@@ -150,9 +150,7 @@ impl LogWriter {
     pub fn start(log: &Log) -> Result<(LogWriter, WriterHandle), StorageError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let log = log.clone();
-        let thread = std::thread::Builder::new()
-            .name("dispatch-log-writer".into())
-            .spawn(move || run(log, rx))?;
+        let thread = std::thread::Builder::new().name("dispatch-log-writer".into()).spawn(move || run(log, rx))?;
         Ok((LogWriter { tx }, WriterHandle { thread: Some(thread) }))
     }
 
@@ -236,9 +234,7 @@ fn commit(log: &Log, appends: Vec<Append>) -> Result<Vec<Result<Appended, Append
             }
             if let Some((key, _)) = &append.idempotency {
                 if let Some(existing) = idem.get(key.as_tuple())? {
-                    results.push(Err(AppendError::IdempotencyKeyExists(IdempotencyRecord::decode(
-                        existing.value(),
-                    )?)));
+                    results.push(Err(AppendError::IdempotencyKeyExists(IdempotencyRecord::decode(existing.value())?)));
                     continue;
                 }
                 if keys_in_batch.contains(key) {
@@ -283,8 +279,8 @@ fn commit(log: &Log, appends: Vec<Append>) -> Result<Vec<Result<Appended, Append
                 }
             }
             if let Some((key, record)) = append.idempotency {
-                let encoded = bincode::encode_to_vec(&record, config())
-                    .expect("encoding plain fields into a Vec is infallible");
+                let encoded =
+                    bincode::encode_to_vec(&record, config()).expect("encoding plain fields into a Vec is infallible");
                 idem.insert(key.as_tuple(), encoded.as_slice())?;
                 keys_in_batch.insert(key);
             }

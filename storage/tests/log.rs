@@ -48,7 +48,12 @@ async fn stale_expected_seq_is_refused_and_writes_nothing() {
 async fn an_idempotency_key_is_recorded_once() {
     let (_dir, log, writer, _h) = open();
     let key = IdempotencyKey { principal: "u1".into(), route: "POST /x".into(), key: "k1".into() };
-    let record = IdempotencyRecord { request_hash: [7; 32], status: 201, response: StoredResponse::Body(b"{}".to_vec()), created_ms: 1 };
+    let record = IdempotencyRecord {
+        request_hash: [7; 32],
+        status: 201,
+        response: StoredResponse::Body(b"{}".to_vec()),
+        created_ms: 1,
+    };
     let mut first = append("s", 0, 1);
     first.idempotency = Some((key.clone(), record.clone()));
     writer.append(first).await.unwrap();

@@ -9,7 +9,7 @@ use storage::{Append, AppendError, Hash, IdempotencyKey, IdempotencyRecord, NewE
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::lifecycle::{apply, decide, DecideContext, Ticket, TicketCommand, TicketError};
+use super::lifecycle::{DecideContext, Ticket, TicketCommand, TicketError, apply, decide};
 use super::store;
 use super::supervisor::TicketDeps;
 use crate::policy::Principal;
@@ -82,7 +82,12 @@ impl Actor for TicketActor {
         Ok(TicketActorState { id, ticket })
     }
 
-    async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             TicketMsg::Command(req) => {
                 let req = *req;
@@ -203,7 +208,8 @@ impl TicketActor {
         let body = match stored.response {
             StoredResponse::Body(body) => body,
             StoredResponse::StreamState { stream, seq } => {
-                let unavailable = |e: &dyn std::fmt::Display| CommandError::Unavailable(format!("replaying {stream}#{seq}: {e}"));
+                let unavailable =
+                    |e: &dyn std::fmt::Display| CommandError::Unavailable(format!("replaying {stream}#{seq}: {e}"));
                 let id = store::id_of(&stream).ok_or_else(|| unavailable(&"not a ticket stream"))?;
                 let ticket = store::load_at(&self.deps.log, id, seq).map_err(|e| unavailable(&e))?;
                 let ticket = ticket.ok_or_else(|| unavailable(&"no such events"))?;

@@ -57,7 +57,10 @@ impl Templates {
         let mut seen = std::collections::BTreeSet::new();
         for tpl in &t.templates {
             if tpl.incident_type.trim().is_empty() || !seen.insert(tpl.incident_type.as_str()) {
-                return Err(TemplatesError::Invalid(format!("incident type {:?} is empty or repeated", tpl.incident_type)));
+                return Err(TemplatesError::Invalid(format!(
+                    "incident type {:?} is empty or repeated",
+                    tpl.incident_type
+                )));
             }
             for list in [&tpl.required_evidence_keys, &tpl.checklist] {
                 let unique: std::collections::BTreeSet<_> = list.iter().collect();
@@ -113,8 +116,7 @@ pub fn status(
     present.dedup();
     let mut missing_evidence: Vec<String> = required.iter().filter(|k| !present.contains(k)).cloned().collect();
     missing_evidence.sort();
-    let mut missing_items: Vec<String> =
-        items.iter().filter(|i| checklist.get(*i) != Some(&true)).cloned().collect();
+    let mut missing_items: Vec<String> = items.iter().filter(|i| checklist.get(*i) != Some(&true)).cloned().collect();
     missing_items.sort();
     let signature_present = ticket.evidence.iter().any(|e| e.kind == SIGNATURE_KIND);
     let no_signature_reason = no_signature_reason.filter(|r| !r.trim().is_empty()).map(str::to_owned);

@@ -358,20 +358,58 @@ impl TicketCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TicketEvent {
-    Created { account_id: String, site_id: String, incident_type: String, summary: String, priority: Priority },
-    Triaged { outcome: TicketState, priority: Option<Priority>, notes: Option<String> },
-    ScheduleProposed { windows: Vec<Window> },
-    ScheduleConfirmed { window: Window },
-    Dispatched { technician_id: String, mode: DispatchMode, reason: Option<String>, manager_confirmation: Option<String> },
+    Created {
+        account_id: String,
+        site_id: String,
+        incident_type: String,
+        summary: String,
+        priority: Priority,
+    },
+    Triaged {
+        outcome: TicketState,
+        priority: Option<Priority>,
+        notes: Option<String>,
+    },
+    ScheduleProposed {
+        windows: Vec<Window>,
+    },
+    ScheduleConfirmed {
+        window: Window,
+    },
+    Dispatched {
+        technician_id: String,
+        mode: DispatchMode,
+        reason: Option<String>,
+        manager_confirmation: Option<String>,
+    },
     CheckedIn {},
-    ChangeRequested { reason: String, change_summary: String },
-    ApprovalDecided { decision: Decision, reason: String, to: TicketState },
-    EvidenceAdded { evidence: Evidence },
-    Completed { checklist: BTreeMap<String, bool>, no_signature_reason: Option<String> },
-    Verified { notes: Option<String> },
-    Invoiced { amount_cents: i64, currency: String },
+    ChangeRequested {
+        reason: String,
+        change_summary: String,
+    },
+    ApprovalDecided {
+        decision: Decision,
+        reason: String,
+        to: TicketState,
+    },
+    EvidenceAdded {
+        evidence: Evidence,
+    },
+    Completed {
+        checklist: BTreeMap<String, bool>,
+        no_signature_reason: Option<String>,
+    },
+    Verified {
+        notes: Option<String>,
+    },
+    Invoiced {
+        amount_cents: i64,
+        currency: String,
+    },
     Closed {},
-    Cancelled { reason: String },
+    Cancelled {
+        reason: String,
+    },
 }
 
 impl TicketEvent {
@@ -495,7 +533,10 @@ pub fn decide(
                     return Err(invalid("windows", "propose at least one window"));
                 }
                 if let Some(w) = c.windows.iter().find(|w| w.start >= w.end) {
-                    return Err(invalid("windows", format!("window starting {} does not end after it starts", w.start)));
+                    return Err(invalid(
+                        "windows",
+                        format!("window starting {} does not end after it starts", w.start),
+                    ));
                 }
                 E::ScheduleProposed { windows: c.windows.clone() }
             }

@@ -42,13 +42,19 @@ fn full_checklist() -> BTreeMap<String, bool> {
 
 /// A DOOR_WONT_LATCH ticket in `state`, assigned to TECH, with everything closeout needs.
 fn ticket_in(state: TicketState) -> Ticket {
-    let created = apply(None, Uuid::nil(), 1, datetime!(2026-11-21 08:00 UTC), &TicketEvent::Created {
-        account_id: "acct-1".into(),
-        site_id: "site-1".into(),
-        incident_type: "DOOR_WONT_LATCH".into(),
-        summary: "front door".into(),
-        priority: Priority::Normal,
-    });
+    let created = apply(
+        None,
+        Uuid::nil(),
+        1,
+        datetime!(2026-11-21 08:00 UTC),
+        &TicketEvent::Created {
+            account_id: "acct-1".into(),
+            site_id: "site-1".into(),
+            incident_type: "DOOR_WONT_LATCH".into(),
+            summary: "front door".into(),
+            priority: Priority::Normal,
+        },
+    );
     let mut t = created.expect("created");
     t.state = state;
     t.technician_id = Some(TECH.into());
@@ -78,7 +84,13 @@ fn run_with(
     resolves: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<TicketEvent>, TicketError> {
     let templates = Templates::builtin();
-    let cx = DecideContext { principal: who, now: datetime!(2026-11-22 10:30 UTC), ticket_id: Uuid::nil(), templates: &templates, resolves };
+    let cx = DecideContext {
+        principal: who,
+        now: datetime!(2026-11-22 10:30 UTC),
+        ticket_id: Uuid::nil(),
+        templates: &templates,
+        resolves,
+    };
     decide(ticket, command, &cx)
 }
 
@@ -86,14 +98,36 @@ fn run_with(
 fn commands() -> Vec<(TicketCommand, Role)> {
     use TicketCommand as C;
     vec![
-        (C::Triage(Triage { workflow_outcome: TriageOutcome::ReadyToSchedule, priority: None, notes: None }), Role::Dispatcher),
+        (
+            C::Triage(Triage { workflow_outcome: TriageOutcome::ReadyToSchedule, priority: None, notes: None }),
+            Role::Dispatcher,
+        ),
         (C::ProposeSchedule(ProposeSchedule { windows: vec![window()] }), Role::Dispatcher),
         (C::ConfirmSchedule(ConfirmSchedule { window: window() }), Role::Dispatcher),
-        (C::Dispatch(DispatchAssignment { technician_id: TECH.into(), dispatch_mode: None, reason: None, manager_confirmation: None }), Role::Dispatcher),
+        (
+            C::Dispatch(DispatchAssignment {
+                technician_id: TECH.into(),
+                dispatch_mode: None,
+                reason: None,
+                manager_confirmation: None,
+            }),
+            Role::Dispatcher,
+        ),
         (C::CheckIn(Empty {}), Role::Technician),
-        (C::RequestChange(RequestChange { reason: "rusted".into(), change_summary: "replace strike".into() }), Role::Technician),
+        (
+            C::RequestChange(RequestChange { reason: "rusted".into(), change_summary: "replace strike".into() }),
+            Role::Technician,
+        ),
         (C::DecideApproval(DecideApproval { decision: Decision::Approved, reason: "ok".into() }), Role::Manager),
-        (C::AddEvidence(AddEvidence { kind: "photo".into(), uri: "blob:x".into(), evidence_key: "photo_extra".into(), metadata: None }), Role::Technician),
+        (
+            C::AddEvidence(AddEvidence {
+                kind: "photo".into(),
+                uri: "blob:x".into(),
+                evidence_key: "photo_extra".into(),
+                metadata: None,
+            }),
+            Role::Technician,
+        ),
         (C::Complete(Complete { checklist: full_checklist(), no_signature_reason: None }), Role::Technician),
         (C::Verify(Verify { notes: None }), Role::Qa),
         (C::GenerateInvoice(GenerateInvoice { amount_cents: 12_500, currency: "USD".into() }), Role::Billing),
@@ -112,11 +146,14 @@ fn every_command_in_every_state_follows_the_policy_table() {
             let result = run(Some(&ticket), role, &command);
             // The one rule beyond the table: a standard dispatch from TRIAGED is refused
             // (only the emergency bypass may skip scheduling; see the next test).
-            let standard_dispatch_from_triaged = command.tool() == "assignment.dispatch" && state == TicketState::Triaged;
+            let standard_dispatch_from_triaged =
+                command.tool() == "assignment.dispatch" && state == TicketState::Triaged;
             let allowed = spec.from_states.contains(&state) && !standard_dispatch_from_triaged;
             match (allowed, &result) {
                 (true, Ok(events)) => {
-                    let after = events.iter().fold(Some(ticket.clone()), |t, e| apply(t, ticket.id, 2, ticket.updated_at, e));
+                    let after = events
+                        .iter()
+                        .try_fold(ticket.clone(), |t, e| apply(Some(t), ticket.id, 2, ticket.updated_at, e));
                     assert!(after.is_some(), "{} from {state}", command.tool());
                 }
                 (false, Err(TicketError::InvalidTransition { from, .. })) => assert_eq!(*from, state),
@@ -146,9 +183,21 @@ fn valid_transitions_land_in_the_documented_state() {
     let cases: Vec<(&str, Ticket, Role, TicketCommand, S)> = vec![
         ("triage to TRIAGED", ticket_in(S::New), Role::Dispatcher, triage(TriageOutcome::Triaged), S::Triaged),
         ("triage to READY", ticket_in(S::New), Role::Agent, triage(TriageOutcome::ReadyToSchedule), S::ReadyToSchedule),
-        ("triage to approval", ticket_in(S::New), Role::Dispatcher, triage(TriageOutcome::ApprovalRequired), S::ApprovalRequired),
+        (
+            "triage to approval",
+            ticket_in(S::New),
+            Role::Dispatcher,
+            triage(TriageOutcome::ApprovalRequired),
+            S::ApprovalRequired,
+        ),
         ("propose from TRIAGED", ticket_in(S::Triaged), Role::Dispatcher, commands()[1].0.clone(), S::ScheduleProposed),
-        ("propose from READY", ticket_in(S::ReadyToSchedule), Role::Dispatcher, commands()[1].0.clone(), S::ScheduleProposed),
+        (
+            "propose from READY",
+            ticket_in(S::ReadyToSchedule),
+            Role::Dispatcher,
+            commands()[1].0.clone(),
+            S::ScheduleProposed,
+        ),
         ("confirm", ticket_in(S::ScheduleProposed), Role::Dispatcher, commands()[2].0.clone(), S::Scheduled),
         ("dispatch", ticket_in(S::Scheduled), Role::Manager, commands()[3].0.clone(), S::Dispatched),
         ("emergency bypass", ticket_in(S::Triaged), Role::Dispatcher, bypass, S::Dispatched),
@@ -156,12 +205,36 @@ fn valid_transitions_land_in_the_documented_state() {
         ("request change", ticket_in(S::InProgress), Role::Technician, commands()[5].0.clone(), S::ApprovalRequired),
         ("work approved", ticket_in(S::ApprovalRequired), Role::Manager, approve(Decision::Approved), S::InProgress),
         ("work denied", ticket_in(S::ApprovalRequired), Role::Manager, approve(Decision::Denied), S::InProgress),
-        ("triage approved", at_triage(ticket_in(S::ApprovalRequired)), Role::Manager, approve(Decision::Approved), S::ReadyToSchedule),
-        ("triage denied", at_triage(ticket_in(S::ApprovalRequired)), Role::Manager, approve(Decision::Denied), S::Cancelled),
+        (
+            "triage approved",
+            at_triage(ticket_in(S::ApprovalRequired)),
+            Role::Manager,
+            approve(Decision::Approved),
+            S::ReadyToSchedule,
+        ),
+        (
+            "triage denied",
+            at_triage(ticket_in(S::ApprovalRequired)),
+            Role::Manager,
+            approve(Decision::Denied),
+            S::Cancelled,
+        ),
         ("evidence keeps state", ticket_in(S::Dispatched), Role::Agent, commands()[7].0.clone(), S::Dispatched),
-        ("complete", ticket_in(S::InProgress), Role::Technician, commands()[8].0.clone(), S::CompletedPendingVerification),
+        (
+            "complete",
+            ticket_in(S::InProgress),
+            Role::Technician,
+            commands()[8].0.clone(),
+            S::CompletedPendingVerification,
+        ),
         ("verify by qa", ticket_in(S::CompletedPendingVerification), Role::Qa, commands()[9].0.clone(), S::Verified),
-        ("verify by manager", ticket_in(S::CompletedPendingVerification), Role::Manager, commands()[9].0.clone(), S::Verified),
+        (
+            "verify by manager",
+            ticket_in(S::CompletedPendingVerification),
+            Role::Manager,
+            commands()[9].0.clone(),
+            S::Verified,
+        ),
         ("invoice", ticket_in(S::Verified), Role::Billing, commands()[10].0.clone(), S::Invoiced),
         ("close by billing", ticket_in(S::Invoiced), Role::Billing, commands()[11].0.clone(), S::Closed),
         ("close by manager", ticket_in(S::Invoiced), Role::Manager, commands()[11].0.clone(), S::Closed),
@@ -170,7 +243,9 @@ fn valid_transitions_land_in_the_documented_state() {
     ];
     for (name, ticket, role, command, expected) in cases {
         let events = run(Some(&ticket), role, &command).unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        let after = events.iter().fold(Some(ticket.clone()), |t, e| apply(t, ticket.id, ticket.version + 1, ticket.updated_at, e));
+        let after = events
+            .iter()
+            .try_fold(ticket.clone(), |t, e| apply(Some(t), ticket.id, ticket.version + 1, ticket.updated_at, e));
         let after = after.unwrap();
         assert_eq!(after.state, expected, "{name}");
         assert_eq!(after.version, ticket.version + 1, "{name}: one event, one version");
@@ -195,32 +270,94 @@ fn refusals_name_the_rule_that_refused() {
     let check_in = commands()[4].0.clone();
     type Check = fn(&TicketError) -> bool;
     let cases: Vec<(&str, Ticket, Principal, TicketCommand, Check)> = vec![
-        ("TRIAGED→DISPATCHED needs the bypass", ticket_in(S::Triaged), principal(Role::Dispatcher), dispatch(None, None, None),
-            |e| matches!(e, TicketError::InvalidTransition { from: TicketState::Triaged, to: TicketState::Dispatched })),
-        ("bypass needs a reason", ticket_in(S::Triaged), principal(Role::Dispatcher), dispatch(Some(DispatchMode::EmergencyBypass), None, Some("m")),
-            |e| matches!(e, TicketError::Validation { field: Some(f), .. } if f == "reason")),
-        ("bypass needs a manager's confirmation", ticket_in(S::Triaged), principal(Role::Dispatcher), dispatch(Some(DispatchMode::EmergencyBypass), Some("r"), None),
-            |e| matches!(e, TicketError::Validation { field: Some(f), .. } if f == "manager_confirmation")),
-        ("role not allowed", ticket_in(S::New), principal(Role::Technician), cancel.clone(),
-            |e| matches!(e, TicketError::Denied(d) if d.dimension == PolicyDimension::Role)),
-        ("not the assignee", ticket_in(S::Dispatched), other_tech, check_in.clone(),
-            |e| matches!(e, TicketError::Denied(d) if d.dimension == PolicyDimension::Role)),
-        ("out of scope", ticket_in(S::New), out_of_scope, cancel.clone(),
-            |e| matches!(e, TicketError::Denied(d) if d.dimension == PolicyDimension::Scope)),
-        ("tool outside the token's list", ticket_in(S::New), narrow_tools, cancel.clone(),
-            |e| matches!(e, TicketError::Denied(d) if d.dimension == PolicyDimension::Tool)),
-        ("cancel needs a reason", ticket_in(S::New), principal(Role::Dispatcher), TicketCommand::Cancel(Cancel { reason: " ".into() }),
-            |e| matches!(e, TicketError::Validation { .. })),
-        ("confirm an unproposed window", ticket_in(S::ScheduleProposed), principal(Role::Dispatcher),
-            TicketCommand::ConfirmSchedule(ConfirmSchedule { window: Window { start: datetime!(2030-01-01 0:00 UTC), end: datetime!(2030-01-01 1:00 UTC) } }),
-            |e| matches!(e, TicketError::Validation { .. })),
-        ("window ends before it starts", ticket_in(S::Triaged), principal(Role::Dispatcher),
-            TicketCommand::ProposeSchedule(ProposeSchedule { windows: vec![Window { start: datetime!(2030-01-01 2:00 UTC), end: datetime!(2030-01-01 1:00 UTC) }] }),
-            |e| matches!(e, TicketError::Validation { .. })),
-        ("negative invoice", ticket_in(S::Verified), principal(Role::Billing), TicketCommand::GenerateInvoice(GenerateInvoice { amount_cents: -1, currency: "USD".into() }),
-            |e| matches!(e, TicketError::Validation { .. })),
-        ("bad currency", ticket_in(S::Verified), principal(Role::Billing), TicketCommand::GenerateInvoice(GenerateInvoice { amount_cents: 1, currency: "usd".into() }),
-            |e| matches!(e, TicketError::Validation { .. })),
+        (
+            "TRIAGED→DISPATCHED needs the bypass",
+            ticket_in(S::Triaged),
+            principal(Role::Dispatcher),
+            dispatch(None, None, None),
+            |e| matches!(e, TicketError::InvalidTransition { from: TicketState::Triaged, to: TicketState::Dispatched }),
+        ),
+        (
+            "bypass needs a reason",
+            ticket_in(S::Triaged),
+            principal(Role::Dispatcher),
+            dispatch(Some(DispatchMode::EmergencyBypass), None, Some("m")),
+            |e| matches!(e, TicketError::Validation { field: Some(f), .. } if f == "reason"),
+        ),
+        (
+            "bypass needs a manager's confirmation",
+            ticket_in(S::Triaged),
+            principal(Role::Dispatcher),
+            dispatch(Some(DispatchMode::EmergencyBypass), Some("r"), None),
+            |e| matches!(e, TicketError::Validation { field: Some(f), .. } if f == "manager_confirmation"),
+        ),
+        (
+            "role not allowed",
+            ticket_in(S::New),
+            principal(Role::Technician),
+            cancel.clone(),
+            |e| matches!(e, TicketError::Denied(d) if d.dimension == PolicyDimension::Role),
+        ),
+        (
+            "not the assignee",
+            ticket_in(S::Dispatched),
+            other_tech,
+            check_in.clone(),
+            |e| matches!(e, TicketError::Denied(d) if d.dimension == PolicyDimension::Role),
+        ),
+        (
+            "out of scope",
+            ticket_in(S::New),
+            out_of_scope,
+            cancel.clone(),
+            |e| matches!(e, TicketError::Denied(d) if d.dimension == PolicyDimension::Scope),
+        ),
+        (
+            "tool outside the token's list",
+            ticket_in(S::New),
+            narrow_tools,
+            cancel.clone(),
+            |e| matches!(e, TicketError::Denied(d) if d.dimension == PolicyDimension::Tool),
+        ),
+        (
+            "cancel needs a reason",
+            ticket_in(S::New),
+            principal(Role::Dispatcher),
+            TicketCommand::Cancel(Cancel { reason: " ".into() }),
+            |e| matches!(e, TicketError::Validation { .. }),
+        ),
+        (
+            "confirm an unproposed window",
+            ticket_in(S::ScheduleProposed),
+            principal(Role::Dispatcher),
+            TicketCommand::ConfirmSchedule(ConfirmSchedule {
+                window: Window { start: datetime!(2030-01-01 0:00 UTC), end: datetime!(2030-01-01 1:00 UTC) },
+            }),
+            |e| matches!(e, TicketError::Validation { .. }),
+        ),
+        (
+            "window ends before it starts",
+            ticket_in(S::Triaged),
+            principal(Role::Dispatcher),
+            TicketCommand::ProposeSchedule(ProposeSchedule {
+                windows: vec![Window { start: datetime!(2030-01-01 2:00 UTC), end: datetime!(2030-01-01 1:00 UTC) }],
+            }),
+            |e| matches!(e, TicketError::Validation { .. }),
+        ),
+        (
+            "negative invoice",
+            ticket_in(S::Verified),
+            principal(Role::Billing),
+            TicketCommand::GenerateInvoice(GenerateInvoice { amount_cents: -1, currency: "USD".into() }),
+            |e| matches!(e, TicketError::Validation { .. }),
+        ),
+        (
+            "bad currency",
+            ticket_in(S::Verified),
+            principal(Role::Billing),
+            TicketCommand::GenerateInvoice(GenerateInvoice { amount_cents: 1, currency: "usd".into() }),
+            |e| matches!(e, TicketError::Validation { .. }),
+        ),
     ];
     for (name, ticket, who, command, check) in cases {
         match run_with(Some(&ticket), &who, &command, &all_resolve) {
@@ -265,32 +402,57 @@ fn closeout_gate_lists_exactly_what_is_missing() {
     unsigned.evidence.retain(|e| e.kind != "signature");
     let tech = principal(Role::Technician);
 
-    let err = run_with(Some(&bare), &tech, &complete(&["strike_aligned"], Some("tenant absent")), &all_resolve).unwrap_err();
-    assert_eq!(err, TicketError::CloseoutIncomplete {
-        missing_evidence_keys: vec!["photo_after".into(), "photo_before".into()],
-        missing_checklist_items: vec!["latch_tested".into()],
-    });
+    let err =
+        run_with(Some(&bare), &tech, &complete(&["strike_aligned"], Some("tenant absent")), &all_resolve).unwrap_err();
+    assert_eq!(
+        err,
+        TicketError::CloseoutIncomplete {
+            missing_evidence_keys: vec!["photo_after".into(), "photo_before".into()],
+            missing_checklist_items: vec!["latch_tested".into()],
+        }
+    );
     let items = ["latch_tested", "strike_aligned"];
-    assert_eq!(run_with(Some(&unsigned), &tech, &complete(&items, None), &all_resolve), Err(TicketError::MissingSignature));
-    assert_eq!(run_with(Some(&unsigned), &tech, &complete(&items, Some("  ")), &all_resolve), Err(TicketError::MissingSignature));
+    assert_eq!(
+        run_with(Some(&unsigned), &tech, &complete(&items, None), &all_resolve),
+        Err(TicketError::MissingSignature)
+    );
+    assert_eq!(
+        run_with(Some(&unsigned), &tech, &complete(&items, Some("  ")), &all_resolve),
+        Err(TicketError::MissingSignature)
+    );
     assert!(run_with(Some(&unsigned), &tech, &complete(&items, Some("tenant absent")), &all_resolve).is_ok());
     let broken = |uri: &str| uri != "blob:ok-2";
-    assert_eq!(run_with(Some(&unsigned), &tech, &complete(&items, Some("tenant absent")), &broken),
-        Err(TicketError::InvalidEvidenceReference { uris: vec!["blob:ok-2".into()] }));
+    assert_eq!(
+        run_with(Some(&unsigned), &tech, &complete(&items, Some("tenant absent")), &broken),
+        Err(TicketError::InvalidEvidenceReference { uris: vec!["blob:ok-2".into()] })
+    );
 
     // Verification re-checks: a blob gone bad after completion stops verification.
     let done = ticket_in(S::CompletedPendingVerification);
-    assert!(matches!(run_with(Some(&done), &principal(Role::Qa), &TicketCommand::Verify(Verify::default()), &broken),
-        Err(TicketError::InvalidEvidenceReference { .. })));
+    assert!(matches!(
+        run_with(Some(&done), &principal(Role::Qa), &TicketCommand::Verify(Verify::default()), &broken),
+        Err(TicketError::InvalidEvidenceReference { .. })
+    ));
 }
 
 #[test]
 fn replaying_events_rebuilds_the_same_ticket() {
     let id = Uuid::nil();
     let events = [
-        TicketEvent::Created { account_id: "a".into(), site_id: "s".into(), incident_type: "LOCKOUT".into(), summary: "x".into(), priority: Priority::Emergency },
+        TicketEvent::Created {
+            account_id: "a".into(),
+            site_id: "s".into(),
+            incident_type: "LOCKOUT".into(),
+            summary: "x".into(),
+            priority: Priority::Emergency,
+        },
         TicketEvent::Triaged { outcome: TicketState::Triaged, priority: None, notes: Some("n".into()) },
-        TicketEvent::Dispatched { technician_id: TECH.into(), mode: DispatchMode::EmergencyBypass, reason: Some("r".into()), manager_confirmation: Some("m".into()) },
+        TicketEvent::Dispatched {
+            technician_id: TECH.into(),
+            mode: DispatchMode::EmergencyBypass,
+            reason: Some("r".into()),
+            manager_confirmation: Some("m".into()),
+        },
         TicketEvent::CheckedIn {},
         TicketEvent::EvidenceAdded { evidence: evidence("photo_after", "photo", "blob:1") },
     ];

@@ -5,7 +5,7 @@ use storage::{EventRecord, IndexOp, Log, StorageError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::lifecycle::{apply, Ticket, TicketEvent, TicketState};
+use super::lifecycle::{Ticket, TicketEvent, TicketState, apply};
 
 /// Index of tickets by state: key `STATE␟id`.
 pub const BY_STATE: &str = "ticket_by_state";
@@ -46,7 +46,9 @@ pub fn load(log: &Log, id: Uuid) -> Result<Option<Ticket>, LoadError> {
     let stream = stream(id);
     let corrupt = |reason: String| LoadError::Corrupt { id, reason };
     let (mut ticket, after) = match log.snapshot(&stream)? {
-        Some((seq, bytes)) => (Some(serde_json::from_slice::<Ticket>(&bytes).map_err(|e| corrupt(e.to_string()))?), seq),
+        Some((seq, bytes)) => {
+            (Some(serde_json::from_slice::<Ticket>(&bytes).map_err(|e| corrupt(e.to_string()))?), seq)
+        }
         None => (None, 0),
     };
     for record in log.read_stream(&stream, after)? {
@@ -89,7 +91,12 @@ pub fn index_ops(before: Option<&Ticket>, after: &Ticket) -> Vec<IndexOp> {
 }
 
 /// Tickets filtered by state and/or site, oldest first, at most `limit`.
-pub fn list(log: &Log, state: Option<TicketState>, site_id: Option<&str>, limit: usize) -> Result<Vec<Ticket>, LoadError> {
+pub fn list(
+    log: &Log,
+    state: Option<TicketState>,
+    site_id: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Ticket>, LoadError> {
     let ids: Vec<Uuid> = match (state, site_id) {
         (Some(s), _) => ids_in(log, BY_STATE, &format!("{}{SEP}", s.as_str()))?,
         (None, Some(site)) => ids_in(log, BY_SITE, &format!("{site}{SEP}"))?,
@@ -100,10 +107,10 @@ pub fn list(log: &Log, state: Option<TicketState>, site_id: Option<&str>, limit:
         if out.len() >= limit {
             break;
         }
-        if let Some(t) = load(log, id)? {
-            if site_id.is_none_or(|s| t.site_id == s) {
-                out.push(t);
-            }
+        if let Some(t) = load(log, id)?
+            && site_id.is_none_or(|s| t.site_id == s)
+        {
+            out.push(t);
         }
     }
     out.sort_by_key(|t| (t.created_at, t.id));

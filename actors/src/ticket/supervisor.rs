@@ -89,13 +89,22 @@ impl Actor for TicketSupervisor {
         Ok(())
     }
 
-    async fn handle(&self, me: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Dispatch(req) => st.dispatch(me.get_cell(), req).await,
             SupervisorMsg::Sweep => {
                 let idle_after = st.config.idle_after;
-                let idle: Vec<Uuid> =
-                    st.children.iter().filter(|(_, c)| c.last_used.elapsed() >= idle_after).map(|(id, _)| *id).collect();
+                let idle: Vec<Uuid> = st
+                    .children
+                    .iter()
+                    .filter(|(_, c)| c.last_used.elapsed() >= idle_after)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in idle {
                     st.passivate(id);
                 }

@@ -10,7 +10,10 @@ use uuid::Uuid;
 
 use super::*;
 use crate::policy::{Principal, Role};
-use crate::ticket::{CommandError, CommandMeta, CommandOutcome, CreateTicket, Templates, Ticket, TicketCommand, TicketRequest, TicketState};
+use crate::ticket::{
+    CommandError, CommandMeta, CommandOutcome, CreateTicket, Templates, Ticket, TicketCommand, TicketRequest,
+    TicketState,
+};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -33,10 +36,23 @@ async fn fixture(config: SupervisorConfig) -> Fixture {
 }
 
 fn dispatcher() -> Principal {
-    Principal { sub: "d1".into(), role: Role::Dispatcher, accounts: vec!["*".into()], sites: vec!["*".into()], tools: None, queues: vec![] }
+    Principal {
+        sub: "d1".into(),
+        role: Role::Dispatcher,
+        accounts: vec!["*".into()],
+        sites: vec!["*".into()],
+        tools: None,
+        queues: vec![],
+    }
 }
 
-async fn send(sup: &ActorRef<SupervisorMsg>, id: Uuid, command: TicketCommand, key: &str, hash: u8) -> Result<CommandOutcome, CommandError> {
+async fn send(
+    sup: &ActorRef<SupervisorMsg>,
+    id: Uuid,
+    command: TicketCommand,
+    key: &str,
+    hash: u8,
+) -> Result<CommandOutcome, CommandError> {
     send_as(dispatcher(), sup, id, command, key, hash).await
 }
 
@@ -58,7 +74,8 @@ async fn send_as(
         idempotency: IdempotencyKey { principal: "d1".into(), route: command.tool().into(), key: key.into() },
         request_hash: [hash; 32],
     };
-    sup.cast(SupervisorMsg::Dispatch(Box::new(TicketRequest { ticket_id: id, command, meta, reply: tx.into() }))).unwrap();
+    sup.cast(SupervisorMsg::Dispatch(Box::new(TicketRequest { ticket_id: id, command, meta, reply: tx.into() })))
+        .unwrap();
     // A dropped reply port means the actor died with the request queued.
     rx.await.unwrap_or_else(|_| Err(CommandError::Unavailable("actor stopped".into())))
 }
@@ -147,22 +164,37 @@ async fn a_retried_command_is_replayed_and_writes_nothing() {
 
 #[tokio::test]
 async fn a_long_ticket_wakes_from_its_snapshot_and_old_retries_replay_their_own_answer() {
-    use crate::ticket::{store, AddEvidence, ConfirmSchedule, DispatchAssignment, ProposeSchedule, Triage, TriageOutcome, Window};
+    use crate::ticket::{
+        AddEvidence, ConfirmSchedule, DispatchAssignment, ProposeSchedule, Triage, TriageOutcome, Window, store,
+    };
     let f = fixture(SupervisorConfig { max_live: 1000, idle_after: Duration::from_millis(1) }).await;
     let id = Uuid::now_v7();
     let created = send(&f.sup, id, create(), "c", 1).await.unwrap();
-    let window = Window { start: OffsetDateTime::UNIX_EPOCH, end: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1) };
+    let window =
+        Window { start: OffsetDateTime::UNIX_EPOCH, end: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1) };
     let setup = [
         TicketCommand::Triage(Triage { workflow_outcome: TriageOutcome::ReadyToSchedule, priority: None, notes: None }),
         TicketCommand::ProposeSchedule(ProposeSchedule { windows: vec![window.clone()] }),
         TicketCommand::ConfirmSchedule(ConfirmSchedule { window }),
-        TicketCommand::Dispatch(DispatchAssignment { technician_id: "t1".into(), dispatch_mode: None, reason: None, manager_confirmation: None }),
+        TicketCommand::Dispatch(DispatchAssignment {
+            technician_id: "t1".into(),
+            dispatch_mode: None,
+            reason: None,
+            manager_confirmation: None,
+        }),
     ];
     for (i, command) in setup.into_iter().enumerate() {
         send(&f.sup, id, command, &format!("s{i}"), 2).await.unwrap();
     }
     let agent = Principal { sub: "agent-1".into(), role: Role::Agent, ..dispatcher() };
-    let evidence = |i: usize| TicketCommand::AddEvidence(AddEvidence { kind: "photo".into(), uri: format!("blob:{i}"), evidence_key: format!("k{i}"), metadata: None });
+    let evidence = |i: usize| {
+        TicketCommand::AddEvidence(AddEvidence {
+            kind: "photo".into(),
+            uri: format!("blob:{i}"),
+            evidence_key: format!("k{i}"),
+            metadata: None,
+        })
+    };
     let mut answers = Vec::new();
     for i in 0..20 {
         answers.push(send_as(agent.clone(), &f.sup, id, evidence(i), &format!("e{i}"), 3).await.unwrap());

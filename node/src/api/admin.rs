@@ -1,15 +1,15 @@
 //! Admin-only endpoints.
 
 use actors::policy::{Principal, Role};
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
-use super::{authorize_route, App};
+use super::{App, authorize_route};
 
 /// Longest lifetime an admin may give a token (one year).
 const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
@@ -40,7 +40,12 @@ pub struct MintedToken {
     responses((status = 201, body = MintedToken), (status = "4XX", body = ErrorBody)))]
 /// Mint an access token for a user or service (admin only). Minting stores nothing,
 /// so it needs no Idempotency-Key: a retry just mints another token.
-pub(super) async fn mint_token(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, body: JsonBody<MintToken>) -> Result<(StatusCode, Json<MintedToken>), ApiError> {
+pub(super) async fn mint_token(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    body: JsonBody<MintToken>,
+) -> Result<(StatusCode, Json<MintedToken>), ApiError> {
     authorize_route(&caller, &ctx, "admin.tokens.create")?;
     let m = body.value;
     let bad = |m: &str| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, m.to_owned());
@@ -56,8 +61,13 @@ pub(super) async fn mint_token(State(app): State<App>, Caller(caller): Caller, c
     if let Some(unknown) = m.tools.iter().flatten().find(|t| actors::policy::tool(t).is_none()) {
         return Err(bad(&format!("unknown tool {unknown:?}")));
     }
-    let principal = Principal { sub: m.sub, role: m.role, accounts: m.accounts, sites: m.sites, tools: m.tools, queues: m.queues };
-    let (token, claims) = app.auth.mint(&principal, m.ttl_seconds).map_err(|e| ApiError::internal("minting a token", e))?;
+    let principal =
+        Principal { sub: m.sub, role: m.role, accounts: m.accounts, sites: m.sites, tools: m.tools, queues: m.queues };
+    let (token, claims) =
+        app.auth.mint(&principal, m.ttl_seconds).map_err(|e| ApiError::internal("minting a token", e))?;
     tracing::info!(sub = %principal.sub, role = principal.role.as_str(), jti = %claims.jti, by = %caller.sub, "token minted");
-    Ok((StatusCode::CREATED, Json(MintedToken { token, token_type: "Bearer", jti: claims.jti, expires_at: claims.exp })))
+    Ok((
+        StatusCode::CREATED,
+        Json(MintedToken { token, token_type: "Bearer", jti: claims.jti, expires_at: claims.exp }),
+    ))
 }

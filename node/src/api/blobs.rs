@@ -1,14 +1,14 @@
 //! Evidence file upload into the content-addressed blob store.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, RawBody, RequestCtx};
-use super::{authorize_route, App};
+use super::{App, authorize_route};
 
 #[derive(Serialize, ToSchema)]
 pub struct StoredBlob {
@@ -23,7 +23,12 @@ pub struct StoredBlob {
 /// Store an evidence file; the answer's URI names its SHA-256. Uploads are
 /// idempotent by content (the same bytes give the same URI), so no
 /// Idempotency-Key is needed.
-pub(super) async fn upload(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, RawBody(bytes): RawBody) -> Result<(StatusCode, Json<StoredBlob>), ApiError> {
+pub(super) async fn upload(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    RawBody(bytes): RawBody,
+) -> Result<(StatusCode, Json<StoredBlob>), ApiError> {
     authorize_route(&caller, &ctx, "blob.upload")?;
     if bytes.is_empty() {
         return Err(ApiError::validation(StatusCode::BAD_REQUEST, "the body is empty"));

@@ -6,7 +6,7 @@ use actors::ticket::{CommandError, TicketError};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 tokio::task_local! {

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::error::{ApiError, REQUEST_ID};
 use super::App;
+use super::error::{ApiError, REQUEST_ID};
 
 /// The authenticated caller.
 pub struct Caller(pub Principal);
@@ -34,7 +34,9 @@ impl FromRequestParts<App> for Caller {
             return dev_principal(headers).map(Caller);
         }
         if has_dev_headers {
-            return Err(ApiError::unauthorized("X-Actor-* headers are accepted only when the server runs with --dev-headers"));
+            return Err(ApiError::unauthorized(
+                "X-Actor-* headers are accepted only when the server runs with --dev-headers",
+            ));
         }
         Err(ApiError::unauthorized("missing Authorization: Bearer <token>"))
     }
@@ -48,7 +50,14 @@ fn dev_principal(headers: &HeaderMap) -> Result<Principal, ApiError> {
     let role: Role = get("x-actor-role")
         .and_then(|r| serde_json::from_value(Value::String(r.to_owned())).ok())
         .ok_or_else(|| ApiError::unauthorized("X-Actor-Role must name a known role"))?;
-    Ok(Principal { sub: sub.to_owned(), role, accounts: list("x-actor-accounts"), sites: list("x-actor-sites"), tools: None, queues: vec![] })
+    Ok(Principal {
+        sub: sub.to_owned(),
+        role,
+        accounts: list("x-actor-accounts"),
+        sites: list("x-actor-sites"),
+        tools: None,
+        queues: vec![],
+    })
 }
 
 /// Ids and headers every request carries.
@@ -70,11 +79,19 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestCtx {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let header = |name: &str| {
-            parts.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim().chars().take(200).collect::<String>()).filter(|v| !v.is_empty())
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().chars().take(200).collect::<String>())
+                .filter(|v| !v.is_empty())
         };
         let idempotency_key = header("idempotency-key");
         if idempotency_key.as_ref().is_some_and(|k| k.len() > 128) {
-            return Err(ApiError::validation(StatusCode::BAD_REQUEST, "Idempotency-Key must be at most 128 characters"));
+            return Err(ApiError::validation(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key must be at most 128 characters",
+            ));
         }
         Ok(RequestCtx {
             request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),

@@ -15,12 +15,12 @@ use std::time::Instant;
 
 use actors::policy::{self, Principal, ToolSpec};
 use actors::ticket::{SupervisorMsg, Templates, TicketError};
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 use storage::{BlobStore, Log, LogWriter};
@@ -125,15 +125,15 @@ async fn observe(req: Request, next: Next) -> Response {
 /// Role, token tool list and the `X-Tool-Name` header, for a route's tool.
 fn authorize_route(caller: &Principal, ctx: &RequestCtx, tool: &str) -> Result<&'static ToolSpec, ApiError> {
     let spec = policy::tool(tool).ok_or_else(|| ApiError::internal("policy lookup", tool))?;
-    if let Some(named) = &ctx.tool_name {
-        if named != spec.name {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "TOOL_NOT_ALLOWED",
-                format!("X-Tool-Name {named:?} does not match this route's tool {}", spec.name),
-            )
-            .policy(policy::PolicyDimension::Tool));
-        }
+    if let Some(named) = &ctx.tool_name
+        && named != spec.name
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "TOOL_NOT_ALLOWED",
+            format!("X-Tool-Name {named:?} does not match this route's tool {}", spec.name),
+        )
+        .policy(policy::PolicyDimension::Tool));
     }
     policy::authorize(caller, spec, None).map_err(|d| ApiError::from(TicketError::from(d)))?;
     Ok(spec)

@@ -48,7 +48,13 @@ mod tests {
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         for tool in actors::policy::TOOLS {
             let op = &doc["paths"][tool.path][tool.method.to_lowercase()];
-            assert!(op.is_object(), "{} {} ({}) is missing from the OpenAPI document", tool.method, tool.path, tool.name);
+            assert!(
+                op.is_object(),
+                "{} {} ({}) is missing from the OpenAPI document",
+                tool.method,
+                tool.path,
+                tool.name
+            );
         }
         let create = &doc["paths"]["/v1/tickets"]["post"];
         assert!(create["requestBody"]["content"]["application/json"]["schema"].is_object());

@@ -1,9 +1,9 @@
 //! Liveness, readiness and metrics, for supervisors and Prometheus.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::Json;
 use serde_json::json;
 
 use super::App;

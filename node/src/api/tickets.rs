@@ -2,14 +2,14 @@
 
 use actors::policy::Principal;
 use actors::ticket::{
-    self, store, AddEvidence, Cancel, CommandMeta, Complete, ConfirmSchedule, CreateTicket, DecideApproval,
+    self, AddEvidence, Cancel, CommandMeta, Complete, ConfirmSchedule, CreateTicket, DecideApproval,
     DispatchAssignment, Empty, Evidence, GenerateInvoice, ProposeSchedule, RequestChange, Templates, Ticket,
-    TicketCommand, TicketRequest, TicketState, Triage, Verify,
+    TicketCommand, TicketRequest, TicketState, Triage, Verify, store,
 };
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use storage::IdempotencyKey;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
-use super::{authorize_route, json_bytes, App};
+use super::{App, authorize_route, json_bytes};
 
 /// Parses a path segment as a ticket id.
 pub(super) fn parse_ticket_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -27,10 +27,21 @@ pub(super) fn parse_ticket_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Sends a command to its ticket's actor and answers with the durable outcome.
-async fn run(app: &App, caller: Principal, ctx: RequestCtx, id: Uuid, command: TicketCommand, body_hash: [u8; 32]) -> Result<Response, ApiError> {
+async fn run(
+    app: &App,
+    caller: Principal,
+    ctx: RequestCtx,
+    id: Uuid,
+    command: TicketCommand,
+    body_hash: [u8; 32],
+) -> Result<Response, ApiError> {
     authorize_route(&caller, &ctx, command.tool())?;
     let key = ctx.idempotency_key.clone().ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "MISSING_IDEMPOTENCY_KEY", "the Idempotency-Key header is required on every mutation")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MISSING_IDEMPOTENCY_KEY",
+            "the Idempotency-Key header is required on every mutation",
+        )
     })?;
     let mut hasher = Sha256::new();
     hasher.update(ctx.method.as_bytes());
@@ -39,7 +50,11 @@ async fn run(app: &App, caller: Principal, ctx: RequestCtx, id: Uuid, command: T
     hasher.update(b"\n");
     hasher.update(body_hash);
     let meta = CommandMeta {
-        idempotency: IdempotencyKey { principal: caller.sub.clone(), route: format!("{} {}", ctx.method, ctx.route), key },
+        idempotency: IdempotencyKey {
+            principal: caller.sub.clone(),
+            route: format!("{} {}", ctx.method, ctx.route),
+            key,
+        },
         principal: caller,
         request_id: ctx.request_id,
         correlation_id: ctx.correlation_id,
@@ -52,9 +67,9 @@ async fn run(app: &App, caller: Principal, ctx: RequestCtx, id: Uuid, command: T
     app.tickets
         .cast(ticket::SupervisorMsg::Dispatch(Box::new(request)))
         .map_err(|_| ApiError::unavailable("ticket actors are shutting down"))?;
-    let outcome = rx
-        .await
-        .map_err(|_| ApiError::unavailable("the ticket's actor stopped before answering; retry with the same Idempotency-Key"))??;
+    let outcome = rx.await.map_err(|_| {
+        ApiError::unavailable("the ticket's actor stopped before answering; retry with the same Idempotency-Key")
+    })??;
     let mut response = json_bytes(outcome.status, outcome.body);
     if outcome.replayed {
         response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
@@ -63,10 +78,18 @@ async fn run(app: &App, caller: Principal, ctx: RequestCtx, id: Uuid, command: T
 }
 
 /// Loads a ticket the caller may read with `tool`.
-pub(super) fn load_for(app: &App, caller: &Principal, ctx: &RequestCtx, raw_id: &str, tool: &str) -> Result<Ticket, ApiError> {
+pub(super) fn load_for(
+    app: &App,
+    caller: &Principal,
+    ctx: &RequestCtx,
+    raw_id: &str,
+    tool: &str,
+) -> Result<Ticket, ApiError> {
     let spec = authorize_route(caller, ctx, tool)?;
     let id = parse_ticket_id(raw_id)?;
-    let ticket = store::load(&app.log, id).map_err(|e| ApiError::internal("loading the ticket", e))?.ok_or_else(ApiError::ticket_not_found)?;
+    let ticket = store::load(&app.log, id)
+        .map_err(|e| ApiError::internal("loading the ticket", e))?
+        .ok_or_else(ApiError::ticket_not_found)?;
     actors::policy::authorize(caller, spec, Some(&ticket)).map_err(|d| ApiError::from(ticket::TicketError::from(d)))?;
     Ok(ticket)
 }
@@ -75,7 +98,12 @@ pub(super) fn load_for(app: &App, caller: &Principal, ctx: &RequestCtx, raw_id: 
     params(("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
     responses((status = 201, description = "created", body = Ticket), (status = "4XX", description = "refused", body = ErrorBody)))]
 /// Open a work order.
-pub(super) async fn create(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, body: JsonBody<CreateTicket>) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    body: JsonBody<CreateTicket>,
+) -> Result<Response, ApiError> {
     run(&app, caller, ctx, Uuid::now_v7(), TicketCommand::Create(body.value), body.canonical_hash).await
 }
 
@@ -130,7 +158,12 @@ ticket_command!(/// Cancel an open ticket (reason required).
 #[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path)),
     responses((status = 200, body = Ticket), (status = "4XX", body = ErrorBody)))]
 /// Read a ticket.
-pub(super) async fn get(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<Ticket>, ApiError> {
+pub(super) async fn get(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Ticket>, ApiError> {
     load_for(&app, &caller, &ctx, &id, "ticket.get").map(Json)
 }
 
@@ -171,13 +204,16 @@ pub struct Timeline {
 
 /// The timeline of a ticket, in log order.
 pub(super) fn timeline_of(app: &App, id: Uuid) -> Result<Vec<TimelineEntry>, ApiError> {
-    let records = app.log.read_stream(&store::stream(id), 0).map_err(|e| ApiError::internal("reading the timeline", e))?;
+    let records =
+        app.log.read_stream(&store::stream(id), 0).map_err(|e| ApiError::internal("reading the timeline", e))?;
     Ok(records
         .into_iter()
         .map(|r| TimelineEntry {
             seq: r.seq,
             global_position: r.global_position,
-            occurred_at: store::time_of(r.time_ms).format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            occurred_at: store::time_of(r.time_ms)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
             event_id: r.event_id,
             kind: r.kind,
             actor: TimelineActor { kind: r.actor.kind, id: r.actor.id, role: r.actor.role },
@@ -197,7 +233,12 @@ pub(super) fn timeline_of(app: &App, id: Uuid) -> Result<Vec<TimelineEntry>, Api
 #[utoipa::path(get, path = "/v1/tickets/{id}/timeline", tag = "tickets", params(("id" = String, Path)),
     responses((status = 200, body = Timeline), (status = "4XX", body = ErrorBody)))]
 /// A ticket's audit timeline, oldest first, with each event's hash-chain link.
-pub(super) async fn timeline(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<Timeline>, ApiError> {
+pub(super) async fn timeline(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Timeline>, ApiError> {
     let ticket = load_for(&app, &caller, &ctx, &id, "ticket.timeline")?;
     Ok(Json(Timeline { ticket_id: ticket.id, events: timeline_of(&app, ticket.id)? }))
 }
@@ -211,7 +252,12 @@ pub struct EvidenceList {
 #[utoipa::path(get, path = "/v1/tickets/{id}/evidence", tag = "tickets", params(("id" = String, Path)),
     responses((status = 200, body = EvidenceList), (status = "4XX", body = ErrorBody)))]
 /// A ticket's evidence, in the order it was added.
-pub(super) async fn evidence(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<EvidenceList>, ApiError> {
+pub(super) async fn evidence(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<EvidenceList>, ApiError> {
     let ticket = load_for(&app, &caller, &ctx, &id, "ticket.evidence")?;
     Ok(Json(EvidenceList { ticket_id: ticket.id, evidence: ticket.evidence }))
 }
@@ -233,13 +279,19 @@ pub struct TicketList {
 #[utoipa::path(get, path = "/v1/tickets", tag = "tickets", params(ListQuery),
     responses((status = 200, body = TicketList), (status = "4XX", body = ErrorBody)))]
 /// Tickets in the caller's scope, by state and/or site, oldest first.
-pub(super) async fn list(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<Json<TicketList>, ApiError> {
+pub(super) async fn list(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TicketList>, ApiError> {
     authorize_route(&caller, &ctx, "ticket.list")?;
     let Query(q) = query.map_err(|e| ApiError::validation(StatusCode::BAD_REQUEST, e.body_text()))?;
     let state = match q.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(TicketState::parse(s).ok_or_else(|| {
-            ApiError::validation(StatusCode::BAD_REQUEST, format!("unknown state {s:?}")).details(serde_json::json!({ "field": "state" }))
+            ApiError::validation(StatusCode::BAD_REQUEST, format!("unknown state {s:?}"))
+                .details(serde_json::json!({ "field": "state" }))
         })?),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
@@ -255,7 +307,11 @@ pub(super) async fn list(State(app): State<App>, Caller(caller): Caller, ctx: Re
 #[utoipa::path(get, path = "/v1/incident-templates", tag = "tickets",
     responses((status = 200, body = Templates), (status = "4XX", body = ErrorBody)))]
 /// The closeout templates in force: required evidence keys and checklist per incident type.
-pub(super) async fn incident_templates(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx) -> Result<Response, ApiError> {
+pub(super) async fn incident_templates(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+) -> Result<Response, ApiError> {
     authorize_route(&caller, &ctx, "incident_templates.list")?;
     Ok(Json(app.templates.as_ref().clone()).into_response())
 }

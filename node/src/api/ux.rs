@@ -2,10 +2,10 @@
 //! Both list the actions the caller may take, and why the others are disabled,
 //! from the same policy table the API enforces.
 
-use actors::policy::{ticket_actions, ActionAvailability};
-use actors::ticket::{closeout, store, CloseoutStatus, Priority, Ticket, TicketState};
-use axum::extract::{Path, State};
+use actors::policy::{ActionAvailability, ticket_actions};
+use actors::ticket::{CloseoutStatus, Priority, Ticket, TicketState, closeout, store};
 use axum::Json;
+use axum::extract::{Path, State};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, RequestCtx};
-use super::tickets::{load_for, timeline_of, TimelineEntry};
-use super::{authorize_route, App};
+use super::tickets::{TimelineEntry, load_for, timeline_of};
+use super::{App, authorize_route};
 
 /// Time allowed from creation to completion, by priority.
 fn sla_target(p: Priority) -> time::Duration {
@@ -98,12 +98,17 @@ const QUEUE_STATES: [TicketState; 9] = [
 #[utoipa::path(get, path = "/v1/ux/dispatcher/cockpit", tag = "ux",
     responses((status = 200, body = Cockpit), (status = "4XX", body = ErrorBody)))]
 /// The dispatcher's queue with SLA timers and the actions the caller may take.
-pub(super) async fn cockpit(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx) -> Result<Json<Cockpit>, ApiError> {
+pub(super) async fn cockpit(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+) -> Result<Json<Cockpit>, ApiError> {
     authorize_route(&caller, &ctx, "dispatcher.cockpit")?;
     let now = OffsetDateTime::now_utc();
     let mut rows = Vec::new();
     for state in QUEUE_STATES {
-        let tickets = store::list(&app.log, Some(state), None, usize::MAX).map_err(|e| ApiError::internal("reading the queue", e))?;
+        let tickets = store::list(&app.log, Some(state), None, usize::MAX)
+            .map_err(|e| ApiError::internal("reading the queue", e))?;
         for t in tickets.into_iter().filter(|t| caller.in_scope(&t.account_id, &t.site_id)) {
             rows.push(CockpitRow {
                 ticket_id: t.id,
@@ -156,14 +161,24 @@ pub struct JobPacket {
 #[utoipa::path(get, path = "/v1/ux/technician/job-packet/{id}", tag = "ux", params(("id" = String, Path)),
     responses((status = 200, body = JobPacket), (status = "4XX", body = ErrorBody)))]
 /// Everything a technician needs on site, including what still blocks closeout.
-pub(super) async fn job_packet(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<JobPacket>, ApiError> {
+pub(super) async fn job_packet(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<JobPacket>, ApiError> {
     let t = load_for(&app, &caller, &ctx, &id, "tech.job_packet")?;
     let template = app.templates.get(&t.incident_type);
     let blobs = app.blobs.clone();
     let resolves = move |uri: &str| blobs.resolves(uri);
     let status = closeout::status(&t, &t.checklist, t.no_signature_reason.as_deref(), &app.templates, &resolves);
     let checklist = template
-        .map(|tpl| tpl.checklist.iter().map(|i| ChecklistItem { item: i.clone(), done: t.checklist.get(i) == Some(&true) }).collect())
+        .map(|tpl| {
+            tpl.checklist
+                .iter()
+                .map(|i| ChecklistItem { item: i.clone(), done: t.checklist.get(i) == Some(&true) })
+                .collect()
+        })
         .unwrap_or_default();
     Ok(Json(JobPacket {
         ticket_id: t.id,

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// A `dispatch up` process on a temp (or given) data dir, on a free port.
 pub struct Server {
@@ -69,16 +69,29 @@ impl Server {
     /// Mints a token through the admin API.
     pub async fn token(&self, sub: &str, role: &str, accounts: &[&str], sites: &[&str]) -> String {
         let (status, body) = self
-            .send("POST", "/v1/admin/tokens", &self.admin_token, None,
-                Some(json!({ "sub": sub, "role": role, "accounts": accounts, "sites": sites, "ttl_seconds": 600 })))
+            .send(
+                "POST",
+                "/v1/admin/tokens",
+                &self.admin_token,
+                None,
+                Some(json!({ "sub": sub, "role": role, "accounts": accounts, "sites": sites, "ttl_seconds": 600 })),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         body["token"].as_str().unwrap().to_owned()
     }
 
     /// A request with an optional idempotency key and JSON body; returns status and JSON.
-    pub async fn send(&self, method: &str, path: &str, token: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let (status, _, body) = self.send_raw(method, path, token, key, body.map(|b| b.to_string().into_bytes()), &[]).await;
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (status, _, body) =
+            self.send_raw(method, path, token, key, body.map(|b| b.to_string().into_bytes()), &[]).await;
         (status, body)
     }
 
@@ -120,7 +133,8 @@ impl Server {
     }
 
     pub async fn timeline_len(&self, id: &str) -> usize {
-        let (status, body) = self.send("GET", &format!("/v1/tickets/{id}/timeline"), &self.admin_token, None, None).await;
+        let (status, body) =
+            self.send("GET", &format!("/v1/tickets/{id}/timeline"), &self.admin_token, None, None).await;
         assert_eq!(status, 200, "{body}");
         body["events"].as_array().unwrap().len()
     }
@@ -180,7 +194,15 @@ pub async fn dispatched_ticket(s: &Server, crew: &Crew) -> String {
         ("schedule/confirm", json!({ "window": w })),
         ("assignment/dispatch", json!({ "technician_id": "tech-1" })),
     ] {
-        let (status, body) = s.send("POST", &format!("/v1/tickets/{id}/{path}"), &crew.dispatcher, Some(&uuid::Uuid::new_v4().to_string()), Some(body)).await;
+        let (status, body) = s
+            .send(
+                "POST",
+                &format!("/v1/tickets/{id}/{path}"),
+                &crew.dispatcher,
+                Some(&uuid::Uuid::new_v4().to_string()),
+                Some(body),
+            )
+            .await;
         assert_eq!(status, 200, "{path}: {body}");
     }
     id
