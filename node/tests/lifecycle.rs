@@ -248,3 +248,56 @@ async fn read_models_show_the_actions_a_caller_may_take() {
     assert_eq!(check_in["enabled"], false);
     assert!(check_in["disabled_reason"]["message"].as_str().unwrap().contains("assigned technician"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_and_loses_no_acknowledged_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let token = Crew::new(&s).await.dispatcher;
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (url, token, acked) = (s.url.clone(), token.clone(), acked_tx.clone());
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let body =
+                json!({ "account_id": "acct-1", "site_id": "site-1", "incident_type": "LOCKOUT", "summary": "x" });
+            // Bounded: at most 500 creates per client; stops at the first refused connection.
+            for _ in 0..500 {
+                let sent = http
+                    .post(format!("{url}/v1/tickets"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+                    .json(&body)
+                    .send()
+                    .await;
+                let Ok(resp) = sent else { break };
+                if resp.status() != 201 {
+                    break;
+                }
+                let Ok(ticket) = resp.json::<Value>().await else { break };
+                let _ = acked.send(ticket["id"].as_str().unwrap_or_default().to_owned());
+            }
+        }));
+    }
+    drop(acked_tx);
+    let mut acked = Vec::new();
+    while acked.len() < 100 {
+        acked.push(acked_rx.recv().await.expect("clients stopped before 100 acknowledgements"));
+    }
+    // SIGTERM while the clients are still sending; stop() asserts a clean exit.
+    tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    while let Some(id) = acked_rx.recv().await {
+        acked.push(id);
+    }
+
+    let s = Server::start(dir.path());
+    for id in &acked {
+        let (status, _) = s.send("GET", &format!("/v1/tickets/{id}"), &s.admin_token, None, None).await;
+        assert_eq!(status, 200, "acknowledged ticket {id} is missing after a SIGTERM");
+    }
+    println!("{} acknowledged creates survived SIGTERM under load", acked.len());
+}
