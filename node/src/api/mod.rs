@@ -144,3 +144,8 @@ fn json_bytes(status: u16, body: Vec<u8>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
+
+/// A timestamp as the API writes it (RFC 3339, UTC).
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

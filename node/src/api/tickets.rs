@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
-use super::{App, authorize_route, json_bytes};
+use super::{App, authorize_route, json_bytes, rfc3339};
 
 /// Parses a path segment as a ticket id.
 pub(super) fn parse_ticket_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -211,9 +211,7 @@ pub(super) fn timeline_of(app: &App, id: Uuid) -> Result<Vec<TimelineEntry>, Api
         .map(|r| TimelineEntry {
             seq: r.seq,
             global_position: r.global_position,
-            occurred_at: store::time_of(r.time_ms)
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            occurred_at: rfc3339(store::time_of(r.time_ms)),
             event_id: r.event_id,
             kind: r.kind,
             actor: TimelineActor { kind: r.actor.kind, id: r.actor.id, role: r.actor.role },

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, RequestCtx};
 use super::tickets::{TimelineEntry, load_for, timeline_of};
-use super::{App, authorize_route};
+use super::{App, authorize_route, rfc3339};
 
 /// Time allowed from creation to completion, by priority.
 fn sla_target(p: Priority) -> time::Duration {
@@ -53,15 +53,12 @@ fn sla(t: &Ticket, now: OffsetDateTime) -> Sla {
     } else {
         SlaStatus::OnTrack
     };
-    Sla {
-        due_at: due.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        remaining_seconds: remaining.whole_seconds(),
-        status,
-    }
+    Sla { due_at: rfc3339(due), remaining_seconds: remaining.whole_seconds(), status }
 }
 
+/// What identifies a ticket at a glance, shared by the read models.
 #[derive(Serialize, ToSchema)]
-pub struct CockpitRow {
+pub struct TicketHeader {
     pub ticket_id: Uuid,
     pub state: TicketState,
     pub priority: Priority,
@@ -69,6 +66,26 @@ pub struct CockpitRow {
     pub site_id: String,
     pub incident_type: String,
     pub summary: String,
+}
+
+impl TicketHeader {
+    fn of(t: &Ticket) -> Self {
+        TicketHeader {
+            ticket_id: t.id,
+            state: t.state,
+            priority: t.priority,
+            account_id: t.account_id.clone(),
+            site_id: t.site_id.clone(),
+            incident_type: t.incident_type.clone(),
+            summary: t.summary.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CockpitRow {
+    #[serde(flatten)]
+    pub ticket: TicketHeader,
     pub assignee: Option<String>,
     pub last_update: String,
     pub sla: Sla,
@@ -111,25 +128,16 @@ pub(super) async fn cockpit(
             .map_err(|e| ApiError::internal("reading the queue", e))?;
         for t in tickets.into_iter().filter(|t| caller.in_scope(&t.account_id, &t.site_id)) {
             rows.push(CockpitRow {
-                ticket_id: t.id,
-                state: t.state,
-                priority: t.priority,
+                ticket: TicketHeader::of(&t),
                 sla: sla(&t, now),
                 actions: ticket_actions(&caller, &t),
-                last_update: t.updated_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                last_update: rfc3339(t.updated_at),
                 assignee: t.technician_id,
-                account_id: t.account_id,
-                site_id: t.site_id,
-                incident_type: t.incident_type,
-                summary: t.summary,
             });
         }
     }
-    rows.sort_by_key(|r| (r.sla.remaining_seconds, r.ticket_id));
-    Ok(Json(Cockpit {
-        generated_at: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        queue: rows,
-    }))
+    rows.sort_by_key(|r| (r.sla.remaining_seconds, r.ticket.ticket_id));
+    Ok(Json(Cockpit { generated_at: rfc3339(now), queue: rows }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -140,12 +148,8 @@ pub struct ChecklistItem {
 
 #[derive(Serialize, ToSchema)]
 pub struct JobPacket {
-    pub ticket_id: Uuid,
-    pub state: TicketState,
-    pub priority: Priority,
-    pub account_id: String,
-    pub site_id: String,
-    pub incident_type: String,
+    #[serde(flatten)]
+    pub ticket: TicketHeader,
     /// What the work is: the ticket summary and the incident type's description.
     pub scope: String,
     pub window: Option<actors::ticket::Window>,
@@ -181,9 +185,7 @@ pub(super) async fn job_packet(
         })
         .unwrap_or_default();
     Ok(Json(JobPacket {
-        ticket_id: t.id,
-        state: t.state,
-        priority: t.priority,
+        ticket: TicketHeader::of(&t),
         scope: match template {
             Some(tpl) => format!("{} — {}", t.summary, tpl.description),
             None => t.summary.clone(),
@@ -195,8 +197,5 @@ pub(super) async fn job_packet(
         timeline: timeline_of(&app, t.id)?,
         actions: ticket_actions(&caller, &t),
         evidence: t.evidence,
-        account_id: t.account_id,
-        site_id: t.site_id,
-        incident_type: t.incident_type,
     }))
 }
