@@ -56,6 +56,26 @@ mod tests {
                 tool.name
             );
         }
+        // Every path parameter is a `{name}` of its route, and every `{name}` is declared.
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                let in_path: Vec<&str> =
+                    params.iter().filter(|p| p["in"] == "path").filter_map(|p| p["name"].as_str()).collect();
+                for name in &in_path {
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: path parameter {name} is not in the route"
+                    );
+                }
+                for segment in path.split('/').filter(|s| s.starts_with('{')) {
+                    assert!(
+                        in_path.contains(&segment.trim_matches(['{', '}'])),
+                        "{method} {path}: {segment} is undeclared"
+                    );
+                }
+            }
+        }
         let create = &doc["paths"]["/v1/tickets"]["post"];
         assert!(create["requestBody"]["content"]["application/json"]["schema"].is_object());
         assert!(doc["components"]["schemas"]["Ticket"]["properties"]["state"].is_object());

@@ -261,6 +261,7 @@ pub(super) async fn evidence(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only tickets in this state.
     pub state: Option<String>,
