@@ -160,13 +160,6 @@ impl Log {
         Ok(out)
     }
 
-    /// A node-owned setting or secret.
-    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(META)?;
-        Ok(table.get(key)?.map(|v| v.value().to_vec()))
-    }
-
     /// Stores `value` under `key` unless a value is already there; returns what is stored.
     /// Used at start-up, before the writer runs (signing keys are created once).
     pub fn meta_get_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StorageError> {

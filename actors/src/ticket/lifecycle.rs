@@ -71,11 +71,6 @@ impl TicketState {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
-
-    /// Open tickets can still change; CLOSED and CANCELLED are final.
-    pub fn is_open(self) -> bool {
-        !matches!(self, Self::Closed | Self::Cancelled)
-    }
 }
 
 impl std::fmt::Display for TicketState {
