@@ -36,6 +36,7 @@ impl Role {
         Role::Engineer,
     ];
 
+    /// The claim value, e.g. `dispatcher`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
@@ -323,6 +324,7 @@ pub struct ActionAvailability {
     pub disabled_reason: Option<DisabledReason>,
 }
 
+/// The rule that disables an action, as shown to the person who cannot take it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct DisabledReason {
     pub policy: PolicyDimension,

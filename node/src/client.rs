@@ -22,6 +22,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of `server`, authenticating with `token` when given.
     pub fn new(server: &str, token: Option<String>) -> Client {
         Client { base: server.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() }
     }

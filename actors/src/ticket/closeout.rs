@@ -72,10 +72,12 @@ impl Templates {
         Ok(t)
     }
 
+    /// The template of an incident type, if it has one.
     pub fn get(&self, incident_type: &str) -> Option<&IncidentTemplate> {
         self.templates.iter().find(|t| t.incident_type == incident_type)
     }
 
+    /// Every incident type, for error messages that list the valid ones.
     pub fn names(&self) -> Vec<&str> {
         self.templates.iter().map(|t| t.incident_type.as_str()).collect()
     }

@@ -33,6 +33,7 @@ pub enum TicketState {
 }
 
 impl TicketState {
+    /// Every state, in lifecycle order.
     pub const ALL: [TicketState; 13] = [
         Self::New,
         Self::Triaged,
@@ -68,6 +69,7 @@ impl TicketState {
         }
     }
 
+    /// The state with this wire name (query strings, stored indexes).
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
@@ -79,6 +81,7 @@ impl std::fmt::Display for TicketState {
     }
 }
 
+/// Urgency; sets the SLA target the cockpit counts down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Priority {
@@ -100,6 +103,7 @@ pub struct Window {
     pub end: OffsetDateTime,
 }
 
+/// How a technician was dispatched: on schedule, or skipping it in an emergency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DispatchMode {
@@ -118,6 +122,7 @@ pub enum ApprovalStage {
     Work,
 }
 
+/// A manager's answer to a pending approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
@@ -141,12 +146,14 @@ pub struct Evidence {
     pub added_by: String,
 }
 
+/// A technician's request to change the scope of the work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChangeRequest {
     pub reason: String,
     pub change_summary: String,
 }
 
+/// What was billed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Invoice {
     pub amount_cents: i64,
@@ -225,6 +232,7 @@ pub enum TriageOutcome {
     ApprovalRequired,
 }
 
+/// Body of `POST /v1/tickets/{id}/triage`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Triage {
     pub workflow_outcome: TriageOutcome,
@@ -234,16 +242,19 @@ pub struct Triage {
     pub notes: Option<String>,
 }
 
+/// Body of `POST /v1/tickets/{id}/schedule/propose`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProposeSchedule {
     pub windows: Vec<Window>,
 }
 
+/// Body of `POST /v1/tickets/{id}/schedule/confirm`; the window must be one proposed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConfirmSchedule {
     pub window: Window,
 }
 
+/// Body of `POST /v1/tickets/{id}/assignment/dispatch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DispatchAssignment {
     pub technician_id: String,
@@ -260,18 +271,21 @@ pub struct DispatchAssignment {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 pub struct Empty {}
 
+/// Body of `POST /v1/tickets/{id}/tech/request-change`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RequestChange {
     pub reason: String,
     pub change_summary: String,
 }
 
+/// Body of `POST /v1/tickets/{id}/approval/decide`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DecideApproval {
     pub decision: Decision,
     pub reason: String,
 }
 
+/// Body of `POST /v1/tickets/{id}/evidence`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AddEvidence {
     pub kind: String,
@@ -282,6 +296,7 @@ pub struct AddEvidence {
     pub metadata: Option<serde_json::Value>,
 }
 
+/// Body of `POST /v1/tickets/{id}/tech/complete`: the checklist as done on site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Complete {
     pub checklist: BTreeMap<String, bool>,
@@ -289,18 +304,21 @@ pub struct Complete {
     pub no_signature_reason: Option<String>,
 }
 
+/// Body of `POST /v1/tickets/{id}/qa/verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 pub struct Verify {
     #[serde(default)]
     pub notes: Option<String>,
 }
 
+/// Body of `POST /v1/tickets/{id}/billing/generate-invoice`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GenerateInvoice {
     pub amount_cents: i64,
     pub currency: String,
 }
 
+/// Body of `POST /v1/tickets/{id}/cancel`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Cancel {
     pub reason: String,

@@ -30,6 +30,7 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// The fields of an error body.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     pub code: String,
@@ -42,46 +43,56 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
+    /// A refusal with a stable code and a message for people.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into(), details: json!({}), policy: None }
     }
 
+    /// Adds machine-readable details (missing lists, states).
     pub fn details(mut self, details: Value) -> Self {
         self.details = details;
         self
     }
 
+    /// Names the policy dimension that refused.
     pub fn policy(mut self, policy: PolicyDimension) -> Self {
         self.policy = Some(policy);
         self
     }
 
+    /// 401: no valid identity.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
     }
 
+    /// 400 (unreadable) or 422 (readable but invalid) input.
     pub fn validation(status: StatusCode, message: impl Into<String>) -> Self {
         Self::new(status, "VALIDATION_ERROR", message)
     }
 
+    /// 404 for anything but a ticket.
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("{what} not found"))
     }
 
+    /// 404 `TICKET_NOT_FOUND`.
     pub fn ticket_not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "TICKET_NOT_FOUND", "ticket not found")
     }
 
+    /// 400 `INVALID_TICKET_ID`, echoing (a bounded prefix of) what was sent.
     pub fn invalid_ticket_id(raw: &str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "INVALID_TICKET_ID", "ticket id must be a UUID")
             .details(json!({ "ticket_id": raw.chars().take(64).collect::<String>() }))
     }
 
+    /// 500; the cause is logged, not sent.
     pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, context, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", format!("{context} failed"))
     }
 
+    /// 503: retry later (with the same Idempotency-Key).
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
     }
