@@ -206,12 +206,15 @@ enum TicketCmd {
     Get { id: String },
     /// Show a ticket's audit timeline.
     Timeline { id: String },
-    /// List tickets.
+    /// List tickets, oldest first, 1000 a page.
     List {
         #[arg(long)]
         state: Option<String>,
         #[arg(long)]
         site: Option<String>,
+        /// Start after this ticket id (printed at the end of a full page).
+        #[arg(long)]
+        after: Option<String>,
     },
 }
 
@@ -447,8 +450,11 @@ async fn ticket(args: ClientArgs, command: TicketCmd) -> anyhow::Result<()> {
             });
             return Ok(());
         }
-        TicketCmd::List { state, site } => {
+        TicketCmd::List { state, site, after } => {
             let mut path = "/v1/tickets?limit=1000".to_owned();
+            if let Some(a) = after {
+                path.push_str(&format!("&after={a}"));
+            }
             if let Some(s) = state {
                 path.push_str(&format!("&state={s}"));
             }
@@ -456,7 +462,13 @@ async fn ticket(args: ClientArgs, command: TicketCmd) -> anyhow::Result<()> {
                 path.push_str(&format!("&site_id={s}"));
             }
             let out = client.call(Method::GET, &path, None, None).await?;
-            print(&args, &out, |v| v["tickets"].as_array().into_iter().flatten().map(ticket_line).collect::<Vec<_>>().join("\n"));
+            print(&args, &out, |v| {
+                let mut lines: Vec<String> = v["tickets"].as_array().into_iter().flatten().map(ticket_line).collect();
+                if let Some(next) = v["next_after"].as_str() {
+                    lines.push(format!("… more: dispatch ticket list --after {next}"));
+                }
+                lines.join("\n")
+            });
             return Ok(());
         }
     };

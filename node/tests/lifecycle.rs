@@ -301,3 +301,42 @@ async fn sigterm_under_load_drains_and_loses_no_acknowledged_command() {
     }
     println!("{} acknowledged creates survived SIGTERM under load", acked.len());
 }
+
+#[tokio::test]
+async fn lists_page_in_creation_order_and_only_within_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let crew = Crew::new(&s).await;
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        mine.push(support::new_ticket(&s, &crew.dispatcher).await);
+        if i % 2 == 0 {
+            // Interleave tickets of another account, which the dispatcher may not see.
+            let body =
+                json!({ "account_id": "acct-9", "site_id": "site-1", "incident_type": "LOCKOUT", "summary": "x" });
+            let (status, _) = s
+                .send("POST", "/v1/tickets", &s.admin_token, Some(&uuid::Uuid::new_v4().to_string()), Some(body))
+                .await;
+            assert_eq!(status, 201);
+        }
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/tickets?site_id=site-1&limit=2".to_owned();
+    loop {
+        let (status, page) = s.send("GET", &path, &crew.dispatcher, None, None).await;
+        assert_eq!(status, 200, "{page}");
+        let ids: Vec<String> =
+            page["tickets"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+        assert!(ids.len() <= 2);
+        seen.extend(ids);
+        match page["next_after"].as_str() {
+            Some(next) => path = format!("/v1/tickets?site_id=site-1&limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, mine, "every visible ticket once, oldest first, none out of scope");
+    let (_, all) = s.send("GET", "/v1/tickets?state=NEW", &s.admin_token, None, None).await;
+    assert_eq!(all["tickets"].as_array().unwrap().len(), 8);
+    let (status, err) = s.send("GET", "/v1/tickets?after=yesterday", &crew.dispatcher, None, None).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("VALIDATION_ERROR")));
+}

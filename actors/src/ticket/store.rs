@@ -90,31 +90,44 @@ pub fn index_ops(before: Option<&Ticket>, after: &Ticket) -> Vec<IndexOp> {
     ops
 }
 
-/// Tickets filtered by state and/or site, oldest first, at most `limit`.
+/// Which tickets to list: filters, a cursor and a page size.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilter<'a> {
+    pub state: Option<TicketState>,
+    pub site_id: Option<&'a str>,
+    /// Only tickets created after this one (the previous page's cursor).
+    pub after: Option<Uuid>,
+    pub limit: usize,
+}
+
+/// One page of tickets the caller may see, oldest first (ticket ids are time-ordered
+/// UUIDv7), and the cursor of the next page when there may be one. Only the tickets
+/// on the page are loaded; the indexes hold just ids.
 pub fn list(
     log: &Log,
-    state: Option<TicketState>,
-    site_id: Option<&str>,
-    limit: usize,
-) -> Result<Vec<Ticket>, LoadError> {
-    let ids: Vec<Uuid> = match (state, site_id) {
+    filter: &ListFilter<'_>,
+    visible: impl Fn(&Ticket) -> bool,
+) -> Result<(Vec<Ticket>, Option<Uuid>), LoadError> {
+    let mut ids: Vec<Uuid> = match (filter.state, filter.site_id) {
         (Some(s), _) => ids_in(log, BY_STATE, &format!("{}{SEP}", s.as_str()))?,
         (None, Some(site)) => ids_in(log, BY_SITE, &format!("{site}{SEP}"))?,
         (None, None) => ids_in(log, BY_SITE, "")?,
     };
-    let mut out = Vec::new();
-    for id in ids {
-        if out.len() >= limit {
-            break;
+    ids.sort_unstable();
+    let mut page = Vec::new();
+    for id in ids.into_iter().filter(|id| filter.after.is_none_or(|after| *id > after)) {
+        if page.len() >= filter.limit {
+            let last = page.last().map(|t: &Ticket| t.id);
+            return Ok((page, last));
         }
         if let Some(t) = load(log, id)?
-            && site_id.is_none_or(|s| t.site_id == s)
+            && filter.site_id.is_none_or(|s| t.site_id == s)
+            && visible(&t)
         {
-            out.push(t);
+            page.push(t);
         }
     }
-    out.sort_by_key(|t| (t.created_at, t.id));
-    Ok(out)
+    Ok((page, None))
 }
 
 fn ids_in(log: &Log, index: &str, prefix: &str) -> Result<Vec<Uuid>, StorageError> {

@@ -268,11 +268,17 @@ pub struct ListQuery {
     pub site_id: Option<String>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// The `next_after` of the previous page.
+    pub after: Option<String>,
 }
 
+/// A page of tickets.
 #[derive(Serialize, ToSchema)]
 pub struct TicketList {
     pub tickets: Vec<Ticket>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<Uuid>,
 }
 
 #[utoipa::path(get, path = "/v1/tickets", tag = "tickets", params(ListQuery),
@@ -293,14 +299,22 @@ pub(super) async fn list(
                 .details(serde_json::json!({ "field": "state" }))
         })?),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let tickets = store::list(&app.log, state, q.site_id.as_deref().filter(|s| !s.is_empty()), usize::MAX)
-        .map_err(|e| ApiError::internal("listing tickets", e))?
-        .into_iter()
-        .filter(|t| caller.in_scope(&t.account_id, &t.site_id))
-        .take(limit)
-        .collect();
-    Ok(Json(TicketList { tickets }))
+    let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
+        Some(a) => Some(Uuid::parse_str(a).map_err(|_| {
+            ApiError::validation(StatusCode::BAD_REQUEST, "after must be a ticket id")
+                .details(serde_json::json!({ "field": "after" }))
+        })?),
+        None => None,
+    };
+    let filter = store::ListFilter {
+        state,
+        site_id: q.site_id.as_deref().filter(|s| !s.is_empty()),
+        after,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let (tickets, next_after) = store::list(&app.log, &filter, |t| caller.in_scope(&t.account_id, &t.site_id))
+        .map_err(|e| ApiError::internal("listing tickets", e))?;
+    Ok(Json(TicketList { tickets, next_after }))
 }
 
 #[utoipa::path(get, path = "/v1/incident-templates", tag = "tickets",

@@ -124,9 +124,10 @@ pub(super) async fn cockpit(
     let now = OffsetDateTime::now_utc();
     let mut rows = Vec::new();
     for state in QUEUE_STATES {
-        let tickets = store::list(&app.log, Some(state), None, usize::MAX)
+        let filter = store::ListFilter { state: Some(state), limit: usize::MAX, ..Default::default() };
+        let (tickets, _) = store::list(&app.log, &filter, |t| caller.in_scope(&t.account_id, &t.site_id))
             .map_err(|e| ApiError::internal("reading the queue", e))?;
-        for t in tickets.into_iter().filter(|t| caller.in_scope(&t.account_id, &t.site_id)) {
+        for t in tickets {
             rows.push(CockpitRow {
                 ticket: TicketHeader::of(&t),
                 sla: sla(&t, now),
