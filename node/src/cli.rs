@@ -77,6 +77,9 @@ struct ServeArgs {
     /// Log lines as JSON.
     #[arg(long)]
     log_json: bool,
+    /// Hours a retried request with the same Idempotency-Key replays the first answer.
+    #[arg(long, default_value_t = 24)]
+    idempotency_retention_hours: u64,
 }
 
 #[derive(Args)]
@@ -299,6 +302,7 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
         dev_headers: args.dev_headers,
         templates_file: args.templates,
         supervisor: SupervisorConfig::default(),
+        idempotency_retention: std::time::Duration::from_secs(args.idempotency_retention_hours.max(1) * 3600),
     };
     let orchestrator = Orchestrator::start(config).await?;
     let url = format!("http://{}", orchestrator.addr);

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     /// Incident templates file replacing the built-in set.
     pub templates_file: Option<PathBuf>,
     pub supervisor: SupervisorConfig,
+    /// How long a retry with the same Idempotency-Key replays the first answer.
+    pub idempotency_retention: Duration,
 }
 
 /// A running orchestrator.
@@ -84,6 +86,7 @@ impl Orchestrator {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = api::router(app.clone());
+        let purger = tokio::spawn(purge_idempotency_records(app.writer.clone(), config.idempotency_retention));
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -91,6 +94,8 @@ impl Orchestrator {
                 })
                 .await;
             // In-flight requests are done: stop the actors, then let the writer drain.
+            purger.abort();
+            let _ = purger.await;
             tickets.stop(Some("shutdown".into()));
             let _ = tickets_task.await;
             let joined = tokio::task::spawn_blocking(move || writer_thread.join());
@@ -112,6 +117,23 @@ impl Orchestrator {
         let _ = stop.send(());
         drop(app);
         task.await.context("server task")?
+    }
+}
+
+/// Hourly, drops idempotency records older than the retention window.
+async fn purge_idempotency_records(writer: LogWriter, retention: Duration) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600).min(retention).max(Duration::from_secs(1)));
+    loop {
+        every.tick().await;
+        let cutoff = time::OffsetDateTime::now_utc() - retention;
+        match writer.purge_idempotency((cutoff.unix_timestamp_nanos() / 1_000_000) as i64).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("dispatch_idempotency_records_purged_total").increment(n);
+                tracing::info!(removed = n, "purged idempotency records past retention");
+            }
+            Err(e) => tracing::warn!(error = %e, "purging idempotency records failed; will retry"),
+        }
     }
 }
 

@@ -119,9 +119,16 @@ pub enum AppendError {
     WriterGone,
 }
 
-struct Job {
-    append: Append,
-    reply: oneshot::Sender<Result<Appended, AppendError>>,
+enum Job {
+    Append {
+        append: Box<Append>,
+        reply: oneshot::Sender<Result<Appended, AppendError>>,
+    },
+    /// Drop idempotency records created before `before_ms`; answers how many went.
+    PurgeIdempotency {
+        before_ms: i64,
+        reply: oneshot::Sender<Result<u64, AppendError>>,
+    },
 }
 
 /// Handle for submitting appends to the writer thread. Clone freely.
@@ -157,7 +164,16 @@ impl LogWriter {
     /// Appends atomically and returns once the commit holding it is fsynced.
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { append, reply }).await.map_err(|_| AppendError::WriterGone)?;
+        self.tx.send(Job::Append { append: Box::new(append), reply }).await.map_err(|_| AppendError::WriterGone)?;
+        rx.await.map_err(|_| AppendError::WriterGone)?
+    }
+
+    /// Removes idempotency records created before `before_ms` (the end of their
+    /// retention window) and returns how many were removed. A retry arriving after
+    /// that runs as a new request.
+    pub async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::PurgeIdempotency { before_ms, reply }).await.map_err(|_| AppendError::WriterGone)?;
         rx.await.map_err(|_| AppendError::WriterGone)?
     }
 
@@ -176,23 +192,57 @@ fn run(log: Log, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let started = Instant::now();
-        let size = jobs.len();
-        let (appends, replies): (Vec<Append>, Vec<_>) = jobs.into_iter().map(|j| (j.append, j.reply)).unzip();
-        let results = match commit(&log, appends) {
-            Ok(results) => results,
-            Err(e) => {
-                tracing::error!(error = %e, batch = size, "log commit failed");
-                (0..size).map(|_| Err(AppendError::Storage(e.to_string()))).collect()
+        let (mut appends, mut replies, mut purges) = (Vec::new(), Vec::new(), Vec::new());
+        for job in jobs {
+            match job {
+                Job::Append { append, reply } => {
+                    appends.push(*append);
+                    replies.push(reply);
+                }
+                Job::PurgeIdempotency { before_ms, reply } => purges.push((before_ms, reply)),
             }
-        };
-        metrics::histogram!("dispatch_log_commit_duration_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("dispatch_log_commit_batch_size").record(size as f64);
-        metrics::counter!("dispatch_log_commits_total").increment(1);
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result);
+        }
+        if !appends.is_empty() {
+            commit_batch(&log, appends, replies);
+        }
+        for (before_ms, reply) in purges {
+            let _ = reply.send(purge_idempotency(&log, before_ms).map_err(|e| AppendError::Storage(e.to_string())));
         }
     }
+}
+
+fn commit_batch(log: &Log, appends: Vec<Append>, replies: Vec<oneshot::Sender<Result<Appended, AppendError>>>) {
+    let started = Instant::now();
+    let size = appends.len();
+    let results = match commit(log, appends) {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(error = %e, batch = size, "log commit failed");
+            (0..size).map(|_| Err(AppendError::Storage(e.to_string()))).collect()
+        }
+    };
+    metrics::histogram!("dispatch_log_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("dispatch_log_commit_batch_size").record(size as f64);
+    metrics::counter!("dispatch_log_commits_total").increment(1);
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send(result);
+    }
+}
+
+fn purge_idempotency(log: &Log, before_ms: i64) -> Result<u64, StorageError> {
+    let txn = log.db.begin_write()?;
+    let mut removed = 0;
+    {
+        let mut table = txn.open_table(IDEMPOTENCY)?;
+        // An undecodable record is kept: it is evidence for whoever investigates.
+        table.retain(|_, v| {
+            let keep = IdempotencyRecord::decode(v).map_or(true, |r| r.created_ms >= before_ms);
+            removed += u64::from(!keep);
+            keep
+        })?;
+    }
+    txn.commit()?;
+    Ok(removed)
 }
 
 /// Validates and writes every append in one transaction, then commits with fsync.

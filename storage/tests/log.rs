@@ -126,3 +126,26 @@ async fn reopening_keeps_everything_and_a_changed_record_fails_its_hash() {
     let tampered = dispatch_storage::EventRecord { ..rec };
     assert_ne!(tampered.compute_hash(), tampered.hash, "a changed payload no longer matches its hash");
 }
+
+#[tokio::test]
+async fn idempotency_records_past_retention_are_purged() {
+    let (_dir, log, writer, _h) = open();
+    let key = |k: &str| IdempotencyKey { principal: "u1".into(), route: "POST /x".into(), key: k.into() };
+    for (i, (k, created_ms)) in [("old", 1_000), ("new", 5_000)].into_iter().enumerate() {
+        let mut a = append("s", i as u64, i as u64);
+        a.idempotency = Some((
+            key(k),
+            IdempotencyRecord {
+                request_hash: [0; 32],
+                status: 200,
+                response: StoredResponse::Body(vec![]),
+                created_ms,
+            },
+        ));
+        writer.append(a).await.unwrap();
+    }
+    assert_eq!(writer.purge_idempotency(2_000).await.unwrap(), 1);
+    assert_eq!(log.idempotency(&key("old")).unwrap(), None);
+    assert!(log.idempotency(&key("new")).unwrap().is_some());
+    assert_eq!(log.global_len().unwrap(), 2, "events are never purged");
+}
