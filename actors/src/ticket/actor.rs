@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::lifecycle::{DecideContext, Ticket, TicketCommand, TicketError, apply, decide};
 use super::store;
-use super::supervisor::TicketDeps;
+use super::supervisor::{SupervisorMsg, TicketDeps};
 use crate::policy::Principal;
 
 /// Who asks, and the ids that tie the request to its trace and its retries.
@@ -65,6 +65,7 @@ pub(super) enum TicketMsg {
 
 pub(super) struct TicketActor {
     pub(super) deps: Arc<TicketDeps>,
+    pub(super) supervisor: ActorRef<SupervisorMsg>,
 }
 
 pub(super) struct TicketActorState {
@@ -92,6 +93,11 @@ impl Actor for TicketActor {
             TicketMsg::Command(req) => {
                 let req = *req;
                 let result = self.run(st, &req).await;
+                // A closed or cancelled ticket takes no more commands: free its memory now
+                // (told before answering, so the caller never sees it still awake).
+                if st.ticket.as_ref().is_some_and(|t| t.state.is_terminal()) {
+                    let _ = self.supervisor.cast(SupervisorMsg::Finished(st.id, me.get_id()));
+                }
                 let _ = req.reply.send(result);
                 // A create that wrote nothing leaves no ticket behind to keep awake.
                 if st.ticket.is_none() {

@@ -69,6 +69,11 @@ impl TicketState {
         }
     }
 
+    /// CLOSED and CANCELLED: nothing can happen to the ticket any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Closed | Self::Cancelled)
+    }
+
     /// The state with this wire name (query strings, stored indexes).
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|st| st.as_str() == s)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
 use storage::{BlobStore, Log, LogWriter};
 use uuid::Uuid;
 
@@ -44,6 +44,8 @@ pub enum SupervisorMsg {
     Sweep,
     /// How many ticket actors are awake.
     LiveCount(RpcReplyPort<usize>),
+    /// The ticket reached a final state; its actor can be passivated.
+    Finished(Uuid, ActorId),
     #[cfg(test)]
     Crash(Uuid),
 }
@@ -96,7 +98,12 @@ impl Actor for TicketSupervisor {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Dispatch(req) => st.dispatch(me.get_cell(), req).await,
+            SupervisorMsg::Dispatch(req) => st.dispatch(&me, req).await,
+            SupervisorMsg::Finished(id, actor) => {
+                if st.children.get(&id).is_some_and(|c| c.actor.get_id() == actor) {
+                    st.passivate(id);
+                }
+            }
             SupervisorMsg::Sweep => {
                 let idle_after = st.config.idle_after;
                 let idle: Vec<Uuid> = st
@@ -137,7 +144,7 @@ impl Actor for TicketSupervisor {
                 if let Some(id) = st.forget(cell.get_id()) {
                     tracing::warn!(ticket = %id, error = %err, "ticket actor failed; restarting from snapshot and log");
                     metrics::counter!("dispatch_actor_restarts_total", "kind" => "ticket").increment(1);
-                    if let Err(e) = st.spawn(me.get_cell(), id).await {
+                    if let Err(e) = st.spawn(&me, id).await {
                         tracing::error!(ticket = %id, error = %e, "ticket actor could not be restarted; will retry on next command");
                     }
                 }
@@ -150,7 +157,7 @@ impl Actor for TicketSupervisor {
 }
 
 impl SupervisorState {
-    async fn dispatch(&mut self, me: ActorCell, req: Box<TicketRequest>) {
+    async fn dispatch(&mut self, me: &ActorRef<SupervisorMsg>, req: Box<TicketRequest>) {
         let id = req.ticket_id;
         let mut msg = TicketMsg::Command(req);
         // Two tries: a child can die between lookup and send; the second wakes a fresh one.
@@ -160,7 +167,7 @@ impl SupervisorState {
                     c.last_used = Instant::now();
                     c.actor.clone()
                 }
-                None => match self.spawn(me.clone(), id).await {
+                None => match self.spawn(me, id).await {
                     Ok(a) => a,
                     Err(e) => return fail(msg, CommandError::Unavailable(format!("ticket actor did not start: {e}"))),
                 },
@@ -177,8 +184,9 @@ impl SupervisorState {
         fail(msg, CommandError::Unavailable("ticket actor unavailable".into()));
     }
 
-    async fn spawn(&mut self, me: ActorCell, id: Uuid) -> Result<ActorRef<TicketMsg>, ractor::SpawnErr> {
-        let (actor, _) = Actor::spawn_linked(None, TicketActor { deps: self.deps.clone() }, id, me).await?;
+    async fn spawn(&mut self, me: &ActorRef<SupervisorMsg>, id: Uuid) -> Result<ActorRef<TicketMsg>, ractor::SpawnErr> {
+        let actor = TicketActor { deps: self.deps.clone(), supervisor: me.clone() };
+        let (actor, _) = Actor::spawn_linked(None, actor, id, me.get_cell()).await?;
         self.by_actor.insert(actor.get_id(), id);
         self.children.insert(id, Child { actor: actor.clone(), last_used: Instant::now() });
         if self.children.len() > self.config.max_live {

@@ -215,3 +215,17 @@ async fn a_long_ticket_wakes_from_its_snapshot_and_old_retries_replay_their_own_
     assert_eq!(again.body, answers[2].body);
     assert_eq!(f.log.global_len().unwrap(), 25, "replays wrote nothing");
 }
+
+#[tokio::test]
+async fn a_finished_ticket_is_passivated_at_once() {
+    let f = fixture(SupervisorConfig::default()).await;
+    let (open, done) = (Uuid::now_v7(), Uuid::now_v7());
+    send(&f.sup, open, create(), "c1", 1).await.unwrap();
+    send(&f.sup, done, create(), "c2", 1).await.unwrap();
+    assert_eq!(live(&f.sup).await, 2);
+    send(&f.sup, done, cancel(), "x2", 2).await.unwrap();
+    assert_eq!(live(&f.sup).await, 1, "the cancelled ticket's actor is gone, the open one stays");
+    // Waking it again (a refused command) works and lets it go again.
+    assert!(matches!(send(&f.sup, done, cancel(), "x3", 3).await, Err(CommandError::Rejected(_))));
+    assert_eq!(live(&f.sup).await, 1);
+}
