@@ -93,16 +93,13 @@ impl Actor for TicketActor {
             TicketMsg::Command(req) => {
                 let req = *req;
                 let result = self.run(st, &req).await;
-                // A closed or cancelled ticket takes no more commands: free its memory now
+                // A closed or cancelled ticket takes no more commands, and a create that
+                // wrote nothing left no ticket: let the supervisor passivate this actor now
                 // (told before answering, so the caller never sees it still awake).
-                if st.ticket.as_ref().is_some_and(|t| t.state.is_terminal()) {
+                if st.ticket.as_ref().is_none_or(|t| t.state.is_terminal()) {
                     let _ = self.supervisor.cast(SupervisorMsg::Finished(st.id, me.get_id()));
                 }
                 let _ = req.reply.send(result);
-                // A create that wrote nothing leaves no ticket behind to keep awake.
-                if st.ticket.is_none() {
-                    me.stop(None);
-                }
             }
             TicketMsg::Passivate => me.stop(Some("passivated".into())),
             #[cfg(test)]
