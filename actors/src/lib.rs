@@ -3,4 +3,6 @@
 //! sequence the rules with the log.
 
 pub mod policy;
+pub mod session;
 pub mod ticket;
+pub mod user;

@@ -1,0 +1,276 @@
+//! Local accounts: people who log in with a password and service accounts for
+//! agents. Pure rules (`decide`, `apply`) plus how users map onto the log.
+//! Writes are rare, so they use the log's optimistic concurrency directly
+//! (expected sequence) instead of a long-lived actor per user.
+
+use serde::{Deserialize, Serialize};
+use storage::{IndexOp, Log, StorageError};
+use utoipa::ToSchema;
+
+use crate::policy::Role;
+
+/// Index of users: key = username.
+pub const INDEX: &str = "users";
+
+/// A person who logs in, or a service (an agent) that holds a long-lived token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountKind {
+    Human,
+    Service,
+}
+
+/// A local account as stored (the password hash never leaves the server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub username: String,
+    pub kind: AccountKind,
+    pub role: Role,
+    pub accounts: Vec<String>,
+    pub sites: Vec<String>,
+    pub queues: Vec<String>,
+    /// For service accounts: the only tools they may use.
+    pub tools: Option<Vec<String>>,
+    /// argon2id PHC string; `None` for service accounts.
+    pub password_hash: Option<String>,
+    pub disabled: bool,
+    pub version: u64,
+    pub created_ms: i64,
+}
+
+/// What the API shows of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UserView {
+    pub username: String,
+    pub kind: AccountKind,
+    pub role: Role,
+    pub accounts: Vec<String>,
+    pub sites: Vec<String>,
+    pub queues: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
+    pub disabled: bool,
+    pub version: u64,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            username: u.username.clone(),
+            kind: u.kind,
+            role: u.role,
+            accounts: u.accounts.clone(),
+            sites: u.sites.clone(),
+            queues: u.queues.clone(),
+            tools: u.tools.clone(),
+            disabled: u.disabled,
+            version: u.version,
+        }
+    }
+}
+
+/// The fields of a new account (the password already hashed by the caller).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewUser {
+    pub username: String,
+    pub kind: AccountKind,
+    pub role: Role,
+    pub accounts: Vec<String>,
+    pub sites: Vec<String>,
+    pub queues: Vec<String>,
+    pub tools: Option<Vec<String>>,
+    pub password_hash: Option<String>,
+}
+
+/// What an admin can do to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCommand {
+    Create(NewUser),
+    Disable,
+    SetRole(Role),
+    ResetPassword(String),
+}
+
+/// What happened to an account; stored as JSON in `user/<username>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UserEvent {
+    Created { user: NewUser },
+    Disabled {},
+    RoleSet { role: Role },
+    PasswordReset { password_hash: String },
+}
+
+impl UserEvent {
+    /// The event kind as stored in the log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UserEvent::Created { .. } => "user.created",
+            UserEvent::Disabled {} => "user.disabled",
+            UserEvent::RoleSet { .. } => "user.role_set",
+            UserEvent::PasswordReset { .. } => "user.password_reset",
+        }
+    }
+}
+
+/// Why an account command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("user not found")]
+    NotFound,
+    #[error("user already exists")]
+    AlreadyExists,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Checks an account command against the current account.
+pub fn decide(user: Option<&User>, command: &UserCommand) -> Result<Vec<UserEvent>, UserError> {
+    match (user, command) {
+        (Some(_), UserCommand::Create(_)) => Err(UserError::AlreadyExists),
+        (None, UserCommand::Create(new)) => {
+            validate_username(&new.username)?;
+            if new.accounts.is_empty() || new.sites.is_empty() {
+                return Err(UserError::Invalid("accounts and sites must each name at least one entry (\"*\" for all)".into()));
+            }
+            match (new.kind, &new.password_hash, &new.tools) {
+                (AccountKind::Human, None, _) => return Err(UserError::Invalid("a person needs a password".into())),
+                (AccountKind::Human, _, Some(_)) => {
+                    return Err(UserError::Invalid("tool lists are for service accounts".into()));
+                }
+                (AccountKind::Service, Some(_), _) => {
+                    return Err(UserError::Invalid("service accounts have tokens, not passwords".into()));
+                }
+                _ => {}
+            }
+            if let Some(unknown) = new.tools.iter().flatten().find(|t| crate::policy::tool(t).is_none()) {
+                return Err(UserError::Invalid(format!("unknown tool {unknown:?}")));
+            }
+            Ok(vec![UserEvent::Created { user: new.clone() }])
+        }
+        (None, _) => Err(UserError::NotFound),
+        (Some(u), UserCommand::Disable) if u.disabled => Err(UserError::Invalid("user is already disabled".into())),
+        (Some(_), UserCommand::Disable) => Ok(vec![UserEvent::Disabled {}]),
+        (Some(_), UserCommand::SetRole(role)) => Ok(vec![UserEvent::RoleSet { role: *role }]),
+        (Some(u), UserCommand::ResetPassword(_)) if u.kind == AccountKind::Service => {
+            Err(UserError::Invalid("service accounts have no password".into()))
+        }
+        (Some(_), UserCommand::ResetPassword(hash)) => Ok(vec![UserEvent::PasswordReset { password_hash: hash.clone() }]),
+    }
+}
+
+/// Folds one event into the account.
+pub fn apply(user: Option<User>, seq: u64, at_ms: i64, event: &UserEvent) -> Option<User> {
+    let mut u = match (user, event) {
+        (None, UserEvent::Created { user: n }) => {
+            return Some(User {
+                username: n.username.clone(),
+                kind: n.kind,
+                role: n.role,
+                accounts: n.accounts.clone(),
+                sites: n.sites.clone(),
+                queues: n.queues.clone(),
+                tools: n.tools.clone(),
+                password_hash: n.password_hash.clone(),
+                disabled: false,
+                version: seq,
+                created_ms: at_ms,
+            });
+        }
+        (None, _) => return None,
+        (Some(u), _) => u,
+    };
+    match event {
+        UserEvent::Created { .. } => return Some(u),
+        UserEvent::Disabled {} => u.disabled = true,
+        UserEvent::RoleSet { role } => u.role = *role,
+        UserEvent::PasswordReset { password_hash } => u.password_hash = Some(password_hash.clone()),
+    }
+    u.version = seq;
+    Some(u)
+}
+
+fn validate_username(name: &str) -> Result<(), UserError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok { Ok(()) } else { Err(UserError::Invalid("usernames are 1–64 characters of a–z, 0–9, '.', '_' or '-'".into())) }
+}
+
+/// The log stream of one account.
+pub fn stream(username: &str) -> String {
+    format!("user/{username}")
+}
+
+/// The account as stored, rebuilt from its events.
+pub fn load(log: &Log, username: &str) -> Result<Option<User>, StorageError> {
+    let mut user = None;
+    for r in log.read_stream(&stream(username), 0)? {
+        let event: UserEvent = serde_json::from_slice(&r.payload)
+            .map_err(|e| StorageError::Corrupt { table: "events", reason: format!("user event: {e}") })?;
+        user = apply(user, r.seq, r.time_ms, &event);
+    }
+    Ok(user)
+}
+
+/// Every account, by username.
+pub fn list(log: &Log) -> Result<Vec<User>, StorageError> {
+    let mut out = Vec::new();
+    for (name, _) in log.index_scan(INDEX, "", usize::MAX)? {
+        if let Some(u) = load(log, &name)? {
+            out.push(u);
+        }
+    }
+    Ok(out)
+}
+
+/// Index changes when an account is created.
+pub fn index_ops(before: Option<&User>, after: &User) -> Vec<IndexOp> {
+    match before {
+        None => vec![IndexOp::Put { index: INDEX.into(), key: after.username.clone(), value: Vec::new() }],
+        Some(_) => Vec::new(),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(name: &str) -> NewUser {
+        NewUser {
+            username: name.into(),
+            kind: AccountKind::Human,
+            role: Role::Dispatcher,
+            accounts: vec!["*".into()],
+            sites: vec!["*".into()],
+            queues: vec![],
+            tools: None,
+            password_hash: Some("$argon2id$…".into()),
+        }
+    }
+
+    #[test]
+    fn account_rules() {
+        let created = apply(None, 1, 0, &decide(None, &UserCommand::Create(person("ann"))).unwrap()[0]).unwrap();
+        let disabled = apply(Some(created.clone()), 2, 0, &decide(Some(&created), &UserCommand::Disable).unwrap()[0]).unwrap();
+        assert!(disabled.disabled);
+        let service = NewUser { kind: AccountKind::Service, password_hash: None, tools: Some(vec!["ticket.get".into()]), ..person("bot") };
+        let cases: Vec<(&str, Option<&User>, UserCommand, Result<(), UserError>)> = vec![
+            ("duplicate", Some(&created), UserCommand::Create(person("ann")), Err(UserError::AlreadyExists)),
+            ("bad name", None, UserCommand::Create(person("Ann Smith")), Err(UserError::Invalid(String::new()))),
+            ("person without password", None, UserCommand::Create(NewUser { password_hash: None, ..person("b") }), Err(UserError::Invalid(String::new()))),
+            ("service", None, UserCommand::Create(service.clone()), Ok(())),
+            ("service with unknown tool", None, UserCommand::Create(NewUser { tools: Some(vec!["rm.rf".into()]), ..service }), Err(UserError::Invalid(String::new()))),
+            ("disable twice", Some(&disabled), UserCommand::Disable, Err(UserError::Invalid(String::new()))),
+            ("unknown user", None, UserCommand::Disable, Err(UserError::NotFound)),
+            ("set role", Some(&created), UserCommand::SetRole(Role::Manager), Ok(())),
+        ];
+        for (name, user, cmd, expected) in cases {
+            let got = decide(user, &cmd).map(|_| ());
+            match (&got, &expected) {
+                (Err(UserError::Invalid(_)), Err(UserError::Invalid(_))) | (Ok(()), Ok(())) => {}
+                _ => assert_eq!(got, expected, "{name}"),
+            }
+        }
+    }
+}
