@@ -270,6 +270,30 @@ pub const TOOLS: &[ToolSpec] = &[
     ),
     t("tech.job_packet", "GET", "/v1/ux/technician/job-packet/{id}", ANY_ROLE, &[], false, "Technician job packet"),
     t("admin.tokens.create", "POST", "/v1/admin/tokens", &[Admin], &[], true, "Mint an access token"),
+    t(
+        "admin.signing_keys.rotate",
+        "POST",
+        "/v1/admin/signing-keys",
+        &[Admin],
+        &[],
+        true,
+        "Add a new token signing key",
+    ),
+    t("user.create", "POST", "/v1/users", &[Admin], &[], true, "Create a person's or a service's account"),
+    t("user.list", "GET", "/v1/users", &[Admin], &[], false, "List accounts"),
+    t(
+        "user.disable",
+        "POST",
+        "/v1/users/{username}/disable",
+        &[Admin],
+        &[],
+        true,
+        "Disable an account and revoke its tokens",
+    ),
+    t("user.set_role", "POST", "/v1/users/{username}/role", &[Admin], &[], true, "Change an account's role"),
+    t("user.reset_password", "POST", "/v1/users/{username}/password", &[Admin], &[], true, "Set a new password"),
+    t("auth.me", "GET", "/v1/me", ANY_ROLE, &[], false, "Who the server thinks the caller is"),
+    t("tools.list", "GET", "/v1/tools", ANY_ROLE, &[], false, "The tools this caller may use"),
 ];
 
 #[allow(clippy::too_many_arguments)]

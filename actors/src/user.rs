@@ -131,7 +131,9 @@ pub fn decide(user: Option<&User>, command: &UserCommand) -> Result<Vec<UserEven
         (None, UserCommand::Create(new)) => {
             validate_username(&new.username)?;
             if new.accounts.is_empty() || new.sites.is_empty() {
-                return Err(UserError::Invalid("accounts and sites must each name at least one entry (\"*\" for all)".into()));
+                return Err(UserError::Invalid(
+                    "accounts and sites must each name at least one entry (\"*\" for all)".into(),
+                ));
             }
             match (new.kind, &new.password_hash, &new.tools) {
                 (AccountKind::Human, None, _) => return Err(UserError::Invalid("a person needs a password".into())),
@@ -155,7 +157,9 @@ pub fn decide(user: Option<&User>, command: &UserCommand) -> Result<Vec<UserEven
         (Some(u), UserCommand::ResetPassword(_)) if u.kind == AccountKind::Service => {
             Err(UserError::Invalid("service accounts have no password".into()))
         }
-        (Some(_), UserCommand::ResetPassword(hash)) => Ok(vec![UserEvent::PasswordReset { password_hash: hash.clone() }]),
+        (Some(_), UserCommand::ResetPassword(hash)) => {
+            Ok(vec![UserEvent::PasswordReset { password_hash: hash.clone() }])
+        }
     }
 }
 
@@ -193,7 +197,11 @@ pub fn apply(user: Option<User>, seq: u64, at_ms: i64, event: &UserEvent) -> Opt
 fn validate_username(name: &str) -> Result<(), UserError> {
     let ok = (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if ok { Ok(()) } else { Err(UserError::Invalid("usernames are 1–64 characters of a–z, 0–9, '.', '_' or '-'".into())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::Invalid("usernames are 1–64 characters of a–z, 0–9, '.', '_' or '-'".into()))
+    }
 }
 
 /// The log stream of one account.
@@ -231,7 +239,6 @@ pub fn index_ops(before: Option<&User>, after: &User) -> Vec<IndexOp> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,15 +259,31 @@ mod tests {
     #[test]
     fn account_rules() {
         let created = apply(None, 1, 0, &decide(None, &UserCommand::Create(person("ann"))).unwrap()[0]).unwrap();
-        let disabled = apply(Some(created.clone()), 2, 0, &decide(Some(&created), &UserCommand::Disable).unwrap()[0]).unwrap();
+        let disabled =
+            apply(Some(created.clone()), 2, 0, &decide(Some(&created), &UserCommand::Disable).unwrap()[0]).unwrap();
         assert!(disabled.disabled);
-        let service = NewUser { kind: AccountKind::Service, password_hash: None, tools: Some(vec!["ticket.get".into()]), ..person("bot") };
+        let service = NewUser {
+            kind: AccountKind::Service,
+            password_hash: None,
+            tools: Some(vec!["ticket.get".into()]),
+            ..person("bot")
+        };
         let cases: Vec<(&str, Option<&User>, UserCommand, Result<(), UserError>)> = vec![
             ("duplicate", Some(&created), UserCommand::Create(person("ann")), Err(UserError::AlreadyExists)),
             ("bad name", None, UserCommand::Create(person("Ann Smith")), Err(UserError::Invalid(String::new()))),
-            ("person without password", None, UserCommand::Create(NewUser { password_hash: None, ..person("b") }), Err(UserError::Invalid(String::new()))),
+            (
+                "person without password",
+                None,
+                UserCommand::Create(NewUser { password_hash: None, ..person("b") }),
+                Err(UserError::Invalid(String::new())),
+            ),
             ("service", None, UserCommand::Create(service.clone()), Ok(())),
-            ("service with unknown tool", None, UserCommand::Create(NewUser { tools: Some(vec!["rm.rf".into()]), ..service }), Err(UserError::Invalid(String::new()))),
+            (
+                "service with unknown tool",
+                None,
+                UserCommand::Create(NewUser { tools: Some(vec!["rm.rf".into()]), ..service }),
+                Err(UserError::Invalid(String::new())),
+            ),
             ("disable twice", Some(&disabled), UserCommand::Disable, Err(UserError::Invalid(String::new()))),
             ("unknown user", None, UserCommand::Disable, Err(UserError::NotFound)),
             ("set role", Some(&created), UserCommand::SetRole(Role::Manager), Ok(())),

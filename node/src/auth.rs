@@ -2,10 +2,11 @@
 //! created at first start and kept in the log's database. Verification fails closed
 //! and caches verified tokens, since signature checks dominate a request's CPU cost.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, RwLock};
 
 use actors::policy::{Principal, Role};
+use actors::session;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -19,6 +20,8 @@ pub const ISSUER: &str = "dispatch";
 /// `aud` the API accepts.
 pub const AUDIENCE: &str = "dispatch-api";
 const KEY_META: &str = "auth/signing-key/ed25519-pkcs8";
+/// Keys added by rotation: key `NNNNNN` (rotation order) → PKCS#8 DER.
+pub const ROTATED_KEYS_INDEX: &str = "signing_keys";
 const CACHE_LIMIT: usize = 16 * 1024;
 
 /// The claims of an access token.
@@ -39,9 +42,32 @@ pub struct Claims {
     pub tools: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<String>,
+    /// The login session this token belongs to, if it came from a login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl Claims {
+    /// Fresh claims for `principal`, valid for `ttl_seconds` from now.
+    pub fn for_principal(principal: &Principal, ttl_seconds: i64, sid: Option<String>) -> Claims {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: principal.sub.clone(),
+            exp: now + ttl_seconds,
+            iat: now,
+            nbf: Some(now),
+            jti: Uuid::new_v4().to_string(),
+            role: principal.role,
+            accounts: principal.accounts.clone(),
+            sites: principal.sites.clone(),
+            tools: principal.tools.clone(),
+            queues: principal.queues.clone(),
+            sid,
+        }
+    }
+
     fn principal(&self) -> Principal {
         Principal {
             sub: self.sub.clone(),
@@ -59,29 +85,89 @@ impl Claims {
 pub enum AuthError {
     #[error("invalid access token: {0}")]
     Invalid(String),
+    #[error("access token revoked")]
+    Revoked,
     #[error("signing key unavailable: {0}")]
     Key(String),
 }
 
-/// Signs and verifies access tokens.
-pub struct Auth {
+struct Key {
     kid: String,
+    public: [u8; 32],
     encoding: EncodingKey,
     decoding: DecodingKey,
+}
+
+impl Key {
+    fn from_pkcs8(der: &[u8]) -> Result<Key, AuthError> {
+        let key = <SigningKey as ed25519_dalek::pkcs8::DecodePrivateKey>::from_pkcs8_der(der)
+            .map_err(|e| AuthError::Key(format!("stored signing key does not decode: {e}")))?;
+        let public = key.verifying_key().to_bytes();
+        Ok(Key {
+            kid: hex::encode(&Sha256::digest(public)[..8]),
+            public,
+            encoding: EncodingKey::from_ed_der(der),
+            decoding: DecodingKey::from_ed_der(&public),
+        })
+    }
+}
+
+/// A new Ed25519 signing key as PKCS#8 DER.
+pub fn generate_key() -> Result<Vec<u8>, AuthError> {
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    Ok(key.to_pkcs8_der().map_err(|e| AuthError::Key(e.to_string()))?.as_bytes().to_vec())
+}
+
+/// Tokens that must die before their `exp`.
+#[derive(Default)]
+struct Revocations {
+    jtis: HashMap<String, i64>,
+    sessions: HashSet<String>,
+    /// Subject → tokens issued before this (seconds) are refused.
+    subjects: HashMap<String, i64>,
+}
+
+/// A public verification key, as published at `/v1/auth/keys`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PublicKey {
+    pub kid: String,
+    pub kty: &'static str,
+    pub crv: &'static str,
+    pub alg: &'static str,
+    /// The raw public key, base64url without padding.
+    pub x: String,
+}
+
+/// Signs and verifies access tokens.
+pub struct Auth {
+    /// Oldest first; the last one signs.
+    keys: RwLock<Vec<Key>>,
     validation: Validation,
-    verified: Mutex<HashMap<String, (Principal, i64)>>,
+    verified: Mutex<HashMap<String, Claims>>,
+    revoked: RwLock<Revocations>,
 }
 
 impl Auth {
-    /// Loads the signing key from the log, creating it on first start.
+    /// Loads the signing keys and the revocation set from the log, creating the
+    /// first key on first start.
     pub fn load_or_create(log: &Log) -> Result<Auth, AuthError> {
-        let fresh = SigningKey::generate(&mut rand::rngs::OsRng);
-        let fresh_der = fresh.to_pkcs8_der().map_err(|e| AuthError::Key(e.to_string()))?;
-        let der = log.meta_get_or_insert(KEY_META, fresh_der.as_bytes()).map_err(|e| AuthError::Key(e.to_string()))?;
-        let key = <SigningKey as ed25519_dalek::pkcs8::DecodePrivateKey>::from_pkcs8_der(&der)
-            .map_err(|e| AuthError::Key(format!("stored signing key does not decode: {e}")))?;
-        let public = key.verifying_key().to_bytes();
-        let kid = hex::encode(&Sha256::digest(public)[..8]);
+        let storage = |e: storage::StorageError| AuthError::Key(e.to_string());
+        let first = log.meta_get_or_insert(KEY_META, &generate_key()?).map_err(storage)?;
+        let mut keys = vec![Key::from_pkcs8(&first)?];
+        for (_, der) in log.index_scan(ROTATED_KEYS_INDEX, "", usize::MAX).map_err(storage)? {
+            keys.push(Key::from_pkcs8(&der)?);
+        }
+        let mut revoked = Revocations::default();
+        for (key, value) in log.index_scan(session::REVOKED_INDEX, "", usize::MAX).map_err(storage)? {
+            let Some((kind, v)) = key.split_once('\u{1f}') else { continue };
+            let at = value.get(..8).and_then(|b| b.try_into().ok()).map_or(i64::MAX, i64::from_le_bytes);
+            match kind {
+                "jti" => drop(revoked.jtis.insert(v.to_owned(), at)),
+                "sid" => drop(revoked.sessions.insert(v.to_owned())),
+                "sub" => drop(revoked.subjects.insert(v.to_owned(), at)),
+                _ => {}
+            }
+        }
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
@@ -89,71 +175,118 @@ impl Auth {
         validation.validate_nbf = true;
         validation.leeway = 5;
         Ok(Auth {
-            kid,
-            encoding: EncodingKey::from_ed_der(&der),
-            decoding: DecodingKey::from_ed_der(&public),
+            keys: RwLock::new(keys),
             validation,
             verified: Mutex::new(HashMap::new()),
+            revoked: RwLock::new(revoked),
         })
     }
 
     /// Mints a token for `principal` valid for `ttl_seconds`.
     pub fn mint(&self, principal: &Principal, ttl_seconds: i64) -> Result<(String, Claims), AuthError> {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let claims = Claims {
-            iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
-            sub: principal.sub.clone(),
-            exp: now + ttl_seconds,
-            iat: now,
-            nbf: Some(now),
-            jti: Uuid::new_v4().to_string(),
-            role: principal.role,
-            accounts: principal.accounts.clone(),
-            sites: principal.sites.clone(),
-            tools: principal.tools.clone(),
-            queues: principal.queues.clone(),
-        };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        let token =
-            jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| AuthError::Key(e.to_string()))?;
-        Ok((token, claims))
+        let claims = Claims::for_principal(principal, ttl_seconds, None);
+        Ok((self.sign(&claims)?, claims))
     }
 
-    /// Verifies a bearer token: algorithm, key id, signature, issuer, audience, time.
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+    /// Signs arbitrary claims with the current key (tests craft edge cases with it).
+    pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
+        let keys = read(&self.keys);
+        let key = keys.last().ok_or_else(|| AuthError::Key("no signing key".into()))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| AuthError::Key(e.to_string()))
+    }
+
+    /// Verifies a bearer token: algorithm, key id, signature, issuer, audience, time,
+    /// then the revocation set (checked on every request, cached or not).
+    pub fn verify(&self, token: &str) -> Result<(Principal, Claims), AuthError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if let Some((p, exp)) = self.cache().get(token)
-            && *exp > now
+        let cached = lock(&self.verified).get(token).filter(|c| c.exp > now).cloned();
+        let claims = match cached {
+            Some(c) => c,
+            None => {
+                let claims = self.verify_signature(token)?;
+                let mut cache = lock(&self.verified);
+                if cache.len() >= CACHE_LIMIT {
+                    cache.retain(|_, c| c.exp > now);
+                    if cache.len() >= CACHE_LIMIT {
+                        cache.clear();
+                    }
+                }
+                cache.insert(token.to_owned(), claims.clone());
+                claims
+            }
+        };
+        let revoked = read(&self.revoked);
+        if revoked.jtis.contains_key(&claims.jti)
+            || claims.sid.as_ref().is_some_and(|s| revoked.sessions.contains(s))
+            || revoked.subjects.get(&claims.sub).is_some_and(|before| claims.iat <= *before)
         {
-            return Ok(p.clone());
+            return Err(AuthError::Revoked);
         }
+        Ok((claims.principal(), claims))
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::Invalid("algorithm must be EdDSA".into()));
         }
-        if header.kid.as_deref() != Some(self.kid.as_str()) {
-            return Err(AuthError::Invalid("unknown signing key id".into()));
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let keys = read(&self.keys);
+        let kid = header.kid.ok_or_else(|| AuthError::Invalid("token has no key id".into()))?;
+        let key =
+            keys.iter().find(|k| k.kid == kid).ok_or_else(|| AuthError::Invalid("unknown signing key id".into()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let principal = data.claims.principal();
-        let mut cache = self.cache();
-        if cache.len() >= CACHE_LIMIT {
-            cache.retain(|_, (_, exp)| *exp > now);
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
-        }
-        cache.insert(token.to_owned(), (principal.clone(), data.claims.exp));
-        Ok(principal)
+        Ok(data.claims)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, i64)>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    /// Starts signing with `der` (already stored durably); older keys keep verifying.
+    pub fn add_key(&self, der: &[u8]) -> Result<String, AuthError> {
+        let key = Key::from_pkcs8(der)?;
+        let kid = key.kid.clone();
+        self.keys.write().unwrap_or_else(|p| p.into_inner()).push(key);
+        Ok(kid)
     }
+
+    /// How many keys have been added by rotation (names the next index entry).
+    pub fn rotated_key_count(&self) -> usize {
+        read(&self.keys).len() - 1
+    }
+
+    /// The verification keys, newest last.
+    pub fn public_keys(&self) -> Vec<PublicKey> {
+        use base64::Engine;
+        read(&self.keys)
+            .iter()
+            .map(|k| PublicKey {
+                kid: k.kid.clone(),
+                kty: "OKP",
+                crv: "Ed25519",
+                alg: "EdDSA",
+                x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.public),
+            })
+            .collect()
+    }
+
+    /// Applies a revocation already written to the log.
+    pub fn revoke(&self, kind: session::RevokedKind, value: &str, at: i64) {
+        let mut r = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        match kind {
+            session::RevokedKind::Jti => drop(r.jtis.insert(value.to_owned(), at)),
+            session::RevokedKind::Session => drop(r.sessions.insert(value.to_owned())),
+            session::RevokedKind::Subject => drop(r.subjects.insert(value.to_owned(), at)),
+        }
+    }
+}
+
+// A panic while holding these locks cannot leave the maps inconsistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -187,7 +320,7 @@ mod tests {
             Auth::load_or_create(&log).unwrap().mint(&someone(), 60).unwrap().0
         };
         let log = Log::open(dir.path().join("l.redb")).unwrap();
-        assert_eq!(Auth::load_or_create(&log).unwrap().verify(&token).unwrap().sub, "u");
+        assert_eq!(Auth::load_or_create(&log).unwrap().verify(&token).unwrap().0.sub, "u");
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod identity;
 pub mod server;
 pub mod telemetry;

@@ -79,6 +79,8 @@ impl Orchestrator {
             auth,
             dev_headers: config.dev_headers,
             metrics: crate::telemetry::metrics(),
+            login_limits: Default::default(),
+            decoy_hash: tokio::task::spawn_blocking(crate::identity::decoy_hash).await?,
         }));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -88,7 +90,7 @@ impl Orchestrator {
         let router = api::router(app.clone());
         let purger = tokio::spawn(purge_idempotency_records(app.writer.clone(), config.idempotency_retention));
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
+            let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })

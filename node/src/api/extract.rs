@@ -27,7 +27,11 @@ impl FromRequestParts<App> for Caller {
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
-            return app.auth.verify(token.trim()).map(Caller).map_err(|e| ApiError::unauthorized(e.to_string()));
+            return app
+                .auth
+                .verify(token.trim())
+                .map(|(p, _)| Caller(p))
+                .map_err(|e| ApiError::unauthorized(e.to_string()));
         }
         let has_dev_headers = headers.keys().any(|k| k.as_str().starts_with("x-actor-"));
         if has_dev_headers && app.dev_headers {
@@ -39,6 +43,36 @@ impl FromRequestParts<App> for Caller {
             ));
         }
         Err(ApiError::unauthorized("missing Authorization: Bearer <token>"))
+    }
+}
+
+/// The caller's verified bearer token, for routes about the token itself (`/v1/me`, logout).
+pub struct BearerToken(pub crate::auth::Claims);
+
+impl FromRequestParts<App> for BearerToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+        app.auth.verify(token.trim()).map(|(_, c)| BearerToken(c)).map_err(|e| ApiError::unauthorized(e.to_string()))
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<App> for BearerToken {
+    type Rejection = ApiError;
+
+    /// No `Authorization` header: `None`; one that does not verify: refused.
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Option<Self>, ApiError> {
+        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            <BearerToken as FromRequestParts<App>>::from_request_parts(parts, app).await.map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }
 

@@ -1,11 +1,12 @@
 //! The HTTP API under `/v1`: a thin edge that authenticates, checks the policy
 //! table, and hands commands to the ticket actors or reads the log's read models.
 
+mod accounts;
 mod admin;
 mod blobs;
 pub mod error;
 mod extract;
-mod openapi;
+pub(crate) mod openapi;
 mod system;
 mod tickets;
 mod ux;
@@ -45,6 +46,10 @@ pub struct AppInner {
     /// Accept `X-Actor-*` identity headers (development only).
     pub dev_headers: bool,
     pub metrics: PrometheusHandle,
+    /// Login rate limits.
+    pub login_limits: crate::identity::LoginLimits,
+    /// Verified when a login names no usable account, so timing reveals nothing.
+    pub decoy_hash: String,
 }
 
 /// Shared handler state.
@@ -82,6 +87,17 @@ pub fn router(app: App) -> Router {
         .route("/v1/ux/dispatcher/cockpit", get(ux::cockpit))
         .route("/v1/ux/technician/job-packet/{id}", get(ux::job_packet))
         .route("/v1/admin/tokens", post(admin::mint_token))
+        .route("/v1/admin/signing-keys", post(accounts::rotate_signing_key))
+        .route("/v1/auth/login", post(accounts::login))
+        .route("/v1/auth/refresh", post(accounts::refresh))
+        .route("/v1/auth/logout", post(accounts::logout))
+        .route("/v1/auth/keys", get(accounts::keys))
+        .route("/v1/me", get(accounts::me))
+        .route("/v1/tools", get(accounts::tools))
+        .route("/v1/users", post(accounts::create_user).get(accounts::list_users))
+        .route("/v1/users/{username}/disable", post(accounts::disable_user))
+        .route("/v1/users/{username}/role", post(accounts::set_role))
+        .route("/v1/users/{username}/password", post(accounts::reset_password))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
@@ -125,6 +141,14 @@ async fn observe(req: Request, next: Next) -> Response {
 /// Role, token tool list and the `X-Tool-Name` header, for a route's tool.
 fn authorize_route(caller: &Principal, ctx: &RequestCtx, tool: &str) -> Result<&'static ToolSpec, ApiError> {
     let spec = policy::tool(tool).ok_or_else(|| ApiError::internal("policy lookup", tool))?;
+    if caller.tools.is_some() && ctx.tool_name.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "TOOL_NOT_ALLOWED",
+            "a token limited to tools must name the tool it calls in X-Tool-Name",
+        )
+        .policy(policy::PolicyDimension::Tool));
+    }
     if let Some(named) = &ctx.tool_name
         && named != spec.name
     {

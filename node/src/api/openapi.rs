@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, blobs, tickets, ux};
+use super::{accounts, admin, blobs, tickets, ux};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,12 +14,14 @@ use super::{admin, blobs, tickets, ux};
         tickets::check_in, tickets::request_change, tickets::decide_approval, tickets::add_evidence, tickets::complete,
         tickets::verify, tickets::generate_invoice, tickets::close, tickets::cancel, tickets::get, tickets::list,
         tickets::timeline, tickets::evidence, tickets::incident_templates, blobs::upload, ux::cockpit, ux::job_packet,
-        admin::mint_token,
+        admin::mint_token, accounts::rotate_signing_key, accounts::login, accounts::refresh, accounts::logout,
+        accounts::keys, accounts::me, accounts::tools, accounts::create_user, accounts::list_users,
+        accounts::disable_user, accounts::set_role, accounts::reset_password,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
-struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct BearerAuth;
 

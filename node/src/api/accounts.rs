@@ -1,0 +1,371 @@
+//! Sign-in, accounts, the caller's identity and the tool catalogue.
+
+use std::net::SocketAddr;
+
+use actors::policy::{self, Principal, Role};
+use actors::user::{self, AccountKind, NewUser, UserCommand, UserView};
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{OpenApi, ToSchema};
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{BearerToken, Caller, JsonBody, RequestCtx};
+use super::{App, authorize_route};
+use crate::auth::PublicKey;
+use crate::identity::{self, TokenPair};
+
+/// Body of `POST /v1/auth/login`.
+#[derive(Deserialize, ToSchema)]
+pub struct Login {
+    pub username: String,
+    pub password: String,
+}
+
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Login, security(()),
+    responses((status = 200, body = TokenPair), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+/// Exchange a username and password for a short-lived access token and a refresh token.
+pub(super) async fn login(
+    State(app): State<App>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    body: JsonBody<Login>,
+) -> Result<Json<TokenPair>, ApiError> {
+    identity::login(&app, &body.value.username, &body.value.password, &client.ip().to_string()).await.map(Json)
+}
+
+/// Body of `POST /v1/auth/refresh` (and optionally of logout).
+#[derive(Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, security(()),
+    responses((status = 200, body = TokenPair), (status = 401, body = ErrorBody)))]
+/// Rotate a refresh token. Each one works once; reusing one revokes the session.
+pub(super) async fn refresh(
+    State(app): State<App>,
+    body: JsonBody<RefreshRequest>,
+) -> Result<Json<TokenPair>, ApiError> {
+    identity::refresh(&app, &body.value.refresh_token).await.map(Json)
+}
+
+/// Optional body of `POST /v1/auth/logout`.
+#[derive(Deserialize, ToSchema, Default)]
+pub struct Logout {
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = Logout,
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+/// End the session of the bearer token (or of the given refresh token) and revoke the bearer token.
+pub(super) async fn logout(
+    State(app): State<App>,
+    bearer: Option<BearerToken>,
+    body: JsonBody<Logout>,
+) -> Result<StatusCode, ApiError> {
+    identity::logout(&app, bearer.as_ref().map(|b| &b.0), body.value.refresh_token.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The published token verification keys.
+#[derive(Serialize, ToSchema)]
+pub struct KeySet {
+    pub keys: Vec<PublicKey>,
+}
+
+#[utoipa::path(get, path = "/v1/auth/keys", tag = "auth", security(()), responses((status = 200, body = KeySet)))]
+/// The Ed25519 keys tokens are verified with, by `kid` (newest last).
+pub(super) async fn keys(State(app): State<App>) -> Json<KeySet> {
+    Json(KeySet { keys: app.auth.public_keys() })
+}
+
+/// Who the caller is, and about its token.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    pub principal: Principal,
+    pub jti: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub session: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/me", tag = "auth", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+/// Who the server thinks the caller is.
+pub(super) async fn me(
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    BearerToken(claims): BearerToken,
+) -> Result<Json<Me>, ApiError> {
+    authorize_route(&caller, &ctx, "auth.me")?;
+    Ok(Json(Me {
+        principal: caller,
+        jti: claims.jti,
+        issued_at: claims.iat,
+        expires_at: claims.exp,
+        session: claims.sid,
+    }))
+}
+
+/// One tool of the catalogue.
+#[derive(Serialize, ToSchema)]
+pub struct ToolEntry {
+    pub name: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub mutating: bool,
+    /// Ticket states the tool may be used from (empty: not state-bound).
+    pub allowed_states: Vec<actors::ticket::TicketState>,
+    /// JSON Schema of the request body, when it takes one.
+    #[schema(value_type = Option<Object>)]
+    pub body_schema: Option<Value>,
+}
+
+/// The tools a caller may use.
+#[derive(Serialize, ToSchema)]
+pub struct Catalogue {
+    pub tools: Vec<ToolEntry>,
+}
+
+#[utoipa::path(get, path = "/v1/tools", tag = "auth", responses((status = 200, body = Catalogue), (status = 401, body = ErrorBody)))]
+/// The closed catalogue of tools this caller may use, from the policy table the
+/// server enforces and the OpenAPI schemas of their bodies.
+pub(super) async fn tools(Caller(caller): Caller, ctx: RequestCtx) -> Result<Json<Catalogue>, ApiError> {
+    authorize_route(&caller, &ctx, "tools.list")?;
+    let doc =
+        serde_json::to_value(super::openapi::ApiDoc::openapi()).map_err(|e| ApiError::internal("the catalogue", e))?;
+    let tools = policy::TOOLS
+        .iter()
+        .filter(|spec| policy::authorize(&caller, spec, None).is_ok())
+        .map(|spec| {
+            let schema = &doc["paths"][spec.path][spec.method.to_lowercase()]["requestBody"]["content"]["application/json"]["schema"];
+            ToolEntry {
+                name: spec.name,
+                method: spec.method,
+                path: spec.path,
+                summary: spec.summary,
+                mutating: spec.mutating,
+                allowed_states: spec.from_states.to_vec(),
+                body_schema: (!schema.is_null()).then(|| resolve_refs(schema, &doc, 0)),
+            }
+        })
+        .collect();
+    Ok(Json(Catalogue { tools }))
+}
+
+/// Inlines `#/components/schemas/…` references so each body schema stands alone.
+fn resolve_refs(v: &Value, doc: &Value, depth: usize) -> Value {
+    match v {
+        Value::Object(map) => {
+            if let Some(name) =
+                map.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/schemas/"))
+            {
+                if depth < 16 {
+                    return resolve_refs(&doc["components"]["schemas"][name], doc, depth + 1);
+                }
+            }
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), resolve_refs(v, doc, depth))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|i| resolve_refs(i, doc, depth)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Body of `POST /v1/users`.
+#[derive(Deserialize, ToSchema)]
+pub struct CreateUser {
+    pub username: String,
+    pub role: Role,
+    /// Default `["*"]`.
+    #[serde(default)]
+    pub accounts: Option<Vec<String>>,
+    /// Default `["*"]`.
+    #[serde(default)]
+    pub sites: Option<Vec<String>>,
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// For a person.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A service account (an agent): gets a long-lived token instead of a password.
+    #[serde(default)]
+    pub service: bool,
+    /// For a service account: the only tools it may use.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+}
+
+/// A created account; a service account's token is shown here once.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedUser {
+    pub user: UserView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+const MIN_PASSWORD: usize = 12;
+
+async fn hash(password: String) -> Result<String, ApiError> {
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(ApiError::validation(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("passwords have at least {MIN_PASSWORD} characters"),
+        ));
+    }
+    tokio::task::spawn_blocking(move || identity::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::internal("hashing", e))?
+}
+
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = CreatedUser), (status = "4XX", body = ErrorBody)))]
+/// Create an account (admin only).
+pub(super) async fn create_user(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    body: JsonBody<CreateUser>,
+) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
+    authorize_route(&caller, &ctx, "user.create")?;
+    let b = body.value;
+    let password_hash = match (b.service, b.password) {
+        (false, Some(p)) => Some(hash(p).await?),
+        (true, Some(_)) => {
+            return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "service accounts have no password"));
+        }
+        (_, None) => None,
+    };
+    let new = NewUser {
+        username: b.username.clone(),
+        kind: if b.service { AccountKind::Service } else { AccountKind::Human },
+        role: b.role,
+        accounts: b.accounts.unwrap_or_else(|| vec!["*".into()]),
+        sites: b.sites.unwrap_or_else(|| vec!["*".into()]),
+        queues: b.queues,
+        tools: b.tools,
+        password_hash,
+    };
+    let created = identity::user_command(&app, &caller, &b.username, UserCommand::Create(new)).await?;
+    let token = match created.kind {
+        AccountKind::Service => Some(identity::service_token(&app, &created)?),
+        AccountKind::Human => None,
+    };
+    tracing::info!(username = %created.username, role = created.role.as_str(), by = %caller.sub, "account created");
+    Ok((StatusCode::CREATED, Json(CreatedUser { user: UserView::from(&created), token })))
+}
+
+/// Every account.
+#[derive(Serialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserView>,
+}
+
+#[utoipa::path(get, path = "/v1/users", tag = "users", responses((status = 200, body = UserList), (status = "4XX", body = ErrorBody)))]
+/// List accounts (admin only).
+pub(super) async fn list_users(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+) -> Result<Json<UserList>, ApiError> {
+    authorize_route(&caller, &ctx, "user.list")?;
+    let users = user::list(&app.log).map_err(|e| ApiError::internal("listing users", e))?;
+    Ok(Json(UserList { users: users.iter().map(UserView::from).collect() }))
+}
+
+#[utoipa::path(post, path = "/v1/users/{username}/disable", tag = "users", params(("username" = String, Path)),
+    responses((status = 200, body = UserView), (status = "4XX", body = ErrorBody)))]
+/// Disable an account; its tokens stop working at once.
+pub(super) async fn disable_user(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(username): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    authorize_route(&caller, &ctx, "user.disable")?;
+    let u = identity::user_command(&app, &caller, &username, UserCommand::Disable).await?;
+    Ok(Json(UserView::from(&u)))
+}
+
+/// Body of `POST /v1/users/{username}/role`.
+#[derive(Deserialize, ToSchema)]
+pub struct SetRole {
+    pub role: Role,
+}
+
+#[utoipa::path(post, path = "/v1/users/{username}/role", tag = "users", params(("username" = String, Path)), request_body = SetRole,
+    responses((status = 200, body = UserView), (status = "4XX", body = ErrorBody)))]
+/// Change an account's role; tokens with the old role stop working.
+pub(super) async fn set_role(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(username): Path<String>,
+    body: JsonBody<SetRole>,
+) -> Result<Json<UserView>, ApiError> {
+    authorize_route(&caller, &ctx, "user.set_role")?;
+    let u = identity::user_command(&app, &caller, &username, UserCommand::SetRole(body.value.role)).await?;
+    Ok(Json(UserView::from(&u)))
+}
+
+/// Body of `POST /v1/users/{username}/password`.
+#[derive(Deserialize, ToSchema)]
+pub struct ResetPassword {
+    pub password: String,
+}
+
+#[utoipa::path(post, path = "/v1/users/{username}/password", tag = "users", params(("username" = String, Path)), request_body = ResetPassword,
+    responses((status = 200, body = UserView), (status = "4XX", body = ErrorBody)))]
+/// Set a new password; the account's existing tokens stop working.
+pub(super) async fn reset_password(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(username): Path<String>,
+    body: JsonBody<ResetPassword>,
+) -> Result<Json<UserView>, ApiError> {
+    authorize_route(&caller, &ctx, "user.reset_password")?;
+    let password_hash = hash(body.value.password).await?;
+    let u = identity::user_command(&app, &caller, &username, UserCommand::ResetPassword(password_hash)).await?;
+    Ok(Json(UserView::from(&u)))
+}
+
+/// The key added by a rotation.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedKey {
+    pub kid: String,
+}
+
+#[utoipa::path(post, path = "/v1/admin/signing-keys", tag = "admin", responses((status = 201, body = RotatedKey), (status = "4XX", body = ErrorBody)))]
+/// Start signing with a new key; tokens signed by earlier keys stay valid until they expire.
+pub(super) async fn rotate_signing_key(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+) -> Result<(StatusCode, Json<RotatedKey>), ApiError> {
+    authorize_route(&caller, &ctx, "admin.signing_keys.rotate")?;
+    let der = crate::auth::generate_key().map_err(|e| ApiError::internal("generating a key", e))?;
+    let name = format!("{:06}", app.auth.rotated_key_count() + 1);
+    let append = storage::Append {
+        stream: "auth/signing-keys".into(),
+        expected_seq: app.log.stream_head("auth/signing-keys").map_err(|e| ApiError::internal("rotation", e))?.0,
+        events: vec![identity::event(
+            &caller,
+            "admin.signing_keys.rotate",
+            "signing_key.added",
+            serde_json::json!({ "name": name }).to_string().into_bytes(),
+        )],
+        index_ops: vec![storage::IndexOp::Put {
+            index: crate::auth::ROTATED_KEYS_INDEX.into(),
+            key: name,
+            value: der.clone(),
+        }],
+        ..Default::default()
+    };
+    app.writer.append(append).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let kid = app.auth.add_key(&der).map_err(|e| ApiError::internal("rotation", e))?;
+    tracing::info!(kid, by = %caller.sub, "signing key rotated");
+    Ok((StatusCode::CREATED, Json(RotatedKey { kid })))
+}
