@@ -268,7 +268,8 @@ mod tests {
             tools: Some(vec!["ticket.get".into()]),
             ..person("bot")
         };
-        let cases: Vec<(&str, Option<&User>, UserCommand, Result<(), UserError>)> = vec![
+        type Case<'a> = (&'a str, Option<&'a User>, UserCommand, Result<(), UserError>);
+        let cases: Vec<Case> = vec![
             ("duplicate", Some(&created), UserCommand::Create(person("ann")), Err(UserError::AlreadyExists)),
             ("bad name", None, UserCommand::Create(person("Ann Smith")), Err(UserError::Invalid(String::new()))),
             (

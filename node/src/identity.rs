@@ -401,15 +401,15 @@ pub async fn logout(
     refresh_token: Option<&str>,
 ) -> Result<(), ApiError> {
     let mut sid = access.and_then(|c| c.sid.clone());
-    if sid.is_none() {
-        if let Some(token) = refresh_token {
-            let hash = hex::encode(Sha256::digest(token.as_bytes()));
-            sid = app
-                .log
-                .index_get(session::REFRESH_INDEX, &hash)
-                .map_err(storage_err)?
-                .and_then(|v| String::from_utf8(v).ok());
-        }
+    if sid.is_none()
+        && let Some(token) = refresh_token
+    {
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        sid = app
+            .log
+            .index_get(session::REFRESH_INDEX, &hash)
+            .map_err(storage_err)?
+            .and_then(|v| String::from_utf8(v).ok());
     }
     if sid.is_none() && access.is_none() {
         return Err(ApiError::unauthorized("give a bearer token or a refresh token to log out"));

@@ -162,10 +162,9 @@ fn resolve_refs(v: &Value, doc: &Value, depth: usize) -> Value {
         Value::Object(map) => {
             if let Some(name) =
                 map.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/schemas/"))
+                && depth < 16
             {
-                if depth < 16 {
-                    return resolve_refs(&doc["components"]["schemas"][name], doc, depth + 1);
-                }
+                return resolve_refs(&doc["components"]["schemas"][name], doc, depth + 1);
             }
             Value::Object(map.iter().map(|(k, v)| (k.clone(), resolve_refs(v, doc, depth))).collect())
         }
