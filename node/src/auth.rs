@@ -189,7 +189,7 @@ impl Auth {
     }
 
     /// Signs arbitrary claims with the current key (tests craft edge cases with it).
-    pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
+    pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, AuthError> {
         let keys = read(&self.keys);
         let key = keys.last().ok_or_else(|| AuthError::Key("no signing key".into()))?;
         let mut header = Header::new(Algorithm::EdDSA);
@@ -252,6 +252,11 @@ impl Auth {
     /// How many keys have been added by rotation (names the next index entry).
     pub fn rotated_key_count(&self) -> usize {
         read(&self.keys).len() - 1
+    }
+
+    /// The key id tokens are signed with now.
+    pub fn current_kid(&self) -> String {
+        read(&self.keys).last().map(|k| k.kid.clone()).unwrap_or_default()
     }
 
     /// The verification keys, newest last.

@@ -45,6 +45,20 @@ enum Command {
         client: ClientArgs,
         file: PathBuf,
     },
+    /// Log in with a username and password (read from stdin); the CLI keeps the tokens.
+    Login {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        username: String,
+    },
+    /// Manage accounts (admin).
+    User {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: UserCmd,
+    },
     /// Administration.
     Admin {
         #[command(flatten)]
@@ -77,6 +91,9 @@ struct ServeArgs {
     /// Log lines as JSON.
     #[arg(long)]
     log_json: bool,
+    /// File holding the first admin's password (otherwise one is generated and printed once).
+    #[arg(long)]
+    admin_password_file: Option<PathBuf>,
     /// Hours a retried request with the same Idempotency-Key replays the first answer.
     #[arg(long, default_value_t = 24)]
     idempotency_retention_hours: u64,
@@ -223,6 +240,8 @@ enum TicketCmd {
 
 #[derive(Subcommand)]
 enum AdminCmd {
+    /// Add a new token signing key; tokens signed by older keys stay valid until they expire.
+    RotateSigningKey,
     /// Mint an access token for a user or service.
     Token {
         #[arg(long)]
@@ -242,6 +261,73 @@ enum AdminCmd {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a person's account (password from stdin, or generated and printed once),
+    /// or with --service NAME an agent's account that gets a long-lived token.
+    Create {
+        /// The person's username.
+        #[arg(required_unless_present = "service", conflicts_with = "service")]
+        username: Option<String>,
+        /// Create a service account with this name instead.
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Comma-separated account ids, or * for all.
+        #[arg(long, default_value = "*")]
+        accounts: String,
+        /// Comma-separated site ids, or * for all.
+        #[arg(long, default_value = "*")]
+        sites: String,
+        /// Comma-separated operator queues.
+        #[arg(long, default_value = "")]
+        queues: String,
+        /// Comma-separated tools a service account may use.
+        #[arg(long, requires = "service")]
+        tools: Option<String>,
+        /// Read the password from stdin instead of generating one.
+        #[arg(long, conflicts_with = "service")]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List,
+    /// Disable an account; its tokens stop working at once.
+    Disable { username: String },
+    /// Change an account's role.
+    SetRole {
+        username: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// Set a new password (from stdin, or generated and printed once).
+    ResetPassword {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn split(s: &str) -> Vec<String> {
+    s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()
+}
+
+/// A password from stdin (one line), or a generated one the caller prints once.
+fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        return Ok((line.trim_end_matches(['\r', '\n']).to_owned(), false));
+    }
+    Ok((generate_password(), true))
+}
+
+fn generate_password() -> String {
+    use base64::Engine;
+    let bytes: [u8; 18] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -278,16 +364,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ticket { client, command } => ticket(client, command).await,
         Command::Blob { client, file } => {
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-            let out = connect(&client).upload("/v1/blobs", bytes).await?;
+            let out = connect(&client).await?.upload("/v1/blobs", bytes).await?;
             print(&client, &out, |v| format!("{}  ({} bytes)", v["uri"].as_str().unwrap_or("?"), v["size"]));
             Ok(())
         }
+        Command::Admin { client, command: AdminCmd::RotateSigningKey } => {
+            let out = connect(&client).await?.call(Method::POST, "/v1/admin/signing-keys", None, None).await?;
+            print(&client, &out, |v| format!("new signing key {}", v["kid"].as_str().unwrap_or("?")));
+            Ok(())
+        }
+        Command::Login { client, username } => {
+            eprint!("password for {username}: ");
+            let (pw, _) = password(true)?;
+            let api = Client::new(&client.server, None);
+            let out = api
+                .call(Method::POST, "/v1/auth/login", Some(json!({ "username": username, "password": pw })), None)
+                .await?;
+            let path = store_tokens(&client.server, &out)?;
+            println!("logged in as {username}; tokens kept in {} (mode 0600)", path.display());
+            Ok(())
+        }
+        Command::User { client, command } => user(client, command).await,
         Command::Admin { client, command: AdminCmd::Token { sub, role, accounts, sites, tools, ttl } } => {
-            let split =
-                |s: &str| s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect::<Vec<_>>();
             let body = json!({ "sub": sub, "role": role, "accounts": split(&accounts), "sites": split(&sites),
                 "tools": tools.as_deref().map(split), "ttl_seconds": ttl });
-            let out = connect(&client).call(Method::POST, "/v1/admin/tokens", Some(body), None).await?;
+            let out = connect(&client).await?.call(Method::POST, "/v1/admin/tokens", Some(body), None).await?;
             print(&client, &out, |v| v["token"].as_str().unwrap_or_default().to_owned());
             Ok(())
         }
@@ -324,6 +425,10 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
         }
         false => None,
     };
+    let first_admin = match embedded {
+        true => first_admin(&orchestrator, args.admin_password_file.as_deref()).await?,
+        false => None,
+    };
     println!("dispatch: listening on {url}");
     if embedded {
         println!("  mode:        embedded single node (orchestrator)");
@@ -335,6 +440,11 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
             }
             None => println!("  admin token: in {} (minted at first start)", token_file.display()),
         }
+        match first_admin {
+            Some(Some(pw)) => println!("  admin login: admin / {pw}   (shown once; `dispatch login --username admin`)"),
+            Some(None) => println!("  admin login: admin, password from --admin-password-file"),
+            None => {}
+        }
         println!(
             "  try:         curl -H \"Authorization: Bearer $(cat {})\" {url}/v1/incident-templates",
             token_file.display()
@@ -343,6 +453,50 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
     stop_signal().await;
     println!("dispatch: stopping (finishing in-flight requests)");
     orchestrator.shutdown().await
+}
+
+/// Creates the `admin` account when there are no accounts yet. `Some(Some(pw))`:
+/// created with a generated password; `Some(None)`: created with the given one.
+async fn first_admin(
+    orchestrator: &Orchestrator,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Option<String>>> {
+    let app = &orchestrator.app;
+    if !actors::user::list(&app.log)?.is_empty() {
+        return Ok(None);
+    }
+    let (password, generated) = match password_file {
+        Some(f) => {
+            let pw = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?;
+            (pw.trim_end_matches(['\r', '\n']).to_owned(), false)
+        }
+        None => (generate_password(), true),
+    };
+    let hash =
+        tokio::task::spawn_blocking(move || crate::identity::hash_password(&password).map(|h| (h, password))).await?;
+    let (hash, password) = hash.map_err(|e| anyhow::anyhow!("hashing the admin password: {}", e.message))?;
+    let system = Principal {
+        sub: "system".into(),
+        role: Role::Admin,
+        accounts: vec!["*".into()],
+        sites: vec!["*".into()],
+        tools: None,
+        queues: vec![],
+    };
+    let new = actors::user::NewUser {
+        username: "admin".into(),
+        kind: actors::user::AccountKind::Human,
+        role: Role::Admin,
+        accounts: vec!["*".into()],
+        sites: vec!["*".into()],
+        queues: vec![],
+        tools: None,
+        password_hash: Some(hash),
+    };
+    crate::identity::user_command(app, &system, "admin", actors::user::UserCommand::Create(new))
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the admin account: {}", e.message))?;
+    Ok(Some(generated.then_some(password)))
 }
 
 fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
@@ -357,12 +511,109 @@ fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn connect(args: &ClientArgs) -> Client {
-    let token = args
-        .token
-        .clone()
-        .or_else(|| std::fs::read_to_string("./dispatch-data/admin-token").ok().map(|s| s.trim().to_owned()));
-    Client::new(&args.server, token)
+/// A client with the caller's token: `--token`/`DISPATCH_TOKEN`, else the stored login
+/// for this server (refreshed when about to expire), else `./dispatch-data/admin-token`.
+async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+    if let Some(token) = &args.token {
+        return Ok(Client::new(&args.server, Some(token.clone())));
+    }
+    if let Some(stored) = crate::credentials::load().filter(|s| s.server == args.server) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if stored.access_expires_at > now + 30 {
+            return Ok(Client::new(&args.server, Some(stored.access_token)));
+        }
+        let api = Client::new(&args.server, None);
+        let out = api
+            .call(Method::POST, "/v1/auth/refresh", Some(json!({ "refresh_token": stored.refresh_token })), None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}; run `dispatch login` again"))?;
+        store_tokens(&args.server, &out)?;
+        return Ok(Client::new(&args.server, out["access_token"].as_str().map(str::to_owned)));
+    }
+    let admin = std::fs::read_to_string("./dispatch-data/admin-token").ok().map(|s| s.trim().to_owned());
+    Ok(Client::new(&args.server, admin))
+}
+
+fn store_tokens(server: &str, pair: &Value) -> anyhow::Result<PathBuf> {
+    let field =
+        |k: &str| pair[k].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("the server's answer has no {k}"));
+    crate::credentials::save(&crate::credentials::Stored {
+        server: server.to_owned(),
+        access_token: field("access_token")?,
+        refresh_token: field("refresh_token")?,
+        access_expires_at: time::OffsetDateTime::now_utc().unix_timestamp() + pair["expires_in"].as_i64().unwrap_or(0),
+    })
+}
+
+async fn user(args: ClientArgs, command: UserCmd) -> anyhow::Result<()> {
+    let client = connect(&args).await?;
+    let line = |u: &Value| {
+        format!(
+            "{:<24} {:<8} {:<11} accounts={} sites={}{}",
+            u["username"].as_str().unwrap_or("?"),
+            u["kind"].as_str().unwrap_or("?"),
+            u["role"].as_str().unwrap_or("?"),
+            u["accounts"],
+            u["sites"],
+            if u["disabled"] == true { "  DISABLED" } else { "" }
+        )
+    };
+    match command {
+        UserCmd::Create { username, service, role, accounts, sites, queues, tools, password_stdin } => {
+            let mut body =
+                json!({ "role": role, "accounts": split(&accounts), "sites": split(&sites), "queues": split(&queues) });
+            let mut generated = None;
+            if let Some(name) = service {
+                body["username"] = json!(name);
+                body["service"] = json!(true);
+                body["tools"] = json!(tools.as_deref().map(split));
+            } else {
+                let (pw, was_generated) = password(password_stdin)?;
+                body["username"] = json!(username);
+                body["password"] = json!(pw);
+                generated = was_generated.then_some(pw);
+            }
+            let out = client.call(Method::POST, "/v1/users", Some(body), None).await?;
+            print(&args, &out, |v| {
+                let mut s = line(&v["user"]);
+                if let Some(token) = v["token"].as_str() {
+                    s.push_str(&format!("\ntoken (shown once): {token}"));
+                }
+                if let Some(pw) = &generated {
+                    s.push_str(&format!("\npassword (shown once): {pw}"));
+                }
+                s
+            });
+        }
+        UserCmd::List => {
+            let out = client.call(Method::GET, "/v1/users", None, None).await?;
+            print(&args, &out, |v| {
+                v["users"].as_array().into_iter().flatten().map(line).collect::<Vec<_>>().join("\n")
+            });
+        }
+        UserCmd::Disable { username } => {
+            let out = client.call(Method::POST, &format!("/v1/users/{username}/disable"), None, None).await?;
+            print(&args, &out, line);
+        }
+        UserCmd::SetRole { username, role } => {
+            let out = client
+                .call(Method::POST, &format!("/v1/users/{username}/role"), Some(json!({ "role": role })), None)
+                .await?;
+            print(&args, &out, line);
+        }
+        UserCmd::ResetPassword { username, password_stdin } => {
+            let (pw, generated) = password(password_stdin)?;
+            let out = client
+                .call(Method::POST, &format!("/v1/users/{username}/password"), Some(json!({ "password": pw })), None)
+                .await?;
+            print(
+                &args,
+                &out,
+                |v| if generated { format!("{}\npassword (shown once): {pw}", line(v)) } else { line(v) },
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print(args: &ClientArgs, value: &Value, human: impl Fn(&Value) -> String) {
@@ -391,7 +642,7 @@ fn window(s: &str) -> anyhow::Result<Value> {
 }
 
 async fn ticket(args: ClientArgs, command: TicketCmd) -> anyhow::Result<()> {
-    let client = connect(&args);
+    let client = connect(&args).await?;
     let key = args.idempotency_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let post = |path: String, body: Value| {
         let client = &client;

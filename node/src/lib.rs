@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod credentials;
 pub mod identity;
 pub mod server;
 pub mod telemetry;

@@ -1,0 +1,435 @@
+//! The negative security suite: every way a request can be unauthenticated or
+//! unauthorized fails closed, with the right status and code, and writes nothing.
+//! The orchestrator runs in-process (real HTTP, real key) so edge-case tokens can be
+//! signed with the server's own key.
+
+use base64::Engine;
+use dispatch_node::auth::{AUDIENCE, Claims, ISSUER};
+use dispatch_node::server::{Orchestrator, ServerConfig};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    server: Orchestrator,
+    url: String,
+    http: reqwest::Client,
+    admin: String,
+}
+
+async fn start() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Orchestrator::start(ServerConfig {
+        data_dir: dir.path().to_owned(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        dev_headers: false,
+        templates_file: None,
+        supervisor: Default::default(),
+        idempotency_retention: std::time::Duration::from_secs(3600),
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", server.addr);
+    let admin = server.app.auth.mint(&principal("admin", "admin", &["*"]), 600).unwrap().0;
+    Env { _dir: dir, url, server, http: reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap(), admin }
+}
+
+fn principal(sub: &str, role: &str, accounts: &[&str]) -> actors::policy::Principal {
+    actors::policy::Principal {
+        sub: sub.into(),
+        role: serde_json::from_value(json!(role)).unwrap(),
+        accounts: accounts.iter().map(|s| s.to_string()).collect(),
+        sites: vec!["*".into()],
+        tools: None,
+        queues: vec![],
+    }
+}
+
+impl Env {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.header("idempotency-key", uuid::Uuid::new_v4().to_string()).json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    fn token(&self, role: &str, sub: &str, accounts: &[&str]) -> String {
+        self.server.app.auth.mint(&principal(sub, role, accounts), 600).unwrap().0
+    }
+
+    fn claims(&self, sub: &str) -> Claims {
+        Claims::for_principal(&principal(sub, "dispatcher", &["acct-1"]), 600, None)
+    }
+
+    fn events(&self) -> u64 {
+        self.server.app.log.global_len().unwrap()
+    }
+}
+
+fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+#[tokio::test]
+async fn every_bad_token_and_every_policy_breach_fails_closed_and_writes_nothing() {
+    let env = start().await;
+    let auth = &env.server.app.auth;
+    let kid = auth.current_kid();
+
+    // A dispatched ticket on acct-1, assigned to tech-1.
+    let dispatcher = env.token("dispatcher", "disp-1", &["acct-1"]);
+    let (_, t) = env
+        .call(
+            "POST",
+            "/v1/tickets",
+            &dispatcher,
+            &[],
+            Some(json!({ "account_id": "acct-1", "site_id": "s1", "incident_type": "LOCKOUT", "summary": "x" })),
+        )
+        .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    let w = json!({ "start": "2026-11-23T09:00:00Z", "end": "2026-11-23T10:00:00Z" });
+    for (p, b) in [
+        ("triage", json!({ "workflow_outcome": "READY_TO_SCHEDULE" })),
+        ("schedule/propose", json!({ "windows": [w] })),
+        ("schedule/confirm", json!({ "window": w })),
+        ("assignment/dispatch", json!({ "technician_id": "tech-1" })),
+    ] {
+        assert_eq!(env.call("POST", &format!("/v1/tickets/{id}/{p}"), &dispatcher, &[], Some(b)).await.0, 200);
+    }
+
+    // Crafted tokens.
+    let sign = |c: &Value| auth.sign(c).unwrap();
+    let mut expired = env.claims("disp-1");
+    expired.exp -= 7200;
+    expired.iat -= 7200;
+    let mut not_yet = env.claims("disp-1");
+    not_yet.nbf = Some(not_yet.iat + 3600);
+    let mut wrong_iss = env.claims("disp-1");
+    wrong_iss.iss = "someone-else".into();
+    let mut wrong_aud = env.claims("disp-1");
+    wrong_aud.aud = "another-api".into();
+    let mut no_sub = serde_json::to_value(env.claims("disp-1")).unwrap();
+    no_sub.as_object_mut().unwrap().remove("sub");
+    let mut no_role = serde_json::to_value(env.claims("disp-1")).unwrap();
+    no_role.as_object_mut().unwrap().remove("role");
+    let body = serde_json::to_vec(&env.claims("disp-1")).unwrap();
+    let header = |alg: &str, kid: &str| b64(json!({ "alg": alg, "typ": "JWT", "kid": kid }).to_string().as_bytes());
+    let alg_none = format!("{}.{}.", header("none", &kid), b64(&body));
+    // HS256 "signed" with the server's published public key, the classic confusion attack.
+    let (_, keys) = env.call("GET", "/v1/auth/keys", "", &[], None).await;
+    let public =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(keys["keys"][0]["x"].as_str().unwrap()).unwrap();
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some(kid.clone());
+    let hs256 = jsonwebtoken::encode(&hs, &env.claims("disp-1"), &EncodingKey::from_secret(&public)).unwrap();
+    // Signed by another Ed25519 key but claiming the server's kid.
+    let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let der = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&other).unwrap();
+    let mut ed = Header::new(Algorithm::EdDSA);
+    ed.kid = Some(kid.clone());
+    let forged = jsonwebtoken::encode(&ed, &env.claims("disp-1"), &EncodingKey::from_ed_der(der.as_bytes())).unwrap();
+    ed.kid = Some("0000000000000000".into());
+    let unknown_kid =
+        jsonwebtoken::encode(&ed, &env.claims("disp-1"), &EncodingKey::from_ed_der(der.as_bytes())).unwrap();
+    let good = env.token("dispatcher", "disp-1", &["acct-1"]);
+    let parts: Vec<&str> = good.split('.').collect();
+    let tampered =
+        format!("{}.{}.{}", parts[0], b64(br#"{"sub":"x","role":"admin","accounts":["*"],"sites":["*"]}"#), parts[2]);
+
+    let (_, svc) = env
+        .call(
+            "POST",
+            "/v1/users",
+            &env.admin,
+            &[],
+            Some(json!({ "username": "bot", "role": "agent", "service": true, "tools": ["ticket.get"] })),
+        )
+        .await;
+    let bot = svc["token"].as_str().unwrap().to_owned();
+    let read = format!("/v1/tickets/{id}");
+    let unauthenticated = [
+        ("forged signature", forged),
+        ("claims tampered", tampered),
+        ("alg none", alg_none),
+        ("HS256 with the public key", hs256),
+        ("expired", sign(&serde_json::to_value(&expired).unwrap())),
+        ("not yet valid", sign(&serde_json::to_value(&not_yet).unwrap())),
+        ("wrong issuer", sign(&serde_json::to_value(&wrong_iss).unwrap())),
+        ("wrong audience", sign(&serde_json::to_value(&wrong_aud).unwrap())),
+        ("missing sub", sign(&no_sub)),
+        ("missing role", sign(&no_role)),
+        ("unknown kid", unknown_kid),
+    ];
+    let before = env.events();
+    for (name, token) in &unauthenticated {
+        for (method, path, body) in [
+            ("GET", read.as_str(), None),
+            (
+                "POST",
+                "/v1/tickets",
+                Some(json!({ "account_id": "acct-1", "site_id": "s1", "incident_type": "LOCKOUT", "summary": "x" })),
+            ),
+        ] {
+            let (status, err) = env.call(method, path, token, &[], body).await;
+            assert_eq!((status, err["error"]["code"].as_str()), (401, Some("UNAUTHORIZED")), "{name} {method}: {err}");
+        }
+    }
+    assert_eq!(ISSUER, "dispatch");
+    assert_eq!(AUDIENCE, "dispatch-api");
+
+    // Policy breaches with valid tokens.
+    let qa = env.token("qa", "qa-1", &["acct-1"]);
+    let outsider = env.token("dispatcher", "disp-9", &["acct-9"]);
+    let other_tech = env.token("technician", "tech-2", &["acct-1"]);
+    let tech = env.token("technician", "tech-1", &["acct-1"]);
+    let check_in = format!("/v1/tickets/{id}/tech/check-in");
+    let cancel = format!("/v1/tickets/{id}/cancel");
+    let timeline = format!("/v1/tickets/{id}/timeline");
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("no token", "GET", &read, "", vec![], 401, "UNAUTHORIZED"),
+        (
+            "dev headers without the flag",
+            "GET",
+            &read,
+            "",
+            vec![("x-actor-id", "a"), ("x-actor-role", "admin")],
+            401,
+            "UNAUTHORIZED",
+        ),
+        ("role not allowed", "POST", &cancel, &qa, vec![], 403, "FORBIDDEN"),
+        ("write out of scope", "POST", &cancel, &outsider, vec![], 403, "SCOPE_FORBIDDEN"),
+        ("read out of scope", "GET", &read, &outsider, vec![], 403, "SCOPE_FORBIDDEN"),
+        ("timeline out of scope", "GET", &timeline, &outsider, vec![], 403, "SCOPE_FORBIDDEN"),
+        ("not the assignee", "POST", &check_in, &other_tech, vec![], 403, "FORBIDDEN"),
+        (
+            "tool header mismatched",
+            "POST",
+            &check_in,
+            &tech,
+            vec![("x-tool-name", "tech.complete")],
+            403,
+            "TOOL_NOT_ALLOWED",
+        ),
+        (
+            "tool outside the token's list",
+            "GET",
+            &timeline,
+            &bot,
+            vec![("x-tool-name", "ticket.timeline")],
+            403,
+            "TOOL_NOT_ALLOWED",
+        ),
+        (
+            "role outside the token's role",
+            "POST",
+            &cancel,
+            &bot,
+            vec![("x-tool-name", "ticket.cancel")],
+            403,
+            "FORBIDDEN",
+        ),
+        ("tool-limited token without X-Tool-Name", "GET", &read, &bot, vec![], 403, "TOOL_NOT_ALLOWED"),
+        ("non-admin creates a user", "POST", "/v1/users", &dispatcher, vec![], 403, "FORBIDDEN"),
+    ];
+    for (name, method, path, token, headers, status, code) in cases {
+        let body = (method == "POST")
+            .then(|| json!({ "reason": "x", "username": "eve", "role": "admin", "password": "correct horse battery" }));
+        let (got, err) = env.call(method, path, token, &headers, body).await;
+        assert_eq!((got, err["error"]["code"].as_str()), (status, Some(code)), "{name}: {err}");
+    }
+    assert_eq!(env.events(), before, "no refusal wrote anything");
+    // The narrow service token works for its tool when it names it.
+    assert_eq!(env.call("GET", &read, &bot, &[("x-tool-name", "ticket.get")], None).await.0, 200);
+
+    // Revoked and disabled fail at once, inside their lifetime.
+    let (_, _) = env
+        .call("POST", "/v1/users", &env.admin, &[], Some(json!({ "username": "ann", "role": "dispatcher", "accounts": ["acct-1"], "password": "correct horse battery" })))
+        .await;
+    let (status, pair) = env
+        .call(
+            "POST",
+            "/v1/auth/login",
+            "",
+            &[],
+            Some(json!({ "username": "ann", "password": "correct horse battery" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{pair}");
+    let ann = pair["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.call("GET", &read, &ann, &[], None).await.0, 200);
+    assert_eq!(env.call("POST", "/v1/auth/logout", &ann, &[], Some(json!({}))).await.0, 204);
+    let (status, err) = env.call("GET", &read, &ann, &[], None).await;
+    assert_eq!((status, err["error"]["message"].as_str()), (401, Some("access token revoked")), "revoked after logout");
+
+    let (_, pair) = env
+        .call(
+            "POST",
+            "/v1/auth/login",
+            "",
+            &[],
+            Some(json!({ "username": "ann", "password": "correct horse battery" })),
+        )
+        .await;
+    let ann = pair["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(env.call("POST", "/v1/users/ann/disable", &env.admin, &[], None).await.0, 200);
+    assert_eq!(env.call("GET", &read, &ann, &[], None).await.0, 401, "disabled user's live token");
+    let (status, _) = env
+        .call(
+            "POST",
+            "/v1/auth/login",
+            "",
+            &[],
+            Some(json!({ "username": "ann", "password": "correct horse battery" })),
+        )
+        .await;
+    assert_eq!(status, 401, "disabled user cannot log in");
+    assert_eq!(
+        env.call("POST", "/v1/auth/refresh", "", &[], Some(json!({ "refresh_token": pair["refresh_token"] }))).await.0,
+        401
+    );
+    assert_eq!(env.call("GET", &read, &bot, &[("x-tool-name", "ticket.get")], None).await.0, 200, "others unaffected");
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_whole_session() {
+    let env = start().await;
+    env.call(
+        "POST",
+        "/v1/users",
+        &env.admin,
+        &[],
+        Some(json!({ "username": "ann", "role": "dispatcher", "password": "correct horse battery" })),
+    )
+    .await;
+    let login = json!({ "username": "ann", "password": "correct horse battery" });
+    let (_, first) = env.call("POST", "/v1/auth/login", "", &[], Some(login.clone())).await;
+    assert_eq!(first["expires_in"], 900, "15-minute access tokens");
+    let refresh = |t: &Value| json!({ "refresh_token": t["refresh_token"] });
+
+    let (status, second) = env.call("POST", "/v1/auth/refresh", "", &[], Some(refresh(&first))).await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["refresh_token"], first["refresh_token"], "rotated");
+    let (_, me) = env.call("GET", "/v1/me", second["access_token"].as_str().unwrap(), &[], None).await;
+    assert_eq!(me["principal"]["sub"], "ann");
+
+    // The first token again: theft. The session dies, including the newest tokens.
+    let (status, err) = env.call("POST", "/v1/auth/refresh", "", &[], Some(refresh(&first))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (401, Some("REFRESH_TOKEN_REUSED")));
+    assert_eq!(env.call("POST", "/v1/auth/refresh", "", &[], Some(refresh(&second))).await.0, 401);
+    assert_eq!(env.call("GET", "/v1/me", second["access_token"].as_str().unwrap(), &[], None).await.0, 401);
+
+    // Another login is a new session, unaffected; logging out by refresh token ends it.
+    let (_, third) = env.call("POST", "/v1/auth/login", "", &[], Some(login)).await;
+    assert_eq!(env.call("GET", "/v1/me", third["access_token"].as_str().unwrap(), &[], None).await.0, 200);
+    assert_eq!(env.call("POST", "/v1/auth/logout", "", &[], Some(refresh(&third))).await.0, 204);
+    assert_eq!(env.call("POST", "/v1/auth/refresh", "", &[], Some(refresh(&third))).await.0, 401);
+    assert_eq!(env.call("GET", "/v1/me", third["access_token"].as_str().unwrap(), &[], None).await.0, 401);
+}
+
+#[tokio::test]
+async fn logins_are_rate_limited_per_username_and_per_client() {
+    let env = start().await;
+    env.call(
+        "POST",
+        "/v1/users",
+        &env.admin,
+        &[],
+        Some(json!({ "username": "ann", "role": "dispatcher", "password": "correct horse battery" })),
+    )
+    .await;
+    for _ in 0..5 {
+        let (status, _) = env
+            .call("POST", "/v1/auth/login", "", &[], Some(json!({ "username": "ann", "password": "wrong password!" })))
+            .await;
+        assert_eq!(status, 401);
+    }
+    let (status, err) = env
+        .call(
+            "POST",
+            "/v1/auth/login",
+            "",
+            &[],
+            Some(json!({ "username": "ann", "password": "correct horse battery" })),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (429, Some("RATE_LIMITED")),
+        "even the right password waits: {err}"
+    );
+    assert!(err["error"]["details"]["retry_after_seconds"].as_u64().unwrap() > 0);
+
+    // Per client address: another loopback address still gets in; this one is cut off.
+    for i in 0..30 {
+        env.call("POST", "/v1/auth/login", "", &[], Some(json!({ "username": format!("nobody{i}"), "password": "x" })))
+            .await;
+    }
+    let (status, _) =
+        env.call("POST", "/v1/auth/login", "", &[], Some(json!({ "username": "someone", "password": "x" }))).await;
+    assert_eq!(status, 429);
+    let elsewhere =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let resp = elsewhere
+        .post(format!("{}/v1/auth/login", env.url))
+        .json(&json!({ "username": "nobody", "password": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "a different client is not limited by this one");
+
+    let metrics = env.server.app.metrics.render();
+    assert!(metrics.contains("dispatch_auth_logins_total{outcome=\"failure\"}"), "failures are counted");
+    assert!(metrics.contains("dispatch_auth_logins_total{outcome=\"rate_limited\"}"));
+}
+
+#[tokio::test]
+async fn a_rotated_key_signs_new_tokens_and_old_ones_stay_valid() {
+    let env = start().await;
+    let old = env.token("dispatcher", "d", &["*"]);
+    let old_kid = env.server.app.auth.current_kid();
+    let (status, rotated) = env.call("POST", "/v1/admin/signing-keys", &env.admin, &[], Some(json!({}))).await;
+    assert_eq!(status, 201, "{rotated}");
+    assert_ne!(rotated["kid"].as_str().unwrap(), old_kid);
+    let new = env.token("dispatcher", "d", &["*"]);
+    let kid_of = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+    assert_eq!(kid_of(&new), rotated["kid"].as_str().unwrap());
+    for t in [&old, &new] {
+        assert_eq!(env.call("GET", "/v1/tickets", t, &[], None).await.0, 200);
+    }
+    let (_, keys) = env.call("GET", "/v1/auth/keys", "", &[], None).await;
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_tool_catalogue_is_what_the_caller_may_use() {
+    let env = start().await;
+    let tech = env.token("technician", "t", &["*"]);
+    let (status, cat) = env.call("GET", "/v1/tools", &tech, &[], None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = cat["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"tech.check_in") && names.contains(&"ticket.get"));
+    assert!(!names.contains(&"ticket.cancel") && !names.contains(&"user.create"), "{names:?}");
+    let complete = cat["tools"].as_array().unwrap().iter().find(|t| t["name"] == "tech.complete").unwrap();
+    assert_eq!(complete["allowed_states"], json!(["IN_PROGRESS"]));
+    assert_eq!(complete["path"], "/v1/tickets/{id}/tech/complete");
+    assert!(complete["body_schema"]["properties"]["checklist"].is_object(), "{complete}");
+    assert!(complete["body_schema"].to_string().find("$ref").is_none(), "schemas stand alone");
+}
