@@ -22,13 +22,22 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_logging(data_dir, extra, "warn")
+    }
+
+    /// Path of the server's captured log (stderr).
+    pub fn log_path(data_dir: &Path) -> PathBuf {
+        data_dir.with_extension("stderr.log")
+    }
+
+    pub fn start_logging(data_dir: &Path, extra: &[&str], rust_log: &str) -> Server {
         // The server's log goes to a file in its data dir, never to the test's pipes.
         let log = std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
             .args(["up", "--http-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
