@@ -63,3 +63,54 @@ async fn cli_drives_a_ticket_and_reports_refusals() {
     assert_eq!(timeline.lines().count(), 3, "created, triaged, cancelled once:\n{timeline}");
     assert!(timeline.contains("ticket.cancelled"));
 }
+
+#[tokio::test]
+async fn login_keeps_tokens_private_and_refreshes_them() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let (status, _) = s
+        .send(
+            "POST",
+            "/v1/users",
+            &s.admin_token,
+            None,
+            Some(serde_json::json!({ "username": "ann", "role": "dispatcher", "password": "correct horse battery" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(args)
+            .args(["--server", &s.url])
+            .env("DISPATCH_CONFIG_DIR", config.path())
+            .env_remove("DISPATCH_TOKEN")
+            .current_dir(config.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut login = cli(&["login", "--username", "ann"]);
+    login.stdin.take().unwrap().write_all(b"correct horse battery\n").unwrap();
+    assert!(login.wait_with_output().unwrap().status.success());
+    let file = config.path().join("credentials.json");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let out = cli(&["ticket", "list"]).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // An expired access token is refreshed (and the rotated refresh token stored).
+    let mut stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let old_refresh = stored["refresh_token"].clone();
+    stored["access_expires_at"] = 0.into();
+    std::fs::write(&file, serde_json::to_vec(&stored).unwrap()).unwrap();
+    let out = cli(&["ticket", "list"]).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_ne!(stored["refresh_token"], old_refresh);
+    assert!(stored["access_expires_at"].as_i64().unwrap() > 0);
+}
