@@ -382,3 +382,23 @@ pub fn ticket_actions(principal: &Principal, ticket: &Ticket) -> Vec<ActionAvail
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's role × command table is the policy table, word for word.
+    #[test]
+    fn readme_role_table_matches_the_policy() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        for spec in TOOLS {
+            let roles = if spec.roles == ANY_ROLE {
+                "any role".to_owned()
+            } else {
+                spec.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            };
+            let row = format!("| `{}` | `{} {}` | {} |", spec.name, spec.method, spec.path, roles);
+            assert!(readme.contains(&row), "README.md lacks the row:\n{row}");
+        }
+    }
+}
