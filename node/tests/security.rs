@@ -433,3 +433,49 @@ async fn the_tool_catalogue_is_what_the_caller_may_use() {
     assert!(complete["body_schema"]["properties"]["checklist"].is_object(), "{complete}");
     assert!(complete["body_schema"].to_string().find("$ref").is_none(), "schemas stand alone");
 }
+
+#[tokio::test]
+async fn revocations_survive_a_restart() {
+    let env = start().await;
+    env.call(
+        "POST",
+        "/v1/users",
+        &env.admin,
+        &[],
+        Some(json!({ "username": "ann", "role": "dispatcher", "password": "correct horse battery" })),
+    )
+    .await;
+    env.call(
+        "POST",
+        "/v1/users",
+        &env.admin,
+        &[],
+        Some(json!({ "username": "cy", "role": "dispatcher", "password": "correct horse battery" })),
+    )
+    .await;
+    let login = |u: &str| json!({ "username": u, "password": "correct horse battery" });
+    let (_, ann) = env.call("POST", "/v1/auth/login", "", &[], Some(login("ann"))).await;
+    let (_, cy) = env.call("POST", "/v1/auth/login", "", &[], Some(login("cy"))).await;
+    let (ann, cy) = (ann["access_token"].as_str().unwrap().to_owned(), cy["access_token"].as_str().unwrap().to_owned());
+    assert_eq!(env.call("POST", "/v1/auth/logout", &ann, &[], Some(json!({}))).await.0, 204);
+    assert_eq!(env.call("POST", "/v1/users/cy/disable", &env.admin, &[], None).await.0, 200);
+
+    let Env { _dir: dir, server, .. } = env;
+    server.shutdown().await.unwrap();
+    let restarted = Orchestrator::start(ServerConfig {
+        data_dir: dir.path().to_owned(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        dev_headers: false,
+        templates_file: None,
+        supervisor: Default::default(),
+        idempotency_retention: std::time::Duration::from_secs(3600),
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    for token in [&ann, &cy] {
+        let resp = http.get(format!("http://{}/v1/me", restarted.addr)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "a revoked token came back to life after a restart");
+    }
+    restarted.shutdown().await.unwrap();
+}
