@@ -248,12 +248,8 @@ enum AdminCmd {
         sub: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,
-        /// Comma-separated account ids, or * for all.
-        #[arg(long, default_value = "*")]
-        accounts: String,
-        /// Comma-separated site ids, or * for all.
-        #[arg(long, default_value = "*")]
-        sites: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
         /// Comma-separated tool names this token is limited to.
         #[arg(long)]
         tools: Option<String>,
@@ -261,6 +257,17 @@ enum AdminCmd {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+}
+
+/// Which accounts and sites a user or token may touch.
+#[derive(Args)]
+struct ScopeArgs {
+    /// Comma-separated account ids, or * for all.
+    #[arg(long, default_value = "*")]
+    accounts: String,
+    /// Comma-separated site ids, or * for all.
+    #[arg(long, default_value = "*")]
+    sites: String,
 }
 
 #[derive(Subcommand)]
@@ -276,12 +283,8 @@ enum UserCmd {
         service: Option<String>,
         #[arg(long, value_parser = parse_role)]
         role: Role,
-        /// Comma-separated account ids, or * for all.
-        #[arg(long, default_value = "*")]
-        accounts: String,
-        /// Comma-separated site ids, or * for all.
-        #[arg(long, default_value = "*")]
-        sites: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
         /// Comma-separated operator queues.
         #[arg(long, default_value = "")]
         queues: String,
@@ -385,8 +388,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { client, command } => user(client, command).await,
-        Command::Admin { client, command: AdminCmd::Token { sub, role, accounts, sites, tools, ttl } } => {
-            let body = json!({ "sub": sub, "role": role, "accounts": split(&accounts), "sites": split(&sites),
+        Command::Admin { client, command: AdminCmd::Token { sub, role, scope, tools, ttl } } => {
+            let body = json!({ "sub": sub, "role": role, "accounts": split(&scope.accounts), "sites": split(&scope.sites),
                 "tools": tools.as_deref().map(split), "ttl_seconds": ttl });
             let out = connect(&client).await?.call(Method::POST, "/v1/admin/tokens", Some(body), None).await?;
             print(&client, &out, |v| v["token"].as_str().unwrap_or_default().to_owned());
@@ -559,9 +562,8 @@ async fn user(args: ClientArgs, command: UserCmd) -> anyhow::Result<()> {
         )
     };
     match command {
-        UserCmd::Create { username, service, role, accounts, sites, queues, tools, password_stdin } => {
-            let mut body =
-                json!({ "role": role, "accounts": split(&accounts), "sites": split(&sites), "queues": split(&queues) });
+        UserCmd::Create { username, service, role, scope, queues, tools, password_stdin } => {
+            let mut body = json!({ "role": role, "accounts": split(&scope.accounts), "sites": split(&scope.sites), "queues": split(&queues) });
             let mut generated = None;
             if let Some(name) = service {
                 body["username"] = json!(name);

@@ -330,19 +330,8 @@ pub async fn refresh(app: &AppInner, refresh_token: &str) -> Result<TokenPair, A
             RefreshDecision::Refused(why) => return Err(refresh_refused(&why)),
             RefreshDecision::ReuseDetected => {
                 let revoked = SessionEvent::Revoked { reason: "refresh token reused".into() };
-                let append = Append {
-                    stream: session::stream(&sid),
-                    expected_seq: s.version,
-                    events: vec![event(
-                        &principal,
-                        "auth.refresh",
-                        revoked.kind(),
-                        serde_json::to_vec(&revoked).map_err(storage_err)?,
-                    )],
-                    index_ops: vec![revocation(RevokedKind::Session, &sid, now_ms())],
-                    ..Default::default()
-                };
-                (None, append, "reuse_detected")
+                let op = revocation(RevokedKind::Session, &sid, now_ms());
+                (None, session_append(&principal, &s, &revoked, op)?, "reuse_detected")
             }
             RefreshDecision::Rotate => {
                 let (token, hash) = new_refresh_token();
@@ -350,23 +339,9 @@ pub async fn refresh(app: &AppInner, refresh_token: &str) -> Result<TokenPair, A
                     token_hash: hash.clone(),
                     expires_ms: now_ms() + REFRESH_TTL_SECONDS * 1000,
                 };
-                let append = Append {
-                    stream: session::stream(&sid),
-                    expected_seq: s.version,
-                    events: vec![event(
-                        &principal,
-                        "auth.refresh",
-                        rotated.kind(),
-                        serde_json::to_vec(&rotated).map_err(storage_err)?,
-                    )],
-                    index_ops: vec![IndexOp::Put {
-                        index: session::REFRESH_INDEX.into(),
-                        key: hash,
-                        value: sid.clone().into_bytes(),
-                    }],
-                    ..Default::default()
-                };
-                (Some(token), append, "rotated")
+                let op =
+                    IndexOp::Put { index: session::REFRESH_INDEX.into(), key: hash, value: sid.clone().into_bytes() };
+                (Some(token), session_append(&principal, &s, &rotated, op)?, "rotated")
             }
         };
         match app.writer.append(append).await {
@@ -391,6 +366,17 @@ pub async fn refresh(app: &AppInner, refresh_token: &str) -> Result<TokenPair, A
         }
     }
     Err(ApiError::unavailable("the session kept changing; retry"))
+}
+
+/// The next event of a session, with the index change it brings.
+fn session_append(actor: &Principal, s: &session::Session, e: &SessionEvent, op: IndexOp) -> Result<Append, ApiError> {
+    Ok(Append {
+        stream: session::stream(&s.id),
+        expected_seq: s.version,
+        events: vec![event(actor, "auth.refresh", e.kind(), serde_json::to_vec(e).map_err(storage_err)?)],
+        index_ops: vec![op],
+        ..Default::default()
+    })
 }
 
 /// Ends a session (found by the access token's `sid` or by a refresh token) and

@@ -17,18 +17,20 @@ struct Env {
     admin: String,
 }
 
-async fn start() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Orchestrator::start(ServerConfig {
-        data_dir: dir.path().to_owned(),
+fn config(dir: &std::path::Path) -> ServerConfig {
+    ServerConfig {
+        data_dir: dir.to_owned(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         dev_headers: false,
         templates_file: None,
         supervisor: Default::default(),
         idempotency_retention: std::time::Duration::from_secs(3600),
-    })
-    .await
-    .unwrap();
+    }
+}
+
+async fn start() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Orchestrator::start(config(dir.path())).await.unwrap();
     let url = format!("http://{}", server.addr);
     let admin = server.app.auth.mint(&principal("admin", "admin", &["*"]), 600).unwrap().0;
     Env { _dir: dir, url, server, http: reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap(), admin }
@@ -462,16 +464,7 @@ async fn revocations_survive_a_restart() {
 
     let Env { _dir: dir, server, .. } = env;
     server.shutdown().await.unwrap();
-    let restarted = Orchestrator::start(ServerConfig {
-        data_dir: dir.path().to_owned(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        dev_headers: false,
-        templates_file: None,
-        supervisor: Default::default(),
-        idempotency_retention: std::time::Duration::from_secs(3600),
-    })
-    .await
-    .unwrap();
+    let restarted = Orchestrator::start(config(dir.path())).await.unwrap();
     let http = reqwest::Client::new();
     for token in [&ann, &cy] {
         let resp = http.get(format!("http://{}/v1/me", restarted.addr)).bearer_auth(token).send().await.unwrap();
