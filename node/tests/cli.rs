@@ -114,3 +114,24 @@ async fn login_keeps_tokens_private_and_refreshes_them() {
     assert_ne!(stored["refresh_token"], old_refresh);
     assert!(stored["access_expires_at"].as_i64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn up_creates_the_first_admin_account_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("pw");
+    std::fs::write(&secret, "a very long admin passphrase\n").unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start_with(&data, &["--admin-password-file", secret.to_str().unwrap()]);
+    let login = serde_json::json!({ "username": "admin", "password": "a very long admin passphrase" });
+    let (status, pair) = s.send("POST", "/v1/auth/login", "", None, Some(login.clone())).await;
+    assert_eq!(status, 200, "{pair}");
+    let (_, me) = s.send("GET", "/v1/me", pair["access_token"].as_str().unwrap(), None, None).await;
+    assert_eq!(me["principal"]["role"], "admin");
+    s.stop();
+    // A restart does not create it again (or change its password).
+    std::fs::write(&secret, "another passphrase entirely").unwrap();
+    let s = Server::start_with(&data, &["--admin-password-file", secret.to_str().unwrap()]);
+    assert_eq!(s.send("POST", "/v1/auth/login", "", None, Some(login)).await.0, 200);
+    let (_, users) = s.send("GET", "/v1/users", &s.admin_token, None, None).await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 1);
+}
