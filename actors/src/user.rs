@@ -20,9 +20,9 @@ pub enum AccountKind {
     Service,
 }
 
-/// A local account as stored (the password hash never leaves the server).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct User {
+/// Who an account is and what it may touch: the fields an admin sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Account {
     pub username: String,
     pub kind: AccountKind,
     pub role: Role,
@@ -30,7 +30,14 @@ pub struct User {
     pub sites: Vec<String>,
     pub queues: Vec<String>,
     /// For service accounts: the only tools they may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<String>>,
+}
+
+/// A local account as stored (the password hash never leaves the server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub account: Account,
     /// argon2id PHC string; `None` for service accounts.
     pub password_hash: Option<String>,
     pub disabled: bool,
@@ -41,51 +48,26 @@ pub struct User {
 /// What the API shows of a user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UserView {
-    pub username: String,
-    pub kind: AccountKind,
-    pub role: Role,
-    pub accounts: Vec<String>,
-    pub sites: Vec<String>,
-    pub queues: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub account: Account,
     pub disabled: bool,
     pub version: u64,
 }
 
 impl From<&User> for UserView {
     fn from(u: &User) -> Self {
-        UserView {
-            username: u.username.clone(),
-            kind: u.kind,
-            role: u.role,
-            accounts: u.accounts.clone(),
-            sites: u.sites.clone(),
-            queues: u.queues.clone(),
-            tools: u.tools.clone(),
-            disabled: u.disabled,
-            version: u.version,
-        }
+        UserView { account: u.account.clone(), disabled: u.disabled, version: u.version }
     }
-}
-
-/// The fields of a new account (the password already hashed by the caller).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewUser {
-    pub username: String,
-    pub kind: AccountKind,
-    pub role: Role,
-    pub accounts: Vec<String>,
-    pub sites: Vec<String>,
-    pub queues: Vec<String>,
-    pub tools: Option<Vec<String>>,
-    pub password_hash: Option<String>,
 }
 
 /// What an admin can do to an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserCommand {
-    Create(NewUser),
+    /// A new account; people come with their password already hashed.
+    Create {
+        account: Account,
+        password_hash: Option<String>,
+    },
     Disable,
     SetRole(Role),
     ResetPassword(String),
@@ -95,7 +77,7 @@ pub enum UserCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum UserEvent {
-    Created { user: NewUser },
+    Created { account: Account, password_hash: Option<String> },
     Disabled {},
     RoleSet { role: Role },
     PasswordReset { password_hash: String },
@@ -127,15 +109,15 @@ pub enum UserError {
 /// Checks an account command against the current account.
 pub fn decide(user: Option<&User>, command: &UserCommand) -> Result<Vec<UserEvent>, UserError> {
     match (user, command) {
-        (Some(_), UserCommand::Create(_)) => Err(UserError::AlreadyExists),
-        (None, UserCommand::Create(new)) => {
+        (Some(_), UserCommand::Create { .. }) => Err(UserError::AlreadyExists),
+        (None, UserCommand::Create { account: new, password_hash }) => {
             validate_username(&new.username)?;
             if new.accounts.is_empty() || new.sites.is_empty() {
                 return Err(UserError::Invalid(
                     "accounts and sites must each name at least one entry (\"*\" for all)".into(),
                 ));
             }
-            match (new.kind, &new.password_hash, &new.tools) {
+            match (new.kind, password_hash, &new.tools) {
                 (AccountKind::Human, None, _) => return Err(UserError::Invalid("a person needs a password".into())),
                 (AccountKind::Human, _, Some(_)) => {
                     return Err(UserError::Invalid("tool lists are for service accounts".into()));
@@ -148,13 +130,13 @@ pub fn decide(user: Option<&User>, command: &UserCommand) -> Result<Vec<UserEven
             if let Some(unknown) = new.tools.iter().flatten().find(|t| crate::policy::tool(t).is_none()) {
                 return Err(UserError::Invalid(format!("unknown tool {unknown:?}")));
             }
-            Ok(vec![UserEvent::Created { user: new.clone() }])
+            Ok(vec![UserEvent::Created { account: new.clone(), password_hash: password_hash.clone() }])
         }
         (None, _) => Err(UserError::NotFound),
         (Some(u), UserCommand::Disable) if u.disabled => Err(UserError::Invalid("user is already disabled".into())),
         (Some(_), UserCommand::Disable) => Ok(vec![UserEvent::Disabled {}]),
         (Some(_), UserCommand::SetRole(role)) => Ok(vec![UserEvent::RoleSet { role: *role }]),
-        (Some(u), UserCommand::ResetPassword(_)) if u.kind == AccountKind::Service => {
+        (Some(u), UserCommand::ResetPassword(_)) if u.account.kind == AccountKind::Service => {
             Err(UserError::Invalid("service accounts have no password".into()))
         }
         (Some(_), UserCommand::ResetPassword(hash)) => {
@@ -166,16 +148,10 @@ pub fn decide(user: Option<&User>, command: &UserCommand) -> Result<Vec<UserEven
 /// Folds one event into the account.
 pub fn apply(user: Option<User>, seq: u64, at_ms: i64, event: &UserEvent) -> Option<User> {
     let mut u = match (user, event) {
-        (None, UserEvent::Created { user: n }) => {
+        (None, UserEvent::Created { account, password_hash }) => {
             return Some(User {
-                username: n.username.clone(),
-                kind: n.kind,
-                role: n.role,
-                accounts: n.accounts.clone(),
-                sites: n.sites.clone(),
-                queues: n.queues.clone(),
-                tools: n.tools.clone(),
-                password_hash: n.password_hash.clone(),
+                account: account.clone(),
+                password_hash: password_hash.clone(),
                 disabled: false,
                 version: seq,
                 created_ms: at_ms,
@@ -187,7 +163,7 @@ pub fn apply(user: Option<User>, seq: u64, at_ms: i64, event: &UserEvent) -> Opt
     match event {
         UserEvent::Created { .. } => return Some(u),
         UserEvent::Disabled {} => u.disabled = true,
-        UserEvent::RoleSet { role } => u.role = *role,
+        UserEvent::RoleSet { role } => u.account.role = *role,
         UserEvent::PasswordReset { password_hash } => u.password_hash = Some(password_hash.clone()),
     }
     u.version = seq;
@@ -234,7 +210,7 @@ pub fn list(log: &Log) -> Result<Vec<User>, StorageError> {
 /// Index changes when an account is created.
 pub fn index_ops(before: Option<&User>, after: &User) -> Vec<IndexOp> {
     match before {
-        None => vec![IndexOp::Put { index: INDEX.into(), key: after.username.clone(), value: Vec::new() }],
+        None => vec![IndexOp::Put { index: INDEX.into(), key: after.account.username.clone(), value: Vec::new() }],
         Some(_) => Vec::new(),
     }
 }
@@ -243,8 +219,8 @@ pub fn index_ops(before: Option<&User>, after: &User) -> Vec<IndexOp> {
 mod tests {
     use super::*;
 
-    fn person(name: &str) -> NewUser {
-        NewUser {
+    fn account(name: &str) -> Account {
+        Account {
             username: name.into(),
             kind: AccountKind::Human,
             role: Role::Dispatcher,
@@ -252,37 +228,36 @@ mod tests {
             sites: vec!["*".into()],
             queues: vec![],
             tools: None,
-            password_hash: Some("$argon2id$…".into()),
         }
+    }
+
+    fn person(name: &str) -> UserCommand {
+        UserCommand::Create { account: account(name), password_hash: Some("$argon2id$…".into()) }
     }
 
     #[test]
     fn account_rules() {
-        let created = apply(None, 1, 0, &decide(None, &UserCommand::Create(person("ann"))).unwrap()[0]).unwrap();
+        let created = apply(None, 1, 0, &decide(None, &person("ann")).unwrap()[0]).unwrap();
         let disabled =
             apply(Some(created.clone()), 2, 0, &decide(Some(&created), &UserCommand::Disable).unwrap()[0]).unwrap();
         assert!(disabled.disabled);
-        let service = NewUser {
-            kind: AccountKind::Service,
-            password_hash: None,
-            tools: Some(vec!["ticket.get".into()]),
-            ..person("bot")
-        };
+        let bot = Account { kind: AccountKind::Service, tools: Some(vec!["ticket.get".into()]), ..account("bot") };
+        let service = |account: Account| UserCommand::Create { account, password_hash: None };
         type Case<'a> = (&'a str, Option<&'a User>, UserCommand, Result<(), UserError>);
         let cases: Vec<Case> = vec![
-            ("duplicate", Some(&created), UserCommand::Create(person("ann")), Err(UserError::AlreadyExists)),
-            ("bad name", None, UserCommand::Create(person("Ann Smith")), Err(UserError::Invalid(String::new()))),
+            ("duplicate", Some(&created), person("ann"), Err(UserError::AlreadyExists)),
+            ("bad name", None, person("Ann Smith"), Err(UserError::Invalid(String::new()))),
             (
                 "person without password",
                 None,
-                UserCommand::Create(NewUser { password_hash: None, ..person("b") }),
+                UserCommand::Create { account: account("b"), password_hash: None },
                 Err(UserError::Invalid(String::new())),
             ),
-            ("service", None, UserCommand::Create(service.clone()), Ok(())),
+            ("service", None, service(bot.clone()), Ok(())),
             (
                 "service with unknown tool",
                 None,
-                UserCommand::Create(NewUser { tools: Some(vec!["rm.rf".into()]), ..service }),
+                service(Account { tools: Some(vec!["rm.rf".into()]), ..bot }),
                 Err(UserError::Invalid(String::new())),
             ),
             ("disable twice", Some(&disabled), UserCommand::Disable, Err(UserError::Invalid(String::new()))),

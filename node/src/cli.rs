@@ -486,7 +486,7 @@ async fn first_admin(
         tools: None,
         queues: vec![],
     };
-    let new = actors::user::NewUser {
+    let account = actors::user::Account {
         username: "admin".into(),
         kind: actors::user::AccountKind::Human,
         role: Role::Admin,
@@ -494,9 +494,9 @@ async fn first_admin(
         sites: vec!["*".into()],
         queues: vec![],
         tools: None,
-        password_hash: Some(hash),
     };
-    crate::identity::user_command(app, &system, "admin", actors::user::UserCommand::Create(new))
+    let create = actors::user::UserCommand::Create { account, password_hash: Some(hash) };
+    crate::identity::user_command(app, &system, "admin", create)
         .await
         .map_err(|e| anyhow::anyhow!("creating the admin account: {}", e.message))?;
     Ok(Some(generated.then_some(password)))

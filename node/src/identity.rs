@@ -211,13 +211,14 @@ pub async fn user_command(
 }
 
 fn principal_of(u: &User) -> Principal {
+    let a = &u.account;
     Principal {
-        sub: u.username.clone(),
-        role: u.role,
-        accounts: u.accounts.clone(),
-        sites: u.sites.clone(),
-        tools: u.tools.clone(),
-        queues: u.queues.clone(),
+        sub: a.username.clone(),
+        role: a.role,
+        accounts: a.accounts.clone(),
+        sites: a.sites.clone(),
+        tools: a.tools.clone(),
+        queues: a.queues.clone(),
     }
 }
 
@@ -259,7 +260,7 @@ pub async fn login(app: &AppInner, username: &str, password: &str, client: &str)
     let sid = uuid::Uuid::new_v4().to_string();
     let (refresh, hash) = new_refresh_token();
     let started = SessionEvent::Started {
-        username: user.username.clone(),
+        username: user.account.username.clone(),
         token_hash: hash.clone(),
         expires_ms: now_ms() + REFRESH_TTL_SECONDS * 1000,
     };

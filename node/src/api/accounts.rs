@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use actors::policy::{self, Principal, Role};
-use actors::user::{self, AccountKind, NewUser, UserCommand, UserView};
+use actors::user::{self, Account, AccountKind, UserCommand, UserView};
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
@@ -237,7 +237,7 @@ pub(super) async fn create_user(
         }
         (_, None) => None,
     };
-    let new = NewUser {
+    let account = Account {
         username: b.username.clone(),
         kind: if b.service { AccountKind::Service } else { AccountKind::Human },
         role: b.role,
@@ -245,14 +245,14 @@ pub(super) async fn create_user(
         sites: b.sites.unwrap_or_else(|| vec!["*".into()]),
         queues: b.queues,
         tools: b.tools,
-        password_hash,
     };
-    let created = identity::user_command(&app, &caller, &b.username, UserCommand::Create(new)).await?;
-    let token = match created.kind {
+    let created =
+        identity::user_command(&app, &caller, &b.username, UserCommand::Create { account, password_hash }).await?;
+    let token = match created.account.kind {
         AccountKind::Service => Some(identity::service_token(&app, &created)?),
         AccountKind::Human => None,
     };
-    tracing::info!(username = %created.username, role = created.role.as_str(), by = %caller.sub, "account created");
+    tracing::info!(username = %created.account.username, role = created.account.role.as_str(), by = %caller.sub, "account created");
     Ok((StatusCode::CREATED, Json(CreatedUser { user: UserView::from(&created), token })))
 }
 
