@@ -71,16 +71,7 @@ async fn login_keeps_tokens_private_and_refreshes_them() {
     let dir = tempfile::tempdir().unwrap();
     let config = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path());
-    let (status, _) = s
-        .send(
-            "POST",
-            "/v1/users",
-            &s.admin_token,
-            None,
-            Some(serde_json::json!({ "username": "ann", "role": "dispatcher", "password": "correct horse battery" })),
-        )
-        .await;
-    assert_eq!(status, 201);
+    s.add_person("ann", "correct horse battery").await;
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_dispatch"))
             .args(args)

@@ -12,16 +12,7 @@ async fn logs_never_contain_secrets() {
     let s = Server::start_logging(dir.path(), &[], "debug");
     let password = "correct horse battery staple";
     let wrong = "tr0ub4dor&3-not-it";
-    let (status, _) = s
-        .send(
-            "POST",
-            "/v1/users",
-            &s.admin_token,
-            None,
-            Some(json!({ "username": "ann", "role": "dispatcher", "password": password })),
-        )
-        .await;
-    assert_eq!(status, 201);
+    s.add_person("ann", password).await;
     let (_, bot) = s
         .send(
             "POST",

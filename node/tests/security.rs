@@ -79,10 +79,24 @@ impl Env {
         Claims::for_principal(&principal(sub, "dispatcher", &["acct-1"]), 600, None)
     }
 
+    /// Creates a person's account with [`PASSWORD`].
+    async fn add_person(&self, username: &str, accounts: &[&str]) {
+        let body = json!({ "username": username, "role": "dispatcher", "accounts": accounts, "password": PASSWORD });
+        let (status, created) = self.call("POST", "/v1/users", &self.admin, &[], Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+    }
+
+    /// Logs in with [`PASSWORD`]: status and token pair.
+    async fn login(&self, username: &str) -> (u16, Value) {
+        self.call("POST", "/v1/auth/login", "", &[], Some(json!({ "username": username, "password": PASSWORD }))).await
+    }
+
     fn events(&self) -> u64 {
         self.server.app.log.global_len().unwrap()
     }
 }
+
+const PASSWORD: &str = "correct horse battery";
 
 fn b64(v: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
@@ -253,7 +267,7 @@ async fn every_bad_token_and_every_policy_breach_fails_closed_and_writes_nothing
     ];
     for (name, method, path, token, headers, status, code) in cases {
         let body = (method == "POST")
-            .then(|| json!({ "reason": "x", "username": "eve", "role": "admin", "password": "correct horse battery" }));
+            .then(|| json!({ "reason": "x", "username": "eve", "role": "admin", "password": PASSWORD }));
         let (got, err) = env.call(method, path, token, &headers, body).await;
         assert_eq!((got, err["error"]["code"].as_str()), (status, Some(code)), "{name}: {err}");
     }
@@ -262,18 +276,8 @@ async fn every_bad_token_and_every_policy_breach_fails_closed_and_writes_nothing
     assert_eq!(env.call("GET", &read, &bot, &[("x-tool-name", "ticket.get")], None).await.0, 200);
 
     // Revoked and disabled fail at once, inside their lifetime.
-    let (_, _) = env
-        .call("POST", "/v1/users", &env.admin, &[], Some(json!({ "username": "ann", "role": "dispatcher", "accounts": ["acct-1"], "password": "correct horse battery" })))
-        .await;
-    let (status, pair) = env
-        .call(
-            "POST",
-            "/v1/auth/login",
-            "",
-            &[],
-            Some(json!({ "username": "ann", "password": "correct horse battery" })),
-        )
-        .await;
+    env.add_person("ann", &["acct-1"]).await;
+    let (status, pair) = env.login("ann").await;
     assert_eq!(status, 200, "{pair}");
     let ann = pair["access_token"].as_str().unwrap().to_owned();
     assert_eq!(env.call("GET", &read, &ann, &[], None).await.0, 200);
@@ -281,27 +285,11 @@ async fn every_bad_token_and_every_policy_breach_fails_closed_and_writes_nothing
     let (status, err) = env.call("GET", &read, &ann, &[], None).await;
     assert_eq!((status, err["error"]["message"].as_str()), (401, Some("access token revoked")), "revoked after logout");
 
-    let (_, pair) = env
-        .call(
-            "POST",
-            "/v1/auth/login",
-            "",
-            &[],
-            Some(json!({ "username": "ann", "password": "correct horse battery" })),
-        )
-        .await;
+    let (_, pair) = env.login("ann").await;
     let ann = pair["access_token"].as_str().unwrap().to_owned();
     assert_eq!(env.call("POST", "/v1/users/ann/disable", &env.admin, &[], None).await.0, 200);
     assert_eq!(env.call("GET", &read, &ann, &[], None).await.0, 401, "disabled user's live token");
-    let (status, _) = env
-        .call(
-            "POST",
-            "/v1/auth/login",
-            "",
-            &[],
-            Some(json!({ "username": "ann", "password": "correct horse battery" })),
-        )
-        .await;
+    let (status, _) = env.login("ann").await;
     assert_eq!(status, 401, "disabled user cannot log in");
     assert_eq!(
         env.call("POST", "/v1/auth/refresh", "", &[], Some(json!({ "refresh_token": pair["refresh_token"] }))).await.0,
@@ -313,16 +301,8 @@ async fn every_bad_token_and_every_policy_breach_fails_closed_and_writes_nothing
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_whole_session() {
     let env = start().await;
-    env.call(
-        "POST",
-        "/v1/users",
-        &env.admin,
-        &[],
-        Some(json!({ "username": "ann", "role": "dispatcher", "password": "correct horse battery" })),
-    )
-    .await;
-    let login = json!({ "username": "ann", "password": "correct horse battery" });
-    let (_, first) = env.call("POST", "/v1/auth/login", "", &[], Some(login.clone())).await;
+    env.add_person("ann", &["*"]).await;
+    let (_, first) = env.login("ann").await;
     assert_eq!(first["expires_in"], 900, "15-minute access tokens");
     let refresh = |t: &Value| json!({ "refresh_token": t["refresh_token"] });
 
@@ -339,7 +319,7 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_session() {
     assert_eq!(env.call("GET", "/v1/me", second["access_token"].as_str().unwrap(), &[], None).await.0, 401);
 
     // Another login is a new session, unaffected; logging out by refresh token ends it.
-    let (_, third) = env.call("POST", "/v1/auth/login", "", &[], Some(login)).await;
+    let (_, third) = env.login("ann").await;
     assert_eq!(env.call("GET", "/v1/me", third["access_token"].as_str().unwrap(), &[], None).await.0, 200);
     assert_eq!(env.call("POST", "/v1/auth/logout", "", &[], Some(refresh(&third))).await.0, 204);
     assert_eq!(env.call("POST", "/v1/auth/refresh", "", &[], Some(refresh(&third))).await.0, 401);
@@ -349,29 +329,14 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_session() {
 #[tokio::test]
 async fn logins_are_rate_limited_per_username_and_per_client() {
     let env = start().await;
-    env.call(
-        "POST",
-        "/v1/users",
-        &env.admin,
-        &[],
-        Some(json!({ "username": "ann", "role": "dispatcher", "password": "correct horse battery" })),
-    )
-    .await;
+    env.add_person("ann", &["*"]).await;
     for _ in 0..5 {
         let (status, _) = env
             .call("POST", "/v1/auth/login", "", &[], Some(json!({ "username": "ann", "password": "wrong password!" })))
             .await;
         assert_eq!(status, 401);
     }
-    let (status, err) = env
-        .call(
-            "POST",
-            "/v1/auth/login",
-            "",
-            &[],
-            Some(json!({ "username": "ann", "password": "correct horse battery" })),
-        )
-        .await;
+    let (status, err) = env.login("ann").await;
     assert_eq!(
         (status, err["error"]["code"].as_str()),
         (429, Some("RATE_LIMITED")),
@@ -439,25 +404,10 @@ async fn the_tool_catalogue_is_what_the_caller_may_use() {
 #[tokio::test]
 async fn revocations_survive_a_restart() {
     let env = start().await;
-    env.call(
-        "POST",
-        "/v1/users",
-        &env.admin,
-        &[],
-        Some(json!({ "username": "ann", "role": "dispatcher", "password": "correct horse battery" })),
-    )
-    .await;
-    env.call(
-        "POST",
-        "/v1/users",
-        &env.admin,
-        &[],
-        Some(json!({ "username": "cy", "role": "dispatcher", "password": "correct horse battery" })),
-    )
-    .await;
-    let login = |u: &str| json!({ "username": u, "password": "correct horse battery" });
-    let (_, ann) = env.call("POST", "/v1/auth/login", "", &[], Some(login("ann"))).await;
-    let (_, cy) = env.call("POST", "/v1/auth/login", "", &[], Some(login("cy"))).await;
+    env.add_person("ann", &["*"]).await;
+    env.add_person("cy", &["*"]).await;
+    let (_, ann) = env.login("ann").await;
+    let (_, cy) = env.login("cy").await;
     let (ann, cy) = (ann["access_token"].as_str().unwrap().to_owned(), cy["access_token"].as_str().unwrap().to_owned());
     assert_eq!(env.call("POST", "/v1/auth/logout", &ann, &[], Some(json!({}))).await.0, 204);
     assert_eq!(env.call("POST", "/v1/users/cy/disable", &env.admin, &[], None).await.0, 200);

@@ -134,6 +134,13 @@ impl Server {
         (status, headers, value)
     }
 
+    /// Creates a person's account (a dispatcher in every scope) through the admin API.
+    pub async fn add_person(&self, username: &str, password: &str) {
+        let body = json!({ "username": username, "role": "dispatcher", "password": password });
+        let (status, created) = self.send("POST", "/v1/users", &self.admin_token, None, Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+    }
+
     /// Uploads bytes as a blob and returns its URI.
     pub async fn blob(&self, token: &str, bytes: &[u8]) -> String {
         let (status, _, body) = self.send_raw("POST", "/v1/blobs", token, None, Some(bytes.to_vec()), &[]).await;
