@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{BearerToken, Caller, JsonBody, RequestCtx};
@@ -135,8 +135,7 @@ pub struct Catalogue {
 /// server enforces and the OpenAPI schemas of their bodies.
 pub(super) async fn tools(Caller(caller): Caller, ctx: RequestCtx) -> Result<Json<Catalogue>, ApiError> {
     authorize_route(&caller, &ctx, "tools.list")?;
-    let doc =
-        serde_json::to_value(super::openapi::ApiDoc::openapi()).map_err(|e| ApiError::internal("the catalogue", e))?;
+    let doc = super::openapi::document_json();
     let tools = policy::TOOLS
         .iter()
         .filter(|spec| policy::authorize(&caller, spec, None).is_ok())
@@ -149,7 +148,7 @@ pub(super) async fn tools(Caller(caller): Caller, ctx: RequestCtx) -> Result<Jso
                 summary: spec.summary,
                 mutating: spec.mutating,
                 allowed_states: spec.from_states.to_vec(),
-                body_schema: (!schema.is_null()).then(|| resolve_refs(schema, &doc, 0)),
+                body_schema: (!schema.is_null()).then(|| resolve_refs(schema, doc, 0)),
             }
         })
         .collect();

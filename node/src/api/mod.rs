@@ -6,7 +6,7 @@ mod admin;
 mod blobs;
 pub mod error;
 mod extract;
-pub(crate) mod openapi;
+mod openapi;
 mod system;
 mod tickets;
 mod ux;

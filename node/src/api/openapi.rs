@@ -21,7 +21,7 @@ use super::{accounts, admin, blobs, tickets, ux};
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
-pub(crate) struct ApiDoc;
+struct ApiDoc;
 
 struct BearerAuth;
 
@@ -35,9 +35,15 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The document as JSON, built once: it only changes with the binary.
+pub(super) fn document_json() -> &'static serde_json::Value {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| serde_json::to_value(ApiDoc::openapi()).unwrap_or_default())
+}
+
 /// `GET /v1/openapi.json`.
-pub(super) async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub(super) async fn document() -> Json<&'static serde_json::Value> {
+    Json(document_json())
 }
 
 #[cfg(test)]
