@@ -1,0 +1,12 @@
+//! Worker nodes as the orchestrator sees them: their lifecycle (pure rules), the
+//! bootstrap tokens they join with, and the actors that keep both in the log.
+
+pub mod lifecycle;
+pub mod membership;
+pub mod token;
+
+pub use lifecycle::{
+    Capabilities, ConfigAck, ConfigOutcome, Node, NodeCert, NodeCommand, NodeConfig, NodeError, NodeEvent, NodeState,
+};
+pub use membership::{Joined, Membership, MembershipConfig, MembershipError, NodeHandle, NodeView, Origin};
+pub use token::{JoinToken, TokenRefusal};

@@ -1,0 +1,334 @@
+//! The cluster's own certificate authority and the TLS settings both sides use.
+//!
+//! The orchestrator creates a CA on first start (rcgen, ECDSA P-256) and signs its own
+//! server certificate and one client certificate per joined node; the node's id is the
+//! certificate's common name. Everything runs on rustls' ring provider, passed
+//! explicitly, TLS 1.3 only, ALPN `dispatch/1`. A joining worker has no CA yet: it pins
+//! the CA by the SHA-256 carried in its bootstrap token ([`join_client_config`]).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SignatureAlgorithm,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// ALPN protocol id of the cluster protocol; a peer speaking anything else is refused.
+pub const ALPN: &[u8] = b"dispatch/1";
+/// The name the orchestrator's certificate is issued for and workers verify, whatever
+/// address they dialled (addresses change; the CA does not).
+pub const SERVER_NAME: &str = "dispatch-orchestrator";
+const CA_NAME: &str = "dispatch cluster CA";
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+const SERVER_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Certificates are valid from a little before they are issued, for clocks that disagree.
+const BACKDATE: Duration = Duration::from_secs(3600);
+
+/// Why a certificate or TLS configuration could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS configuration failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("node public key is not an uncompressed P-256 point ({0} bytes)")]
+    BadPublicKey(usize),
+}
+
+/// The crypto provider of every TLS config here: ring, never a process default.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Lowercase hex SHA-256 of a DER certificate: how tokens pin the CA and how the
+/// orchestrator recognises a node's certificate.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+fn validity(params: &mut CertificateParams, now: SystemTime, lifetime: Duration) {
+    params.not_before = (now - BACKDATE).into();
+    params.not_after = (now + lifetime).into();
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params
+}
+
+/// The cluster CA: its certificate and signing key.
+pub struct ClusterCa {
+    cert_der: Vec<u8>,
+    key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate and the time it stops being valid.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    pub der: Vec<u8>,
+    pub not_after: SystemTime,
+}
+
+impl ClusterCa {
+    /// A new CA valid for ten years.
+    pub fn generate(now: SystemTime) -> Result<Self, CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = ca_params();
+        validity(&mut params, now, CA_VALIDITY);
+        let cert_der = params.self_signed(&key)?.der().to_vec();
+        let key_pem = key.serialize_pem();
+        Ok(ClusterCa { cert_der, key_pem, issuer: Issuer::new(ca_params(), key) })
+    }
+
+    /// The CA as stored: its DER certificate and PEM key. Its subject is fixed, so the
+    /// issuer is rebuilt from the key alone.
+    pub fn load(cert_der: Vec<u8>, key_pem: &str) -> Result<Self, CertError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(ClusterCa { cert_der, key_pem: key_pem.to_owned(), issuer: Issuer::new(ca_params(), key) })
+    }
+
+    /// The CA certificate (DER).
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// The CA private key (PEM), to be stored 0600.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// A fresh server certificate and key for the orchestrator's QUIC listener.
+    pub fn issue_server(&self, now: SystemTime) -> Result<(IssuedCert, Vec<u8>), CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, SERVER_NAME);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        validity(&mut params, now, SERVER_VALIDITY);
+        let der = params.signed_by(&key, &self.issuer)?.der().to_vec();
+        Ok((IssuedCert { der, not_after: now + SERVER_VALIDITY }, key.serialize_der()))
+    }
+
+    /// A client certificate for node `node_id` over the node's own public key (the
+    /// node keeps its private key; only the public half crosses the wire).
+    pub fn issue_node(
+        &self,
+        node_id: &str,
+        public_key: &[u8],
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Result<IssuedCert, CertError> {
+        let key = NodePublicKey::new(public_key)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, node_id);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        validity(&mut params, now, lifetime);
+        let der = params.signed_by(&key, &self.issuer)?.der().to_vec();
+        Ok(IssuedCert { der, not_after: now + lifetime })
+    }
+}
+
+/// A node's P-256 public key as sent at join: the uncompressed point.
+struct NodePublicKey<'a>(&'a [u8]);
+
+impl<'a> NodePublicKey<'a> {
+    fn new(raw: &'a [u8]) -> Result<Self, CertError> {
+        if raw.len() != 65 || raw[0] != 0x04 {
+            return Err(CertError::BadPublicKey(raw.len()));
+        }
+        Ok(NodePublicKey(raw))
+    }
+}
+
+impl PublicKeyData for NodePublicKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.0
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &PKCS_ECDSA_P256_SHA256
+    }
+}
+
+/// A node's own key pair, generated on the node; its private half never leaves it.
+pub struct NodeKey(KeyPair);
+
+impl NodeKey {
+    /// A new P-256 key pair.
+    pub fn generate() -> Result<Self, CertError> {
+        Ok(NodeKey(KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?))
+    }
+
+    /// A key stored as PKCS#8 DER.
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, CertError> {
+        let der = PrivatePkcs8KeyDer::from(der.to_vec());
+        Ok(NodeKey(KeyPair::from_pkcs8_der_and_sign_algo(&der, &PKCS_ECDSA_P256_SHA256)?))
+    }
+
+    /// The private key as PKCS#8 DER, for the node's own store.
+    pub fn pkcs8(&self) -> Vec<u8> {
+        self.0.serialize_der()
+    }
+
+    /// The public key sent at join (uncompressed P-256 point).
+    pub fn public_raw(&self) -> Vec<u8> {
+        self.0.public_key_raw().to_vec()
+    }
+}
+
+fn roots(ca_der: &[u8]) -> Result<Arc<RootCertStore>, CertError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(ca_der.to_vec()))?;
+    Ok(Arc::new(roots))
+}
+
+/// The orchestrator's listener: TLS 1.3, its certificate chain, and client
+/// certificates verified against the cluster CA. A client without one may connect
+/// (it can only ask to join; the cluster layer refuses it anything else).
+pub fn server_config(ca_der: &[u8], server: &IssuedCert, server_key_pkcs8: &[u8]) -> Result<ServerConfig, CertError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_der)?, provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let chain = vec![CertificateDer::from(server.der.clone()), CertificateDer::from(ca_der.to_vec())];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key_pkcs8.to_vec()));
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// A joined node's connections: the cluster CA as the only root and the node's
+/// certificate as its identity.
+pub fn node_client_config(ca_der: &[u8], cert_der: &[u8], key: &NodeKey) -> Result<ClientConfig, CertError> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8()));
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_der)?)
+        .with_client_auth_cert(vec![CertificateDer::from(cert_der.to_vec())], key)?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// A joining worker's connection: no client certificate, and the server is trusted
+/// only if its chain carries a CA whose SHA-256 is `ca_sha256` (from the token) and
+/// the server certificate verifies against that CA.
+pub fn join_client_config(ca_sha256: &str) -> Result<ClientConfig, CertError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedCa { pin: ca_sha256.to_ascii_lowercase(), provider: provider.clone() });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// Trusts the CA in the server's chain whose fingerprint matches the pin, then
+/// verifies the server certificate against it as a normal WebPKI check would.
+#[derive(Debug)]
+struct PinnedCa {
+    pin: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates.iter().find(|c| fingerprint(c) == self.pin).ok_or_else(|| {
+            rustls::Error::General("the server's CA does not match the fingerprint in the join token".into())
+        })?;
+        let roots = roots(ca).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_ca_signs_what_the_original_would() {
+        let now = SystemTime::now();
+        let ca = ClusterCa::generate(now).unwrap();
+        let again = ClusterCa::load(ca.cert_der().to_vec(), ca.key_pem()).unwrap();
+        let node = NodeKey::generate().unwrap();
+        let cert = again.issue_node("node-1", &node.public_raw(), now, Duration::from_secs(60)).unwrap();
+        // The reloaded CA's certificate verifies against the original CA as a root.
+        let roots = roots(ca.cert_der()).unwrap();
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider()).build().unwrap();
+        verifier
+            .verify_client_cert(&CertificateDer::from(cert.der), &[], UnixTime::now())
+            .expect("node certificate chains to the CA");
+    }
+
+    #[test]
+    fn malformed_node_keys_are_refused() {
+        let ca = ClusterCa::generate(SystemTime::now()).unwrap();
+        for bad in [&[][..], &[4u8; 10][..], &[2u8; 65][..]] {
+            let err = ca.issue_node("n", bad, SystemTime::now(), Duration::from_secs(60)).unwrap_err();
+            assert!(matches!(err, CertError::BadPublicKey(_)), "{err}");
+        }
+    }
+
+    #[test]
+    fn configs_build_on_ring_with_tls13_only() {
+        let now = SystemTime::now();
+        let ca = ClusterCa::generate(now).unwrap();
+        let (server, key) = ca.issue_server(now).unwrap();
+        let config = server_config(ca.cert_der(), &server, &key).unwrap();
+        assert_eq!(config.alpn_protocols, vec![ALPN.to_vec()]);
+        let node = NodeKey::generate().unwrap();
+        let cert = ca.issue_node("n", &node.public_raw(), now, Duration::from_secs(60)).unwrap();
+        let reloaded = NodeKey::from_pkcs8(&node.pkcs8()).unwrap();
+        node_client_config(ca.cert_der(), &cert.der, &reloaded).unwrap();
+        join_client_config(&fingerprint(ca.cert_der())).unwrap();
+    }
+}
