@@ -310,6 +310,21 @@ mod tests {
     }
 
     #[test]
+    fn the_ca_is_created_once_with_a_private_key_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let first = open_or_create_ca(&dir.path().join("ca"), now).unwrap();
+        let again = open_or_create_ca(&dir.path().join("ca"), now).unwrap();
+        assert_eq!(first.cert_der(), again.cert_der(), "the second start reuses the CA");
+        let key = dir.path().join("ca/ca.key.pem");
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = open_or_create_ca(&dir.path().join("ca"), now).err().expect("refused");
+        assert!(err.to_string().contains("0600"), "{err}");
+    }
+
+    #[test]
     fn malformed_node_keys_are_refused() {
         let ca = ClusterCa::generate(SystemTime::now()).unwrap();
         for bad in [&[][..], &[4u8; 10][..], &[2u8; 65][..]] {
@@ -331,4 +346,44 @@ mod tests {
         node_client_config(ca.cert_der(), &cert.der, &reloaded).unwrap();
         join_client_config(&fingerprint(ca.cert_der())).unwrap();
     }
+}
+
+/// The CA files of an orchestrator's data dir: created on first start, the key 0600.
+pub fn open_or_create_ca(dir: &std::path::Path, now: SystemTime) -> Result<ClusterCa, CaFileError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let (cert_path, key_path) = (dir.join("ca.crt.der"), dir.join("ca.key.pem"));
+    if cert_path.exists() && key_path.exists() {
+        let mode = std::fs::metadata(&key_path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(CaFileError::KeyReadable(key_path, mode));
+        }
+        let key_pem = std::fs::read_to_string(&key_path)?;
+        return Ok(ClusterCa::load(std::fs::read(&cert_path)?, &key_pem)?);
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let ca = ClusterCa::generate(now)?;
+    let write = |path: &std::path::Path, bytes: &[u8], mode: u32| -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write(&key_path, ca.key_pem().as_bytes(), 0o600)?;
+    write(&cert_path, ca.cert_der(), 0o644)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(ca)
+}
+
+/// Why the CA files could not be opened or created.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("CA files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error("{0} is readable by others (mode {1:o}); it must be 0600")]
+    KeyReadable(std::path::PathBuf, u32),
 }

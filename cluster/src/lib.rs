@@ -1,1 +1,15 @@
-pub fn x() {}
+//! The cluster: QUIC with mutual TLS between the orchestrator and its workers.
+//!
+//! - [`wire`]: length-prefixed, versioned bincode-2 frames with a size limit.
+//! - [`proto`]: the messages; one bidirectional stream per request.
+//! - [`token`]: bootstrap token strings (signed claims that pin the CA).
+//! - [`transport`]: endpoints over any UDP socket, so the simulator can supply one.
+//! - [`orchestrator`]: accepts joins and authenticated node connections.
+//! - [`worker`]: joins once, keeps its identity on disk, stays connected.
+
+pub mod orchestrator;
+pub mod proto;
+pub mod token;
+pub mod transport;
+pub mod wire;
+pub mod worker;

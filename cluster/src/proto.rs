@@ -1,0 +1,98 @@
+//! The messages of the cluster protocol. The worker opens a stream per request
+//! ([`Request`] → [`Response`]); the orchestrator opens a stream to push
+//! configuration ([`Push`] → [`PushReply`]).
+
+use actors::node::{Capabilities, ConfigAck, NodeConfig};
+use serde::{Deserialize, Serialize};
+
+/// Worker → orchestrator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// The only request allowed without a client certificate.
+    Join {
+        token: String,
+        public_key: Vec<u8>,
+        capabilities: Capabilities,
+    },
+    /// First request on an authenticated connection.
+    Hello {
+        capabilities: Capabilities,
+    },
+    Heartbeat,
+    /// A certificate for a new key before the current one expires.
+    RenewCert {
+        public_key: Vec<u8>,
+    },
+    /// Round-trip probe.
+    Ping {
+        sent_ns: u64,
+    },
+}
+
+impl Request {
+    /// Bounded label for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Join { .. } => "join",
+            Request::Hello { .. } => "hello",
+            Request::Heartbeat => "heartbeat",
+            Request::RenewCert { .. } => "renew_cert",
+            Request::Ping { .. } => "ping",
+        }
+    }
+}
+
+/// Orchestrator → worker, answering a [`Request`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Joined(Bootstrap),
+    Welcome {
+        node_id: String,
+        config_version: u64,
+    },
+    HeartbeatOk,
+    Renewed {
+        cert_der: Vec<u8>,
+        not_after_ms: i64,
+    },
+    Pong {
+        sent_ns: u64,
+    },
+    /// The request was refused; `code` is stable, `message` is for people.
+    Refused {
+        code: String,
+        message: String,
+    },
+}
+
+/// What a joining node receives: everything it needs to connect from then on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bootstrap {
+    pub node_id: String,
+    pub cert_der: Vec<u8>,
+    pub not_after_ms: i64,
+    pub ca_der: Vec<u8>,
+    pub orchestrators: Vec<String>,
+    pub config_version: u64,
+}
+
+/// Orchestrator → worker, unsolicited.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Push {
+    ApplyConfig { version: u64, config: NodeConfig },
+}
+
+/// Worker → orchestrator, answering a [`Push`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PushReply {
+    ConfigAck(ConfigAck),
+}
+
+/// Stable refusal codes.
+pub mod codes {
+    pub const CERT_REQUIRED: &str = "CERT_REQUIRED";
+    pub const CERT_UNKNOWN: &str = "CERT_UNKNOWN";
+    pub const NODE_REMOVED: &str = "NODE_REMOVED";
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
+}

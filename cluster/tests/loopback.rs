@@ -1,0 +1,216 @@
+//! The cluster protocol end to end on real UDP sockets on 127.0.0.1, in one process:
+//! join, mutual TLS, configuration acknowledged, removal, refusals, renewal.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actors::node::{
+    Capabilities, ConfigOutcome, Membership, MembershipConfig, NodeCommand, NodeConfig, NodeState, Origin,
+};
+use dispatch_cluster::orchestrator::OrchestratorCluster;
+use dispatch_cluster::proto::{Request, Response, codes};
+use dispatch_cluster::worker::{self, Worker, WorkerError, WorkerStore};
+use dispatch_cluster::{token, transport};
+use storage::{Log, LogWriter};
+use tokio::sync::watch;
+
+struct Orchestrator {
+    cluster: Arc<OrchestratorCluster>,
+    endpoint: quinn::Endpoint,
+    _dir: tempfile::TempDir,
+}
+
+async fn orchestrator(cert_lifetime: Duration) -> Orchestrator {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("log.redb")).unwrap();
+    let (writer, _handle) = LogWriter::start(&log).unwrap();
+    let config = MembershipConfig {
+        default_config: || NodeConfig { heartbeat_interval_ms: 100, ..NodeConfig::default() },
+        ..Default::default()
+    };
+    let membership = Membership::start(log, writer, config).await.unwrap();
+    let ca = Arc::new(certs::open_or_create_ca(&dir.path().join("ca"), SystemTime::now()).unwrap());
+    let socket = transport::udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let cluster = OrchestratorCluster::new(membership, ca, b"token key".to_vec(), vec![addr.to_string()])
+        .with_node_cert_lifetime(cert_lifetime);
+    let tls = cluster.server_tls().unwrap();
+    let endpoint = transport::endpoint(socket, Some(tls), None).unwrap();
+    let cluster = Arc::new(cluster);
+    tokio::spawn(cluster.clone().serve(endpoint.clone()));
+    Orchestrator { cluster, endpoint, _dir: dir }
+}
+
+fn client_endpoint() -> quinn::Endpoint {
+    transport::endpoint(transport::udp_socket("127.0.0.1:0".parse().unwrap()).unwrap(), None, None).unwrap()
+}
+
+fn caps(host: &str) -> Capabilities {
+    Capabilities { hostname: host.into(), cores: 2, ..Default::default() }
+}
+
+async fn token(o: &Orchestrator, uses: u32, ttl: Duration) -> String {
+    o.cluster.create_token(BTreeMap::new(), uses, ttl, Origin::system("test")).await.unwrap().1
+}
+
+/// Waits on the worker's status until `pred` holds (bounded).
+async fn until(status: &mut watch::Receiver<worker::WorkerStatus>, pred: impl Fn(&worker::WorkerStatus) -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| pred(s))).await.expect("status in time").unwrap();
+}
+
+async fn node_state(o: &Orchestrator, id: &str) -> NodeState {
+    o.cluster.membership.lookup(id).await.unwrap().view().await.unwrap().node.state
+}
+
+#[tokio::test]
+async fn a_worker_joins_runs_its_config_and_stops_when_removed() {
+    let o = orchestrator(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(WorkerStore::open(dir.path()).unwrap());
+    let endpoint = client_endpoint();
+    let t = token(&o, 1, Duration::from_secs(60)).await;
+    let identity = worker::join(&store, &endpoint, &t, caps("w1")).await.unwrap();
+    assert_eq!(identity.node_id, "node-1");
+
+    // A used-up token is refused with its reason.
+    let other = tempfile::tempdir().unwrap();
+    let other_store = WorkerStore::open(other.path()).unwrap();
+    match worker::join(&other_store, &endpoint, &t, caps("w2")).await {
+        Err(WorkerError::Refused { code, message }) => {
+            assert_eq!(code, "TOKEN_USED_UP");
+            assert!(message.contains("no uses left"), "{message}");
+        }
+        other => panic!("expected refusal, got {other:?}"),
+    }
+
+    let worker = Arc::new(Worker::new(store.clone(), endpoint.clone(), caps("w1")).unwrap());
+    let mut status = worker.status();
+    let (stop, stopped) = watch::channel(false);
+    let run = tokio::spawn({
+        let w = worker.clone();
+        async move { w.run(stopped).await }
+    });
+    until(&mut status, |s| s.ready().is_ok()).await;
+    assert_eq!(status.borrow().applied_version, Some(1));
+    let view = o.cluster.membership.lookup("node-1").await.unwrap().view().await.unwrap();
+    assert_eq!(view.node.state, NodeState::Active);
+    assert_eq!(
+        view.node.config_ack.as_ref().map(|a| (a.version, a.outcome.clone())),
+        Some((1, ConfigOutcome::Applied))
+    );
+
+    // A changed configuration reaches the connected node and is acknowledged.
+    let changed = NodeConfig { max_concurrent_jobs: 7, ..view.node.config.clone() };
+    let node = o
+        .cluster
+        .membership
+        .command("node-1", NodeCommand::SetConfig { config: changed }, Origin::system("test"))
+        .await
+        .unwrap();
+    assert_eq!(node.config_version, 2);
+    until(&mut status, |s| s.applied_version == Some(2)).await;
+    assert_eq!(store.applied_config().unwrap().map(|(v, c)| (v, c.max_concurrent_jobs)), Some((2, 7)));
+
+    // Drain keeps it connected; remove ends it for good.
+    o.cluster.membership.command("node-1", NodeCommand::Drain, Origin::system("test")).await.unwrap();
+    assert_eq!(node_state(&o, "node-1").await, NodeState::Draining);
+    o.cluster.membership.command("node-1", NodeCommand::Remove, Origin::system("test")).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), run).await.expect("worker stops").unwrap();
+    match ended {
+        Err(WorkerError::Refused { code, .. }) => assert_eq!(code, codes::NODE_REMOVED),
+        other => panic!("expected removal, got {other:?}"),
+    }
+    drop(stop);
+
+    // The removed node's certificate no longer opens anything.
+    let key = certs::NodeKey::from_pkcs8(&identity.key_pkcs8).unwrap();
+    let tls = certs::node_client_config(&identity.ca_der, &identity.cert_der, &key).unwrap();
+    let conn = transport::connect(&endpoint, o.endpoint.local_addr().unwrap(), tls).await.unwrap();
+    match transport::call(&conn, &Request::Hello { capabilities: caps("w1") }).await.unwrap() {
+        Response::Refused { code, .. } => assert_eq!(code, codes::NODE_REMOVED),
+        other => panic!("expected refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn forged_expired_revoked_tokens_and_certificateless_requests_are_refused() {
+    let o = orchestrator(Duration::from_secs(3600)).await;
+    let endpoint = client_endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let store = WorkerStore::open(dir.path()).unwrap();
+    let join = |t: String| {
+        let (store, endpoint) = (&store, &endpoint);
+        async move { worker::join(store, endpoint, &t, caps("w")).await }
+    };
+    let code_of = |r: Result<worker::Identity, WorkerError>| match r {
+        Err(WorkerError::Refused { code, .. }) => code,
+        other => panic!("expected refusal, got {other:?}"),
+    };
+
+    // Forged: valid claims (right CA pin and address) signed with another key.
+    let real = token(&o, 5, Duration::from_secs(60)).await;
+    let forged = token::sign(&token::read(&real).unwrap(), b"not the orchestrator's key");
+    assert_eq!(code_of(join(forged).await), "TOKEN_FORGED");
+
+    let revoked = token(&o, 5, Duration::from_secs(60)).await;
+    o.cluster.membership.revoke_token(&token::read(&revoked).unwrap().id, Origin::system("test")).await.unwrap();
+    assert_eq!(code_of(join(revoked).await), "TOKEN_REVOKED");
+
+    let expiring = token(&o, 5, Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(5)).await; // wall-clock expiry, not synchronization
+    assert_eq!(code_of(join(expiring).await), "TOKEN_EXPIRED");
+    assert!(store.identity().unwrap().is_none(), "nothing stored after refusals");
+
+    // A token pinning another CA: the worker refuses the orchestrator, not the reverse.
+    let mut wrong_pin = token::read(&real).unwrap();
+    wrong_pin.ca_sha256 = "00".repeat(32);
+    match join(token::sign(&wrong_pin, b"x")).await {
+        Err(WorkerError::Transport(e)) => assert!(e.to_string().contains("fingerprint"), "{e}"),
+        other => panic!("expected a TLS failure, got {other:?}"),
+    }
+
+    // No client certificate: anything but a join is refused.
+    let pin = o.cluster.ca_fingerprint();
+    let conn =
+        transport::connect(&endpoint, o.endpoint.local_addr().unwrap(), certs::join_client_config(&pin).unwrap())
+            .await
+            .unwrap();
+    match transport::call(&conn, &Request::Heartbeat).await.unwrap() {
+        Response::Refused { code, .. } => assert_eq!(code, codes::CERT_REQUIRED),
+        other => panic!("expected refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_is_renewed_before_it_expires() {
+    // Node certificates live 3 s; heartbeats every 100 ms; renewal after 2 s.
+    let o = orchestrator(Duration::from_secs(3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(WorkerStore::open(dir.path()).unwrap());
+    let endpoint = client_endpoint();
+    let first = worker::join(&store, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, caps("w")).await.unwrap();
+    let worker = Arc::new(Worker::new(store.clone(), endpoint, caps("w")).unwrap());
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn({
+        let w = worker.clone();
+        async move { w.run(stopped).await }
+    });
+    let node = o.cluster.membership.lookup(&first.node_id).await.unwrap();
+    let renewed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let view = node.view().await.unwrap();
+            if view.node.certs.len() == 2 {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("renewed in time");
+    let now = store.identity().unwrap().unwrap();
+    assert_ne!(now.cert_der, first.cert_der);
+    assert_eq!(renewed.node.certs[1].fingerprint, certs::fingerprint(&now.cert_der));
+    let by_new_cert = o.cluster.membership.identify(&certs::fingerprint(&now.cert_der)).await;
+    assert_eq!(by_new_cert.map(|n| n.id), Some(first.node_id));
+}
