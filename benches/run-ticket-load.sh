@@ -8,7 +8,7 @@ secs=${1:-10}
 cargo build --release -q -p dispatch -p dispatch-benches
 data=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
-RUST_LOG=warn target/release/dispatch up --data-dir "$data" --http-addr 127.0.0.1:0 > "$data.out" &
+RUST_LOG=warn target/release/dispatch up --data-dir "$data" --http-addr 127.0.0.1:0 --cluster-addr 127.0.0.1:0 > "$data.out" &
 pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$data.out" 2>/dev/null && break; sleep 0.1; done
 url=$(sed -n 's/^dispatch: listening on //p' "$data.out")

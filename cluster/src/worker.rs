@@ -163,15 +163,20 @@ impl WorkerStatus {
     }
 }
 
-/// Joins the cluster with `token`, storing the identity. Refusals carry the
+/// Joins the cluster with `token`, storing the identity. `via` overrides the
+/// addresses in the token (and is tried first from then on). Refusals carry the
 /// orchestrator's reason (expired, used up, revoked, forged).
 pub async fn join(
     store: &WorkerStore,
     endpoint: &Endpoint,
     token: &str,
+    via: Option<&str>,
     capabilities: Capabilities,
 ) -> Result<Identity, WorkerError> {
-    let claims = token::read(token)?;
+    let mut claims = token::read(token)?;
+    if let Some(via) = via {
+        claims.orchestrators.insert(0, via.to_owned());
+    }
     let key = NodeKey::generate().map_err(|e| WorkerError::Store(e.to_string()))?;
     let tls = certs::join_client_config(&claims.ca_sha256).map_err(|e| TransportError::Tls(e.to_string()))?;
     let addr = resolve(&claims.orchestrators).await?;
@@ -188,7 +193,7 @@ pub async fn join(
                 issued_ms: now_ms(),
                 not_after_ms: b.not_after_ms,
                 ca_der: b.ca_der,
-                orchestrators: b.orchestrators,
+                orchestrators: via.map(str::to_owned).into_iter().chain(b.orchestrators).collect(),
             };
             store.save(IDENTITY, "worker.joined", &identity).await?;
             tracing::info!(node = %identity.node_id, "joined the cluster");

@@ -26,7 +26,7 @@ async fn orchestrator(cert_lifetime: Duration) -> Orchestrator {
     let log = Log::open(dir.path().join("log.redb")).unwrap();
     let (writer, _handle) = LogWriter::start(&log).unwrap();
     let config = MembershipConfig {
-        default_config: || NodeConfig { heartbeat_interval_ms: 100, ..NodeConfig::default() },
+        default_config: NodeConfig { heartbeat_interval_ms: 100, ..NodeConfig::default() },
         ..Default::default()
     };
     let membership = Membership::start(log, writer, config).await.unwrap();
@@ -70,13 +70,13 @@ async fn a_worker_joins_runs_its_config_and_stops_when_removed() {
     let store = Arc::new(WorkerStore::open(dir.path()).unwrap());
     let endpoint = client_endpoint();
     let t = token(&o, 1, Duration::from_secs(60)).await;
-    let identity = worker::join(&store, &endpoint, &t, caps("w1")).await.unwrap();
+    let identity = worker::join(&store, &endpoint, &t, None, caps("w1")).await.unwrap();
     assert_eq!(identity.node_id, "node-1");
 
     // A used-up token is refused with its reason.
     let other = tempfile::tempdir().unwrap();
     let other_store = WorkerStore::open(other.path()).unwrap();
-    match worker::join(&other_store, &endpoint, &t, caps("w2")).await {
+    match worker::join(&other_store, &endpoint, &t, None, caps("w2")).await {
         Err(WorkerError::Refused { code, message }) => {
             assert_eq!(code, "TOKEN_USED_UP");
             assert!(message.contains("no uses left"), "{message}");
@@ -141,7 +141,7 @@ async fn forged_expired_revoked_tokens_and_certificateless_requests_are_refused(
     let store = WorkerStore::open(dir.path()).unwrap();
     let join = |t: String| {
         let (store, endpoint) = (&store, &endpoint);
-        async move { worker::join(store, endpoint, &t, caps("w")).await }
+        async move { worker::join(store, endpoint, &t, None, caps("w")).await }
     };
     let code_of = |r: Result<worker::Identity, WorkerError>| match r {
         Err(WorkerError::Refused { code, .. }) => code,
@@ -189,7 +189,8 @@ async fn a_certificate_is_renewed_before_it_expires() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(WorkerStore::open(dir.path()).unwrap());
     let endpoint = client_endpoint();
-    let first = worker::join(&store, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, caps("w")).await.unwrap();
+    let first =
+        worker::join(&store, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w")).await.unwrap();
     let worker = Arc::new(Worker::new(store.clone(), endpoint, caps("w")).unwrap());
     let (_stop, stopped) = watch::channel(false);
     tokio::spawn({

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use actors::node::{MembershipConfig, NodeConfig};
 use actors::policy::{Principal, Role};
 use actors::ticket::SupervisorConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -29,8 +30,31 @@ enum Command {
     Agent {
         #[arg(long, value_enum)]
         role: AgentRole,
+        /// Worker: the orchestrator's cluster address (overrides the one in the token).
+        #[arg(long)]
+        join: Option<String>,
+        /// Worker: bootstrap token for the first start (`dispatch token create`).
+        #[arg(long, env = "DISPATCH_JOIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Worker: a label this host reports (k=v, repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
         #[command(flatten)]
         serve: ServeArgs,
+    },
+    /// Bootstrap tokens for worker hosts (admin).
+    Token {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// Worker nodes.
+    Node {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: NodeCmd,
     },
     /// Work with tickets.
     Ticket {
@@ -97,6 +121,97 @@ struct ServeArgs {
     /// Hours a retried request with the same Idempotency-Key replays the first answer.
     #[arg(long, default_value_t = 24)]
     idempotency_retention_hours: u64,
+    /// Orchestrator: where workers connect (QUIC; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:7443", env = "DISPATCH_CLUSTER_ADDR")]
+    cluster_addr: SocketAddr,
+    /// Orchestrator: the cluster address written into join tokens (default: the bound one).
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// Orchestrator: heartbeat interval new nodes are configured with.
+    #[arg(long, default_value_t = 5_000)]
+    node_heartbeat_ms: u64,
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a bootstrap token; prints it once.
+    Create {
+        /// Lifetime: 90s, 15m, 2h, 1d.
+        #[arg(long, default_value = "15m", value_parser = parse_duration)]
+        ttl: u64,
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Label for nodes joining with it (k=v, repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// List tokens with their remaining uses.
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// List nodes.
+    List,
+    /// Show one node.
+    Show { id: String },
+    /// Give the node no new work.
+    Drain { id: String },
+    /// Remove the node; its certificate is refused from then on.
+    Remove { id: String },
+    /// Node configuration.
+    Config {
+        #[command(subcommand)]
+        command: NodeConfigCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeConfigCmd {
+    /// Change fields of a node's configuration (bumps its config_version).
+    Set {
+        id: String,
+        #[arg(long)]
+        heartbeat_interval_ms: Option<u64>,
+        #[arg(long)]
+        max_concurrent_jobs: Option<u32>,
+        #[arg(long)]
+        sandbox_image: Option<String>,
+        /// Comma-separated: none, restricted.
+        #[arg(long)]
+        network_policies: Option<String>,
+        #[arg(long)]
+        default_memory_bytes: Option<u64>,
+        #[arg(long)]
+        default_cpu_millis: Option<u32>,
+        /// Replace the node's labels (k=v, repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Option<Vec<(String, String)>>,
+    },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}
+
+/// Seconds from `90s`, `15m`, `2h`, `1d` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("expected a duration like 15m, got {s:?}"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?} (s, m, h, d)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("{s:?} is too long"))
 }
 
 #[derive(Args)]
@@ -360,10 +475,14 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(serve) => serve_until_stopped(serve, true).await,
-        Command::Agent { role: AgentRole::Orchestrator, serve } => serve_until_stopped(serve, false).await,
-        Command::Agent { role: AgentRole::Worker, .. } => {
-            anyhow::bail!("the worker role is not built yet: this binary runs the orchestrator (`dispatch up`)")
+        Command::Agent { role: AgentRole::Orchestrator, serve, .. } => serve_until_stopped(serve, false).await,
+        Command::Agent { role: AgentRole::Worker, join, token, labels, serve } => {
+            crate::telemetry::init_logs(serve.log_json);
+            let labels = labels.into_iter().collect();
+            crate::worker::run(&serve.data_dir, serve.http_addr, token.as_deref(), join.as_deref(), labels).await
         }
+        Command::Token { client, command } => join_token(client, command).await,
+        Command::Node { client, command } => node(client, command).await,
         Command::Ticket { client, command } => ticket(client, command).await,
         Command::Blob { client, file } => {
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
@@ -407,8 +526,18 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
         templates_file: args.templates,
         supervisor: SupervisorConfig::default(),
         idempotency_retention: std::time::Duration::from_secs(args.idempotency_retention_hours.max(1) * 3600),
+        cluster_addr: args.cluster_addr,
+        advertise_addr: args.advertise_addr.clone(),
+        membership: MembershipConfig {
+            default_config: NodeConfig { heartbeat_interval_ms: args.node_heartbeat_ms, ..NodeConfig::default() },
+            ..MembershipConfig::default()
+        },
     };
     let orchestrator = Orchestrator::start(config).await?;
+    let local_worker = match embedded {
+        true => Some(start_local_worker(&orchestrator, &args.data_dir.join("worker")).await?),
+        false => None,
+    };
     let url = format!("http://{}", orchestrator.addr);
     // The admin token exists on disk before anyone is told where to connect.
     let token_file = args.data_dir.join("admin-token");
@@ -433,8 +562,11 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
         false => None,
     };
     println!("dispatch: listening on {url}");
+    println!("  cluster:     {} (QUIC, mutual TLS)", orchestrator.cluster_addr);
+    if let Some((node_id, _, _)) = &local_worker {
+        println!("  mode:        embedded single node (orchestrator + local worker {node_id})");
+    }
     if embedded {
-        println!("  mode:        embedded single node (orchestrator)");
         println!("  data dir:    {}", args.data_dir.display());
         match fresh_token {
             Some(token) => {
@@ -455,7 +587,131 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
     }
     stop_signal().await;
     println!("dispatch: stopping (finishing in-flight requests)");
+    if let Some((_, stop, worker)) = local_worker {
+        let _ = stop.send(true);
+        let _ = worker.await;
+    }
     orchestrator.shutdown().await
+}
+
+type LocalWorkerTask = (String, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+/// `up`'s worker: joined over QUIC with a one-use token like any other host (on the
+/// first start), then connected with its certificate.
+async fn start_local_worker(orchestrator: &Orchestrator, dir: &std::path::Path) -> anyhow::Result<LocalWorkerTask> {
+    let store = std::sync::Arc::new(cluster::worker::WorkerStore::open(dir)?);
+    let token = match store.identity()?.is_some() {
+        true => None,
+        false => {
+            let origin = actors::node::Origin::system("up.local_worker");
+            let ttl = std::time::Duration::from_secs(60);
+            Some(orchestrator.app.cluster.create_token(Default::default(), 1, ttl, origin).await?.1)
+        }
+    };
+    let via = orchestrator.cluster_addr.to_string();
+    let local = crate::worker::prepare(store, dir, token.as_deref(), Some(&via), Default::default()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = local.worker.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = worker.run(stopped).await {
+            tracing::error!(error = %e, "local worker stopped");
+        }
+    });
+    Ok((local.node_id, stop, task))
+}
+
+async fn join_token(args: ClientArgs, command: TokenCmd) -> anyhow::Result<()> {
+    let client = connect(&args).await?;
+    let line = |t: &Value| {
+        format!(
+            "{}  uses {}/{}  expires_ms={}{}  labels={}",
+            t["id"].as_str().unwrap_or("?"),
+            t["uses"],
+            t["uses_allowed"],
+            t["expires_ms"],
+            if t["revoked"] == true { "  REVOKED" } else { "" },
+            t["labels"],
+        )
+    };
+    match command {
+        TokenCmd::Create { ttl, uses, labels } => {
+            let labels: serde_json::Map<String, Value> =
+                labels.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            let body = json!({ "ttl_seconds": ttl, "uses": uses, "labels": labels });
+            let out = client.call(Method::POST, "/v1/join-tokens", Some(body), None).await?;
+            print(&args, &out, |v| v["token"].as_str().unwrap_or_default().to_owned());
+        }
+        TokenCmd::List => {
+            let out = client.call(Method::GET, "/v1/join-tokens", None, None).await?;
+            print(&args, &out, |v| {
+                v["tokens"].as_array().into_iter().flatten().map(line).collect::<Vec<_>>().join("\n")
+            });
+        }
+        TokenCmd::Revoke { id } => {
+            let out = client.call(Method::POST, &format!("/v1/join-tokens/{id}/revoke"), None, None).await?;
+            print(&args, &out, line);
+        }
+    }
+    Ok(())
+}
+
+fn node_line(n: &Value) -> String {
+    let ack = &n["config_ack"];
+    format!(
+        "{:<10} {:<12} {:<20} config v{} (acked {})  cores={} docker={}",
+        n["id"].as_str().unwrap_or("?"),
+        n["state"].as_str().unwrap_or("?"),
+        n["capabilities"]["hostname"].as_str().unwrap_or("?"),
+        n["config_version"],
+        if ack.is_null() { "none".to_owned() } else { format!("v{} {}", ack["version"], ack["outcome"]) },
+        n["capabilities"]["cores"],
+        n["capabilities"]["docker_version"].as_str().unwrap_or("none"),
+    )
+}
+
+async fn node(args: ClientArgs, command: NodeCmd) -> anyhow::Result<()> {
+    let client = connect(&args).await?;
+    let out = match command {
+        NodeCmd::List => {
+            let out = client.call(Method::GET, "/v1/nodes", None, None).await?;
+            print(&args, &out, |v| {
+                v["nodes"].as_array().into_iter().flatten().map(node_line).collect::<Vec<_>>().join("\n")
+            });
+            return Ok(());
+        }
+        NodeCmd::Show { id } => client.call(Method::GET, &format!("/v1/nodes/{id}"), None, None).await?,
+        NodeCmd::Drain { id } => client.call(Method::POST, &format!("/v1/nodes/{id}/drain"), None, None).await?,
+        NodeCmd::Remove { id } => client.call(Method::POST, &format!("/v1/nodes/{id}/remove"), None, None).await?,
+        NodeCmd::Config {
+            command:
+                NodeConfigCmd::Set {
+                    id,
+                    heartbeat_interval_ms,
+                    max_concurrent_jobs,
+                    sandbox_image,
+                    network_policies,
+                    default_memory_bytes,
+                    default_cpu_millis,
+                    labels,
+                },
+        } => {
+            let mut body = json!({
+                "heartbeat_interval_ms": heartbeat_interval_ms,
+                "max_concurrent_jobs": max_concurrent_jobs,
+                "sandbox_image": sandbox_image,
+                "allowed_network_policies": network_policies.as_deref().map(split),
+                "default_memory_bytes": default_memory_bytes,
+                "default_cpu_millis": default_cpu_millis,
+                "labels": labels.map(|l| l.into_iter().collect::<std::collections::BTreeMap<_, _>>()),
+            });
+            if let Some(fields) = body.as_object_mut() {
+                fields.retain(|_, v| !v.is_null());
+            }
+            client.call(Method::PUT, &format!("/v1/nodes/{id}/config"), Some(body), None).await?
+        }
+    };
+    print(&args, &out, node_line);
+    Ok(())
 }
 
 /// Creates the `admin` account when there are no accounts yet. `Some(Some(pw))`:

@@ -3,9 +3,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod capabilities;
 pub mod cli;
 pub mod client;
 pub mod credentials;
 pub mod identity;
 pub mod server;
 pub mod telemetry;
+pub mod worker;

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actors::node::{Membership, MembershipConfig};
 use actors::ticket::{SupervisorConfig, Templates, TicketDeps, TicketSupervisor};
 use anyhow::Context;
+use cluster::orchestrator::OrchestratorCluster;
 use ractor::Actor;
 use storage::{BlobStore, Log, LogWriter};
 use tokio::sync::oneshot;
@@ -27,13 +29,22 @@ pub struct ServerConfig {
     pub supervisor: SupervisorConfig,
     /// How long a retry with the same Idempotency-Key replays the first answer.
     pub idempotency_retention: Duration,
+    /// Where the cluster (QUIC) listener binds.
+    pub cluster_addr: SocketAddr,
+    /// The address written into join tokens; defaults to the bound cluster address.
+    pub advertise_addr: Option<String>,
+    /// Silence thresholds and the configuration new nodes start with.
+    pub membership: MembershipConfig,
 }
 
 /// A running orchestrator.
 pub struct Orchestrator {
     /// Where the HTTP API listens (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// Where workers connect (QUIC).
+    pub cluster_addr: SocketAddr,
     pub app: App,
+    endpoint: quinn::Endpoint,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -70,12 +81,15 @@ impl Orchestrator {
         });
         let (tickets, tickets_task) =
             Actor::spawn(None, TicketSupervisor, (deps, config.supervisor)).await.context("starting ticket actors")?;
+        let (cluster, endpoint) = start_cluster(&config, &log, &writer).await?;
+        let cluster_addr = endpoint.local_addr()?;
         let app = App(Arc::new(AppInner {
             log,
             writer,
             blobs,
             templates,
             tickets: tickets.clone(),
+            cluster: cluster.clone(),
             auth,
             dev_headers: config.dev_headers,
             metrics: crate::telemetry::metrics(),
@@ -100,6 +114,7 @@ impl Orchestrator {
             let _ = purger.await;
             tickets.stop(Some("shutdown".into()));
             let _ = tickets_task.await;
+            cluster.membership.stop();
             let joined = tokio::task::spawn_blocking(move || writer_thread.join());
             if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
                 tracing::warn!("log writer did not stop within 10s; every acknowledged write is already durable");
@@ -109,17 +124,48 @@ impl Orchestrator {
         if config.dev_headers {
             tracing::warn!("X-Actor-* identity headers are accepted (--dev-headers): never use this in production");
         }
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), "orchestrator started");
-        Ok(Orchestrator { addr, app, stop, task })
+        tracing::info!(%addr, %cluster_addr, data_dir = %config.data_dir.display(), "orchestrator started");
+        Ok(Orchestrator { addr, cluster_addr, app, endpoint, stop, task })
     }
 
     /// Stops accepting requests, finishes in-flight ones, and closes the log.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let Orchestrator { app, stop, task, .. } = self;
+        let Orchestrator { app, stop, task, endpoint, .. } = self;
+        endpoint.close(0u32.into(), b"shutdown");
         let _ = stop.send(());
         drop(app);
         task.await.context("server task")?
     }
+}
+
+/// Opens the cluster CA (created on first start), starts the node actors and the
+/// QUIC listener that workers join and connect to.
+async fn start_cluster(
+    config: &ServerConfig,
+    log: &Log,
+    writer: &LogWriter,
+) -> anyhow::Result<(Arc<OrchestratorCluster>, quinn::Endpoint)> {
+    let ca = certs::open_or_create_ca(&config.data_dir.join("ca"), std::time::SystemTime::now())
+        .context("opening the cluster CA")?;
+    let token_key = log
+        .meta_get_or_insert("cluster.join_token_key", &rand::random::<[u8; 32]>())
+        .context("reading the join token key")?;
+    let membership = Membership::start(log.clone(), writer.clone(), config.membership.clone())
+        .await
+        .context("starting node actors")?;
+    let socket = cluster::transport::udp_socket(config.cluster_addr)
+        .with_context(|| format!("binding the cluster listener on {}", config.cluster_addr))?;
+    let bound = socket.local_addr()?;
+    let advertise = config.advertise_addr.clone().unwrap_or_else(|| {
+        let ip = if bound.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { bound.ip() };
+        SocketAddr::new(ip, bound.port()).to_string()
+    });
+    let cluster = OrchestratorCluster::new(membership, Arc::new(ca), token_key, vec![advertise]);
+    let tls = cluster.server_tls().context("cluster TLS")?;
+    let endpoint = cluster::transport::endpoint(socket, Some(tls), None).context("starting the cluster listener")?;
+    let cluster = Arc::new(cluster);
+    tokio::spawn(cluster.clone().serve(endpoint.clone()));
+    Ok((cluster, endpoint))
 }
 
 /// Hourly, drops idempotency records older than the retention window.

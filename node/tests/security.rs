@@ -25,6 +25,9 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         templates_file: None,
         supervisor: Default::default(),
         idempotency_retention: std::time::Duration::from_secs(3600),
+        cluster_addr: "127.0.0.1:0".parse().unwrap(),
+        advertise_addr: None,
+        membership: Default::default(),
     }
 }
 

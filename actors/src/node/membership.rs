@@ -95,17 +95,17 @@ pub enum MembershipError {
 }
 
 /// Silence thresholds, in missed heartbeats of the node's own interval.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MembershipConfig {
     pub unreachable_after_beats: u32,
     pub lost_after_beats: u32,
     /// Configuration a node gets when it joins.
-    pub default_config: fn() -> NodeConfig,
+    pub default_config: NodeConfig,
 }
 
 impl Default for MembershipConfig {
     fn default() -> Self {
-        MembershipConfig { unreachable_after_beats: 3, lost_after_beats: 12, default_config: NodeConfig::default }
+        MembershipConfig { unreachable_after_beats: 3, lost_after_beats: 12, default_config: NodeConfig::default() }
     }
 }
 
@@ -477,7 +477,7 @@ impl Registry {
         st: &mut RegistryState,
         id: String,
     ) -> Result<(), ActorProcessingErr> {
-        let actor = NodeActor { log: self.log.clone(), writer: self.writer.clone(), config: self.config };
+        let actor = NodeActor { log: self.log.clone(), writer: self.writer.clone(), config: self.config.clone() };
         let (actor, _) = Actor::spawn_linked(None, actor, id.clone(), me.get_cell()).await?;
         st.by_actor.insert(actor.get_id(), id.clone());
         st.nodes.insert(id, actor);
@@ -561,7 +561,7 @@ impl Registry {
             token_id,
             token_labels,
             cert: cert.clone(),
-            config: (self.config.default_config)(),
+            config: self.config.default_config.clone(),
         };
         let events = lifecycle::decide(None, &command)?;
         let mut node = None;

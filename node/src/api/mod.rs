@@ -6,6 +6,7 @@ mod admin;
 mod blobs;
 pub mod error;
 mod extract;
+mod nodes;
 mod openapi;
 mod system;
 mod tickets;
@@ -21,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 use storage::{BlobStore, Log, LogWriter};
@@ -42,6 +43,8 @@ pub struct AppInner {
     pub blobs: BlobStore,
     pub templates: Arc<Templates>,
     pub tickets: ActorRef<SupervisorMsg>,
+    /// Joins, node connections and membership.
+    pub cluster: Arc<cluster::orchestrator::OrchestratorCluster>,
     pub auth: Auth,
     /// Accept `X-Actor-*` identity headers (development only).
     pub dev_headers: bool,
@@ -88,6 +91,13 @@ pub fn router(app: App) -> Router {
         .route("/v1/ux/technician/job-packet/{id}", get(ux::job_packet))
         .route("/v1/admin/tokens", post(admin::mint_token))
         .route("/v1/admin/signing-keys", post(accounts::rotate_signing_key))
+        .route("/v1/join-tokens", post(nodes::create_token).get(nodes::list_tokens))
+        .route("/v1/join-tokens/{id}/revoke", post(nodes::revoke_token))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/{id}", get(nodes::get))
+        .route("/v1/nodes/{id}/drain", post(nodes::drain))
+        .route("/v1/nodes/{id}/remove", post(nodes::remove))
+        .route("/v1/nodes/{id}/config", put(nodes::set_config))
         .route("/v1/auth/login", post(accounts::login))
         .route("/v1/auth/refresh", post(accounts::refresh))
         .route("/v1/auth/logout", post(accounts::logout))

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin, blobs, tickets, ux};
+use super::{accounts, admin, blobs, nodes, tickets, ux};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +16,9 @@ use super::{accounts, admin, blobs, tickets, ux};
         tickets::timeline, tickets::evidence, tickets::incident_templates, blobs::upload, ux::cockpit, ux::job_packet,
         admin::mint_token, accounts::rotate_signing_key, accounts::login, accounts::refresh, accounts::logout,
         accounts::keys, accounts::me, accounts::tools, accounts::create_user, accounts::list_users,
-        accounts::disable_user, accounts::set_role, accounts::reset_password,
+        accounts::disable_user, accounts::set_role, accounts::reset_password, nodes::create_token,
+        nodes::list_tokens, nodes::revoke_token, nodes::list, nodes::get, nodes::drain, nodes::remove,
+        nodes::set_config,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -34,7 +34,7 @@ impl Server {
         // The server's log goes to a file in its data dir, never to the test's pipes.
         let log = std::fs::File::create(data_dir.with_extension("stderr.log")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
-            .args(["up", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .args(["up", "--http-addr", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", rust_log)

@@ -1,0 +1,244 @@
+//! Worker nodes and the bootstrap tokens they join with (admin; reads also for
+//! operators and engineers). The cluster side (QUIC) does the joining itself.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actors::node::{
+    JoinToken, MembershipError, Node, NodeCommand, NodeConfig, NodeError, NodeView, Origin, TokenRefusal,
+};
+use actors::policy::Principal;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Caller, JsonBody, RequestCtx};
+use super::{App, authorize_route};
+
+/// Default and longest lifetimes of a bootstrap token.
+const DEFAULT_TTL_SECONDS: u64 = 15 * 60;
+const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
+fn origin(caller: &Principal, ctx: &RequestCtx, tool: &str) -> Origin {
+    Origin {
+        actor: storage::ActorRef { kind: "user".into(), id: caller.sub.clone(), role: caller.role.as_str().into() },
+        tool: tool.into(),
+        request_id: ctx.request_id.clone(),
+    }
+}
+
+impl From<MembershipError> for ApiError {
+    fn from(e: MembershipError) -> Self {
+        match e {
+            MembershipError::Node(NodeError::NotFound) => ApiError::not_found("node"),
+            MembershipError::Token(TokenRefusal::Unknown) => ApiError::not_found("join token"),
+            MembershipError::Node(NodeError::Removed) => {
+                ApiError::new(StatusCode::CONFLICT, "NODE_REMOVED", "the node was removed; nothing more can change")
+            }
+            MembershipError::Node(NodeError::InvalidConfig(m)) | MembershipError::Invalid(m) => {
+                ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, m)
+            }
+            other => ApiError::unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Body of `POST /v1/join-tokens`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// Lifetime in seconds (default 900, at most 604800).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// How many nodes may join with it (default 1).
+    #[serde(default)]
+    pub uses: Option<u32>,
+    /// Labels given to every node that joins with it.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A new bootstrap token. The token string is shown once; only its record is kept.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedJoinToken {
+    pub token: String,
+    #[serde(flatten)]
+    pub record: JoinToken,
+}
+
+#[utoipa::path(post, path = "/v1/join-tokens", tag = "nodes", request_body = CreateJoinToken,
+    responses((status = 201, body = CreatedJoinToken), (status = "4XX", body = ErrorBody)))]
+/// Create a bootstrap token for `dispatch agent --role worker --join … --token …`.
+/// A retry creates another token (harmless: unused tokens expire), so no
+/// Idempotency-Key is needed.
+pub(super) async fn create_token(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    body: JsonBody<CreateJoinToken>,
+) -> Result<(StatusCode, Json<CreatedJoinToken>), ApiError> {
+    authorize_route(&caller, &ctx, "join_token.create")?;
+    let b = body.value;
+    let ttl = b.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+    if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
+        return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "ttl_seconds must be between 1 and 604800"));
+    }
+    let uses = b.uses.unwrap_or(1);
+    if !(1..=10_000).contains(&uses) {
+        return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "uses must be between 1 and 10000"));
+    }
+    let (record, token) = app
+        .cluster
+        .create_token(b.labels, uses, Duration::from_secs(ttl), origin(&caller, &ctx, "join_token.create"))
+        .await?;
+    tracing::info!(token_id = %record.id, uses, ttl, by = %caller.sub, "join token created");
+    Ok((StatusCode::CREATED, Json(CreatedJoinToken { token, record })))
+}
+
+/// Every bootstrap token (without its secret string).
+#[derive(Serialize, ToSchema)]
+pub struct JoinTokenList {
+    pub tokens: Vec<JoinToken>,
+}
+
+#[utoipa::path(get, path = "/v1/join-tokens", tag = "nodes",
+    responses((status = 200, body = JoinTokenList), (status = "4XX", body = ErrorBody)))]
+/// List bootstrap tokens with their remaining uses.
+pub(super) async fn list_tokens(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+) -> Result<Json<JoinTokenList>, ApiError> {
+    authorize_route(&caller, &ctx, "join_token.list")?;
+    Ok(Json(JoinTokenList { tokens: app.cluster.membership.tokens().await? }))
+}
+
+#[utoipa::path(post, path = "/v1/join-tokens/{id}/revoke", tag = "nodes", params(("id" = String, Path)),
+    responses((status = 200, body = JoinToken), (status = "4XX", body = ErrorBody)))]
+/// Revoke a bootstrap token: no node can join with it any more.
+pub(super) async fn revoke_token(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<JoinToken>, ApiError> {
+    authorize_route(&caller, &ctx, "join_token.revoke")?;
+    let origin = origin(&caller, &ctx, "join_token.revoke");
+    Ok(Json(app.cluster.membership.revoke_token(&id, origin).await?))
+}
+
+/// Every node.
+#[derive(Serialize, ToSchema)]
+pub struct NodeList {
+    pub nodes: Vec<NodeView>,
+}
+
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
+    responses((status = 200, body = NodeList), (status = "4XX", body = ErrorBody)))]
+/// List worker nodes with their state, capabilities and configuration.
+pub(super) async fn list(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+) -> Result<Json<NodeList>, ApiError> {
+    authorize_route(&caller, &ctx, "node.list")?;
+    Ok(Json(NodeList { nodes: app.cluster.membership.nodes().await? }))
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = String, Path)),
+    responses((status = 200, body = NodeView), (status = "4XX", body = ErrorBody)))]
+/// Read one node.
+pub(super) async fn get(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<NodeView>, ApiError> {
+    authorize_route(&caller, &ctx, "node.get")?;
+    let node = app.cluster.membership.lookup(&id).await.ok_or_else(|| ApiError::not_found("node"))?;
+    Ok(Json(node.view().await?))
+}
+
+async fn command(
+    app: &App,
+    caller: &Principal,
+    ctx: &RequestCtx,
+    id: &str,
+    tool: &str,
+    command: NodeCommand,
+) -> Result<Json<Node>, ApiError> {
+    authorize_route(caller, ctx, tool)?;
+    let node = app.cluster.membership.command(id, command, origin(caller, ctx, tool)).await?;
+    tracing::info!(node = %id, tool, by = %caller.sub, state = node.state.as_str(), "node command");
+    Ok(Json(node))
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{id}/drain", tag = "nodes", params(("id" = String, Path)),
+    responses((status = 200, body = Node), (status = "4XX", body = ErrorBody)))]
+/// Drain a node: it keeps running what it has but gets no new work. Repeating is a no-op.
+pub(super) async fn drain(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Node>, ApiError> {
+    command(&app, &caller, &ctx, &id, "node.drain", NodeCommand::Drain).await
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{id}/remove", tag = "nodes", params(("id" = String, Path)),
+    responses((status = 200, body = Node), (status = "4XX", body = ErrorBody)))]
+/// Remove a node for good: its connection is closed and its certificate refused.
+pub(super) async fn remove(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Node>, ApiError> {
+    command(&app, &caller, &ctx, &id, "node.remove", NodeCommand::Remove).await
+}
+
+/// Body of `PUT /v1/nodes/{id}/config`: the fields to change; the rest stay.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigChange {
+    pub heartbeat_interval_ms: Option<u64>,
+    pub max_concurrent_jobs: Option<u32>,
+    pub sandbox_image: Option<String>,
+    pub allowed_network_policies: Option<Vec<String>>,
+    pub default_memory_bytes: Option<u64>,
+    pub default_cpu_millis: Option<u32>,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+impl ConfigChange {
+    fn apply(self, mut c: NodeConfig) -> NodeConfig {
+        c.heartbeat_interval_ms = self.heartbeat_interval_ms.unwrap_or(c.heartbeat_interval_ms);
+        c.max_concurrent_jobs = self.max_concurrent_jobs.unwrap_or(c.max_concurrent_jobs);
+        c.sandbox_image = self.sandbox_image.unwrap_or(c.sandbox_image);
+        c.allowed_network_policies = self.allowed_network_policies.unwrap_or(c.allowed_network_policies);
+        c.default_memory_bytes = self.default_memory_bytes.unwrap_or(c.default_memory_bytes);
+        c.default_cpu_millis = self.default_cpu_millis.unwrap_or(c.default_cpu_millis);
+        c.labels = self.labels.unwrap_or(c.labels);
+        c
+    }
+}
+
+#[utoipa::path(put, path = "/v1/nodes/{id}/config", tag = "nodes", params(("id" = String, Path)),
+    request_body = ConfigChange, responses((status = 200, body = Node), (status = "4XX", body = ErrorBody)))]
+/// Change a node's configuration. A real change bumps `config_version`; the node
+/// gets it over its connection (or when it reconnects) and acknowledges it.
+pub(super) async fn set_config(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+    body: JsonBody<ConfigChange>,
+) -> Result<Json<Node>, ApiError> {
+    authorize_route(&caller, &ctx, "node.config.set")?;
+    let node = app.cluster.membership.lookup(&id).await.ok_or_else(|| ApiError::not_found("node"))?;
+    let config = body.value.apply(node.view().await?.node.config);
+    command(&app, &caller, &ctx, &id, "node.config.set", NodeCommand::SetConfig { config }).await
+}

@@ -1,0 +1,129 @@
+//! The worker role: join once with a token, then stay connected to the orchestrator
+//! from the identity kept in the worker's own data dir, and serve `/health`,
+//! `/ready` (ready once a configuration is acknowledged) and `/metrics`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use cluster::worker::{Worker, WorkerError, WorkerStatus, WorkerStore};
+use serde_json::json;
+use tokio::sync::watch;
+
+/// A worker's joining and connecting, shared by `agent --role worker` and `up`.
+pub struct LocalWorker {
+    pub worker: Arc<Worker>,
+    pub node_id: String,
+}
+
+/// Opens the worker's store and joins when it has no identity yet (`token`
+/// required then; ignored, with a note, once joined).
+pub async fn prepare(
+    store: Arc<WorkerStore>,
+    data_dir: &Path,
+    token: Option<&str>,
+    via: Option<&str>,
+    labels: BTreeMap<String, String>,
+) -> anyhow::Result<LocalWorker> {
+    let socket = cluster::transport::udp_socket(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+    let endpoint = cluster::transport::endpoint(socket, None, None)?;
+    let capabilities = crate::capabilities::detect(data_dir, labels).await;
+    let identity = match (store.identity()?, token) {
+        (Some(identity), Some(_)) => {
+            eprintln!("dispatch worker: already joined as {}; --token ignored", identity.node_id);
+            identity
+        }
+        (Some(identity), None) => identity,
+        (None, Some(token)) => cluster::worker::join(&store, &endpoint, token, via, capabilities.clone()).await?,
+        (None, None) => return Err(WorkerError::NotJoined.into()),
+    };
+    let worker = Worker::new(store, endpoint, capabilities)?;
+    Ok(LocalWorker { worker: Arc::new(worker), node_id: identity.node_id })
+}
+
+#[derive(Clone)]
+struct WorkerApp {
+    status: watch::Receiver<WorkerStatus>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+fn router(app: WorkerApp) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn ready(State(app): State<WorkerApp>) -> impl IntoResponse {
+    let status = app.status.borrow().clone();
+    let body = |ready: bool, reasons: Vec<String>| {
+        Json(
+            json!({ "ready": ready, "reasons": reasons, "node_id": status.node_id, "config_version": status.applied_version }),
+        )
+    };
+    match status.ready() {
+        Ok(()) => (StatusCode::OK, body(true, vec![])),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, body(false, vec![reason])),
+    }
+}
+
+async fn metrics(State(app): State<WorkerApp>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+}
+
+/// `dispatch agent --role worker`: runs until stopped or removed from the cluster.
+pub async fn run(
+    data_dir: &Path,
+    http_addr: SocketAddr,
+    token: Option<&str>,
+    via: Option<&str>,
+    labels: BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let metrics = crate::telemetry::metrics();
+    let store = Arc::new(WorkerStore::open(data_dir)?);
+    let local = match prepare(store, data_dir, token, via, labels).await {
+        Err(e) => match e.downcast_ref::<WorkerError>() {
+            Some(WorkerError::Refused { code, message }) => anyhow::bail!("join refused: {message} ({code})"),
+            _ => return Err(e),
+        },
+        Ok(l) => l,
+    };
+    let listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
+    let addr = listener.local_addr()?;
+    let app = WorkerApp { status: local.worker.status(), metrics };
+    let (stop, stopped) = watch::channel(false);
+    let mut http_stopped = stopped.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, router(app))
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    println!("dispatch worker: {} joined; health, readiness and metrics on http://{addr}", local.node_id);
+    let run = local.worker.run(stopped);
+    tokio::pin!(run);
+    let result = tokio::select! {
+        r = &mut run => r,
+        _ = crate::server::stop_signal() => {
+            let _ = stop.send(true);
+            run.await
+        }
+    };
+    let _ = stop.send(true);
+    let _ = http.await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(WorkerError::Refused { message, code }) => anyhow::bail!("stopped by the orchestrator: {message} ({code})"),
+        Err(e) => Err(e.into()),
+    }
+}
