@@ -541,7 +541,7 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
     let url = format!("http://{}", orchestrator.addr);
     // The admin token exists on disk before anyone is told where to connect.
     let token_file = args.data_dir.join("admin-token");
-    let fresh_token = match embedded && !token_file.exists() {
+    let fresh_token = match !token_file.exists() {
         true => {
             let admin = Principal {
                 sub: "admin".into(),
@@ -563,18 +563,21 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
     };
     println!("dispatch: listening on {url}");
     println!("  cluster:     {} (QUIC, mutual TLS)", orchestrator.cluster_addr);
-    if let Some((node_id, _, _)) = &local_worker {
-        println!("  mode:        embedded single node (orchestrator + local worker {node_id})");
+    match &local_worker {
+        Some((node_id, _, _)) => {
+            println!("  mode:        embedded single node (orchestrator + local worker {node_id})")
+        }
+        None => println!("  mode:        orchestrator"),
+    }
+    println!("  data dir:    {}", args.data_dir.display());
+    match fresh_token {
+        Some(token) => {
+            println!("  admin token: {token}");
+            println!("               (shown once; also saved to {} with mode 0600)", token_file.display());
+        }
+        None => println!("  admin token: in {} (minted at first start)", token_file.display()),
     }
     if embedded {
-        println!("  data dir:    {}", args.data_dir.display());
-        match fresh_token {
-            Some(token) => {
-                println!("  admin token: {token}");
-                println!("               (shown once; also saved to {} with mode 0600)", token_file.display());
-            }
-            None => println!("  admin token: in {} (minted at first start)", token_file.display()),
-        }
         match first_admin {
             Some(Some(pw)) => println!("  admin login: admin / {pw}   (shown once; `dispatch login --username admin`)"),
             Some(None) => println!("  admin login: admin, password from --admin-password-file"),

@@ -66,4 +66,21 @@ fn describe() {
     describe_counter!("dispatch_log_commits_total", "Group commits of the event log.");
     describe_gauge!("dispatch_live_actors", "Entity actors awake in memory, by kind.");
     describe_counter!("dispatch_actor_restarts_total", "Entity actors restarted after a failure, by kind.");
+    // Cluster: the orchestrator's side.
+    describe_gauge!("dispatch_cluster_connections", "Open QUIC connections from workers (joining or joined).");
+    describe_counter!("dispatch_cluster_requests_total", "Requests from joined nodes, by request.");
+    describe_counter!("dispatch_node_joins_total", "Join attempts, by outcome (joined or the refusal code).");
+    describe_counter!("dispatch_node_events_total", "Durable node events, by kind.");
+    describe_counter!("dispatch_node_heartbeats_total", "Heartbeats received from nodes.");
+    describe_gauge!("dispatch_nodes", "Nodes by state.");
+    describe_gauge!("dispatch_join_tokens", "Bootstrap tokens on record (live or not).");
+    // Cluster: the worker's side.
+    describe_histogram!(
+        "dispatch_cluster_request_duration_seconds",
+        Unit::Seconds,
+        "Round trip of a request over the cluster connection, by request and outcome."
+    );
+    describe_gauge!("dispatch_worker_connected", "1 while the worker holds an authenticated connection.");
+    describe_gauge!("dispatch_worker_config_version", "Configuration version the worker last applied.");
+    describe_counter!("dispatch_worker_reconnects_total", "Times the worker lost the orchestrator and redialled.");
 }

@@ -194,6 +194,7 @@ impl Actor for NodeActor {
             tick_every: Duration::ZERO,
         };
         st.retime(&me);
+        count_state(st.node.state, 1.0);
         Ok(st)
     }
 
@@ -201,6 +202,7 @@ impl Actor for NodeActor {
         if let Some(t) = st.ticker.take() {
             t.abort();
         }
+        count_state(st.node.state, -1.0);
         Ok(())
     }
 
@@ -286,12 +288,21 @@ impl NodeActor {
             tracing::info!(node = %node.id, event = event.kind(), state = node.state.as_str(), "node event");
             metrics::counter!("dispatch_node_events_total", "kind" => event.kind()).increment(1);
         }
+        if node.state != st.node.state {
+            count_state(st.node.state, -1.0);
+            count_state(node.state, 1.0);
+        }
         st.node = node.clone();
         if st.desired.borrow().0 != node.config_version {
             st.desired.send_replace((node.config_version, node.config.clone()));
         }
         Ok(node)
     }
+}
+
+/// `dispatch_nodes{state}` follows every node actor's state as it changes.
+fn count_state(state: NodeState, delta: f64) {
+    metrics::gauge!("dispatch_nodes", "state" => state.as_str()).increment(delta);
 }
 
 impl NodeActorState {
