@@ -124,6 +124,7 @@ impl OrchestratorCluster {
             Err(TokenError::Forged) => Err(MembershipError::Token(TokenRefusal::Forged)),
             Err(TokenError::Malformed) => Err(MembershipError::Invalid("the join token is malformed".into())),
             Ok(claims) => {
+                let key_sha256 = certs::fingerprint(&public_key);
                 let (ca, lifetime) = (self.ca.clone(), self.node_cert_lifetime);
                 let issue: actors::node::membership::IssueCert = Box::new(move |node_id: &str| {
                     let now = SystemTime::now();
@@ -132,7 +133,7 @@ impl OrchestratorCluster {
                         NodeCert { fingerprint: certs::fingerprint(&cert.der), not_after_ms: millis(cert.not_after) };
                     Ok((record, cert.der))
                 });
-                self.membership.join(claims.id, capabilities, issue).await
+                self.membership.join(claims.id, key_sha256, capabilities, issue).await
             }
         };
         let label = match &outcome {

@@ -25,6 +25,10 @@ pub enum TransportError {
     Tls(String),
     #[error("connect to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
+    /// The TLS handshake itself was refused (a certificate did not verify): retrying
+    /// will not help.
+    #[error("handshake with {addr} refused: {reason}")]
+    Handshake { addr: SocketAddr, reason: String },
     #[error(transparent)]
     Wire(#[from] WireError),
     #[error("no answer within {0:?}")]
@@ -82,8 +86,23 @@ pub async fn connect(
     let connecting = endpoint.connect_with(config, addr, certs::SERVER_NAME).map_err(|e| fail(e.to_string()))?;
     match tokio::time::timeout(REQUEST_TIMEOUT, connecting).await {
         Ok(Ok(c)) => Ok(c),
+        Ok(Err(quinn::ConnectionError::TransportError(e))) if is_crypto(e.code) => {
+            Err(TransportError::Handshake { addr, reason: e.to_string() })
+        }
         Ok(Err(e)) => Err(fail(e.to_string())),
         Err(_) => Err(fail(format!("no handshake within {REQUEST_TIMEOUT:?}"))),
+    }
+}
+
+/// TLS alerts travel as QUIC transport error codes 0x100–0x1ff.
+fn is_crypto(code: quinn::TransportErrorCode) -> bool {
+    (0x100..0x200).contains(&u64::from(code))
+}
+
+impl TransportError {
+    /// Worth trying again later (the network, not the peer, said no).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, TransportError::Handshake { .. } | TransportError::Tls(_))
     }
 }
 

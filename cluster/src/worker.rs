@@ -24,6 +24,8 @@ const IDENTITY: &str = "worker/identity";
 const CONFIG: &str = "worker/config";
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// Join attempts before giving up on an unreachable orchestrator (about a minute).
+const JOIN_ATTEMPTS: u32 = 10;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -79,8 +81,20 @@ pub enum WorkerError {
 /// The worker's own durable state: its identity and the last configuration applied.
 pub struct WorkerStore {
     log: Log,
-    writer: LogWriter,
-    _handle: WriterHandle,
+    writer: Option<LogWriter>,
+    thread: Option<WriterHandle>,
+}
+
+impl Drop for WorkerStore {
+    /// Closes the file before returning, so the store can be reopened at once (a
+    /// restarted worker in the same process, as in simulations). Only the store
+    /// holds its writer, so the writer thread ends as soon as it is dropped.
+    fn drop(&mut self) {
+        drop(self.writer.take());
+        if let Some(t) = self.thread.take() {
+            t.join();
+        }
+    }
 }
 
 impl WorkerStore {
@@ -94,7 +108,7 @@ impl WorkerStore {
         let log = Log::open(&path).map_err(|e| err(&e))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| err(&e))?;
         let (writer, handle) = LogWriter::start(&log).map_err(|e| err(&e))?;
-        Ok(WorkerStore { log, writer, _handle: handle })
+        Ok(WorkerStore { log, writer: Some(writer), thread: Some(handle) })
     }
 
     fn latest<T: for<'de> Deserialize<'de>>(&self, stream: &str) -> Result<Option<T>, WorkerError> {
@@ -125,7 +139,8 @@ impl WorkerStore {
             payload: serde_json::to_vec(value).map_err(|e| WorkerError::Store(e.to_string()))?,
         };
         let append = Append { stream: stream.into(), expected_seq: seq, events: vec![event], ..Default::default() };
-        self.writer.append(append).await.map_err(|e| WorkerError::Store(e.to_string()))?;
+        let writer = self.writer.as_ref().ok_or_else(|| WorkerError::Store("store closed".into()))?;
+        writer.append(append).await.map_err(|e| WorkerError::Store(e.to_string()))?;
         Ok(())
     }
 
@@ -180,10 +195,30 @@ pub async fn join(
     let key = NodeKey::generate().map_err(|e| WorkerError::Store(e.to_string()))?;
     let tls = certs::join_client_config(&claims.ca_sha256).map_err(|e| TransportError::Tls(e.to_string()))?;
     let addr = resolve(&claims.orchestrators).await?;
-    let conn = transport::connect(endpoint, addr, tls).await?;
     let request = Request::Join { token: token.to_owned(), public_key: key.public_raw(), capabilities };
-    let response = transport::call(&conn, &request).await;
-    conn.close(0u32.into(), b"joined");
+    // The same key on every attempt: a join whose answer was lost is answered again
+    // with the same node, not a second one.
+    let mut backoff = BACKOFF_FIRST;
+    let mut attempt = 1;
+    let response = loop {
+        let answer = match transport::connect(endpoint, addr, tls.clone()).await {
+            Ok(conn) => {
+                let answer = transport::call(&conn, &request).await;
+                conn.close(0u32.into(), b"joined");
+                answer
+            }
+            Err(e) => Err(e),
+        };
+        match answer {
+            Err(e) if e.is_transient() && attempt < JOIN_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, retry_in = ?backoff, "join attempt failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
     match response? {
         Response::Joined(b) => {
             let identity = Identity {

@@ -215,3 +215,46 @@ async fn a_certificate_is_renewed_before_it_expires() {
     let by_new_cert = o.cluster.membership.identify(&certs::fingerprint(&now.cert_der)).await;
     assert_eq!(by_new_cert.map(|n| n.id), Some(first.node_id));
 }
+
+#[tokio::test]
+async fn a_retried_join_with_the_same_key_gets_the_same_node() {
+    let o = orchestrator(Duration::from_secs(3600)).await;
+    let endpoint = client_endpoint();
+    let t = token(&o, 1, Duration::from_secs(60)).await;
+    let key = certs::NodeKey::generate().unwrap();
+    let join = Request::Join { token: t.clone(), public_key: key.public_raw(), capabilities: caps("w") };
+    let pin = o.cluster.ca_fingerprint();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let conn =
+            transport::connect(&endpoint, o.endpoint.local_addr().unwrap(), certs::join_client_config(&pin).unwrap())
+                .await
+                .unwrap();
+        answers.push(transport::call(&conn, &join).await.unwrap());
+    }
+    let ids: Vec<String> = answers
+        .into_iter()
+        .map(|a| match a {
+            Response::Joined(b) => b.node_id,
+            other => panic!("expected a join, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, vec!["node-1".to_owned(), "node-1".to_owned()], "the retry answers with the same node");
+    let tokens = o.cluster.membership.tokens().await.unwrap();
+    assert_eq!(tokens[0].uses, 1, "the retry does not use the token again");
+    assert_eq!(o.cluster.membership.nodes().await.unwrap().len(), 1);
+    // Another key with the used-up token is still refused.
+    let other = Request::Join {
+        token: t,
+        public_key: certs::NodeKey::generate().unwrap().public_raw(),
+        capabilities: caps("x"),
+    };
+    let conn =
+        transport::connect(&endpoint, o.endpoint.local_addr().unwrap(), certs::join_client_config(&pin).unwrap())
+            .await
+            .unwrap();
+    match transport::call(&conn, &other).await.unwrap() {
+        Response::Refused { code, .. } => assert_eq!(code, "TOKEN_USED_UP"),
+        other => panic!("expected refusal, got {other:?}"),
+    }
+}

@@ -153,8 +153,12 @@ pub struct Node {
     /// Drain was asked for; a draining node that drops off comes back DRAINING.
     pub draining: bool,
     pub capabilities: Capabilities,
-    /// Labels from the bootstrap token the node joined with.
+    /// The bootstrap token the node joined with, and its labels.
+    pub token_id: String,
     pub token_labels: BTreeMap<String, String>,
+    /// SHA-256 of the public key the node joined with: a retried join (same token,
+    /// same key) finds this node again instead of creating another.
+    pub key_sha256: String,
     pub certs: Vec<NodeCert>,
     pub config_version: u64,
     pub config: NodeConfig,
@@ -184,6 +188,7 @@ pub enum NodeEvent {
     Joined {
         capabilities: Capabilities,
         token_id: String,
+        key_sha256: String,
         token_labels: BTreeMap<String, String>,
         cert: NodeCert,
         config: NodeConfig,
@@ -238,6 +243,7 @@ pub enum NodeCommand {
     Join {
         capabilities: Capabilities,
         token_id: String,
+        key_sha256: String,
         token_labels: BTreeMap<String, String>,
         cert: NodeCert,
         config: NodeConfig,
@@ -289,11 +295,12 @@ pub fn decide(node: Option<&Node>, command: &NodeCommand) -> Result<Vec<NodeEven
     use NodeEvent as E;
     let Some(node) = node else {
         return match command {
-            C::Join { capabilities, token_id, token_labels, cert, config } => {
+            C::Join { capabilities, token_id, key_sha256, token_labels, cert, config } => {
                 config.validate().map_err(NodeError::InvalidConfig)?;
                 Ok(vec![E::Joined {
                     capabilities: capabilities.clone(),
                     token_id: token_id.clone(),
+                    key_sha256: key_sha256.clone(),
                     token_labels: token_labels.clone(),
                     cert: cert.clone(),
                     config: config.clone(),
@@ -356,13 +363,15 @@ pub fn decide(node: Option<&Node>, command: &NodeCommand) -> Result<Vec<NodeEven
 /// The node after `event`, at time `now_ms`.
 pub fn apply(node: Option<Node>, id: &str, now_ms: i64, event: &NodeEvent) -> Option<Node> {
     use NodeEvent as E;
-    if let E::Joined { capabilities, token_id: _, token_labels, cert, config } = event {
+    if let E::Joined { capabilities, token_id, key_sha256, token_labels, cert, config } = event {
         return Some(Node {
             id: id.to_owned(),
             state: NodeState::Joining,
             draining: false,
             capabilities: capabilities.clone(),
+            token_id: token_id.clone(),
             token_labels: token_labels.clone(),
+            key_sha256: key_sha256.clone(),
             certs: vec![cert.clone()],
             config_version: 1,
             config: config.clone(),

@@ -12,6 +12,7 @@ fn joined() -> Node {
     let join = NodeCommand::Join {
         capabilities: caps("w1"),
         token_id: "t".into(),
+        key_sha256: "k".into(),
         token_labels: BTreeMap::new(),
         cert: cert(1),
         config: NodeConfig::default(),
@@ -140,6 +141,7 @@ fn only_a_join_creates_a_node_and_only_once() {
     let join = NodeCommand::Join {
         capabilities: caps("w1"),
         token_id: "t".into(),
+        key_sha256: "k".into(),
         token_labels: BTreeMap::new(),
         cert: cert(1),
         config: NodeConfig::default(),

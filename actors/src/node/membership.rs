@@ -341,6 +341,7 @@ enum RegistryMsg {
     },
     Join {
         token_id: String,
+        key_sha256: String,
         capabilities: Capabilities,
         issue: IssueCert,
         reply: RpcReplyPort<Result<Joined, MembershipError>>,
@@ -370,6 +371,8 @@ struct RegistryState {
     nodes: BTreeMap<String, ActorRef<NodeMsg>>,
     by_actor: HashMap<ractor::ActorId, String>,
     by_cert: HashMap<String, String>,
+    /// (token id, key hash) → node, so a retried join finds its node.
+    by_key: HashMap<(String, String), String>,
     tokens: BTreeMap<String, (JoinToken, u64)>,
     next_node: u64,
 }
@@ -384,6 +387,7 @@ impl Actor for Registry {
             nodes: BTreeMap::new(),
             by_actor: HashMap::new(),
             by_cert: HashMap::new(),
+            by_key: HashMap::new(),
             tokens: BTreeMap::new(),
             next_node: 1,
         };
@@ -407,6 +411,7 @@ impl Actor for Registry {
             for cert in &node.certs {
                 st.by_cert.insert(cert.fingerprint.clone(), id.clone());
             }
+            st.by_key.insert((node.token_id.clone(), node.key_sha256.clone()), id.clone());
             self.spawn(&me, &mut st, id).await?;
         }
         report_states(&st);
@@ -429,8 +434,11 @@ impl Actor for Registry {
             RegistryMsg::RevokeToken { id, origin, reply } => {
                 let _ = reply.send(self.token_event(st, &id, TokenEvent::Revoked, &origin).await);
             }
-            RegistryMsg::Join { token_id, capabilities, issue, reply } => {
-                let result = self.join(&me, st, token_id, capabilities, issue).await;
+            RegistryMsg::Join { token_id, key_sha256, capabilities, issue, reply } => {
+                let result = match st.by_key.get(&(token_id.clone(), key_sha256.clone())).cloned() {
+                    Some(id) => self.rejoin(st, &id, issue).await,
+                    None => self.join(&me, st, token_id, key_sha256, capabilities, issue).await,
+                };
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, "join refused");
                 }
@@ -556,6 +564,7 @@ impl Registry {
         me: &ActorRef<RegistryMsg>,
         st: &mut RegistryState,
         token_id: String,
+        key_sha256: String,
         capabilities: Capabilities,
         issue: IssueCert,
     ) -> Result<Joined, MembershipError> {
@@ -567,9 +576,11 @@ impl Registry {
         let origin = Origin::system("node.join");
         self.token_event(st, &token_id, TokenEvent::Used { node_id: id.clone() }, &origin).await?;
         st.next_node += 1;
+        st.by_key.insert((token_id.clone(), key_sha256.clone()), id.clone());
         let command = NodeCommand::Join {
             capabilities,
             token_id,
+            key_sha256,
             token_labels,
             cert: cert.clone(),
             config: self.config.default_config.clone(),
@@ -595,6 +606,19 @@ impl Registry {
         self.spawn(me, st, id.clone()).await.map_err(|e| MembershipError::Storage(e.to_string()))?;
         let config_version = node.map_or(1, |n| n.config_version);
         Ok(Joined { node_id: id, cert_der, cert, config_version })
+    }
+}
+
+impl Registry {
+    /// The same token and key again: the first answer was lost on the way back.
+    /// The node gets a fresh certificate; no second node, no second use of the token.
+    async fn rejoin(&self, st: &mut RegistryState, id: &str, issue: IssueCert) -> Result<Joined, MembershipError> {
+        let node = st.handle(id).ok_or(NodeError::NotFound)?;
+        let (cert, cert_der) = issue(id).map_err(MembershipError::Certificate)?;
+        let n = node.command(NodeCommand::IssueCert { cert: cert.clone() }, Origin::system("node.join")).await?;
+        st.by_cert.insert(cert.fingerprint.clone(), id.to_owned());
+        tracing::info!(node = %id, "join retried; same node, new certificate");
+        Ok(Joined { node_id: id.to_owned(), cert_der, cert, config_version: n.config_version })
     }
 }
 
@@ -655,14 +679,16 @@ impl Membership {
         ractor::call!(self.registry, |reply| RegistryMsg::RevokeToken { id, origin, reply }).map_err(gone)?
     }
 
-    /// Admits a node with a token whose signature the caller has verified.
+    /// Admits a node with a token whose signature the caller has verified. The
+    /// same token with the same key (a retry) answers with the same node.
     pub async fn join(
         &self,
         token_id: String,
+        key_sha256: String,
         capabilities: Capabilities,
         issue: IssueCert,
     ) -> Result<Joined, MembershipError> {
-        ractor::call!(self.registry, |reply| RegistryMsg::Join { token_id, capabilities, issue, reply })
+        ractor::call!(self.registry, |reply| RegistryMsg::Join { token_id, key_sha256, capabilities, issue, reply })
             .map_err(gone)?
     }
 
