@@ -362,6 +362,7 @@ impl Worker {
     }
 
     async fn heartbeats(&self, conn: &Connection, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
+        let mut status = self.status.subscribe();
         loop {
             let interval = match self.store.applied_config() {
                 Ok(Some((_, c))) => c.heartbeat_interval_ms,
@@ -369,6 +370,8 @@ impl Worker {
             };
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(interval)) => {}
+                // A configuration was applied: its interval counts from now.
+                _ = status.changed() => continue,
                 _ = shutdown.changed() => return SessionEnd::Shutdown,
                 _ = conn.closed() => return SessionEnd::Broken(WorkerError::Protocol(format!("connection closed: {:?}", conn.close_reason()))),
             }

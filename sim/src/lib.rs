@@ -1,1 +1,400 @@
-pub fn x() {}
+//! Simulations of the cluster in turmoil: the real orchestrator and worker code,
+//! the real quinn + rustls stack, on turmoil's simulated UDP, with partitions,
+//! loss, jitter and crashes under the simulator's control and its clock.
+//!
+//! - [`SimUdp`] adapts turmoil's `UdpSocket` to quinn's `AsyncUdpSocket`.
+//! - [`Harness`] builds a simulation with one orchestrator and some workers, each
+//!   keeping its files in a real temp dir that survives crashes, and reads the
+//!   orchestrator's log to check invariants and build a trace of domain events.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use actors::node::membership::{history, load_nodes, load_tokens};
+use actors::node::{Capabilities, Membership, MembershipConfig, Node, NodeCommand, NodeConfig, Origin};
+use cluster::orchestrator::OrchestratorCluster;
+use cluster::worker::{self, Worker, WorkerStatus, WorkerStore};
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use storage::{Log, LogWriter, WriterHandle};
+use tokio::sync::mpsc;
+
+type ReadyFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+/// quinn's socket on turmoil's UDP: one datagram per transmit and per receive.
+pub struct SimUdp {
+    socket: Arc<turmoil::net::UdpSocket>,
+    local: SocketAddr,
+    /// The pending "readable" wait, kept across polls so its waker stays registered.
+    readable: Mutex<Option<ReadyFuture>>,
+}
+
+impl fmt::Debug for SimUdp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimUdp").field("local", &self.local).finish()
+    }
+}
+
+impl SimUdp {
+    /// Binds `0.0.0.0:port` on the current simulated host (0: an ephemeral port).
+    pub async fn bind(port: u16) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let socket = turmoil::net::UdpSocket::bind(("0.0.0.0", port)).await?;
+        let local = socket.local_addr()?;
+        Ok(Arc::new(SimUdp { socket: Arc::new(socket), local, readable: Mutex::new(None) }))
+    }
+}
+
+/// turmoil's UDP has no send backpressure: always writable.
+#[derive(Debug)]
+struct AlwaysWritable;
+
+impl UdpPoller for AlwaysWritable {
+    fn poll_writable(self: Pin<&mut Self>, _cx: &mut Context) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncUdpSocket for SimUdp {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(AlwaysWritable)
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.socket.try_send_to(transmit.contents, transmit.destination).map(|_| ())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [io::IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut readable = self.readable.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(wait) = readable.as_mut() {
+                match wait.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => {
+                        *readable = None;
+                        result?;
+                    }
+                }
+            }
+            let (Some(buf), Some(slot)) = (bufs.first_mut(), meta.first_mut()) else { return Poll::Ready(Ok(0)) };
+            match self.socket.try_recv_from(buf) {
+                Ok((len, from)) => {
+                    *slot = RecvMeta { addr: from, len, stride: len, ecn: None, dst_ip: None };
+                    return Poll::Ready(Ok(1));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let socket = self.socket.clone();
+                    *readable = Some(Box::pin(async move { socket.readable().await }));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// The QUIC port of the simulated orchestrator.
+pub const CLUSTER_PORT: u16 = 7443;
+/// Name of the orchestrator host.
+pub const ORCHESTRATOR: &str = "orchestrator";
+
+/// Commands the test sends to the orchestrator host (they run on its runtime).
+enum Control {
+    SetConfig { node: String, config: NodeConfig },
+}
+
+/// What hosts share with the test: the orchestrator's log (to read), its control
+/// channel, the bootstrap token, and each worker's status and join count.
+#[derive(Default)]
+struct Shared {
+    log: Mutex<Option<Log>>,
+    control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
+    token: Mutex<Option<String>>,
+    workers: Mutex<BTreeMap<String, WorkerStatus>>,
+    joins: Mutex<BTreeMap<String, u32>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Per-host quinn seed from the scenario seed, so runs repeat.
+fn quinn_seed(seed: u64, host: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+    for b in host.bytes() {
+        x = (x ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    for chunk in out.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// A simulation of one orchestrator and its workers.
+pub struct Harness {
+    pub sim: turmoil::Sim<'static>,
+    pub seed: u64,
+    shared: Arc<Shared>,
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+/// How a harness is set up.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub seed: u64,
+    /// Uses of the one bootstrap token the orchestrator creates.
+    pub token_uses: u32,
+    pub heartbeat_interval_ms: u64,
+    pub fail_rate: f64,
+    pub max_latency: Duration,
+}
+
+impl Setup {
+    /// A quiet network; the seed from `SIM_SEED` when set (to replay a failure).
+    pub fn new(default_seed: u64) -> Self {
+        let seed = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default_seed);
+        Setup {
+            seed,
+            token_uses: 2,
+            heartbeat_interval_ms: 1_000,
+            fail_rate: 0.0,
+            max_latency: Duration::from_millis(5),
+        }
+    }
+}
+
+impl Harness {
+    /// A simulation with an orchestrator host (not yet any workers).
+    pub fn new(setup: &Setup) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().to_owned();
+        let sim = turmoil::Builder::new()
+            .rng_seed(setup.seed)
+            .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+            .simulation_duration(Duration::from_secs(3_600))
+            .udp_capacity(4_096)
+            .fail_rate(setup.fail_rate)
+            .min_message_latency(Duration::from_millis(1))
+            .max_message_latency(setup.max_latency)
+            .build();
+        let mut h = Harness { sim, seed: setup.seed, shared: Arc::new(Shared::default()), _dir: dir, root };
+        h.orchestrator(setup);
+        h
+    }
+
+    fn orchestrator(&mut self, setup: &Setup) {
+        let shared = self.shared.clone();
+        let dir = self.root.join(ORCHESTRATOR);
+        let disk: Arc<Mutex<Option<WriterHandle>>> = Arc::default();
+        let (seed, uses) = (quinn_seed(setup.seed, ORCHESTRATOR), setup.token_uses);
+        let config = MembershipConfig {
+            default_config: NodeConfig { heartbeat_interval_ms: setup.heartbeat_interval_ms, ..NodeConfig::default() },
+            ..MembershipConfig::default()
+        };
+        self.sim.host(ORCHESTRATOR, move || {
+            let (shared, dir, disk, config) = (shared.clone(), dir.clone(), disk.clone(), config.clone());
+            async move {
+                // A restart after a crash: the previous life's log must be closed first.
+                drop(lock(&shared.log).take());
+                if let Some(previous) = lock(&disk).take() {
+                    previous.join();
+                }
+                std::fs::create_dir_all(&dir)?;
+                let log = Log::open(dir.join("log.redb"))?;
+                let (writer, handle) = LogWriter::start(&log)?;
+                *lock(&disk) = Some(handle);
+                let membership = Membership::start(log.clone(), writer, config).await?;
+                let ca = certs::open_or_create_ca(&dir.join("ca"), SystemTime::now())?;
+                let advertise = SocketAddr::new(turmoil::lookup(ORCHESTRATOR), CLUSTER_PORT).to_string();
+                let cluster = OrchestratorCluster::new(membership, Arc::new(ca), b"sim key".to_vec(), vec![advertise]);
+                let endpoint = cluster::transport::endpoint(
+                    SimUdp::bind(CLUSTER_PORT).await?,
+                    Some(cluster.server_tls()?),
+                    Some(seed),
+                )?;
+                let cluster = Arc::new(cluster);
+                if lock(&shared.token).is_none() {
+                    let ttl = Duration::from_secs(3_600);
+                    let (_, token) = cluster.create_token(BTreeMap::new(), uses, ttl, Origin::system("sim")).await?;
+                    *lock(&shared.token) = Some(token);
+                }
+                let (control, mut commands) = mpsc::unbounded_channel();
+                *lock(&shared.control) = Some(control);
+                *lock(&shared.log) = Some(log);
+                tokio::spawn(cluster.clone().serve(endpoint));
+                while let Some(command) = commands.recv().await {
+                    match command {
+                        Control::SetConfig { node, config } => {
+                            let set = NodeCommand::SetConfig { config };
+                            if let Err(e) = cluster.membership.command(&node, set, Origin::system("sim")).await {
+                                tracing::warn!(error = %e, "config change refused");
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+        });
+    }
+
+    /// Adds a worker host that joins with the shared token (once: its identity is
+    /// kept in its own dir across crashes) and then stays connected.
+    pub fn worker(&mut self, name: &str) {
+        let shared = self.shared.clone();
+        let dir = self.root.join(name);
+        let name = name.to_owned();
+        let seed = quinn_seed(self.seed, &name);
+        self.sim.host(name.clone(), move || {
+            let (shared, dir, name) = (shared.clone(), dir.clone(), name.clone());
+            async move {
+                let store = Arc::new(WorkerStore::open(&dir)?);
+                let endpoint = cluster::transport::endpoint(SimUdp::bind(0).await?, None, Some(seed))?;
+                let capabilities = Capabilities { hostname: name.clone(), cores: 2, ..Capabilities::default() };
+                if store.identity()?.is_none() {
+                    let token = loop {
+                        if let Some(t) = lock(&shared.token).clone() {
+                            break t;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    };
+                    *lock(&shared.joins).entry(name.clone()).or_default() += 1;
+                    worker::join(&store, &endpoint, &token, None, capabilities.clone()).await?;
+                }
+                let worker = Worker::new(store, endpoint, capabilities)?;
+                let mut status = worker.status();
+                let mirror = shared.clone();
+                let who = name.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let now = status.borrow_and_update().clone();
+                        lock(&mirror.workers).insert(who.clone(), now);
+                        if status.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let (_keep, never) = tokio::sync::watch::channel(false);
+                worker.run(never).await?;
+                Ok(())
+            }
+        });
+    }
+
+    /// Nodes as stored in the orchestrator's log (what a restart would recover).
+    pub fn nodes(&self) -> Vec<Node> {
+        lock(&self.shared.log).as_ref().map(|log| load_nodes(log).unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// A node by its worker's host name.
+    pub fn node(&self, host: &str) -> Option<Node> {
+        self.nodes().into_iter().find(|n| n.capabilities.hostname == host)
+    }
+
+    /// The worker's own view of itself.
+    pub fn worker_status(&self, host: &str) -> Option<WorkerStatus> {
+        lock(&self.shared.workers).get(host).cloned()
+    }
+
+    /// Times the worker asked to join (not counting transport retries inside a join).
+    pub fn join_calls(&self, host: &str) -> u32 {
+        lock(&self.shared.joins).get(host).copied().unwrap_or(0)
+    }
+
+    /// Uses recorded on the bootstrap token.
+    pub fn token_uses(&self) -> u32 {
+        let Some(log) = lock(&self.shared.log).clone() else { return 0 };
+        load_tokens(&log).map(|tokens| tokens.iter().map(|(t, _)| t.uses).sum()).unwrap_or(0)
+    }
+
+    /// Asks the orchestrator to change a node's configuration.
+    pub fn set_config(&self, node: &str, config: NodeConfig) {
+        if let Some(control) = lock(&self.shared.control).as_ref() {
+            let _ = control.send(Control::SetConfig { node: node.to_owned(), config });
+        }
+    }
+
+    /// Steps the simulation for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.sim.elapsed() + d;
+        while self.sim.elapsed() < until {
+            self.step();
+        }
+    }
+
+    /// Steps until `done` holds (checked every 50 simulated ms), at most `limit`.
+    pub fn run_until(&mut self, what: &str, limit: Duration, mut done: impl FnMut(&Self) -> bool) {
+        let until = self.sim.elapsed() + limit;
+        loop {
+            if done(self) {
+                return;
+            }
+            assert!(self.sim.elapsed() < until, "{what}: not reached within {limit:?} of simulated time");
+            self.run_for(Duration::from_millis(50));
+        }
+    }
+
+    fn step(&mut self) {
+        if let Err(e) = self.sim.step() {
+            panic!("simulation failed: {e}");
+        }
+    }
+
+    /// The domain events of every node, in order: `node-1 node.joined → JOINING`, …
+    pub fn trace(&self) -> Vec<String> {
+        let Some(log) = lock(&self.shared.log).clone() else { return Vec::new() };
+        let mut trace = Vec::new();
+        for node in load_nodes(&log).unwrap_or_default() {
+            for r in history(&log, &node.id).unwrap_or_default() {
+                trace.push(format!("{} {} → {}", node.id, r.kind, r.to_state.unwrap_or_default()));
+            }
+        }
+        trace
+    }
+}
+
+/// Prints the seed when a scenario fails, so it can be replayed with `SIM_SEED`.
+pub struct SeedOnFailure {
+    pub scenario: &'static str,
+    pub seed: u64,
+}
+
+impl Drop for SeedOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "\n*** simulation {} failed with seed {}; replay: SIM_SEED={} cargo test -p dispatch-sim {} ***\n",
+                self.scenario, self.seed, self.seed, self.scenario
+            );
+        }
+    }
+}
+
+/// Logs from the simulated hosts when `RUST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}

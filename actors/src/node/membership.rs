@@ -176,6 +176,42 @@ fn load_node(log: &Log, id: &str) -> Result<Option<(Node, u64)>, MembershipError
     Ok(node.map(|n| (n, seq)))
 }
 
+/// Every node as stored in the log (durable state, as it would be recovered).
+pub fn load_nodes(log: &Log) -> Result<Vec<Node>, MembershipError> {
+    let ids = log.index_scan(NODES, "", usize::MAX).map_err(|e| MembershipError::Storage(e.to_string()))?;
+    let mut nodes = Vec::new();
+    for (id, _) in ids {
+        if let Some((node, _)) = load_node(log, &id)? {
+            nodes.push(node);
+        }
+    }
+    Ok(nodes)
+}
+
+/// Every bootstrap token as stored, with its stream's last sequence number.
+pub fn load_tokens(log: &Log) -> Result<Vec<(JoinToken, u64)>, MembershipError> {
+    let storage = |e: &dyn std::fmt::Display| MembershipError::Storage(e.to_string());
+    let mut tokens = Vec::new();
+    for (id, _) in log.index_scan(TOKENS, "", usize::MAX).map_err(|e| storage(&e))? {
+        let mut token = None;
+        let mut seq = 0;
+        for r in log.read_stream(&token_stream(&id), 0).map_err(|e| storage(&e))? {
+            let event: TokenEvent = serde_json::from_slice(&r.payload).map_err(|e| storage(&e))?;
+            token = token::apply(token, &id, r.time_ms, &event);
+            seq = r.seq;
+        }
+        if let Some(t) = token {
+            tokens.push((t, seq));
+        }
+    }
+    Ok(tokens)
+}
+
+/// A node's stored events, oldest first.
+pub fn history(log: &Log, id: &str) -> Result<Vec<storage::EventRecord>, MembershipError> {
+    log.read_stream(&node_stream(id), 0).map_err(|e| MembershipError::Storage(e.to_string()))
+}
+
 impl Actor for NodeActor {
     type Msg = NodeMsg;
     type State = NodeActorState;
@@ -391,17 +427,8 @@ impl Actor for Registry {
             tokens: BTreeMap::new(),
             next_node: 1,
         };
-        for (id, _) in self.log.index_scan(TOKENS, "", usize::MAX)? {
-            let mut token = None;
-            let mut seq = 0;
-            for r in self.log.read_stream(&token_stream(&id), 0)? {
-                let event: TokenEvent = serde_json::from_slice(&r.payload)?;
-                token = token::apply(token, &id, r.time_ms, &event);
-                seq = r.seq;
-            }
-            if let Some(t) = token {
-                st.tokens.insert(id, (t, seq));
-            }
+        for (token, seq) in load_tokens(&self.log)? {
+            st.tokens.insert(token.id.clone(), (token, seq));
         }
         for (id, _) in self.log.index_scan(NODES, "", usize::MAX)? {
             let Some((node, _)) = load_node(&self.log, &id)? else { continue };
