@@ -144,6 +144,11 @@ impl WorkerStore {
         Ok(())
     }
 
+    /// Writes handed to the store's writer and not yet answered (see [`LogWriter::in_flight`]).
+    pub fn in_flight(&self) -> Option<Arc<std::sync::atomic::AtomicUsize>> {
+        self.writer.as_ref().map(LogWriter::in_flight)
+    }
+
     /// The identity stored by the join, if this worker has joined.
     pub fn identity(&self) -> Result<Option<Identity>, WorkerError> {
         self.latest(IDENTITY)

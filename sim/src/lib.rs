@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -127,6 +128,8 @@ struct Shared {
     token: Mutex<Option<String>>,
     workers: Mutex<BTreeMap<String, WorkerStatus>>,
     joins: Mutex<BTreeMap<String, u32>>,
+    /// Each host's count of writes its log writer thread has not answered yet.
+    writes: Mutex<BTreeMap<String, Arc<AtomicUsize>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -223,6 +226,7 @@ impl Harness {
                 let log = Log::open(dir.join("log.redb"))?;
                 let (writer, handle) = LogWriter::start(&log)?;
                 *lock(&disk) = Some(handle);
+                lock(&shared.writes).insert(ORCHESTRATOR.into(), writer.in_flight());
                 let membership = Membership::start(log.clone(), writer, config).await?;
                 let ca = certs::open_or_create_ca(&dir.join("ca"), SystemTime::now())?;
                 let advertise = SocketAddr::new(turmoil::lookup(ORCHESTRATOR), CLUSTER_PORT).to_string();
@@ -268,6 +272,9 @@ impl Harness {
             let (shared, dir, name) = (shared.clone(), dir.clone(), name.clone());
             async move {
                 let store = Arc::new(WorkerStore::open(&dir)?);
+                if let Some(writes) = store.in_flight() {
+                    lock(&shared.writes).insert(name.clone(), writes);
+                }
                 let endpoint = cluster::transport::endpoint(SimUdp::bind(0).await?, None, Some(seed))?;
                 let capabilities = Capabilities { hostname: name.clone(), cores: 2, ..Capabilities::default() };
                 if store.identity()?.is_none() {
@@ -353,7 +360,15 @@ impl Harness {
         }
     }
 
+    /// One tick. Durable writes happen outside the simulation (a real file, a real
+    /// fsync on a real thread); the clock waits for them, so they take no simulated
+    /// time and runs repeat whatever the machine's load.
     fn step(&mut self) {
+        let started = std::time::Instant::now();
+        while lock(&self.shared.writes).values().any(|w| w.load(Ordering::SeqCst) > 0) {
+            assert!(started.elapsed() < Duration::from_secs(60), "a log write has not finished in 60 s");
+            std::thread::yield_now();
+        }
         if let Err(e) = self.sim.step() {
             panic!("simulation failed: {e}");
         }

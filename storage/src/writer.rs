@@ -2,6 +2,8 @@
 //! idempotency records. Every commit is fsynced before any caller hears back.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -135,6 +137,7 @@ enum Job {
 #[derive(Clone)]
 pub struct LogWriter {
     tx: mpsc::Sender<Job>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// Owns the writer thread; dropping every [`LogWriter`] and then calling
@@ -157,14 +160,21 @@ impl LogWriter {
     pub fn start(log: &Log) -> Result<(LogWriter, WriterHandle), StorageError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let log = log.clone();
-        let thread = std::thread::Builder::new().name("dispatch-log-writer".into()).spawn(move || run(log, rx))?;
-        Ok((LogWriter { tx }, WriterHandle { thread: Some(thread) }))
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let done = in_flight.clone();
+        let thread =
+            std::thread::Builder::new().name("dispatch-log-writer".into()).spawn(move || run(log, rx, &done))?;
+        Ok((LogWriter { tx, in_flight }, WriterHandle { thread: Some(thread) }))
     }
 
     /// Appends atomically and returns once the commit holding it is fsynced.
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::Append { append: Box::new(append), reply }).await.map_err(|_| AppendError::WriterGone)?;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(Job::Append { append: Box::new(append), reply }).await.is_err() {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(AppendError::WriterGone);
+        }
         rx.await.map_err(|_| AppendError::WriterGone)?
     }
 
@@ -177,13 +187,19 @@ impl LogWriter {
         rx.await.map_err(|_| AppendError::WriterGone)?
     }
 
+    /// Appends handed to the writer thread and not yet answered by it. A simulation
+    /// waits for zero before advancing its clock, so an fsync takes no simulated time.
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
+    }
+
     /// True while the writer thread is running.
     pub fn is_running(&self) -> bool {
         !self.tx.is_closed()
     }
 }
 
-fn run(log: Log, mut rx: mpsc::Receiver<Job>) {
+fn run(log: Log, mut rx: mpsc::Receiver<Job>, in_flight: &AtomicUsize) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -203,7 +219,9 @@ fn run(log: Log, mut rx: mpsc::Receiver<Job>) {
             }
         }
         if !appends.is_empty() {
+            let answered = appends.len();
             commit_batch(&log, appends, replies);
+            in_flight.fetch_sub(answered, Ordering::SeqCst);
         }
         for (before_ms, reply) in purges {
             let _ = reply.send(purge_idempotency(&log, before_ms).map_err(|e| AppendError::Storage(e.to_string())));
