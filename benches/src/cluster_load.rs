@@ -97,17 +97,20 @@ async fn join(
     }
 }
 
-/// One simulated node: hello, answer pushes, heartbeat until `until`.
-async fn run_node(
+/// What every simulated node shares in the heartbeat phase.
+#[derive(Clone)]
+struct Phase {
     endpoint: quinn::Endpoint,
     addr: SocketAddr,
-    joined: Joined,
-    n: usize,
     every: Duration,
     until: Instant,
     rtts: Arc<Mutex<Vec<f64>>>,
     failures: Arc<AtomicU64>,
-) -> anyhow::Result<()> {
+}
+
+/// One simulated node: hello, answer pushes, heartbeat until the phase ends.
+async fn run_node(phase: Phase, joined: Joined, n: usize) -> anyhow::Result<()> {
+    let Phase { endpoint, addr, every, until, rtts, failures } = phase;
     // Spread connections and first beats over one interval: steady load, not a burst.
     tokio::time::sleep(every.mul_f64((n % 1000) as f64 / 1000.0)).await;
     let tls = certs::node_client_config(&joined.ca, &joined.cert, &joined.key)?;
@@ -193,11 +196,13 @@ async fn main() -> anyhow::Result<()> {
     let rtts = Arc::new(Mutex::new(Vec::new()));
     let failures = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + phase;
+    let shared =
+        Phase { endpoint: endpoint.clone(), addr, every, until, rtts: rtts.clone(), failures: failures.clone() };
     let cpu_before = args.pid.map(cpu_seconds).transpose()?;
     let phase_started = Instant::now();
     let mut tasks = Vec::new();
     for (i, j) in joined.into_iter().enumerate() {
-        tasks.push(tokio::spawn(run_node(endpoint.clone(), addr, j, i, every, until, rtts.clone(), failures.clone())));
+        tasks.push(tokio::spawn(run_node(shared.clone(), j, i)));
     }
     let mut node_errors = 0;
     for t in tasks {

@@ -42,16 +42,6 @@ impl NodeState {
             NodeState::Removed => "REMOVED",
         }
     }
-
-    /// Every state, for metrics that report a gauge per state.
-    pub const ALL: [NodeState; 6] = [
-        NodeState::Joining,
-        NodeState::Active,
-        NodeState::Draining,
-        NodeState::Unreachable,
-        NodeState::Lost,
-        NodeState::Removed,
-    ];
 }
 
 /// What a node reports about itself at join and whenever it changes.

@@ -136,7 +136,7 @@ pub type DesiredConfig = (u64, NodeConfig);
 
 enum NodeMsg {
     Command {
-        command: NodeCommand,
+        command: Box<NodeCommand>,
         origin: Origin,
         reply: RpcReplyPort<Result<Node, MembershipError>>,
     },
@@ -250,7 +250,7 @@ impl Actor for NodeActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             NodeMsg::Command { command, origin, reply } => {
-                if matches!(command, NodeCommand::Connect { .. }) {
+                if matches!(*command, NodeCommand::Connect { .. }) {
                     st.last_seen = Some(Instant::now());
                 }
                 let result = self.run(st, &command, &origin).await;
@@ -738,14 +738,6 @@ impl Membership {
         for h in handles {
             views.push(h.view().await?);
         }
-        let mut by_state: HashMap<NodeState, usize> = HashMap::new();
-        for v in &views {
-            *by_state.entry(v.node.state).or_default() += 1;
-        }
-        for state in NodeState::ALL {
-            metrics::gauge!("dispatch_nodes", "state" => state.as_str())
-                .set(by_state.get(&state).copied().unwrap_or(0) as f64);
-        }
         Ok(views)
     }
 
@@ -767,7 +759,8 @@ impl Membership {
 impl NodeHandle {
     /// Runs a command on this node.
     pub async fn command(&self, command: NodeCommand, origin: Origin) -> Result<Node, MembershipError> {
-        ractor::call!(self.actor, |reply| NodeMsg::Command { command, origin, reply }).map_err(gone)?
+        ractor::call!(self.actor, |reply| NodeMsg::Command { command: Box::new(command), origin, reply })
+            .map_err(gone)?
     }
 
     /// The node opened an authenticated connection with these capabilities; returns
