@@ -666,7 +666,11 @@ fn node_line(n: &Value) -> String {
         n["state"].as_str().unwrap_or("?"),
         n["capabilities"]["hostname"].as_str().unwrap_or("?"),
         n["config_version"],
-        if ack.is_null() { "none".to_owned() } else { format!("v{} {}", ack["version"], ack["outcome"]) },
+        match ack["outcome"].as_str() {
+            _ if ack.is_null() => "none".to_owned(),
+            Some(outcome) => format!("v{} {outcome}", ack["version"]),
+            None => format!("v{} failed: {}", ack["version"], ack["outcome"]["failed"]["error"]),
+        },
         n["capabilities"]["cores"],
         n["capabilities"]["docker_version"].as_str().unwrap_or("none"),
     )
