@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -281,28 +281,12 @@ async fn an_orchestrator_and_two_workers_join_run_config_and_are_scraped_by_prom
 /// Runs Debian's Prometheus against the members' `/metrics` until every target is
 /// `up == 1`, and checks each exposition with `promtool check metrics`.
 async fn scrape_with_prometheus(dir: &Path, members: &[&str]) {
-    let have =
-        |bin: &str| Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    if !have("prometheus") || !have("promtool") {
-        assert!(std::env::var_os("CI").is_none(), "prometheus must be installed in CI (.ci/run installs it)");
-        eprintln!(
-            "\n!!! prometheus/promtool not installed: SKIPPING the real scrape (apt-get install prometheus) !!!\n"
-        );
+    if !support::have_prometheus_tool("prometheus") || !support::have_prometheus_tool("promtool") {
         return;
     }
     for m in members {
         let text = reqwest::get(format!("{m}/metrics")).await.unwrap().text().await.unwrap();
-        let mut check = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        let out = check.wait_with_output().unwrap();
-        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics for {m}:\n{report}");
+        support::promtool_check(&text, m);
     }
     let targets: Vec<String> = members.iter().map(|m| format!("'{}'", m.trim_start_matches("http://"))).collect();
     let config = dir.join("prometheus.yml");

@@ -8,16 +8,19 @@ fn cert(n: u8) -> NodeCert {
     NodeCert { fingerprint: format!("{n:02x}"), not_after_ms: 1_000 }
 }
 
-fn joined() -> Node {
-    let join = NodeCommand::Join {
+fn join() -> NodeCommand {
+    NodeCommand::Join {
         capabilities: caps("w1"),
         token_id: "t".into(),
         key_sha256: "k".into(),
         token_labels: BTreeMap::new(),
         cert: cert(1),
         config: NodeConfig::default(),
-    };
-    run(None, &[join]).expect("join")
+    }
+}
+
+fn joined() -> Node {
+    run(None, &[join()]).expect("join")
 }
 
 /// Decides and applies each command in turn.
@@ -138,15 +141,7 @@ fn invalid_configs_are_refused_with_the_reason() {
 #[test]
 fn only_a_join_creates_a_node_and_only_once() {
     assert_eq!(decide(None, &NodeCommand::Drain), Err(NodeError::NotFound));
-    let join = NodeCommand::Join {
-        capabilities: caps("w1"),
-        token_id: "t".into(),
-        key_sha256: "k".into(),
-        token_labels: BTreeMap::new(),
-        cert: cert(1),
-        config: NodeConfig::default(),
-    };
-    assert_eq!(decide(Some(&joined()), &join), Err(NodeError::AlreadyJoined));
+    assert_eq!(decide(Some(&joined()), &join()), Err(NodeError::AlreadyJoined));
 }
 
 #[test]

@@ -223,3 +223,30 @@ pub async fn dispatched_ticket(s: &Server, crew: &Crew) -> String {
     }
     id
 }
+
+/// Whether `bin` (from Debian's prometheus package) is installed. CI must have it;
+/// elsewhere its absence is said loudly and the caller skips that part.
+pub fn have_prometheus_tool(bin: &str) -> bool {
+    let found = Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{bin} must be installed in CI (.ci/run installs prometheus)");
+        eprintln!("\n!!! {bin} not installed: SKIPPING what needs it (apt-get install prometheus) !!!\n");
+    }
+    found
+}
+
+/// `promtool check metrics` on an exposition; fails the test with promtool's report.
+pub fn promtool_check(text: &str, what: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics for {what}:\n{report}");
+}
