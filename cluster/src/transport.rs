@@ -43,9 +43,7 @@ pub fn udp_socket(addr: SocketAddr) -> Result<Arc<dyn AsyncUdpSocket>, Transport
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(
-        IDLE_TIMEOUT.try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(10_000))),
-    ));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(IDLE_TIMEOUT.as_millis() as u32))));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     Arc::new(t)
 }
