@@ -5,5 +5,6 @@
 pub mod node;
 pub mod policy;
 pub mod session;
+pub mod task;
 pub mod ticket;
 pub mod user;

@@ -1,0 +1,86 @@
+//! A job: one attempt of a task, as sent to a worker, and what running it produced.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How much network a job gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkPolicy {
+    /// No network at all (the default).
+    #[default]
+    None,
+    /// An internal network with no route out.
+    Restricted,
+}
+
+impl NetworkPolicy {
+    /// The name used in node configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkPolicy::None => "none",
+            NetworkPolicy::Restricted => "restricted",
+        }
+    }
+}
+
+/// Everything a worker needs to run one attempt, and nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// `<task id>/<attempt>`: the key of the worker's stored result.
+    pub job_id: String,
+    pub task_id: String,
+    pub attempt: u32,
+    pub command: Vec<String>,
+    pub image: String,
+    pub network: NetworkPolicy,
+    pub memory_bytes: u64,
+    pub cpu_millis: u32,
+    pub pids: u32,
+    pub timeout_ms: u64,
+    pub env: BTreeMap<String, String>,
+    /// Files written into the job's workspace before it starts (relative paths).
+    pub files: BTreeMap<String, String>,
+    /// Most bytes of stdout (and of stderr) kept.
+    pub output_cap: usize,
+}
+
+/// What running a job produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobResult {
+    /// The process's exit code; `None` when it never ran (see `error`).
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// Killed by the kernel for using more memory than its limit.
+    pub oom_killed: bool,
+    /// Killed for running past its timeout.
+    pub timed_out: bool,
+    /// Stopped because the task was cancelled.
+    pub cancelled: bool,
+    /// The sandbox could not run it (no engine, no image, bad spec).
+    pub error: Option<String>,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+}
+
+impl JobResult {
+    /// Ran to completion with exit code 0.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out && !self.oom_killed && !self.cancelled && self.error.is_none()
+    }
+}
+
+/// Env names a task may not set: the job's own context.
+pub const RESERVED_ENV: [&str; 3] = ["DISPATCH_TASK_ID", "DISPATCH_JOB_ID", "DISPATCH_WORKSPACE"];
+
+/// Checks a workspace file path: relative, no `..`, no empty parts.
+pub fn valid_workspace_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path.len() <= 255
+        && path.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+}
