@@ -1,5 +1,7 @@
 //! Tasks: work run as sandboxed jobs on worker nodes.
 
 mod job;
+pub mod lifecycle;
 
 pub use job::{JobResult, JobSpec, NetworkPolicy, RESERVED_ENV, valid_workspace_path};
+pub use lifecycle::{Attempt, AttemptOutcome, Task, TaskCommand, TaskError, TaskEvent, TaskSpec, TaskState};
