@@ -132,6 +132,7 @@ const OPEN: &[TicketState] = &[
     S::Invoiced,
 ];
 const ANY_ROLE: &[Role] = &Role::ALL;
+const TASK_ROLES: &[Role] = &[Operator, Admin, Agent];
 
 /// The closed catalogue. A tool not listed here does not exist.
 pub const TOOLS: &[ToolSpec] = &[
@@ -308,6 +309,11 @@ pub const TOOLS: &[ToolSpec] = &[
         true,
         "Set a node's configuration (new version)",
     ),
+    t("task.create", "POST", "/v1/tasks", TASK_ROLES, &[], true, "Run a command as a sandboxed job on a worker"),
+    t("task.list", "GET", "/v1/tasks", TASK_ROLES, &[], false, "List tasks by state"),
+    t("task.get", "GET", "/v1/tasks/{id}", TASK_ROLES, &[], false, "Read a task and its attempts"),
+    t("task.result", "GET", "/v1/tasks/{id}/result", TASK_ROLES, &[], false, "A finished task's output and exit code"),
+    t("task.cancel", "POST", "/v1/tasks/{id}/cancel", TASK_ROLES, &[], true, "Cancel a task (kills a running job)"),
     t("auth.me", "GET", "/v1/me", ANY_ROLE, &[], false, "Who the server thinks the caller is"),
     t("tools.list", "GET", "/v1/tools", ANY_ROLE, &[], false, "The tools this caller may use"),
 ];

@@ -135,7 +135,7 @@ async fn run_node(phase: Phase, joined: Joined, n: usize) -> anyhow::Result<()> 
     while Instant::now() < until {
         ticker.tick().await;
         let t = Instant::now();
-        match transport::call(&conn, &Request::Heartbeat).await {
+        match transport::call(&conn, &Request::Heartbeat { running: vec![] }).await {
             Ok(Response::HeartbeatOk) => mine.push(t.elapsed().as_secs_f64() * 1e3),
             _ => {
                 failures.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,8 @@
 //! - [`orchestrator`]: accepts joins and authenticated node connections.
 //! - [`worker`]: joins once, keeps its identity on disk, stays connected.
 
+pub mod dispatch;
+pub mod jobs;
 pub mod orchestrator;
 pub mod proto;
 pub mod token;

@@ -3,8 +3,8 @@
 //! the certificate is the identity, and pushes each node its configuration.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actors::node::{
@@ -15,6 +15,7 @@ use certs::ClusterCa;
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::watch;
 
+use crate::dispatch::{Dispatcher, Links};
 use crate::proto::{Bootstrap, Push, PushReply, Request, Response, codes};
 use crate::token::{self, TokenClaims, TokenError};
 use crate::transport::{REQUEST_TIMEOUT, TransportError};
@@ -36,12 +37,28 @@ pub struct OrchestratorCluster {
     /// QUIC addresses written into tokens.
     advertise: Vec<String>,
     node_cert_lifetime: Duration,
+    /// Each node's live connection, for pushing jobs.
+    pub links: Arc<Links>,
+    dispatcher: OnceLock<Dispatcher>,
 }
 
 impl OrchestratorCluster {
     /// `token_key` signs bootstrap tokens; `advertise` is where workers should dial.
     pub fn new(membership: Membership, ca: Arc<ClusterCa>, token_key: Vec<u8>, advertise: Vec<String>) -> Self {
-        OrchestratorCluster { membership, ca, token_key, advertise, node_cert_lifetime: NODE_CERT_LIFETIME }
+        OrchestratorCluster {
+            membership,
+            ca,
+            token_key,
+            advertise,
+            node_cert_lifetime: NODE_CERT_LIFETIME,
+            links: Arc::default(),
+            dispatcher: OnceLock::new(),
+        }
+    }
+
+    /// Routes job results and running-job lists from nodes to `dispatcher` (once).
+    pub fn attach_dispatcher(&self, dispatcher: Dispatcher) {
+        let _ = self.dispatcher.set(dispatcher);
     }
 
     /// Shorter-lived node certificates (tests of renewal).
@@ -163,6 +180,7 @@ impl OrchestratorCluster {
             let (this, conn, node, pushing) = (self.clone(), conn.clone(), node.clone(), pushing.clone());
             tokio::spawn(async move { this.node_request(conn, node, send, recv, pushing).await });
         }
+        self.links.closed(&node.id, &conn);
     }
 
     async fn node_request(
@@ -185,6 +203,7 @@ impl OrchestratorCluster {
         let response = match request {
             Request::Hello { capabilities } => match node.connect(capabilities).await {
                 Ok(desired) => {
+                    self.links.set(&node.id, conn.clone());
                     if !pushing.swap(true, Ordering::SeqCst) {
                         tokio::spawn(push_config(conn.clone(), node.clone(), desired.clone()));
                     }
@@ -193,9 +212,21 @@ impl OrchestratorCluster {
                 }
                 Err(e) => node_refusal(&e),
             },
-            Request::Heartbeat => match node.heartbeat().await {
-                Ok(()) => Response::HeartbeatOk,
+            Request::Heartbeat { running } => match node.heartbeat().await {
+                Ok(()) => {
+                    if let Some(d) = self.dispatcher.get() {
+                        d.running(&node.id, running);
+                    }
+                    Response::HeartbeatOk
+                }
                 Err(e) => node_refusal(&e),
+            },
+            Request::JobFinished { job_id, result } => match self.dispatcher.get() {
+                Some(d) => match d.finished(job_id, result).await {
+                    Ok(()) => Response::Recorded,
+                    Err(e) => refused(codes::UNAVAILABLE, &e.to_string()),
+                },
+                None => refused(codes::UNAVAILABLE, "this orchestrator does not run tasks"),
             },
             Request::RenewCert { public_key } => self.renew(&node, &public_key).await,
             Request::Ping { sent_ns } => Response::Pong { sent_ns },
@@ -272,8 +303,10 @@ async fn push_once(
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| wire::WireError::Stream(e.to_string()))?;
         wire::write(&mut send, &Push::ApplyConfig { version, config }).await?;
         send.finish().map_err(|e| wire::WireError::Stream(e.to_string()))?;
-        let PushReply::ConfigAck(ack) = wire::read::<PushReply>(&mut recv).await?;
-        Ok::<_, TransportError>(ack)
+        match wire::read::<PushReply>(&mut recv).await? {
+            PushReply::ConfigAck(ack) => Ok::<_, TransportError>(ack),
+            other => Err(wire::WireError::Decode(format!("expected a configuration answer, got {other:?}")).into()),
+        }
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.map_err(|_| TransportError::Timeout(REQUEST_TIMEOUT))?
 }

@@ -3,30 +3,24 @@
 //! configuration ([`Push`] → [`PushReply`]).
 
 use actors::node::{Capabilities, ConfigAck, NodeConfig};
+use actors::task::{JobResult, JobSpec};
 use serde::{Deserialize, Serialize};
 
 /// Worker → orchestrator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// The only request allowed without a client certificate.
-    Join {
-        token: String,
-        public_key: Vec<u8>,
-        capabilities: Capabilities,
-    },
+    Join { token: String, public_key: Vec<u8>, capabilities: Capabilities },
     /// First request on an authenticated connection.
-    Hello {
-        capabilities: Capabilities,
-    },
-    Heartbeat,
+    Hello { capabilities: Capabilities },
+    /// Alive, running these jobs (their leases are extended).
+    Heartbeat { running: Vec<String> },
+    /// A job ended; sent until acknowledged (the result is on the worker's disk first).
+    JobFinished { job_id: String, result: JobResult },
     /// A certificate for a new key before the current one expires.
-    RenewCert {
-        public_key: Vec<u8>,
-    },
+    RenewCert { public_key: Vec<u8> },
     /// Round-trip probe.
-    Ping {
-        sent_ns: u64,
-    },
+    Ping { sent_ns: u64 },
 }
 
 impl Request {
@@ -35,7 +29,8 @@ impl Request {
         match self {
             Request::Join { .. } => "join",
             Request::Hello { .. } => "hello",
-            Request::Heartbeat => "heartbeat",
+            Request::Heartbeat { .. } => "heartbeat",
+            Request::JobFinished { .. } => "job_finished",
             Request::RenewCert { .. } => "renew_cert",
             Request::Ping { .. } => "ping",
         }
@@ -51,6 +46,8 @@ pub enum Response {
         config_version: u64,
     },
     HeartbeatOk,
+    /// The job result was recorded.
+    Recorded,
     Renewed {
         cert_der: Vec<u8>,
         not_after_ms: i64,
@@ -79,13 +76,37 @@ pub struct Bootstrap {
 /// Orchestrator → worker, unsolicited.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Push {
-    ApplyConfig { version: u64, config: NodeConfig },
+    ApplyConfig {
+        version: u64,
+        config: NodeConfig,
+    },
+    /// Run this job; the worker must stop it if it cannot renew the lease for `lease_ms`.
+    RunJob {
+        job: JobSpec,
+        lease_ms: u64,
+    },
+    CancelJob {
+        job_id: String,
+    },
 }
 
 /// Worker → orchestrator, answering a [`Push`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PushReply {
     ConfigAck(ConfigAck),
+    Job(JobAnswer),
+}
+
+/// How a worker answers a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum JobAnswer {
+    /// Started (or already running: a redelivery).
+    Accepted,
+    /// Ran before: the stored result, not a second run.
+    AlreadyFinished(JobResult),
+    Refused(String),
+    /// A cancel for a job this worker does not run.
+    Unknown,
 }
 
 /// Stable refusal codes.

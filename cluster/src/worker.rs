@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actors::node::{Capabilities, ConfigAck, ConfigOutcome, NodeConfig};
+use actors::task::JobResult;
 use certs::NodeKey;
 use quinn::{Connection, Endpoint};
 use serde::{Deserialize, Serialize};
-use storage::{Append, Log, LogWriter, NewEvent, WriterHandle};
+use storage::{Append, IndexOp, Log, LogWriter, NewEvent, WriterHandle};
 use tokio::sync::watch;
 
+use crate::jobs::{Executor, Jobs};
 use crate::proto::{Push, PushReply, Request, Response, codes};
 use crate::token::{self, TokenError};
 use crate::transport::{self, TransportError};
@@ -22,6 +24,8 @@ use crate::wire;
 
 const IDENTITY: &str = "worker/identity";
 const CONFIG: &str = "worker/config";
+/// Index of job results not yet recorded by the orchestrator.
+const UNREPORTED: &str = "unreported_results";
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// Join attempts before giving up on an unreachable orchestrator (about a minute).
@@ -124,6 +128,16 @@ impl WorkerStore {
     }
 
     async fn save(&self, stream: &str, kind: &str, value: &impl Serialize) -> Result<(), WorkerError> {
+        self.save_indexed(stream, kind, value, Vec::new()).await
+    }
+
+    async fn save_indexed(
+        &self,
+        stream: &str,
+        kind: &str,
+        value: &impl Serialize,
+        index_ops: Vec<IndexOp>,
+    ) -> Result<(), WorkerError> {
         let (seq, _) = self.log.stream_head(stream).map_err(|e| WorkerError::Store(e.to_string()))?;
         let event = NewEvent {
             event_id: uuid::Uuid::now_v7().to_string(),
@@ -138,7 +152,8 @@ impl WorkerStore {
             to_state: None,
             payload: serde_json::to_vec(value).map_err(|e| WorkerError::Store(e.to_string()))?,
         };
-        let append = Append { stream: stream.into(), expected_seq: seq, events: vec![event], ..Default::default() };
+        let append =
+            Append { stream: stream.into(), expected_seq: seq, events: vec![event], index_ops, ..Default::default() };
         let writer = self.writer.as_ref().ok_or_else(|| WorkerError::Store("store closed".into()))?;
         writer.append(append).await.map_err(|e| WorkerError::Store(e.to_string()))?;
         Ok(())
@@ -158,6 +173,48 @@ impl WorkerStore {
     pub fn applied_config(&self) -> Result<Option<(u64, NodeConfig)>, WorkerError> {
         self.latest(CONFIG)
     }
+
+    /// The stored result of a job this worker ran, if it did.
+    pub fn job_result(&self, job_id: &str) -> Result<Option<JobResult>, WorkerError> {
+        let Some(first) = self
+            .log
+            .read_stream(&job_stream(job_id), 0)
+            .map_err(|e| WorkerError::Store(e.to_string()))?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&first.payload).map(Some).map_err(|e| WorkerError::Store(e.to_string()))
+    }
+
+    /// Keeps a job's result (durably) and marks it to be reported.
+    pub async fn save_job_result(&self, job_id: &str, result: &JobResult) -> Result<(), WorkerError> {
+        let unreported = IndexOp::Put { index: UNREPORTED.into(), key: job_id.into(), value: Vec::new() };
+        self.save_indexed(&job_stream(job_id), "worker.job_finished", result, vec![unreported]).await
+    }
+
+    /// The orchestrator recorded the job's result.
+    pub async fn mark_reported(&self, job_id: &str) -> Result<(), WorkerError> {
+        let reported = IndexOp::Delete { index: UNREPORTED.into(), key: job_id.into() };
+        self.save_indexed(&job_stream(job_id), "worker.job_reported", &job_id, vec![reported]).await
+    }
+
+    /// Results the orchestrator has not confirmed yet.
+    pub fn unreported(&self) -> Result<Vec<(String, JobResult)>, WorkerError> {
+        let ids = self.log.index_scan(UNREPORTED, "", usize::MAX).map_err(|e| WorkerError::Store(e.to_string()))?;
+        let mut out = Vec::new();
+        for (id, _) in ids {
+            if let Some(r) = self.job_result(&id)? {
+                out.push((id, r));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn job_stream(job_id: &str) -> String {
+    format!("worker/job/{job_id}")
 }
 
 /// What the worker's `/ready` and metrics report.
@@ -263,6 +320,7 @@ pub struct Worker {
     store: Arc<WorkerStore>,
     endpoint: Endpoint,
     capabilities: Capabilities,
+    jobs: Arc<Jobs>,
     status: watch::Sender<WorkerStatus>,
 }
 
@@ -276,10 +334,26 @@ enum SessionEnd {
 
 impl Worker {
     /// A worker for the identity in `store` (join first).
-    pub fn new(store: Arc<WorkerStore>, endpoint: Endpoint, capabilities: Capabilities) -> Result<Self, WorkerError> {
+    /// A worker for the identity in `store` (join first). Jobs run through
+    /// `executor`; without one (no container engine) every job is refused.
+    pub fn new(
+        store: Arc<WorkerStore>,
+        endpoint: Endpoint,
+        capabilities: Capabilities,
+        executor: Option<Arc<dyn Executor>>,
+    ) -> Result<Self, WorkerError> {
         let identity = store.identity()?.ok_or(WorkerError::NotJoined)?;
         let status = WorkerStatus { node_id: Some(identity.node_id), ..Default::default() };
-        Ok(Worker { store, endpoint, capabilities, status: watch::channel(status).0 })
+        let jobs = Jobs::new(store.clone(), executor);
+        Ok(Worker { store, endpoint, capabilities, jobs, status: watch::channel(status).0 })
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        let ms = match self.store.applied_config() {
+            Ok(Some((_, c))) => c.heartbeat_interval_ms,
+            _ => NodeConfig::default().heartbeat_interval_ms,
+        };
+        Duration::from_millis(ms)
     }
 
     /// Follows the worker's status (for `/ready`).
@@ -290,6 +364,25 @@ impl Worker {
     /// Stays connected until `shutdown` turns true, reconnecting with exponential
     /// backoff. Returns an error only when this node was removed.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        let fence = {
+            let (jobs, store) = (self.jobs.clone(), self.store.clone());
+            tokio::spawn(async move {
+                loop {
+                    let beat = match store.applied_config() {
+                        Ok(Some((_, c))) => Duration::from_millis(c.heartbeat_interval_ms),
+                        _ => Duration::from_millis(NodeConfig::default().heartbeat_interval_ms),
+                    };
+                    jobs.fence(beat);
+                    tokio::time::sleep(beat / 4).await;
+                }
+            })
+        };
+        let result = self.stay_connected(&mut shutdown).await;
+        fence.abort();
+        result
+    }
+
+    async fn stay_connected(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), WorkerError> {
         let mut backoff = BACKOFF_FIRST;
         loop {
             if *shutdown.borrow() {
@@ -298,7 +391,7 @@ impl Worker {
             let end = match self.connect().await {
                 Ok(conn) => {
                     backoff = BACKOFF_FIRST;
-                    let end = self.session(&conn, &mut shutdown).await;
+                    let end = self.session(&conn, shutdown).await;
                     conn.close(0u32.into(), b"bye");
                     end
                 }
@@ -359,9 +452,16 @@ impl Worker {
             s.problem = None;
         });
         metrics::gauge!("dispatch_worker_connected").set(1.0);
-        let pushes = tokio::spawn(serve_pushes(conn.clone(), self.store.clone(), self.status.clone()));
+        let pushes =
+            tokio::spawn(serve_pushes(conn.clone(), self.store.clone(), self.status.clone(), self.jobs.clone()));
+        let reports = {
+            let (jobs, conn) = (self.jobs.clone(), conn.clone());
+            tokio::spawn(async move { jobs.connected(&conn).await })
+        };
         let end = self.heartbeats(conn, shutdown).await;
         pushes.abort();
+        reports.abort();
+        self.jobs.disconnected();
         metrics::gauge!("dispatch_worker_connected").set(0.0);
         end
     }
@@ -369,19 +469,16 @@ impl Worker {
     async fn heartbeats(&self, conn: &Connection, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
         let mut status = self.status.subscribe();
         loop {
-            let interval = match self.store.applied_config() {
-                Ok(Some((_, c))) => c.heartbeat_interval_ms,
-                _ => NodeConfig::default().heartbeat_interval_ms,
-            };
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(interval)) => {}
+                _ = tokio::time::sleep(self.heartbeat_interval()) => {}
                 // A configuration was applied: its interval counts from now.
                 _ = status.changed() => continue,
                 _ = shutdown.changed() => return SessionEnd::Shutdown,
                 _ = conn.closed() => return SessionEnd::Broken(WorkerError::Protocol(format!("connection closed: {:?}", conn.close_reason()))),
             }
-            match transport::call(conn, &Request::Heartbeat).await {
-                Ok(Response::HeartbeatOk) => {}
+            let sent = tokio::time::Instant::now();
+            match transport::call(conn, &Request::Heartbeat { running: self.jobs.running_ids() }).await {
+                Ok(Response::HeartbeatOk) => self.jobs.renewed(sent),
                 Ok(Response::Refused { code, message }) if code == codes::NODE_REMOVED => {
                     return SessionEnd::Removed(message);
                 }
@@ -414,17 +511,31 @@ impl Worker {
     }
 }
 
-/// Answers configuration pushes for as long as the connection lives.
-async fn serve_pushes(conn: Connection, store: Arc<WorkerStore>, status: watch::Sender<WorkerStatus>) {
+/// Answers the orchestrator's pushes (configuration, jobs, cancels) for as long as
+/// the connection lives.
+async fn serve_pushes(conn: Connection, store: Arc<WorkerStore>, status: watch::Sender<WorkerStatus>, jobs: Arc<Jobs>) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        let Ok(Push::ApplyConfig { version, config }) = wire::read::<Push>(&mut recv).await else { continue };
-        let outcome = apply_config(&store, version, &config).await;
-        if outcome == ConfigOutcome::Applied {
-            status.send_modify(|s| s.applied_version = Some(version));
-            metrics::gauge!("dispatch_worker_config_version").set(version as f64);
-        }
-        tracing::info!(version, ?outcome, "configuration answered");
-        let _ = wire::write(&mut send, &PushReply::ConfigAck(ConfigAck { version, outcome })).await;
+        let reply = match wire::read::<Push>(&mut recv).await {
+            Ok(Push::ApplyConfig { version, config }) => {
+                let outcome = apply_config(&store, version, &config).await;
+                if outcome == ConfigOutcome::Applied {
+                    status.send_modify(|s| s.applied_version = Some(version));
+                    metrics::gauge!("dispatch_worker_config_version").set(version as f64);
+                }
+                tracing::info!(version, ?outcome, "configuration answered");
+                PushReply::ConfigAck(ConfigAck { version, outcome })
+            }
+            Ok(Push::RunJob { job, lease_ms }) => {
+                let slots = store.applied_config().ok().flatten().map_or(0, |(_, c)| c.max_concurrent_jobs);
+                PushReply::Job(jobs.offer(job, lease_ms, slots))
+            }
+            Ok(Push::CancelJob { job_id }) => PushReply::Job(jobs.cancel(&job_id)),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable push");
+                continue;
+            }
+        };
+        let _ = wire::write(&mut send, &reply).await;
         let _ = send.finish();
     }
 }

@@ -84,7 +84,7 @@ async fn a_worker_joins_runs_its_config_and_stops_when_removed() {
         other => panic!("expected refusal, got {other:?}"),
     }
 
-    let worker = Arc::new(Worker::new(store.clone(), endpoint.clone(), caps("w1")).unwrap());
+    let worker = Arc::new(Worker::new(store.clone(), endpoint.clone(), caps("w1"), None).unwrap());
     let mut status = worker.status();
     let (stop, stopped) = watch::channel(false);
     let run = tokio::spawn({
@@ -176,7 +176,7 @@ async fn forged_expired_revoked_tokens_and_certificateless_requests_are_refused(
         transport::connect(&endpoint, o.endpoint.local_addr().unwrap(), certs::join_client_config(&pin).unwrap())
             .await
             .unwrap();
-    match transport::call(&conn, &Request::Heartbeat).await.unwrap() {
+    match transport::call(&conn, &Request::Heartbeat { running: vec![] }).await.unwrap() {
         Response::Refused { code, .. } => assert_eq!(code, codes::CERT_REQUIRED),
         other => panic!("expected refusal, got {other:?}"),
     }
@@ -191,7 +191,7 @@ async fn a_certificate_is_renewed_before_it_expires() {
     let endpoint = client_endpoint();
     let first =
         worker::join(&store, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w")).await.unwrap();
-    let worker = Arc::new(Worker::new(store.clone(), endpoint, caps("w")).unwrap());
+    let worker = Arc::new(Worker::new(store.clone(), endpoint, caps("w"), None).unwrap());
     let (_stop, stopped) = watch::channel(false);
     tokio::spawn({
         let w = worker.clone();

@@ -67,6 +67,8 @@ impl Sandbox {
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
         docker.ping().await?;
         std::fs::create_dir_all(&workspaces)?;
+        // Bind mounts need absolute paths.
+        let workspaces = std::fs::canonicalize(&workspaces)?;
         Ok(Sandbox { docker, workspaces, busybox, image_build: tokio::sync::Mutex::new(()) })
     }
 
@@ -288,6 +290,12 @@ impl Sandbox {
             tracing::debug!(container = name, error = %e, "kill");
         }
         tokio::time::Instant::now()
+    }
+}
+
+impl cluster::jobs::Executor for Sandbox {
+    fn run(&self, job: JobSpec, cancel: watch::Receiver<bool>) -> cluster::jobs::JobRun<'_> {
+        Box::pin(async move { Sandbox::run(self, &job, cancel).await })
     }
 }
 

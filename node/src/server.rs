@@ -9,6 +9,7 @@ use std::time::Duration;
 use actors::node::{Membership, MembershipConfig};
 use actors::ticket::{SupervisorConfig, Templates, TicketDeps, TicketSupervisor};
 use anyhow::Context;
+use cluster::dispatch::{DispatchConfig, Dispatcher};
 use cluster::orchestrator::OrchestratorCluster;
 use ractor::Actor;
 use storage::{BlobStore, Log, LogWriter};
@@ -82,6 +83,16 @@ impl Orchestrator {
         let (tickets, tickets_task) =
             Actor::spawn(None, TicketSupervisor, (deps, config.supervisor)).await.context("starting ticket actors")?;
         let (cluster, endpoint) = start_cluster(&config, &log, &writer).await?;
+        let tasks = Dispatcher::start(
+            log.clone(),
+            writer.clone(),
+            cluster.membership.clone(),
+            cluster.links.clone(),
+            DispatchConfig::default(),
+        )
+        .await
+        .context("starting task dispatch")?;
+        cluster.attach_dispatcher(tasks.clone());
         let cluster_addr = endpoint.local_addr()?;
         let app = App(Arc::new(AppInner {
             log,
@@ -90,6 +101,7 @@ impl Orchestrator {
             templates,
             tickets: tickets.clone(),
             cluster: cluster.clone(),
+            tasks: tasks.clone(),
             auth,
             dev_headers: config.dev_headers,
             metrics: crate::telemetry::metrics(),
@@ -114,6 +126,7 @@ impl Orchestrator {
             let _ = purger.await;
             tickets.stop(Some("shutdown".into()));
             let _ = tickets_task.await;
+            tasks.stop();
             cluster.membership.stop();
             let joined = tokio::task::spawn_blocking(move || writer_thread.join());
             if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {

@@ -83,4 +83,26 @@ fn describe() {
     describe_gauge!("dispatch_worker_connected", "1 while the worker holds an authenticated connection.");
     describe_gauge!("dispatch_worker_config_version", "Configuration version the worker last applied.");
     describe_counter!("dispatch_worker_reconnects_total", "Times the worker lost the orchestrator and redialled.");
+    describe_counter!(
+        "dispatch_worker_jobs_fenced_total",
+        "Jobs a worker stopped because it could not renew their lease."
+    );
+    // Tasks.
+    describe_counter!(
+        "dispatch_tasks_total",
+        "Tasks that reached a final state, by outcome (SUCCEEDED, FAILED, CANCELLED)."
+    );
+    describe_gauge!("dispatch_task_queue_depth", "Tasks waiting for a node.");
+    describe_gauge!("dispatch_node_running_jobs", "Jobs in flight, by node.");
+    describe_histogram!(
+        "dispatch_task_dispatch_latency_seconds",
+        Unit::Seconds,
+        "From a task becoming runnable to its job being handed to a node (container start excluded)."
+    );
+    describe_histogram!("dispatch_job_run_seconds", Unit::Seconds, "How long jobs ran on their node.");
+    describe_counter!(
+        "dispatch_task_retries_total",
+        "Attempts that ended in a retry (lost, refused, or failed when asked)."
+    );
+    describe_counter!("dispatch_leases_expired_total", "Job leases that ran out (the node stopped renewing them).");
 }

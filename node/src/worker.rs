@@ -15,6 +15,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use cluster::worker::{Worker, WorkerError, WorkerStatus, WorkerStore};
+
+use crate::sandbox::Sandbox;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -32,10 +34,18 @@ pub async fn prepare(
     token: Option<&str>,
     via: Option<&str>,
     labels: BTreeMap<String, String>,
+    busybox: &Path,
 ) -> anyhow::Result<LocalWorker> {
     let socket = cluster::transport::udp_socket(SocketAddr::from(([0, 0, 0, 0], 0)))?;
     let endpoint = cluster::transport::endpoint(socket, None, None)?;
-    let capabilities = crate::capabilities::detect(data_dir, labels).await;
+    let sandbox = match Sandbox::connect(data_dir.join("workspaces"), busybox.to_owned()).await {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no container engine: this node reports none and gets no jobs");
+            None
+        }
+    };
+    let capabilities = crate::capabilities::detect(data_dir, labels, sandbox.as_deref()).await;
     let identity = match (store.identity()?, token) {
         (Some(identity), Some(_)) => {
             eprintln!("dispatch worker: already joined as {}; --token ignored", identity.node_id);
@@ -45,7 +55,8 @@ pub async fn prepare(
         (None, Some(token)) => cluster::worker::join(&store, &endpoint, token, via, capabilities.clone()).await?,
         (None, None) => return Err(WorkerError::NotJoined.into()),
     };
-    let worker = Worker::new(store, endpoint, capabilities)?;
+    let executor = sandbox.map(|s| s as Arc<dyn cluster::jobs::Executor>);
+    let worker = Worker::new(store, endpoint, capabilities, executor)?;
     Ok(LocalWorker { worker: Arc::new(worker), node_id: identity.node_id })
 }
 
@@ -87,10 +98,11 @@ pub async fn run(
     token: Option<&str>,
     via: Option<&str>,
     labels: BTreeMap<String, String>,
+    busybox: &Path,
 ) -> anyhow::Result<()> {
     let metrics = crate::telemetry::metrics();
     let store = Arc::new(WorkerStore::open(data_dir)?);
-    let local = match prepare(store, data_dir, token, via, labels).await {
+    let local = match prepare(store, data_dir, token, via, labels, busybox).await {
         Err(e) => match e.downcast_ref::<WorkerError>() {
             Some(WorkerError::Refused { code, message }) => anyhow::bail!("join refused: {message} ({code})"),
             _ => return Err(e),

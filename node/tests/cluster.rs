@@ -239,7 +239,7 @@ async fn an_orchestrator_and_two_workers_join_run_config_and_are_scraped_by_prom
     let addr = cluster_addr.parse().unwrap();
     let conn =
         transport::connect(&endpoint, addr, certs::join_client_config(&claims.ca_sha256).unwrap()).await.unwrap();
-    match transport::call(&conn, &Request::Heartbeat).await.unwrap() {
+    match transport::call(&conn, &Request::Heartbeat { running: vec![] }).await.unwrap() {
         Response::Refused { code, .. } => assert_eq!(code, codes::CERT_REQUIRED),
         other => panic!("expected refusal, got {other:?}"),
     }
@@ -250,7 +250,7 @@ async fn an_orchestrator_and_two_workers_join_run_config_and_are_scraped_by_prom
     let tls = certs::node_client_config(&real_ca, &cert.der, &key).unwrap();
     let refused = match transport::connect(&endpoint, addr, tls).await {
         Err(e) => Some(e.to_string()),
-        Ok(conn) => transport::call(&conn, &Request::Heartbeat).await.err().map(|e| e.to_string()),
+        Ok(conn) => transport::call(&conn, &Request::Heartbeat { running: vec![] }).await.err().map(|e| e.to_string()),
     };
     assert!(refused.is_some(), "a certificate from another CA must not get an answer");
 

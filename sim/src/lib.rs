@@ -287,7 +287,7 @@ impl Harness {
                     *lock(&shared.joins).entry(name.clone()).or_default() += 1;
                     worker::join(&store, &endpoint, &token, None, capabilities.clone()).await?;
                 }
-                let worker = Worker::new(store, endpoint, capabilities)?;
+                let worker = Worker::new(store, endpoint, capabilities, None)?;
                 let mut status = worker.status();
                 let mirror = shared.clone();
                 let who = name.clone();

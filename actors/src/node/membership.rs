@@ -60,7 +60,8 @@ impl Origin {
         }
     }
 
-    fn event(&self, kind: &str, from: Option<NodeState>, to: Option<NodeState>, payload: &impl Serialize) -> NewEvent {
+    /// A log event of `kind` caused by this origin, with the entity's state before and after.
+    pub fn event(&self, kind: &str, from: Option<&str>, to: Option<&str>, payload: &impl Serialize) -> NewEvent {
         NewEvent {
             event_id: uuid::Uuid::now_v7().to_string(),
             time_ms: now_ms(),
@@ -70,8 +71,8 @@ impl Origin {
             correlation_id: None,
             trace_id: None,
             kind: kind.into(),
-            from_state: from.map(|s| s.as_str().into()),
-            to_state: to.map(|s| s.as_str().into()),
+            from_state: from.map(str::to_owned),
+            to_state: to.map(str::to_owned),
             payload: serde_json::to_vec(payload).unwrap_or_default(),
         }
     }
@@ -313,7 +314,12 @@ impl NodeActor {
         for event in &events {
             let before = next.as_ref().map(|n| n.state);
             next = lifecycle::apply(next, &st.node.id, now, event);
-            records.push(origin.event(event.kind(), before, next.as_ref().map(|n| n.state), event));
+            records.push(origin.event(
+                event.kind(),
+                before.map(NodeState::as_str),
+                next.as_ref().map(|n| n.state.as_str()),
+                event,
+            ));
         }
         let append =
             Append { stream: node_stream(&st.node.id), expected_seq: st.seq, events: records, ..Default::default() };
@@ -617,7 +623,7 @@ impl Registry {
         let mut records = Vec::new();
         for event in &events {
             node = lifecycle::apply(node, &id, now_ms(), event);
-            records.push(origin.event(event.kind(), None, node.as_ref().map(|n| n.state), event));
+            records.push(origin.event(event.kind(), None, node.as_ref().map(|n| n.state.as_str()), event));
         }
         let append = Append {
             stream: node_stream(&id),

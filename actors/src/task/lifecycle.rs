@@ -161,14 +161,32 @@ impl TaskEvent {
 /// What is asked of a task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskCommand {
-    Create { spec: TaskSpec },
-    Dispatch { node: String, now_ms: i64 },
+    Create {
+        spec: TaskSpec,
+    },
+    Dispatch {
+        node: String,
+        now_ms: i64,
+    },
     /// The node started attempt `attempt`.
-    Start { attempt: u32 },
-    Finish { attempt: u32, result: JobResult, now_ms: i64 },
+    Start {
+        attempt: u32,
+    },
+    Finish {
+        attempt: u32,
+        result: JobResult,
+        now_ms: i64,
+    },
     /// The attempt's lease ran out.
-    ExpireLease { attempt: u32, now_ms: i64 },
-    Refuse { attempt: u32, reason: String, now_ms: i64 },
+    ExpireLease {
+        attempt: u32,
+        now_ms: i64,
+    },
+    Refuse {
+        attempt: u32,
+        reason: String,
+        now_ms: i64,
+    },
     Cancel,
 }
 
@@ -232,7 +250,11 @@ pub fn decide(task: Option<&Task>, command: &TaskCommand) -> Result<Vec<TaskEven
             vec![E::AttemptLost { attempt: *attempt, retry_at: retry_at(task, *now_ms, true) }]
         }
         C::Refuse { attempt, reason, now_ms } if current(*attempt) => {
-            vec![E::AttemptRefused { attempt: *attempt, reason: reason.clone(), retry_at: retry_at(task, *now_ms, true) }]
+            vec![E::AttemptRefused {
+                attempt: *attempt,
+                reason: reason.clone(),
+                retry_at: retry_at(task, *now_ms, true),
+            }]
         }
         C::Finish { .. } | C::ExpireLease { .. } | C::Refuse { .. } => vec![],
     })

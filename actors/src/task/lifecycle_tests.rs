@@ -75,22 +75,28 @@ fn retries_wait_their_backoff_and_keep_every_attempt() {
     let t = run(Some(created(3, false)), &[dispatch(0), C::ExpireLease { attempt: 1, now_ms: 10 }]).unwrap();
     assert_eq!((t.state, t.not_before_ms), (TaskState::Queued, 10 + backoff_ms(1)));
     assert_eq!(decide(Some(&t), &dispatch(10)), Err(TaskError::NotQueued), "not before the backoff");
-    let t = run(Some(t), &[dispatch(10 + backoff_ms(1)), C::Refuse { attempt: 2, reason: "full".into(), now_ms: 5_000 }])
-        .unwrap();
+    let t =
+        run(Some(t), &[dispatch(10 + backoff_ms(1)), C::Refuse { attempt: 2, reason: "full".into(), now_ms: 5_000 }])
+            .unwrap();
     let t = run(Some(t), &[dispatch(100_000), C::ExpireLease { attempt: 3, now_ms: 100_000 }]).unwrap();
     assert_eq!(t.state, TaskState::Failed);
     assert_eq!(t.attempts.iter().map(|a| a.n).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert!(t.reason.as_deref().is_some_and(|r| r.contains("lost")), "{:?}", t.reason);
     assert_eq!(
         t.attempts.iter().map(|a| a.outcome.clone()).collect::<Vec<_>>(),
-        vec![Some(AttemptOutcome::Lost), Some(AttemptOutcome::Refused { reason: "full".into() }), Some(AttemptOutcome::Lost)]
+        vec![
+            Some(AttemptOutcome::Lost),
+            Some(AttemptOutcome::Refused { reason: "full".into() }),
+            Some(AttemptOutcome::Lost)
+        ]
     );
     assert!(backoff_ms(1) == 1_000 && backoff_ms(2) == 2_000 && backoff_ms(20) == 30_000);
 }
 
 #[test]
 fn late_and_repeated_answers_change_nothing() {
-    let t = run(Some(created(3, false)), &[dispatch(0), C::ExpireLease { attempt: 1, now_ms: 0 }, dispatch(60_000)]).unwrap();
+    let t = run(Some(created(3, false)), &[dispatch(0), C::ExpireLease { attempt: 1, now_ms: 0 }, dispatch(60_000)])
+        .unwrap();
     // Attempt 1 answers after its lease ran out and attempt 2 is out: ignored.
     assert_eq!(decide(Some(&t), &C::Finish { attempt: 1, result: exit(0), now_ms: 61_000 }), Ok(vec![]));
     assert_eq!(decide(Some(&t), &C::Start { attempt: 1 }), Ok(vec![]));

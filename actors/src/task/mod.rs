@@ -2,6 +2,7 @@
 
 mod job;
 pub mod lifecycle;
+pub mod store;
 
 pub use job::{JobResult, JobSpec, NetworkPolicy, RESERVED_ENV, valid_workspace_path};
 pub use lifecycle::{Attempt, AttemptOutcome, Task, TaskCommand, TaskError, TaskEvent, TaskSpec, TaskState};

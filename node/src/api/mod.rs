@@ -9,6 +9,7 @@ mod extract;
 mod nodes;
 mod openapi;
 mod system;
+mod tasks;
 mod tickets;
 mod ux;
 
@@ -25,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
-use storage::{BlobStore, Log, LogWriter};
+use storage::{BlobStore, IdempotencyKey, Log, LogWriter};
 
 use crate::auth::Auth;
 use error::{ApiError, REQUEST_ID};
@@ -45,6 +46,8 @@ pub struct AppInner {
     pub tickets: ActorRef<SupervisorMsg>,
     /// Joins, node connections and membership.
     pub cluster: Arc<cluster::orchestrator::OrchestratorCluster>,
+    /// Puts tasks on nodes.
+    pub tasks: cluster::dispatch::Dispatcher,
     pub auth: Auth,
     /// Accept `X-Actor-*` identity headers (development only).
     pub dev_headers: bool,
@@ -98,6 +101,10 @@ pub fn router(app: App) -> Router {
         .route("/v1/nodes/{id}/drain", post(nodes::drain))
         .route("/v1/nodes/{id}/remove", post(nodes::remove))
         .route("/v1/nodes/{id}/config", put(nodes::set_config))
+        .route("/v1/tasks", post(tasks::create).get(tasks::list))
+        .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/tasks/{id}/result", get(tasks::result))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/auth/login", post(accounts::login))
         .route("/v1/auth/refresh", post(accounts::refresh))
         .route("/v1/auth/logout", post(accounts::logout))
@@ -171,6 +178,31 @@ fn authorize_route(caller: &Principal, ctx: &RequestCtx, tool: &str) -> Result<&
     }
     policy::authorize(caller, spec, None).map_err(|d| ApiError::from(TicketError::from(d)))?;
     Ok(spec)
+}
+
+/// The idempotency key of a mutation and the hash of what it asks (method, path and
+/// canonical body): a retry must send the same key with the same request.
+fn idempotency(
+    caller: &Principal,
+    ctx: &RequestCtx,
+    body_hash: [u8; 32],
+) -> Result<(IdempotencyKey, [u8; 32]), ApiError> {
+    use sha2::{Digest, Sha256};
+    let key = ctx.idempotency_key.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MISSING_IDEMPOTENCY_KEY",
+            "the Idempotency-Key header is required on every mutation",
+        )
+    })?;
+    let mut hasher = Sha256::new();
+    hasher.update(ctx.method.as_bytes());
+    hasher.update(b" ");
+    hasher.update(ctx.path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body_hash);
+    let key = IdempotencyKey { principal: caller.sub.clone(), route: format!("{} {}", ctx.method, ctx.route), key };
+    Ok((key, hasher.finalize().into()))
 }
 
 /// A JSON response from already-serialized bytes.

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin, blobs, nodes, tickets, ux};
+use super::{accounts, admin, blobs, nodes, tasks, tickets, ux};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +18,7 @@ use super::{accounts, admin, blobs, nodes, tickets, ux};
         accounts::keys, accounts::me, accounts::tools, accounts::create_user, accounts::list_users,
         accounts::disable_user, accounts::set_role, accounts::reset_password, nodes::create_token,
         nodes::list_tokens, nodes::revoke_token, nodes::list, nodes::get, nodes::drain, nodes::remove,
-        nodes::set_config,
+        nodes::set_config, tasks::create, tasks::list, tasks::get, tasks::result, tasks::cancel,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

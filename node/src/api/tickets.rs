@@ -11,8 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use storage::IdempotencyKey;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -36,31 +34,15 @@ async fn run(
     body_hash: [u8; 32],
 ) -> Result<Response, ApiError> {
     authorize_route(&caller, &ctx, command.tool())?;
-    let key = ctx.idempotency_key.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "MISSING_IDEMPOTENCY_KEY",
-            "the Idempotency-Key header is required on every mutation",
-        )
-    })?;
-    let mut hasher = Sha256::new();
-    hasher.update(ctx.method.as_bytes());
-    hasher.update(b" ");
-    hasher.update(ctx.path.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(body_hash);
+    let (idempotency, request_hash) = super::idempotency(&caller, &ctx, body_hash)?;
     let meta = CommandMeta {
-        idempotency: IdempotencyKey {
-            principal: caller.sub.clone(),
-            route: format!("{} {}", ctx.method, ctx.route),
-            key,
-        },
+        idempotency,
         principal: caller,
         request_id: ctx.request_id,
         correlation_id: ctx.correlation_id,
         trace_id: ctx.trace_id,
         now: OffsetDateTime::now_utc(),
-        request_hash: hasher.finalize().into(),
+        request_hash,
     };
     let (tx, rx) = ractor::concurrency::oneshot();
     let request = TicketRequest { ticket_id: id, command, meta, reply: tx.into() };
@@ -170,6 +152,8 @@ pub(super) async fn get(
 /// One event of a ticket's audit trail.
 #[derive(Serialize, ToSchema)]
 pub struct TimelineEntry {
+    /// `ticket/<id>`, or `task/<id>` for a task linked to the ticket.
+    pub stream: String,
     pub seq: u64,
     pub global_position: u64,
     pub event_id: String,
@@ -203,12 +187,18 @@ pub struct Timeline {
 }
 
 /// The timeline of a ticket, in log order.
+/// A ticket's own events and those of the tasks linked to it, in log order.
 pub(super) fn timeline_of(app: &App, id: Uuid) -> Result<Vec<TimelineEntry>, ApiError> {
-    let records =
-        app.log.read_stream(&store::stream(id), 0).map_err(|e| ApiError::internal("reading the timeline", e))?;
+    let failed = |e: &dyn std::fmt::Display| ApiError::internal("reading the timeline", e);
+    let mut records = app.log.read_stream(&store::stream(id), 0).map_err(|e| failed(&e))?;
+    for task in actors::task::store::for_ticket(&app.log, &id.to_string()).map_err(|e| failed(&e))? {
+        records.extend(app.log.read_stream(&actors::task::store::stream(&task), 0).map_err(|e| failed(&e))?);
+    }
+    records.sort_by_key(|r| r.global_position);
     Ok(records
         .into_iter()
         .map(|r| TimelineEntry {
+            stream: r.stream,
             seq: r.seq,
             global_position: r.global_position,
             occurred_at: rfc3339(store::time_of(r.time_ms)),

@@ -1,0 +1,638 @@
+//! Dispatch: one actor that owns every open task, puts queued ones on nodes that
+//! can take them, holds each attempt's lease, and records how attempts end.
+//!
+//! Placement: only nodes that are ACTIVE, run an acknowledged configuration, have a
+//! container engine, allow the task's network policy, carry the task's labels and
+//! have a free slot (`max_concurrent_jobs`); the least busy wins. A job is a lease:
+//! the worker extends it with every heartbeat that lists the job; when it runs out
+//! the attempt is lost and the task retried (after a backoff) or failed. The worker
+//! kills a job whose lease it could not renew, so two attempts never overlap.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actors::node::{Membership, NodeView, Origin};
+use actors::task::store::{self, LoadError};
+use actors::task::{JobResult, JobSpec, Task, TaskCommand, TaskError, TaskSpec, TaskState, lifecycle};
+use quinn::Connection;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use storage::{Append, AppendError, Hash, IdempotencyKey, IdempotencyRecord, Log, LogWriter, StoredResponse};
+use tokio::time::Instant;
+
+use crate::proto::{JobAnswer, Push, PushReply};
+use crate::transport::REQUEST_TIMEOUT;
+use crate::wire;
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The live connection of each node, for pushing jobs to it.
+#[derive(Default)]
+pub struct Links {
+    conns: Mutex<HashMap<String, Connection>>,
+}
+
+impl Links {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node's current connection.
+    pub fn set(&self, node: &str, conn: Connection) {
+        self.lock().insert(node.to_owned(), conn);
+    }
+
+    /// Forgets the connection if it is still the node's current one.
+    pub fn closed(&self, node: &str, conn: &Connection) {
+        let mut conns = self.lock();
+        if conns.get(node).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            conns.remove(node);
+        }
+    }
+
+    fn get(&self, node: &str) -> Option<Connection> {
+        self.lock().get(node).cloned()
+    }
+}
+
+/// Dispatch settings.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// How often leases are checked and queued tasks placed.
+    pub tick: Duration,
+    /// A lease lasts this many of the node's heartbeat intervals.
+    pub lease_beats: u32,
+    /// Most bytes of stdout (and of stderr) a job keeps.
+    pub output_cap: usize,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig { tick: Duration::from_millis(200), lease_beats: 5, output_cap: 1 << 20 }
+    }
+}
+
+/// Why a task request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error("the Idempotency-Key was used for another request")]
+    KeyReused,
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("dispatch unavailable")]
+    Unavailable,
+}
+
+impl From<LoadError> for DispatchError {
+    fn from(e: LoadError) -> Self {
+        DispatchError::Storage(e.to_string())
+    }
+}
+
+/// A submitted task, and whether this answer replays an earlier submission.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub task: Task,
+    pub replayed: bool,
+}
+
+enum Msg {
+    Submit {
+        id: String,
+        spec: Box<TaskSpec>,
+        origin: Origin,
+        idempotency: Option<(IdempotencyKey, Hash)>,
+        reply: RpcReplyPort<Result<Submitted, DispatchError>>,
+    },
+    Cancel {
+        id: String,
+        origin: Origin,
+        reply: RpcReplyPort<Result<Task, DispatchError>>,
+    },
+    Answer {
+        task: String,
+        attempt: u32,
+        answer: JobAnswer,
+    },
+    Finished {
+        job_id: String,
+        result: Box<JobResult>,
+        reply: RpcReplyPort<Result<(), DispatchError>>,
+    },
+    Extend {
+        node: String,
+        running: Vec<String>,
+    },
+    Tick,
+}
+
+struct Dispatch {
+    log: Log,
+    writer: LogWriter,
+    membership: Membership,
+    links: Arc<Links>,
+    config: DispatchConfig,
+}
+
+struct State {
+    open: BTreeMap<String, (Task, u64)>,
+    /// Lease deadline of each task's current attempt.
+    leases: HashMap<String, Instant>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+    /// Nodes with a running-jobs gauge, so one that empties is set back to 0.
+    gauged: std::collections::HashSet<String>,
+}
+
+/// `<task>/<attempt>` back to its parts.
+fn parse_job_id(job_id: &str) -> Option<(&str, u32)> {
+    let (task, n) = job_id.rsplit_once('/')?;
+    Some((task, n.parse().ok()?))
+}
+
+impl Actor for Dispatch {
+    type Msg = Msg;
+    type State = State;
+    type Arguments = ();
+
+    async fn pre_start(&self, me: ActorRef<Msg>, _: ()) -> Result<State, ActorProcessingErr> {
+        let mut open = BTreeMap::new();
+        let mut leases = HashMap::new();
+        // After a restart every attempt in flight gets a fresh lease: its worker may
+        // still be running it and will renew; if not, it expires one lease from now.
+        let grace = Instant::now() + self.config.tick * 50;
+        for id in store::open_ids(&self.log)? {
+            if let Some((task, seq)) = store::load(&self.log, &id)? {
+                if task.current().is_some() {
+                    leases.insert(id.clone(), grace);
+                }
+                open.insert(id, (task, seq));
+            }
+        }
+        let ticker = Some(me.send_interval(self.config.tick, || Msg::Tick));
+        let mut st = State { open, leases, ticker, gauged: Default::default() };
+        report(&mut st);
+        Ok(st)
+    }
+
+    async fn post_stop(&self, _me: ActorRef<Msg>, st: &mut State) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = st.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, me: ActorRef<Msg>, msg: Msg, st: &mut State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            Msg::Submit { id, spec, origin, idempotency, reply } => {
+                let _ = reply.send(self.submit(st, id, *spec, &origin, idempotency).await);
+            }
+            Msg::Cancel { id, origin, reply } => {
+                let result = self.cancel(st, &id, &origin).await;
+                let _ = reply.send(result);
+            }
+            Msg::Answer { task, attempt, answer } => {
+                let now = now_ms();
+                let command = match answer {
+                    JobAnswer::Accepted => TaskCommand::Start { attempt },
+                    JobAnswer::AlreadyFinished(result) => TaskCommand::Finish { attempt, result, now_ms: now },
+                    JobAnswer::Refused(reason) => TaskCommand::Refuse { attempt, reason, now_ms: now },
+                    JobAnswer::Unknown => return Ok(()),
+                };
+                self.run_logged(st, &task, &command, &Origin::system("task.dispatch")).await;
+            }
+            Msg::Finished { job_id, result, reply } => {
+                let outcome = match parse_job_id(&job_id) {
+                    Some((task, attempt)) if st.open.contains_key(task) => {
+                        let task = task.to_owned();
+                        let command = TaskCommand::Finish { attempt, result: *result, now_ms: now_ms() };
+                        self.run(st, &task, &command, &Origin::system("task.finished")).await.map(|_| ())
+                    }
+                    // Final already, or not ours: recorded as far as anyone will ever need.
+                    _ => Ok(()),
+                };
+                let _ = reply.send(outcome);
+            }
+            Msg::Extend { node, running } => self.extend(st, &node, running).await,
+            Msg::Tick => {
+                self.expire(st).await;
+                self.place(&me, st).await;
+                report(st);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn report(st: &mut State) {
+    let queued = st.open.values().filter(|(t, _)| t.state == TaskState::Queued).count();
+    metrics::gauge!("dispatch_task_queue_depth").set(queued as f64);
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for (t, _) in st.open.values() {
+        if let Some(a) = t.current() {
+            *per_node.entry(a.node.clone()).or_default() += 1;
+        }
+    }
+    for node in st.gauged.iter().filter(|n| !per_node.contains_key(*n)) {
+        metrics::gauge!("dispatch_node_running_jobs", "node" => node.clone()).set(0.0);
+    }
+    for (node, n) in &per_node {
+        metrics::gauge!("dispatch_node_running_jobs", "node" => node.clone()).set(*n as f64);
+    }
+    st.gauged.extend(per_node.into_keys());
+}
+
+impl Dispatch {
+    async fn submit(
+        &self,
+        st: &mut State,
+        id: String,
+        spec: TaskSpec,
+        origin: &Origin,
+        idempotency: Option<(IdempotencyKey, Hash)>,
+    ) -> Result<Submitted, DispatchError> {
+        if let Some((key, hash)) = &idempotency
+            && let Some(stored) = self.log.idempotency(key).map_err(|e| DispatchError::Storage(e.to_string()))?
+        {
+            return self.replay(&stored, hash);
+        }
+        let record = idempotency.map(|(key, hash)| {
+            let body = serde_json::to_vec(&serde_json::json!({ "task_id": id })).unwrap_or_default();
+            (
+                key,
+                IdempotencyRecord {
+                    request_hash: hash,
+                    status: 202,
+                    response: StoredResponse::Body(body),
+                    created_ms: now_ms(),
+                },
+            )
+        });
+        let replay_hash = record.as_ref().map(|(_, r)| r.request_hash);
+        match self.persist(st, &id, None, &TaskCommand::Create { spec }, origin, record).await {
+            Ok(task) => Ok(Submitted { task, replayed: false }),
+            Err(Persist::KeyExists(stored)) => self.replay(&stored, &replay_hash.unwrap_or_default()),
+            Err(Persist::Failed(e)) => Err(e),
+        }
+    }
+
+    fn replay(&self, stored: &IdempotencyRecord, hash: &Hash) -> Result<Submitted, DispatchError> {
+        if stored.request_hash != *hash {
+            metrics::counter!("dispatch_idempotency_conflicts_total").increment(1);
+            return Err(DispatchError::KeyReused);
+        }
+        let StoredResponse::Body(body) = &stored.response else { return Err(DispatchError::KeyReused) };
+        let id = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["task_id"].as_str().map(str::to_owned))
+            .ok_or_else(|| DispatchError::Storage("stored answer has no task id".into()))?;
+        let (task, _) = store::load(&self.log, &id)?.ok_or(TaskError::NotFound)?;
+        metrics::counter!("dispatch_idempotency_replays_total").increment(1);
+        Ok(Submitted { task, replayed: true })
+    }
+
+    async fn cancel(&self, st: &mut State, id: &str, origin: &Origin) -> Result<Task, DispatchError> {
+        if !st.open.contains_key(id) {
+            // Final (or unknown): the rules say which, from the stored task.
+            let (task, _) = store::load(&self.log, id)?.ok_or(TaskError::NotFound)?;
+            lifecycle::decide(Some(&task), &TaskCommand::Cancel)?;
+            return Ok(task);
+        }
+        let task = self.run(st, id, &TaskCommand::Cancel, origin).await?;
+        if let Some(attempt) = task.current() {
+            self.push(&attempt.node, Push::CancelJob { job_id: attempt.job_id.clone() });
+        }
+        Ok(task)
+    }
+
+    /// Runs a command on an open task.
+    async fn run(
+        &self,
+        st: &mut State,
+        id: &str,
+        command: &TaskCommand,
+        origin: &Origin,
+    ) -> Result<Task, DispatchError> {
+        let (task, seq) = st.open.get(id).cloned().ok_or(TaskError::NotFound)?;
+        match self.persist(st, id, Some((task, seq)), command, origin, None).await {
+            Ok(t) => Ok(t),
+            Err(Persist::Failed(e)) => Err(e),
+            Err(Persist::KeyExists(_)) => Err(DispatchError::Unavailable),
+        }
+    }
+
+    /// [`Self::run`] for the dispatcher's own commands: failures are logged, not returned.
+    async fn run_logged(&self, st: &mut State, id: &str, command: &TaskCommand, origin: &Origin) {
+        if let Err(e) = self.run(st, id, command, origin).await {
+            tracing::warn!(task = %id, error = %e, "task command not recorded");
+        }
+    }
+
+    /// decide → append (fsynced, with index changes) → apply; the dispatcher's view
+    /// changes only once the events are durable.
+    async fn persist(
+        &self,
+        st: &mut State,
+        id: &str,
+        current: Option<(Task, u64)>,
+        command: &TaskCommand,
+        origin: &Origin,
+        idempotency: Option<(IdempotencyKey, IdempotencyRecord)>,
+    ) -> Result<Task, Persist> {
+        let (before, seq) = match current {
+            Some((t, s)) => (Some(t), s),
+            None => (None, 0),
+        };
+        let events = lifecycle::decide(before.as_ref(), command).map_err(|e| Persist::Failed(e.into()))?;
+        if events.is_empty() {
+            return before.ok_or(Persist::Failed(TaskError::NotFound.into()));
+        }
+        let now = now_ms();
+        let mut next = before.clone();
+        let mut records = Vec::new();
+        for event in &events {
+            let from = next.as_ref().map(|t| t.state.as_str());
+            next = lifecycle::apply(next, id, now, event);
+            records.push(origin.event(event.kind(), from, next.as_ref().map(|t| t.state.as_str()), event));
+        }
+        let after = next.ok_or(Persist::Failed(DispatchError::Unavailable))?;
+        let append = Append {
+            stream: store::stream(id),
+            expected_seq: seq,
+            events: records,
+            index_ops: store::index_ops(before.as_ref(), &after),
+            idempotency,
+            ..Default::default()
+        };
+        match self.writer.append(append).await {
+            Ok(_) => {}
+            Err(AppendError::IdempotencyKeyExists(stored)) => return Err(Persist::KeyExists(stored)),
+            Err(e) => return Err(Persist::Failed(DispatchError::Storage(e.to_string()))),
+        }
+        observe(before.as_ref(), &after, &events);
+        if after.state.is_terminal() {
+            st.open.remove(id);
+            st.leases.remove(id);
+        } else {
+            if after.current().is_none() {
+                st.leases.remove(id);
+            }
+            st.open.insert(id.to_owned(), (after.clone(), seq + events.len() as u64));
+        }
+        Ok(after)
+    }
+
+    /// Extends the leases of the node's jobs; asks it to stop any job that is not the
+    /// current attempt of an open task (a leftover from before a lease ran out).
+    async fn extend(&self, st: &mut State, node: &str, running: Vec<String>) {
+        for job_id in running {
+            let current = parse_job_id(&job_id).and_then(|(task, n)| {
+                let (t, _) = st.open.get(task)?;
+                t.current().filter(|a| a.n == n && a.node == node).map(|a| (task.to_owned(), a.n, t.state))
+            });
+            match current {
+                Some((task, n, state)) => {
+                    let lease = self.lease(node).await;
+                    st.leases.insert(task.clone(), Instant::now() + lease);
+                    if state == TaskState::Dispatched {
+                        // Its "accepted" answer was lost; the heartbeat says it runs.
+                        self.run_logged(
+                            st,
+                            &task,
+                            &TaskCommand::Start { attempt: n },
+                            &Origin::system("task.dispatch"),
+                        )
+                        .await;
+                    }
+                }
+                None => {
+                    tracing::warn!(node, job = %job_id, "node runs a job that is not current; cancelling it");
+                    self.push(node, Push::CancelJob { job_id });
+                }
+            }
+        }
+    }
+
+    async fn expire(&self, st: &mut State) {
+        let now = Instant::now();
+        let expired: Vec<String> = st.leases.iter().filter(|(_, d)| **d <= now).map(|(id, _)| id.clone()).collect();
+        for id in expired {
+            st.leases.remove(&id);
+            let Some(attempt) = st.open.get(&id).and_then(|(t, _)| t.current().map(|a| a.n)) else { continue };
+            tracing::warn!(task = %id, attempt, "lease expired; the attempt is lost");
+            metrics::counter!("dispatch_leases_expired_total").increment(1);
+            let command = TaskCommand::ExpireLease { attempt, now_ms: now_ms() };
+            self.run_logged(st, &id, &command, &Origin::system("task.lease_expired")).await;
+        }
+    }
+
+    async fn place(&self, me: &ActorRef<Msg>, st: &mut State) {
+        let now = now_ms();
+        let mut queued: Vec<(i64, String)> = st
+            .open
+            .values()
+            .filter(|(t, _)| t.state == TaskState::Queued && t.not_before_ms <= now)
+            .map(|(t, _)| (t.created_ms, t.id.clone()))
+            .collect();
+        if queued.is_empty() {
+            return;
+        }
+        queued.sort();
+        let Ok(nodes) = self.membership.nodes().await else { return };
+        let mut busy: HashMap<String, u32> = HashMap::new();
+        for (t, _) in st.open.values() {
+            if let Some(a) = t.current() {
+                *busy.entry(a.node.clone()).or_default() += 1;
+            }
+        }
+        for (_, id) in queued {
+            let Some((task, _)) = st.open.get(&id) else { continue };
+            let Some(node) = choose(&nodes, &busy, &task.spec) else { continue };
+            let (node_id, config) = (node.node.id.clone(), node.node.config.clone());
+            let command = TaskCommand::Dispatch { node: node_id.clone(), now_ms: now };
+            let waited = (now - task.not_before_ms.max(task.created_ms)).max(0);
+            let task = match self.run(st, &id, &command, &Origin::system("task.dispatch")).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(task = %id, error = %e, "dispatch not recorded");
+                    continue;
+                }
+            };
+            metrics::histogram!("dispatch_task_dispatch_latency_seconds").record(waited as f64 / 1e3);
+            *busy.entry(node_id.clone()).or_default() += 1;
+            let lease = Duration::from_millis(config.heartbeat_interval_ms * u64::from(self.config.lease_beats));
+            st.leases.insert(id.clone(), Instant::now() + lease);
+            let Some(attempt) = task.current() else { continue };
+            let job = job_spec(&task, attempt.n, &config, self.config.output_cap);
+            let (links, me, node) = (self.links.clone(), me.clone(), node_id);
+            let (task_id, n) = (id.clone(), attempt.n);
+            tokio::spawn(async move {
+                let push = Push::RunJob { job, lease_ms: lease.as_millis() as u64 };
+                match offer(&links, &node, &push).await {
+                    Some(PushReply::Job(answer)) => {
+                        let _ = me.send_message(Msg::Answer { task: task_id, attempt: n, answer });
+                    }
+                    // No answer: the lease decides (the worker may have it, or not).
+                    _ => tracing::debug!(task = %task_id, node, "job offer unanswered"),
+                }
+            });
+        }
+    }
+
+    async fn lease(&self, node: &str) -> Duration {
+        let interval = match self.membership.lookup(node).await {
+            Some(h) => h.view().await.map_or(5_000, |v| v.node.config.heartbeat_interval_ms),
+            None => 5_000,
+        };
+        Duration::from_millis(interval * u64::from(self.config.lease_beats))
+    }
+
+    fn push(&self, node: &str, push: Push) {
+        let (links, node) = (self.links.clone(), node.to_owned());
+        tokio::spawn(async move {
+            offer(&links, &node, &push).await;
+        });
+    }
+}
+
+enum Persist {
+    KeyExists(IdempotencyRecord),
+    Failed(DispatchError),
+}
+
+/// Metrics for a task that changed: outcomes, retries, run times.
+fn observe(before: Option<&Task>, after: &Task, events: &[actors::task::TaskEvent]) {
+    use actors::task::TaskEvent as E;
+    for e in events {
+        match e {
+            E::Finished { result, .. } if result.finished_ms > result.started_ms => {
+                metrics::histogram!("dispatch_job_run_seconds")
+                    .record((result.finished_ms - result.started_ms) as f64 / 1e3);
+            }
+            E::Finished { retry_at: Some(_), .. }
+            | E::AttemptLost { retry_at: Some(_), .. }
+            | E::AttemptRefused { retry_at: Some(_), .. } => {
+                metrics::counter!("dispatch_task_retries_total").increment(1)
+            }
+            _ => {}
+        }
+    }
+    if after.state.is_terminal() && before.is_none_or(|b| !b.state.is_terminal()) {
+        metrics::counter!("dispatch_tasks_total", "outcome" => after.state.as_str()).increment(1);
+    }
+}
+
+/// The node for a task: eligible, then least busy (ties by id, so placement repeats).
+fn choose<'a>(nodes: &'a [NodeView], busy: &HashMap<String, u32>, spec: &TaskSpec) -> Option<&'a NodeView> {
+    nodes
+        .iter()
+        .filter(|v| {
+            let n = &v.node;
+            let has_label = |k: &String, val: &String| {
+                [&n.capabilities.labels, &n.config.labels, &n.token_labels].iter().any(|l| l.get(k) == Some(val))
+            };
+            n.schedulable()
+                && n.capabilities.docker_version.is_some()
+                && n.config.allowed_network_policies.iter().any(|p| p == spec.network.as_str())
+                && spec.labels.iter().all(|(k, v)| has_label(k, v))
+                && busy.get(&n.id).copied().unwrap_or(0) < n.config.max_concurrent_jobs
+        })
+        .min_by_key(|v| (busy.get(&v.node.id).copied().unwrap_or(0), v.node.id.clone()))
+}
+
+/// The job for attempt `n`, with the node's defaults filled in.
+fn job_spec(task: &Task, n: u32, config: &actors::node::NodeConfig, output_cap: usize) -> JobSpec {
+    let s = &task.spec;
+    JobSpec {
+        job_id: format!("{}/{n}", task.id),
+        task_id: task.id.clone(),
+        attempt: n,
+        command: s.command.clone(),
+        image: s.image.clone().unwrap_or_else(|| config.sandbox_image.clone()),
+        network: s.network,
+        memory_bytes: s.memory_bytes.unwrap_or(config.default_memory_bytes),
+        cpu_millis: s.cpu_millis.unwrap_or(config.default_cpu_millis),
+        pids: s.pids,
+        timeout_ms: u64::from(s.timeout_seconds) * 1_000,
+        env: s.env.clone(),
+        files: s.files.clone(),
+        output_cap,
+    }
+}
+
+/// One push on the node's connection and its answer, if it comes in time.
+async fn offer(links: &Links, node: &str, push: &Push) -> Option<PushReply> {
+    let conn = links.get(node)?;
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.ok()?;
+        wire::write(&mut send, push).await.ok()?;
+        send.finish().ok()?;
+        wire::read::<PushReply>(&mut recv).await.ok()
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.ok().flatten()
+}
+
+/// Handle to the dispatcher. Clone freely.
+#[derive(Clone)]
+pub struct Dispatcher {
+    actor: ActorRef<Msg>,
+}
+
+fn gone<T>(_: T) -> DispatchError {
+    DispatchError::Unavailable
+}
+
+impl Dispatcher {
+    /// Loads open tasks from the log and starts placing them.
+    pub async fn start(
+        log: Log,
+        writer: LogWriter,
+        membership: Membership,
+        links: Arc<Links>,
+        config: DispatchConfig,
+    ) -> Result<Self, DispatchError> {
+        let (actor, _) = Actor::spawn(None, Dispatch { log, writer, membership, links, config }, ())
+            .await
+            .map_err(|e| DispatchError::Storage(e.to_string()))?;
+        Ok(Dispatcher { actor })
+    }
+
+    /// Stops dispatching (tasks stay in the log).
+    pub fn stop(&self) {
+        self.actor.stop(None);
+    }
+
+    /// Accepts a task (durably) for dispatch. With a key, a retry replays the first answer.
+    pub async fn submit(
+        &self,
+        id: String,
+        spec: TaskSpec,
+        origin: Origin,
+        idempotency: Option<(IdempotencyKey, Hash)>,
+    ) -> Result<Submitted, DispatchError> {
+        let spec = Box::new(spec);
+        ractor::call!(self.actor, |reply| Msg::Submit { id, spec, origin, idempotency, reply }).map_err(gone)?
+    }
+
+    /// Cancels a task: at once when queued, through its node when running.
+    pub async fn cancel(&self, id: &str, origin: Origin) -> Result<Task, DispatchError> {
+        let id = id.to_owned();
+        ractor::call!(self.actor, |reply| Msg::Cancel { id, origin, reply }).map_err(gone)?
+    }
+
+    /// A worker reported a job's result; answers once it is durable.
+    pub async fn finished(&self, job_id: String, result: JobResult) -> Result<(), DispatchError> {
+        let result = Box::new(result);
+        ractor::call!(self.actor, |reply| Msg::Finished { job_id, result, reply }).map_err(gone)?
+    }
+
+    /// A node's heartbeat listed these running jobs.
+    pub fn running(&self, node: &str, running: Vec<String>) {
+        if !running.is_empty() {
+            let _ = self.actor.send_message(Msg::Extend { node: node.to_owned(), running });
+        }
+    }
+}

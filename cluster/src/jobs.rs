@@ -1,0 +1,177 @@
+//! The worker's side of jobs: accept a job once (a redelivered job gets its stored
+//! result, never a second run), run it through the node's executor, keep the result
+//! on disk before reporting it, report until the orchestrator has it, and stop any
+//! job whose lease this worker could not renew in time.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actors::task::{JobResult, JobSpec};
+use quinn::Connection;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::proto::{JobAnswer, Request, Response};
+use crate::transport;
+use crate::worker::WorkerStore;
+
+/// A job's run, boxed so executors can be swapped (Docker on a real host, a fake in
+/// simulations).
+pub type JobRun<'a> = Pin<Box<dyn Future<Output = JobResult> + Send + 'a>>;
+
+/// Runs jobs on this node.
+pub trait Executor: Send + Sync + 'static {
+    /// Runs `job` to the end; `cancel` turning true means stop it now.
+    fn run(&self, job: JobSpec, cancel: watch::Receiver<bool>) -> JobRun<'_>;
+}
+
+struct Running {
+    cancel: watch::Sender<bool>,
+    lease: Duration,
+}
+
+/// The jobs of one worker.
+pub struct Jobs {
+    store: Arc<WorkerStore>,
+    executor: Option<Arc<dyn Executor>>,
+    running: Mutex<HashMap<String, Running>>,
+    /// When the last heartbeat that the orchestrator answered was sent: leases were
+    /// renewed at or after that moment.
+    renewed: Mutex<Instant>,
+    /// The connection results are reported on, while there is one.
+    conn: Mutex<Option<Connection>>,
+}
+
+impl Jobs {
+    /// Jobs run by `executor` (none: every job is refused, the node has no engine).
+    pub fn new(store: Arc<WorkerStore>, executor: Option<Arc<dyn Executor>>) -> Arc<Self> {
+        Arc::new(Jobs {
+            store,
+            executor,
+            running: Mutex::new(HashMap::new()),
+            renewed: Mutex::new(Instant::now()),
+            conn: Mutex::new(None),
+        })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ids of the jobs running now (listed in every heartbeat).
+    pub fn running_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.running().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// A heartbeat sent at `sent` was answered: every running job's lease was renewed.
+    pub fn renewed(&self, sent: Instant) {
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
+    }
+
+    /// Answers a job offer.
+    pub fn offer(self: &Arc<Self>, job: JobSpec, lease_ms: u64, max_running: u32) -> JobAnswer {
+        match self.store.job_result(&job.job_id) {
+            Ok(Some(result)) => return JobAnswer::AlreadyFinished(result),
+            Ok(None) => {}
+            Err(e) => return JobAnswer::Refused(e.to_string()),
+        }
+        let Some(executor) = self.executor.clone() else {
+            return JobAnswer::Refused("no container engine on this node".into());
+        };
+        let mut running = self.running();
+        if running.contains_key(&job.job_id) {
+            return JobAnswer::Accepted;
+        }
+        if running.len() >= max_running as usize {
+            return JobAnswer::Refused(format!("no free slot ({max_running} jobs running)"));
+        }
+        let (cancel, cancelled) = watch::channel(false);
+        running.insert(job.job_id.clone(), Running { cancel, lease: Duration::from_millis(lease_ms) });
+        drop(running);
+        // A job starts with a full lease from now.
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            let job_id = job.job_id.clone();
+            tracing::info!(job = %job_id, "job started");
+            let result = executor.run(job, cancelled).await;
+            jobs.finish(&job_id, result).await;
+        });
+        JobAnswer::Accepted
+    }
+
+    /// Stops a running job (a cancel from the orchestrator).
+    pub fn cancel(&self, job_id: &str) -> JobAnswer {
+        match self.running().get(job_id) {
+            Some(r) => {
+                let _ = r.cancel.send(true);
+                JobAnswer::Accepted
+            }
+            None => JobAnswer::Unknown,
+        }
+    }
+
+    /// Stops every job whose lease may have run out on the orchestrator: it will run
+    /// the task again elsewhere, and two attempts must never overlap. A heartbeat
+    /// interval of margin keeps this side earlier than the orchestrator's deadline.
+    pub fn fence(&self, margin: Duration) {
+        let renewed = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        for (job_id, r) in self.running().iter() {
+            if Instant::now() + margin >= renewed + r.lease && !*r.cancel.borrow() {
+                tracing::warn!(job = %job_id, "lease not renewed in time; stopping the job");
+                metrics::counter!("dispatch_worker_jobs_fenced_total").increment(1);
+                let _ = r.cancel.send(true);
+            }
+        }
+    }
+
+    async fn finish(&self, job_id: &str, result: JobResult) {
+        // On disk first: from now on a redelivery gets this result, and a restart reports it.
+        if let Err(e) = self.store.save_job_result(job_id, &result).await {
+            tracing::error!(job = %job_id, error = %e, "job result not stored");
+        }
+        self.running().remove(job_id);
+        tracing::info!(job = %job_id, exit_code = ?result.exit_code, "job finished");
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(conn) = conn {
+            self.report(&conn, job_id, result).await;
+        }
+    }
+
+    async fn report(&self, conn: &Connection, job_id: &str, result: JobResult) {
+        let request = Request::JobFinished { job_id: job_id.to_owned(), result };
+        match transport::call(conn, &request).await {
+            Ok(Response::Recorded) => {
+                if let Err(e) = self.store.mark_reported(job_id).await {
+                    tracing::warn!(job = %job_id, error = %e, "report not marked; it will be sent again");
+                }
+            }
+            other => {
+                tracing::warn!(job = %job_id, answer = ?other.map(|r| format!("{r:?}")), "result not recorded yet; will report again")
+            }
+        }
+    }
+
+    /// A new connection: results go there, starting with every one not yet recorded.
+    pub async fn connected(&self, conn: &Connection) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        match self.store.unreported() {
+            Ok(results) => {
+                for (job_id, result) in results {
+                    self.report(conn, &job_id, result).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read unreported results"),
+        }
+    }
+
+    /// The connection ended.
+    pub fn disconnected(&self) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}

@@ -1,0 +1,326 @@
+//! Tasks: commands run as sandboxed jobs on worker nodes. Creation is an idempotent
+//! command (202 with the task id); reads come from the log.
+
+use std::collections::BTreeMap;
+
+use actors::node::Origin;
+use actors::policy::Principal;
+use actors::task::{
+    JobResult, NetworkPolicy, RESERVED_ENV, Task, TaskError, TaskSpec, TaskState, valid_workspace_path,
+};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cluster::dispatch::DispatchError;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Caller, JsonBody, RequestCtx};
+use super::{App, authorize_route};
+
+/// Resource limits of a task's job.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    /// CPU cores (fractions allowed).
+    pub cpus: Option<f64>,
+    pub pids: Option<u32>,
+}
+
+/// Body of `POST /v1/tasks`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// The program and its arguments (no shell unless you name one).
+    pub command: Vec<String>,
+    pub image: Option<String>,
+    /// `none` (default) or `restricted`.
+    #[serde(default)]
+    pub network_policy: NetworkPolicy,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Default 300, at most 86400.
+    pub timeout_seconds: Option<u32>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Files written into `/workspace` before the job starts: relative path → content.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Node labels the task needs.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Scope of the task (default `default`); the caller must cover it.
+    pub account_id: Option<String>,
+    pub site_id: Option<String>,
+    /// A ticket this task works for; its events then appear in the ticket's timeline.
+    pub ticket_id: Option<String>,
+    /// Default 3; lost or refused attempts are retried up to this many in all.
+    pub max_attempts: Option<u32>,
+    /// Also retry a run that exited non-zero.
+    #[serde(default)]
+    pub retry_on_failure: bool,
+}
+
+const MAX_FILES_BYTES: usize = 512 * 1024;
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, message)
+}
+
+impl CreateTask {
+    fn into_spec(self) -> Result<TaskSpec, ApiError> {
+        if self.command.is_empty() || self.command.len() > 256 || self.command[0].trim().is_empty() {
+            return Err(invalid("command must name a program (at most 256 arguments)"));
+        }
+        let timeout_seconds = self.timeout_seconds.unwrap_or(300);
+        if !(1..=86_400).contains(&timeout_seconds) {
+            return Err(invalid("timeout_seconds must be between 1 and 86400"));
+        }
+        if let Some(m) = self.limits.memory_bytes
+            && !(4 << 20..=64 << 30).contains(&m)
+        {
+            return Err(invalid("limits.memory_bytes must be between 4 MiB and 64 GiB"));
+        }
+        let cpu_millis = match self.limits.cpus {
+            Some(c) if !(0.01..=64.0).contains(&c) => return Err(invalid("limits.cpus must be between 0.01 and 64")),
+            Some(c) => Some((c * 1000.0).round() as u32),
+            None => None,
+        };
+        let pids = self.limits.pids.unwrap_or(256);
+        if !(8..=32_768).contains(&pids) {
+            return Err(invalid("limits.pids must be between 8 and 32768"));
+        }
+        if let Some(k) = self.env.keys().find(|k| RESERVED_ENV.contains(&k.as_str()) || k.is_empty() || k.contains('='))
+        {
+            return Err(invalid(format!("env name {k:?} is reserved or invalid")));
+        }
+        if let Some(p) = self.files.keys().find(|p| !valid_workspace_path(p)) {
+            return Err(invalid(format!("file path {p:?} must be relative to /workspace, without '..'")));
+        }
+        if self.files.values().map(String::len).sum::<usize>() > MAX_FILES_BYTES {
+            return Err(invalid("files may hold at most 512 KiB in all"));
+        }
+        let max_attempts = self.max_attempts.unwrap_or(3);
+        if !(1..=10).contains(&max_attempts) {
+            return Err(invalid("max_attempts must be between 1 and 10"));
+        }
+        Ok(TaskSpec {
+            command: self.command,
+            image: self.image.filter(|i| !i.trim().is_empty()),
+            network: self.network_policy,
+            memory_bytes: self.limits.memory_bytes,
+            cpu_millis,
+            pids,
+            timeout_seconds,
+            env: self.env,
+            files: self.files,
+            labels: self.labels,
+            account_id: self.account_id.unwrap_or_else(|| "default".into()),
+            site_id: self.site_id.unwrap_or_else(|| "default".into()),
+            ticket_id: self.ticket_id,
+            max_attempts,
+            retry_on_failure: self.retry_on_failure,
+        })
+    }
+}
+
+/// The answer to `POST /v1/tasks`.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    pub task_id: String,
+    pub state: TaskState,
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(e: DispatchError) -> Self {
+        match e {
+            DispatchError::Task(TaskError::NotFound) => task_not_found(),
+            DispatchError::Task(TaskError::Finished(state)) => {
+                ApiError::new(StatusCode::CONFLICT, "TASK_FINISHED", format!("the task is already {}", state.as_str()))
+            }
+            DispatchError::KeyReused => ApiError::new(
+                StatusCode::CONFLICT,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this Idempotency-Key was used for a different request",
+            ),
+            other => ApiError::unavailable(other.to_string()),
+        }
+    }
+}
+
+fn task_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", "task not found")
+}
+
+fn origin(caller: &Principal, ctx: &RequestCtx, tool: &str) -> Origin {
+    let kind = if caller.role == actors::policy::Role::Agent { "agent" } else { "user" };
+    Origin {
+        actor: storage::ActorRef { kind: kind.into(), id: caller.sub.clone(), role: caller.role.as_str().into() },
+        tool: tool.into(),
+        request_id: ctx.request_id.clone(),
+    }
+}
+
+fn scope_forbidden() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "SCOPE_FORBIDDEN", "the task is outside the caller's account/site scope")
+        .policy(actors::policy::PolicyDimension::Scope)
+}
+
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = CreateTask,
+    params(("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
+    responses((status = 202, body = Accepted), (status = "4XX", body = ErrorBody)))]
+/// Accept a task: it is durable when this answers, and runs as soon as a node can take it.
+pub(super) async fn create(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    body: JsonBody<CreateTask>,
+) -> Result<Response, ApiError> {
+    authorize_route(&caller, &ctx, "task.create")?;
+    let (key, hash) = super::idempotency(&caller, &ctx, body.canonical_hash)?;
+    let spec = body.value.into_spec()?;
+    if !caller.in_scope(&spec.account_id, &spec.site_id) {
+        return Err(scope_forbidden());
+    }
+    if let Some(ticket) = &spec.ticket_id {
+        let t = super::tickets::parse_ticket_id(ticket)?;
+        let ticket = actors::ticket::store::load(&app.log, t)
+            .map_err(|e| ApiError::internal("loading the ticket", e))?
+            .ok_or_else(ApiError::ticket_not_found)?;
+        if !caller.in_scope(&ticket.account_id, &ticket.site_id) {
+            return Err(scope_forbidden());
+        }
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let submitted = app.tasks.submit(id, spec, origin(&caller, &ctx, "task.create"), Some((key, hash))).await?;
+    let body = Accepted { task_id: submitted.task.id.clone(), state: submitted.task.state };
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if submitted.replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    } else {
+        tracing::info!(task = %submitted.task.id, by = %caller.sub, "task accepted");
+    }
+    Ok(response)
+}
+
+/// A task without its (possibly large) result; see `/result`.
+fn summary(mut task: Task) -> Task {
+    task.result = None;
+    task
+}
+
+fn load_for(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool: &str) -> Result<Task, ApiError> {
+    authorize_route(caller, ctx, tool)?;
+    let (task, _) = actors::task::store::load(&app.log, id)
+        .map_err(|e| ApiError::internal("loading the task", e))?
+        .ok_or_else(task_not_found)?;
+    if !caller.in_scope(&task.spec.account_id, &task.spec.site_id) {
+        return Err(scope_forbidden());
+    }
+    Ok(task)
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, body = Task), (status = "4XX", body = ErrorBody)))]
+/// A task: its state, every attempt (node, times, outcome) and its spec.
+pub(super) async fn get(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    Ok(Json(summary(load_for(&app, &caller, &ctx, &id, "task.get")?)))
+}
+
+/// A finished task's outcome.
+#[derive(Serialize, ToSchema)]
+pub struct TaskResult {
+    pub task_id: String,
+    pub state: TaskState,
+    /// The run that decided the task (none when it never ran, e.g. cancelled while queued).
+    pub result: Option<JobResult>,
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}/result", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, body = TaskResult), (status = "4XX", body = ErrorBody)))]
+/// Output, exit code and flags of a finished task; 409 `TASK_NOT_FINISHED` before that.
+pub(super) async fn result(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<TaskResult>, ApiError> {
+    let task = load_for(&app, &caller, &ctx, &id, "task.result")?;
+    if !task.state.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "TASK_NOT_FINISHED",
+            format!("the task is {}; its result comes when it finishes", task.state.as_str()),
+        ));
+    }
+    Ok(Json(TaskResult { task_id: task.id, state: task.state, result: task.result, reason: task.reason }))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, body = Task), (status = "4XX", body = ErrorBody)))]
+/// Cancel: a queued task ends at once; a running job is killed on its node first.
+pub(super) async fn cancel(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    load_for(&app, &caller, &ctx, &id, "task.cancel")?;
+    let task = app.tasks.cancel(&id, origin(&caller, &ctx, "task.cancel")).await?;
+    Ok(Json(summary(task)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// QUEUED, DISPATCHED, RUNNING, SUCCEEDED, FAILED or CANCELLED.
+    pub state: Option<String>,
+    /// At most this many (default 100).
+    pub limit: Option<usize>,
+}
+
+/// Tasks in the caller's scope.
+#[derive(Serialize, ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+}
+
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(ListQuery),
+    responses((status = 200, body = TaskList), (status = "4XX", body = ErrorBody)))]
+/// Tasks by state, oldest first.
+pub(super) async fn list(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<TaskList>, ApiError> {
+    authorize_route(&caller, &ctx, "task.list")?;
+    let state = match q.state.as_deref() {
+        Some(s) => Some(TaskState::parse(s).ok_or_else(|| invalid(format!("unknown state {s:?}")))?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let ids = actors::task::store::ids(&app.log, state).map_err(|e| ApiError::internal("listing tasks", e))?;
+    let mut tasks = Vec::new();
+    for id in ids {
+        if tasks.len() >= limit {
+            break;
+        }
+        if let Some((task, _)) =
+            actors::task::store::load(&app.log, &id).map_err(|e| ApiError::internal("loading a task", e))?
+            && caller.in_scope(&task.spec.account_id, &task.spec.site_id)
+        {
+            tasks.push(summary(task));
+        }
+    }
+    Ok(Json(TaskList { tasks }))
+}
