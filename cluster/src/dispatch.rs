@@ -52,7 +52,8 @@ impl Links {
         }
     }
 
-    fn get(&self, node: &str) -> Option<Connection> {
+    /// The node's live connection, if it has one.
+    pub fn get(&self, node: &str) -> Option<Connection> {
         self.lock().get(node).cloned()
     }
 }

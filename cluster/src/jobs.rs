@@ -31,6 +31,8 @@ pub trait Executor: Send + Sync + 'static {
 struct Running {
     cancel: watch::Sender<bool>,
     lease: Duration,
+    /// Stopped for want of a lease (not cancelled by anyone).
+    fenced: bool,
 }
 
 /// The jobs of one worker.
@@ -91,7 +93,7 @@ impl Jobs {
             return JobAnswer::Refused(format!("no free slot ({max_running} jobs running)"));
         }
         let (cancel, cancelled) = watch::channel(false);
-        running.insert(job.job_id.clone(), Running { cancel, lease: Duration::from_millis(lease_ms) });
+        running.insert(job.job_id.clone(), Running { cancel, lease: Duration::from_millis(lease_ms), fenced: false });
         drop(running);
         // A job starts with a full lease from now.
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -99,7 +101,11 @@ impl Jobs {
         tokio::spawn(async move {
             let job_id = job.job_id.clone();
             tracing::info!(job = %job_id, "job started");
-            let result = executor.run(job, cancelled).await;
+            let mut result = executor.run(job, cancelled).await;
+            if jobs.running().get(&job_id).is_some_and(|r| r.fenced) {
+                result.cancelled = false;
+                result.lease_lost = true;
+            }
             jobs.finish(&job_id, result).await;
         });
         JobAnswer::Accepted
@@ -121,10 +127,11 @@ impl Jobs {
     /// interval of margin keeps this side earlier than the orchestrator's deadline.
     pub fn fence(&self, margin: Duration) {
         let renewed = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
-        for (job_id, r) in self.running().iter() {
+        for (job_id, r) in self.running().iter_mut() {
             if Instant::now() + margin >= renewed + r.lease && !*r.cancel.borrow() {
                 tracing::warn!(job = %job_id, "lease not renewed in time; stopping the job");
                 metrics::counter!("dispatch_worker_jobs_fenced_total").increment(1);
+                r.fenced = true;
                 let _ = r.cancel.send(true);
             }
         }

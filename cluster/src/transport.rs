@@ -106,6 +106,11 @@ impl TransportError {
 
 /// Sends one request on a new stream and waits for its answer.
 pub async fn call(conn: &Connection, request: &Request) -> Result<Response, TransportError> {
+    call_within(conn, request, REQUEST_TIMEOUT).await
+}
+
+/// [`call`] with its own time limit (heartbeats wait less than other requests).
+pub async fn call_within(conn: &Connection, request: &Request, limit: Duration) -> Result<Response, TransportError> {
     let started = Instant::now();
     let exchange = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| WireError::Stream(e.to_string()))?;
@@ -113,7 +118,7 @@ pub async fn call(conn: &Connection, request: &Request) -> Result<Response, Tran
         send.finish().map_err(|e| WireError::Stream(e.to_string()))?;
         wire::read::<Response>(&mut recv).await
     };
-    let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await;
+    let result = tokio::time::timeout(limit, exchange).await;
     let outcome = match &result {
         Ok(Ok(_)) => "ok",
         Ok(Err(_)) => "error",
@@ -121,5 +126,5 @@ pub async fn call(conn: &Connection, request: &Request) -> Result<Response, Tran
     };
     metrics::histogram!("dispatch_cluster_request_duration_seconds", "request" => request.name(), "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
-    Ok(result.map_err(|_| TransportError::Timeout(REQUEST_TIMEOUT))??)
+    Ok(result.map_err(|_| TransportError::Timeout(limit))??)
 }

@@ -468,16 +468,23 @@ impl Worker {
 
     async fn heartbeats(&self, conn: &Connection, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
         let mut status = self.status.subscribe();
+        // The first heartbeat goes at once: it renews the leases of jobs that kept
+        // running while the connection was down.
+        let mut first = true;
         loop {
+            let wait = if first { Duration::ZERO } else { self.heartbeat_interval() };
             tokio::select! {
-                _ = tokio::time::sleep(self.heartbeat_interval()) => {}
+                _ = tokio::time::sleep(wait) => {}
                 // A configuration was applied: its interval counts from now.
                 _ = status.changed() => continue,
                 _ = shutdown.changed() => return SessionEnd::Shutdown,
                 _ = conn.closed() => return SessionEnd::Broken(WorkerError::Protocol(format!("connection closed: {:?}", conn.close_reason()))),
             }
+            first = false;
+            let interval = self.heartbeat_interval();
             let sent = tokio::time::Instant::now();
-            match transport::call(conn, &Request::Heartbeat { running: self.jobs.running_ids() }).await {
+            let heartbeat = Request::Heartbeat { running: self.jobs.running_ids() };
+            match transport::call_within(conn, &heartbeat, (interval * 2).min(transport::REQUEST_TIMEOUT)).await {
                 Ok(Response::HeartbeatOk) => self.jobs.renewed(sent),
                 Ok(Response::Refused { code, message }) if code == codes::NODE_REMOVED => {
                     return SessionEnd::Removed(message);

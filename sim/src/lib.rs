@@ -21,7 +21,13 @@ use std::time::{Duration, SystemTime};
 
 use actors::node::membership::{history, load_nodes, load_tokens};
 use actors::node::{Capabilities, Membership, MembershipConfig, Node, NodeCommand, NodeConfig, Origin};
+use actors::task::store as task_store;
+use actors::task::{JobResult, JobSpec, NetworkPolicy, Task, TaskSpec};
+use cluster::dispatch::{DispatchConfig, Dispatcher};
+use cluster::jobs::{Executor, JobRun};
 use cluster::orchestrator::OrchestratorCluster;
+use cluster::proto::{JobAnswer, Push, PushReply};
+use cluster::wire;
 use cluster::worker::{self, Worker, WorkerStatus, WorkerStore};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
@@ -116,7 +122,61 @@ pub const ORCHESTRATOR: &str = "orchestrator";
 
 /// Commands the test sends to the orchestrator host (they run on its runtime).
 enum Control {
-    SetConfig { node: String, config: NodeConfig },
+    SetConfig {
+        node: String,
+        config: NodeConfig,
+    },
+    Submit {
+        id: String,
+        spec: Box<TaskSpec>,
+    },
+    /// Offer a job again to the node that had it (a duplicated delivery).
+    Redeliver {
+        job_id: String,
+        node: String,
+    },
+}
+
+/// One run of a job by a fake executor, in simulated time.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub job_id: String,
+    pub host: String,
+    pub start: Duration,
+    pub end: Option<Duration>,
+}
+
+/// Jobs whose command is `work <ms> <exit code>`: they take that long in simulated
+/// time (or until cancelled) and exit with that code. Every run is written down.
+struct FakeExecutor {
+    host: String,
+    shared: Arc<Shared>,
+}
+
+impl Executor for FakeExecutor {
+    fn run(&self, job: JobSpec, mut cancel: tokio::sync::watch::Receiver<bool>) -> JobRun<'_> {
+        Box::pin(async move {
+            let arg = |i: usize| job.command.get(i).and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+            let (ms, code) = (arg(1), arg(2) as i64);
+            let start = turmoil::sim_elapsed().unwrap_or_default();
+            let index = {
+                let mut runs = lock(&self.shared.runs);
+                runs.push(Run { job_id: job.job_id.clone(), host: self.host.clone(), start, end: None });
+                runs.len() - 1
+            };
+            let cancelled = tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => false,
+                _ = cancel.wait_for(|c| *c) => true,
+            };
+            lock(&self.shared.runs)[index].end = Some(turmoil::sim_elapsed().unwrap_or_default());
+            JobResult {
+                exit_code: Some(if cancelled { 137 } else { code }),
+                cancelled,
+                stdout: format!("{} on {}\n", job.job_id, self.host),
+                ..JobResult::default()
+            }
+        })
+    }
 }
 
 /// What hosts share with the test: the orchestrator's log (to read), its control
@@ -128,6 +188,9 @@ struct Shared {
     token: Mutex<Option<String>>,
     workers: Mutex<BTreeMap<String, WorkerStatus>>,
     joins: Mutex<BTreeMap<String, u32>>,
+    runs: Mutex<Vec<Run>>,
+    /// Answers to redelivered jobs.
+    redelivered: Mutex<Vec<String>>,
     /// Each host's count of writes its log writer thread has not answered yet.
     writes: Mutex<BTreeMap<String, Arc<AtomicUsize>>>,
 }
@@ -227,7 +290,7 @@ impl Harness {
                 let (writer, handle) = LogWriter::start(&log)?;
                 *lock(&disk) = Some(handle);
                 lock(&shared.writes).insert(ORCHESTRATOR.into(), writer.in_flight());
-                let membership = Membership::start(log.clone(), writer, config).await?;
+                let membership = Membership::start(log.clone(), writer.clone(), config).await?;
                 let ca = certs::open_or_create_ca(&dir.join("ca"), SystemTime::now())?;
                 let advertise = SocketAddr::new(turmoil::lookup(ORCHESTRATOR), CLUSTER_PORT).to_string();
                 let cluster = OrchestratorCluster::new(membership, Arc::new(ca), b"sim key".to_vec(), vec![advertise]);
@@ -237,6 +300,16 @@ impl Harness {
                     Some(seed),
                 )?;
                 let cluster = Arc::new(cluster);
+                let dispatch = DispatchConfig { output_cap: 4_096, ..DispatchConfig::default() };
+                let tasks = Dispatcher::start(
+                    log.clone(),
+                    writer.clone(),
+                    cluster.membership.clone(),
+                    cluster.links.clone(),
+                    dispatch,
+                )
+                .await?;
+                cluster.attach_dispatcher(tasks.clone());
                 if lock(&shared.token).is_none() {
                     let ttl = Duration::from_secs(3_600);
                     let (_, token) = cluster.create_token(BTreeMap::new(), uses, ttl, Origin::system("sim")).await?;
@@ -253,6 +326,15 @@ impl Harness {
                             if let Err(e) = cluster.membership.command(&node, set, Origin::system("sim")).await {
                                 tracing::warn!(error = %e, "config change refused");
                             }
+                        }
+                        Control::Submit { id, spec } => {
+                            if let Err(e) = tasks.submit(id, *spec, Origin::system("sim"), None).await {
+                                tracing::warn!(error = %e, "task refused");
+                            }
+                        }
+                        Control::Redeliver { job_id, node } => {
+                            let answer = redeliver(&cluster, &job_id, &node).await;
+                            lock(&shared.redelivered).push(answer);
                         }
                     }
                 }
@@ -276,7 +358,12 @@ impl Harness {
                     lock(&shared.writes).insert(name.clone(), writes);
                 }
                 let endpoint = cluster::transport::endpoint(SimUdp::bind(0).await?, None, Some(seed))?;
-                let capabilities = Capabilities { hostname: name.clone(), cores: 2, ..Capabilities::default() };
+                let capabilities = Capabilities {
+                    hostname: name.clone(),
+                    cores: 2,
+                    docker_version: Some("simulated".into()),
+                    ..Capabilities::default()
+                };
                 if store.identity()?.is_none() {
                     let token = loop {
                         if let Some(t) = lock(&shared.token).clone() {
@@ -287,7 +374,8 @@ impl Harness {
                     *lock(&shared.joins).entry(name.clone()).or_default() += 1;
                     worker::join(&store, &endpoint, &token, None, capabilities.clone()).await?;
                 }
-                let worker = Worker::new(store, endpoint, capabilities, None)?;
+                let executor = Arc::new(FakeExecutor { host: name.clone(), shared: shared.clone() });
+                let worker = Worker::new(store, endpoint, capabilities, Some(executor))?;
                 let mut status = worker.status();
                 let mirror = shared.clone();
                 let who = name.clone();
@@ -340,6 +428,64 @@ impl Harness {
         }
     }
 
+    /// Submits a task whose job takes `ms` of simulated time and exits with `code`.
+    pub fn submit(&self, id: &str, ms: u64, code: i64, max_attempts: u32) {
+        let spec = TaskSpec {
+            command: vec!["work".into(), ms.to_string(), code.to_string()],
+            image: None,
+            network: NetworkPolicy::None,
+            memory_bytes: None,
+            cpu_millis: None,
+            pids: 64,
+            timeout_seconds: 600,
+            env: BTreeMap::new(),
+            files: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            account_id: "sim".into(),
+            site_id: "sim".into(),
+            ticket_id: None,
+            max_attempts,
+            retry_on_failure: false,
+        };
+        if let Some(control) = lock(&self.shared.control).as_ref() {
+            let _ = control.send(Control::Submit { id: id.to_owned(), spec: Box::new(spec) });
+        }
+    }
+
+    /// Offers a job again to `node` (as a duplicated message would).
+    pub fn redeliver(&self, job_id: &str, node: &str) {
+        if let Some(control) = lock(&self.shared.control).as_ref() {
+            let _ = control.send(Control::Redeliver { job_id: job_id.to_owned(), node: node.to_owned() });
+        }
+    }
+
+    /// What the nodes answered to redelivered jobs.
+    pub fn redelivered(&self) -> Vec<String> {
+        lock(&self.shared.redelivered).clone()
+    }
+
+    /// A task as stored, with its events' `to_state`s in order.
+    pub fn task(&self, id: &str) -> Option<(Task, Vec<String>)> {
+        let log = lock(&self.shared.log).clone()?;
+        let (task, _) = task_store::load(&log, id).ok()??;
+        let states = task_store::events(&log, id).ok()?.into_iter().filter_map(|(r, _)| r.to_state).collect();
+        Some((task, states))
+    }
+
+    /// Every job run so far.
+    pub fn runs(&self) -> Vec<Run> {
+        lock(&self.shared.runs).clone()
+    }
+
+    /// Crashes a host; runs of its jobs end now (its runtime, and the jobs in it, are gone).
+    pub fn crash(&mut self, host: &str) {
+        let now = self.sim.elapsed();
+        for r in lock(&self.shared.runs).iter_mut().filter(|r| r.host == host && r.end.is_none()) {
+            r.end = Some(now);
+        }
+        self.sim.crash(host);
+    }
+
     /// Steps the simulation for `d` of simulated time.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.sim.elapsed() + d;
@@ -384,6 +530,38 @@ impl Harness {
             }
         }
         trace
+    }
+}
+
+/// One push of `RunJob` for `job_id` straight to the node, and its answer.
+async fn redeliver(cluster: &OrchestratorCluster, job_id: &str, node: &str) -> String {
+    let Some(conn) = cluster.links.get(node) else { return "no connection".into() };
+    let (task_id, attempt) = job_id.rsplit_once('/').map_or((job_id, 0), |(t, n)| (t, n.parse().unwrap_or(0)));
+    let job = JobSpec {
+        job_id: job_id.to_owned(),
+        task_id: task_id.to_owned(),
+        attempt,
+        command: vec!["work".into(), "1000".into(), "0".into()],
+        image: "sim".into(),
+        network: NetworkPolicy::None,
+        memory_bytes: 0,
+        cpu_millis: 0,
+        pids: 0,
+        timeout_ms: 60_000,
+        env: BTreeMap::new(),
+        files: BTreeMap::new(),
+        output_cap: 4_096,
+    };
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.ok()?;
+        wire::write(&mut send, &Push::RunJob { job, lease_ms: 5_000 }).await.ok()?;
+        send.finish().ok()?;
+        wire::read::<PushReply>(&mut recv).await.ok()
+    };
+    match exchange.await {
+        Some(PushReply::Job(JobAnswer::AlreadyFinished(_))) => "already finished".into(),
+        Some(other) => format!("{other:?}"),
+        None => "no answer".into(),
     }
 }
 

@@ -61,6 +61,10 @@ pub struct JobResult {
     pub timed_out: bool,
     /// Stopped because the task was cancelled.
     pub cancelled: bool,
+    /// Stopped by its worker, which could not renew the job's lease: the attempt
+    /// counts as lost, and the task may run again elsewhere.
+    #[serde(default)]
+    pub lease_lost: bool,
     /// The sandbox could not run it (no engine, no image, bad spec).
     pub error: Option<String>,
     pub started_ms: i64,
@@ -70,7 +74,12 @@ pub struct JobResult {
 impl JobResult {
     /// Ran to completion with exit code 0.
     pub fn succeeded(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out && !self.oom_killed && !self.cancelled && self.error.is_none()
+        self.exit_code == Some(0)
+            && !self.timed_out
+            && !self.oom_killed
+            && !self.cancelled
+            && !self.lease_lost
+            && self.error.is_none()
     }
 }
 

@@ -242,6 +242,10 @@ pub fn decide(task: Option<&Task>, command: &TaskCommand) -> Result<Vec<TaskEven
             vec![E::Started { attempt: *attempt }]
         }
         C::Start { .. } => vec![],
+        // Its worker stopped it for want of a lease: the same as losing the node.
+        C::Finish { attempt, result, now_ms } if current(*attempt) && result.lease_lost => {
+            vec![E::AttemptLost { attempt: *attempt, retry_at: retry_at(task, *now_ms, true) }]
+        }
         C::Finish { attempt, result, now_ms } if current(*attempt) => {
             let retry = retry_at(task, *now_ms, !result.succeeded() && task.spec.retry_on_failure && !result.cancelled);
             vec![E::Finished { attempt: *attempt, result: result.clone(), retry_at: retry }]

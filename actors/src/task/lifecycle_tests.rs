@@ -49,6 +49,7 @@ fn each_way_an_attempt_ends_leads_where_documented() {
     let finish = |code| C::Finish { attempt: 1, result: exit(code), now_ms: 0 };
     let cancelled = C::Finish { attempt: 1, result: JobResult { cancelled: true, ..exit(137) }, now_ms: 0 };
     let lost = C::ExpireLease { attempt: 1, now_ms: 0 };
+    let fenced = C::Finish { attempt: 1, result: JobResult { lease_lost: true, ..exit(137) }, now_ms: 0 };
     let refused = C::Refuse { attempt: 1, reason: "no engine".into(), now_ms: 0 };
     // (max attempts, retry on failure, how attempt 1 ends, state after)
     let table = [
@@ -58,6 +59,8 @@ fn each_way_an_attempt_ends_leads_where_documented() {
         (1, true, finish(2), Failed),
         (3, false, lost.clone(), Queued),
         (1, false, lost, Failed),
+        (3, false, fenced.clone(), Queued),
+        (1, false, fenced, Failed),
         (3, false, refused.clone(), Queued),
         (1, false, refused, Failed),
         (3, true, cancelled, Cancelled),
