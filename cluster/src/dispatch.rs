@@ -190,6 +190,8 @@ impl Actor for Dispatch {
         match msg {
             Msg::Submit { id, spec, origin, idempotency, reply } => {
                 let _ = reply.send(self.submit(st, id, *spec, &origin, idempotency).await);
+                // Place it now rather than at the next tick.
+                self.place(&me, st).await;
             }
             Msg::Cancel { id, origin, reply } => {
                 let result = self.cancel(st, &id, &origin).await;
@@ -216,6 +218,8 @@ impl Actor for Dispatch {
                     _ => Ok(()),
                 };
                 let _ = reply.send(outcome);
+                // A slot is free: the next queued task need not wait for the tick.
+                self.place(&me, st).await;
             }
             Msg::Extend { node, running } => self.extend(st, &node, running).await,
             Msg::Tick => {

@@ -322,6 +322,8 @@ pub struct Worker {
     capabilities: Capabilities,
     jobs: Arc<Jobs>,
     status: watch::Sender<WorkerStatus>,
+    /// Dialled before the addresses stored at the join (the orchestrator moved).
+    preferred: Option<String>,
 }
 
 /// How a session with the orchestrator ended.
@@ -345,7 +347,13 @@ impl Worker {
         let identity = store.identity()?.ok_or(WorkerError::NotJoined)?;
         let status = WorkerStatus { node_id: Some(identity.node_id), ..Default::default() };
         let jobs = Jobs::new(store.clone(), executor);
-        Ok(Worker { store, endpoint, capabilities, jobs, status: watch::channel(status).0 })
+        Ok(Worker { store, endpoint, capabilities, jobs, status: watch::channel(status).0, preferred: None })
+    }
+
+    /// Dials `addr` first from now on (`--join` on a later start; `up` on a new port).
+    pub fn prefer(mut self, addr: Option<String>) -> Self {
+        self.preferred = addr;
+        self
     }
 
     fn heartbeat_interval(&self) -> Duration {
@@ -423,7 +431,8 @@ impl Worker {
         let key = NodeKey::from_pkcs8(&identity.key_pkcs8).map_err(|e| WorkerError::Store(e.to_string()))?;
         let tls = certs::node_client_config(&identity.ca_der, &identity.cert_der, &key)
             .map_err(|e| TransportError::Tls(e.to_string()))?;
-        let addr = resolve(&identity.orchestrators).await?;
+        let addrs: Vec<String> = self.preferred.iter().cloned().chain(identity.orchestrators).collect();
+        let addr = resolve(&addrs).await?;
         Ok(transport::connect(&self.endpoint, addr, tls).await?)
     }
 

@@ -8,8 +8,14 @@ use std::path::Path;
 use crate::sandbox::Sandbox;
 
 /// Reads this host's capabilities; `data_dir` is where job workspaces live, and
-/// `sandbox` the container engine jobs would run on (None: no engine answered).
-pub async fn detect(data_dir: &Path, labels: BTreeMap<String, String>, sandbox: Option<&Sandbox>) -> Capabilities {
+/// `sandbox` the container engine jobs would run on (None: no engine answered), and
+/// `inference` whether the host has a local inference runtime (as its operator says).
+pub async fn detect(
+    data_dir: &Path,
+    labels: BTreeMap<String, String>,
+    sandbox: Option<&Sandbox>,
+    inference: bool,
+) -> Capabilities {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
     let (docker_version, images) = match sandbox {
         Some(s) => (s.engine_version().await, s.images().await),
@@ -25,7 +31,7 @@ pub async fn detect(data_dir: &Path, labels: BTreeMap<String, String>, sandbox: 
         docker_version,
         images,
         labels,
-        inference: false,
+        inference,
     }
 }
 

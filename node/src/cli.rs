@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::{Client, ClientError};
-use crate::server::{Orchestrator, ServerConfig, stop_signal};
+use crate::server::{InferenceConfig, Orchestrator, ServerConfig, stop_signal};
 
 #[derive(Parser)]
 #[command(name = "dispatch", version, about = "Self-hosted control plane for work between agents, people and machines")]
@@ -140,6 +140,22 @@ struct ServeArgs {
     /// Worker: the static busybox the default sandbox image is built from (no registry needed).
     #[arg(long, default_value = "/bin/busybox")]
     sandbox_busybox: PathBuf,
+    /// Worker: this host runs a local inference runtime (reported in its capabilities).
+    #[arg(long)]
+    local_inference: bool,
+    /// Orchestrator: work needs inference; /ready says no until a node has a local
+    /// runtime or --inference-provider is set.
+    #[arg(long)]
+    inference_required: bool,
+    /// Orchestrator: an external inference provider (URL).
+    #[arg(long)]
+    inference_provider: Option<String>,
+}
+
+impl ServeArgs {
+    fn worker_host(&self) -> crate::worker::WorkerHost {
+        crate::worker::WorkerHost { busybox: self.sandbox_busybox.clone(), inference: self.local_inference }
+    }
 }
 
 #[derive(Subcommand)]
@@ -546,8 +562,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent { role: AgentRole::Worker, join, token, labels, serve } => {
             crate::telemetry::init_logs(serve.log_json);
             let labels = labels.into_iter().collect();
-            let (dir, busybox) = (&serve.data_dir, &serve.sandbox_busybox);
-            crate::worker::run(dir, serve.http_addr, token.as_deref(), join.as_deref(), labels, busybox).await
+            let host = serve.worker_host();
+            crate::worker::run(&serve.data_dir, serve.http_addr, token.as_deref(), join.as_deref(), labels, &host).await
         }
         Command::Token { client, command } => join_token(client, command).await,
         Command::Node { client, command } => node(client, command).await,
@@ -592,7 +608,7 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
         data_dir: args.data_dir.clone(),
         http_addr: args.http_addr,
         dev_headers: args.dev_headers,
-        templates_file: args.templates,
+        templates_file: args.templates.clone(),
         supervisor: SupervisorConfig::default(),
         idempotency_retention: std::time::Duration::from_secs(args.idempotency_retention_hours.max(1) * 3600),
         cluster_addr: args.cluster_addr,
@@ -601,10 +617,11 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
             default_config: NodeConfig { heartbeat_interval_ms: args.node_heartbeat_ms, ..NodeConfig::default() },
             ..MembershipConfig::default()
         },
+        inference: InferenceConfig { required: args.inference_required, provider: args.inference_provider.clone() },
     };
     let orchestrator = Orchestrator::start(config).await?;
     let local_worker = match embedded {
-        true => Some(start_local_worker(&orchestrator, &args.data_dir.join("worker"), &args.sandbox_busybox).await?),
+        true => Some(start_local_worker(&orchestrator, &args.data_dir.join("worker"), &args.worker_host()).await?),
         false => None,
     };
     let url = format!("http://{}", orchestrator.addr);
@@ -673,7 +690,7 @@ type LocalWorkerTask = (String, tokio::sync::watch::Sender<bool>, tokio::task::J
 async fn start_local_worker(
     orchestrator: &Orchestrator,
     dir: &std::path::Path,
-    busybox: &std::path::Path,
+    host: &crate::worker::WorkerHost,
 ) -> anyhow::Result<LocalWorkerTask> {
     let store = std::sync::Arc::new(cluster::worker::WorkerStore::open(dir)?);
     let token = match store.identity()?.is_some() {
@@ -685,7 +702,7 @@ async fn start_local_worker(
         }
     };
     let via = orchestrator.cluster_addr.to_string();
-    let local = crate::worker::prepare(store, dir, token.as_deref(), Some(&via), Default::default(), busybox).await?;
+    let local = crate::worker::prepare(store, dir, token.as_deref(), Some(&via), Default::default(), host).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = local.worker.clone();
     let task = tokio::spawn(async move {

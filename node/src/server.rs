@@ -36,6 +36,16 @@ pub struct ServerConfig {
     pub advertise_addr: Option<String>,
     /// Silence thresholds and the configuration new nodes start with.
     pub membership: MembershipConfig,
+    /// Work needs inference: not ready until a node has a local runtime or a provider is set.
+    pub inference: InferenceConfig,
+}
+
+/// The inference precondition (seed 004 §4.1).
+#[derive(Debug, Clone, Default)]
+pub struct InferenceConfig {
+    pub required: bool,
+    /// An external inference provider (its URL), which satisfies the requirement alone.
+    pub provider: Option<String>,
 }
 
 /// A running orchestrator.
@@ -102,6 +112,7 @@ impl Orchestrator {
             tickets: tickets.clone(),
             cluster: cluster.clone(),
             tasks: tasks.clone(),
+            inference: config.inference.clone(),
             auth,
             dev_headers: config.dev_headers,
             metrics: crate::telemetry::metrics(),

@@ -20,6 +20,15 @@ use crate::sandbox::Sandbox;
 use serde_json::json;
 use tokio::sync::watch;
 
+/// What the operator says about a worker host.
+#[derive(Debug, Clone)]
+pub struct WorkerHost {
+    /// The static busybox the default sandbox image is built from.
+    pub busybox: std::path::PathBuf,
+    /// The host runs a local inference runtime.
+    pub inference: bool,
+}
+
 /// A worker's joining and connecting, shared by `agent --role worker` and `up`.
 pub struct LocalWorker {
     pub worker: Arc<Worker>,
@@ -34,18 +43,18 @@ pub async fn prepare(
     token: Option<&str>,
     via: Option<&str>,
     labels: BTreeMap<String, String>,
-    busybox: &Path,
+    host: &WorkerHost,
 ) -> anyhow::Result<LocalWorker> {
     let socket = cluster::transport::udp_socket(SocketAddr::from(([0, 0, 0, 0], 0)))?;
     let endpoint = cluster::transport::endpoint(socket, None, None)?;
-    let sandbox = match Sandbox::connect(data_dir.join("workspaces"), busybox.to_owned()).await {
+    let sandbox = match Sandbox::connect(data_dir.join("workspaces"), host.busybox.clone()).await {
         Ok(s) => Some(Arc::new(s)),
         Err(e) => {
             tracing::warn!(error = %e, "no container engine: this node reports none and gets no jobs");
             None
         }
     };
-    let capabilities = crate::capabilities::detect(data_dir, labels, sandbox.as_deref()).await;
+    let capabilities = crate::capabilities::detect(data_dir, labels, sandbox.as_deref(), host.inference).await;
     let identity = match (store.identity()?, token) {
         (Some(identity), Some(_)) => {
             eprintln!("dispatch worker: already joined as {}; --token ignored", identity.node_id);
@@ -56,7 +65,7 @@ pub async fn prepare(
         (None, None) => return Err(WorkerError::NotJoined.into()),
     };
     let executor = sandbox.map(|s| s as Arc<dyn cluster::jobs::Executor>);
-    let worker = Worker::new(store, endpoint, capabilities, executor)?;
+    let worker = Worker::new(store, endpoint, capabilities, executor)?.prefer(via.map(str::to_owned));
     Ok(LocalWorker { worker: Arc::new(worker), node_id: identity.node_id })
 }
 
@@ -98,11 +107,11 @@ pub async fn run(
     token: Option<&str>,
     via: Option<&str>,
     labels: BTreeMap<String, String>,
-    busybox: &Path,
+    host: &WorkerHost,
 ) -> anyhow::Result<()> {
     let metrics = crate::telemetry::metrics();
     let store = Arc::new(WorkerStore::open(data_dir)?);
-    let local = match prepare(store, data_dir, token, via, labels, busybox).await {
+    let local = match prepare(store, data_dir, token, via, labels, host).await {
         Err(e) => match e.downcast_ref::<WorkerError>() {
             Some(WorkerError::Refused { code, message }) => anyhow::bail!("join refused: {message} ({code})"),
             _ => return Err(e),

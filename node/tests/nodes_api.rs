@@ -107,5 +107,39 @@ async fn wait_until(s: &Server, check: impl Fn(&serde_json::Value) -> bool) -> s
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    panic!("node-1 never reached the expected state");
+    let (_, node) = s.send("GET", "/v1/nodes/node-1", &s.admin_token, None, None).await;
+    panic!("node-1 never reached the expected state: {node}");
+}
+
+#[tokio::test]
+async fn with_inference_required_ready_waits_for_a_runtime_or_a_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = |s: &Server| {
+        let url = format!("{}/ready", s.url);
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let s = Server::start_with(dir.path(), &["--inference-required"]);
+    wait_for_node(&s).await;
+    let (status, body) = ready(&s).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reasons"][0].as_str().unwrap().contains("no active node reports a local inference runtime"),
+        "{body}"
+    );
+    s.stop();
+
+    // The same node, now saying it has a local runtime.
+    let s = Server::start_with(dir.path(), &["--inference-required", "--local-inference"]);
+    wait_until(&s, |n| n["state"] == "ACTIVE" && n["capabilities"]["inference"] == true).await;
+    assert_eq!(ready(&s).await.0, 200);
+    s.stop();
+
+    // No local runtime, but an external provider.
+    let s =
+        Server::start_with(dir.path(), &["--inference-required", "--inference-provider", "https://inference.example"]);
+    assert_eq!(ready(&s).await.0, 200);
+    s.stop();
 }

@@ -28,6 +28,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         cluster_addr: "127.0.0.1:0".parse().unwrap(),
         advertise_addr: None,
         membership: Default::default(),
+        inference: Default::default(),
     }
 }
 

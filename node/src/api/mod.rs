@@ -48,6 +48,7 @@ pub struct AppInner {
     pub cluster: Arc<cluster::orchestrator::OrchestratorCluster>,
     /// Puts tasks on nodes.
     pub tasks: cluster::dispatch::Dispatcher,
+    pub inference: crate::server::InferenceConfig,
     pub auth: Auth,
     /// Accept `X-Actor-*` identity headers (development only).
     pub dev_headers: bool,

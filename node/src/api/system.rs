@@ -22,6 +22,17 @@ pub(super) async fn ready(State(app): State<App>) -> impl IntoResponse {
     if !app.writer.is_running() {
         reasons.push("log writer stopped".to_owned());
     }
+    if app.inference.required && app.inference.provider.is_none() {
+        let nodes = app.cluster.membership.nodes().await.unwrap_or_default();
+        let local =
+            nodes.iter().any(|v| v.node.state == actors::node::NodeState::Active && v.node.capabilities.inference);
+        if !local {
+            reasons.push(
+                "inference is required: no active node reports a local inference runtime and no external provider is configured (--inference-provider)"
+                    .to_owned(),
+            );
+        }
+    }
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({ "ready": reasons.is_empty(), "reasons": reasons })))
 }
