@@ -31,6 +31,8 @@ pub trait Executor: Send + Sync + 'static {
 struct Running {
     cancel: watch::Sender<bool>,
     lease: Duration,
+    /// When it was accepted: the orchestrator's lease on it starts no earlier.
+    since: Instant,
     /// Stopped for want of a lease (not cancelled by anyone).
     fenced: bool,
 }
@@ -93,10 +95,8 @@ impl Jobs {
             return JobAnswer::Refused(format!("no free slot ({max_running} jobs running)"));
         }
         let (cancel, cancelled) = watch::channel(false);
-        running.insert(job.job_id.clone(), Running { cancel, lease: Duration::from_millis(lease_ms), fenced: false });
+        running.insert(job.job_id.clone(), Running { cancel, lease: Duration::from_millis(lease_ms), since: Instant::now(), fenced: false });
         drop(running);
-        // A job starts with a full lease from now.
-        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         let jobs = self.clone();
         tokio::spawn(async move {
             let job_id = job.job_id.clone();
@@ -128,7 +128,7 @@ impl Jobs {
     pub fn fence(&self, margin: Duration) {
         let renewed = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
         for (job_id, r) in self.running().iter_mut() {
-            if Instant::now() + margin >= renewed + r.lease && !*r.cancel.borrow() {
+            if Instant::now() + margin >= renewed.max(r.since) + r.lease && !*r.cancel.borrow() {
                 tracing::warn!(job = %job_id, "lease not renewed in time; stopping the job");
                 metrics::counter!("dispatch_worker_jobs_fenced_total").increment(1);
                 r.fenced = true;
