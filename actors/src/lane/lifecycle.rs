@@ -1,0 +1,480 @@
+//! An agent lane and its handoffs to people, as pure functions:
+//! `decide(lane, command) → events` and `apply(lane, event) → lane`.
+//!
+//! ```text
+//! lane:    ACTIVE ──handoff requested──► WAITING_HUMAN ──decided / timed out (reject)──► ACTIVE
+//!                                          │  escalated (SLA missed, deadline, operator)
+//!                                          ▼
+//!                                        BLOCKED ──unblock──► WAITING_HUMAN | ACTIVE
+//! any ──override-close ("human_override: …")──► CLOSED
+//! handoff: OPEN ──approve | reject──► DECIDED     OPEN ──deadline, action reject──► EXPIRED
+//!          OPEN ──reroute (another queue) | add_context──► OPEN      lane closed ──► CLOSED
+//! ```
+//!
+//! A lane has at most one open handoff, and a handoff names a checkpoint the lane
+//! recorded; the decision resumes the lane from it. Lanes never wait on each other:
+//! each is its own stream and actor.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where a lane is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LaneStatus {
+    Active,
+    WaitingHuman,
+    Blocked,
+    Closed,
+}
+
+impl LaneStatus {
+    /// The status's wire and log name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaneStatus::Active => "ACTIVE",
+            LaneStatus::WaitingHuman => "WAITING_HUMAN",
+            LaneStatus::Blocked => "BLOCKED",
+            LaneStatus::Closed => "CLOSED",
+        }
+    }
+}
+
+/// Where a handoff is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HandoffStatus {
+    Open,
+    Decided,
+    Expired,
+    Closed,
+}
+
+impl HandoffStatus {
+    /// The status's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoffStatus::Open => "OPEN",
+            HandoffStatus::Decided => "DECIDED",
+            HandoffStatus::Expired => "EXPIRED",
+            HandoffStatus::Closed => "CLOSED",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Open, Self::Decided, Self::Expired, Self::Closed].into_iter().find(|h| h.as_str() == s)
+    }
+}
+
+/// What happens when a handoff's deadline passes undecided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutAction {
+    Reject,
+    Escalate,
+}
+
+/// An operator's answer to a handoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionAction {
+    Approve,
+    Reject,
+    Reroute,
+    AddContext,
+}
+
+impl DecisionAction {
+    /// The action's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionAction::Approve => "approve",
+            DecisionAction::Reject => "reject",
+            DecisionAction::Reroute => "reroute",
+            DecisionAction::AddContext => "add_context",
+        }
+    }
+}
+
+/// A point the agent can resume from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Checkpoint {
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub state: Value,
+    pub at_ms: i64,
+}
+
+/// What a handoff asks of people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HandoffRequest {
+    pub handoff_id: String,
+    pub checkpoint: String,
+    pub trigger_class: String,
+    pub reason: String,
+    #[schema(value_type = Object)]
+    pub context: Value,
+    pub queue: String,
+    /// First response due (ms since the epoch).
+    pub sla_due_ms: i64,
+    /// Decision due (ms since the epoch).
+    pub deadline_ms: i64,
+    pub timeout_action: TimeoutAction,
+}
+
+/// How a handoff was decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Decision {
+    pub handoff_id: String,
+    pub action: DecisionAction,
+    pub reason: String,
+    /// Who decided (`system` when the deadline did).
+    pub by: String,
+    pub at_ms: i64,
+    /// The checkpoint the lane resumes from.
+    pub resume_from: String,
+}
+
+/// A note an operator added to an open handoff.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ContextNote {
+    pub by: String,
+    pub at_ms: i64,
+    #[schema(value_type = Object)]
+    pub context: Value,
+}
+
+/// A handoff and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Handoff {
+    #[serde(flatten)]
+    pub request: HandoffRequest,
+    pub lane_id: String,
+    pub status: HandoffStatus,
+    pub requested_ms: i64,
+    pub first_response_ms: Option<i64>,
+    pub escalated: bool,
+    pub notes: Vec<ContextNote>,
+    pub decision: Option<Decision>,
+}
+
+/// An agent's lane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Lane {
+    pub id: String,
+    pub agent: String,
+    pub ticket_id: Option<String>,
+    pub status: LaneStatus,
+    pub checkpoints: Vec<Checkpoint>,
+    /// The current handoff (open), or the last one.
+    pub handoff: Option<Handoff>,
+    pub handoffs: u32,
+    /// Who owns the lane's escalation.
+    pub owner: Option<String>,
+    /// Where decisions are delivered (besides long-poll).
+    pub callback_url: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl Lane {
+    /// The open handoff, if any.
+    pub fn open_handoff(&self) -> Option<&Handoff> {
+        self.handoff.as_ref().filter(|h| h.status == HandoffStatus::Open)
+    }
+}
+
+/// Something that happened to a lane. Stored in the log as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LaneEvent {
+    Created { agent: String, ticket_id: Option<String>, callback_url: Option<String> },
+    CheckpointRecorded { checkpoint: Checkpoint },
+    HandoffRequested { request: HandoffRequest },
+    ContextAdded { handoff_id: String, note: ContextNote },
+    Rerouted { handoff_id: String, queue: String, by: String, reason: String },
+    HandoffDecided { decision: Decision },
+    HandoffExpired { decision: Decision },
+    Escalated { handoff_id: Option<String>, reason: String, by: String },
+    OwnerAssigned { owner: String, by: String, reason: String },
+    Unblocked { by: String, reason: String },
+    Closed { by: String, reason: String },
+}
+
+impl LaneEvent {
+    /// The event's kind as stored.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LaneEvent::Created { .. } => "lane.created",
+            LaneEvent::CheckpointRecorded { .. } => "lane.checkpoint_recorded",
+            LaneEvent::HandoffRequested { .. } => "handoff.requested",
+            LaneEvent::ContextAdded { .. } => "handoff.context_added",
+            LaneEvent::Rerouted { .. } => "handoff.rerouted",
+            LaneEvent::HandoffDecided { .. } => "handoff.decided",
+            LaneEvent::HandoffExpired { .. } => "handoff.expired",
+            LaneEvent::Escalated { .. } => "lane.escalated",
+            LaneEvent::OwnerAssigned { .. } => "lane.owner_assigned",
+            LaneEvent::Unblocked { .. } => "lane.unblocked",
+            LaneEvent::Closed { .. } => "lane.closed",
+        }
+    }
+}
+
+/// What is asked of a lane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LaneCommand {
+    Create { agent: String, ticket_id: Option<String>, callback_url: Option<String> },
+    Checkpoint { name: String, state: Value, now_ms: i64 },
+    RequestHandoff { request: HandoffRequest },
+    Decide { handoff_id: String, action: DecisionAction, reason: String, reroute_to: Option<String>, context: Option<Value>, by: String, now_ms: i64 },
+    /// The first-response SLA of `handoff_id` came due.
+    SlaDue { handoff_id: String, now_ms: i64 },
+    /// The decision deadline of `handoff_id` came due.
+    DeadlineDue { handoff_id: String, now_ms: i64 },
+    Escalate { by: String, reason: String },
+    AssignOwner { owner: String, by: String, reason: String, reassign: bool },
+    Unblock { by: String, reason: String },
+    OverrideClose { by: String, reason: String },
+}
+
+/// Why a command was refused. Nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LaneError {
+    #[error("lane not found")]
+    NotFound,
+    #[error("lane already exists")]
+    Exists,
+    #[error("the lane is closed")]
+    Closed,
+    #[error("checkpoint {0:?} was never recorded on this lane")]
+    UnknownCheckpoint(String),
+    #[error("the lane already has an open handoff")]
+    HandoffOpen,
+    #[error("handoff is {0}, not OPEN")]
+    HandoffNotOpen(&'static str),
+    #[error("no such handoff on this lane")]
+    UnknownHandoff,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the lane already has an escalation owner ({0}); reassign instead")]
+    OwnerExists(String),
+    #[error("the lane has no escalation owner yet; assign one first")]
+    NoOwner,
+    #[error("the lane is not blocked")]
+    NotBlocked,
+}
+
+fn require(cond: bool, message: &str) -> Result<(), LaneError> {
+    if cond { Ok(()) } else { Err(LaneError::Invalid(message.to_owned())) }
+}
+
+/// The events a command produces on `lane` (None before it exists).
+pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEvent>, LaneError> {
+    use LaneCommand as C;
+    use LaneEvent as E;
+    let Some(lane) = lane else {
+        return match command {
+            C::Create { agent, ticket_id, callback_url } => {
+                require(!agent.trim().is_empty(), "agent must not be empty")?;
+                Ok(vec![E::Created { agent: agent.clone(), ticket_id: ticket_id.clone(), callback_url: callback_url.clone() }])
+            }
+            _ => Err(LaneError::NotFound),
+        };
+    };
+    let closed = lane.status == LaneStatus::Closed;
+    // Timers of a handoff that is no longer open, or of another handoff, do nothing.
+    let open = |id: &str| lane.open_handoff().filter(|h| h.request.handoff_id == id);
+    Ok(match command {
+        C::Create { .. } => return Err(LaneError::Exists),
+        C::SlaDue { handoff_id, now_ms } => match open(handoff_id) {
+            Some(h) if h.first_response_ms.is_none() && !h.escalated && *now_ms >= h.request.sla_due_ms => {
+                vec![E::Escalated { handoff_id: Some(handoff_id.clone()), reason: "first-response SLA missed".into(), by: "system".into() }]
+            }
+            _ => vec![],
+        },
+        C::DeadlineDue { handoff_id, now_ms } => match open(handoff_id) {
+            Some(h) if *now_ms >= h.request.deadline_ms => match h.request.timeout_action {
+                TimeoutAction::Reject => vec![E::HandoffExpired {
+                    decision: Decision {
+                        handoff_id: handoff_id.clone(),
+                        action: DecisionAction::Reject,
+                        reason: "deadline passed undecided".into(),
+                        by: "system".into(),
+                        at_ms: *now_ms,
+                        resume_from: h.request.checkpoint.clone(),
+                    },
+                }],
+                TimeoutAction::Escalate if !h.escalated => vec![E::Escalated {
+                    handoff_id: Some(handoff_id.clone()),
+                    reason: "deadline passed undecided".into(),
+                    by: "system".into(),
+                }],
+                TimeoutAction::Escalate => vec![],
+            },
+            _ => vec![],
+        },
+        _ if closed => return Err(LaneError::Closed),
+        C::Checkpoint { name, state, now_ms } => {
+            require(!name.trim().is_empty() && name.len() <= 128, "checkpoint name must be 1..=128 characters")?;
+            vec![E::CheckpointRecorded { checkpoint: Checkpoint { name: name.clone(), state: state.clone(), at_ms: *now_ms } }]
+        }
+        C::RequestHandoff { request } => {
+            if lane.open_handoff().is_some() {
+                return Err(LaneError::HandoffOpen);
+            }
+            if !lane.checkpoints.iter().any(|c| c.name == request.checkpoint) {
+                return Err(LaneError::UnknownCheckpoint(request.checkpoint.clone()));
+            }
+            require(!request.queue.trim().is_empty(), "queue must not be empty")?;
+            require(!request.trigger_class.trim().is_empty(), "trigger_class must not be empty")?;
+            require(request.deadline_ms >= request.sla_due_ms, "the deadline cannot come before the SLA")?;
+            vec![E::HandoffRequested { request: request.clone() }]
+        }
+        C::Decide { handoff_id, action, reason, reroute_to, context, by, now_ms } => {
+            let h = match &lane.handoff {
+                Some(h) if h.request.handoff_id == *handoff_id => h,
+                _ => return Err(LaneError::UnknownHandoff),
+            };
+            if h.status != HandoffStatus::Open {
+                return Err(LaneError::HandoffNotOpen(h.status.as_str()));
+            }
+            require(!reason.trim().is_empty(), "a decision needs a reason")?;
+            match action {
+                DecisionAction::AddContext => {
+                    let context = context.clone().ok_or_else(|| LaneError::Invalid("add_context needs context".into()))?;
+                    vec![E::ContextAdded { handoff_id: handoff_id.clone(), note: ContextNote { by: by.clone(), at_ms: *now_ms, context } }]
+                }
+                DecisionAction::Reroute => {
+                    let queue = reroute_to.clone().filter(|q| !q.trim().is_empty()).ok_or_else(|| LaneError::Invalid("reroute needs reroute_to".into()))?;
+                    require(queue != h.request.queue, "reroute_to is the handoff's queue already")?;
+                    vec![E::Rerouted { handoff_id: handoff_id.clone(), queue, by: by.clone(), reason: reason.clone() }]
+                }
+                DecisionAction::Approve | DecisionAction::Reject => vec![E::HandoffDecided {
+                    decision: Decision {
+                        handoff_id: handoff_id.clone(),
+                        action: *action,
+                        reason: reason.clone(),
+                        by: by.clone(),
+                        at_ms: *now_ms,
+                        resume_from: h.request.checkpoint.clone(),
+                    },
+                }],
+            }
+        }
+        C::Escalate { by, reason } => {
+            require(!reason.trim().is_empty(), "escalation needs a reason")?;
+            vec![E::Escalated { handoff_id: lane.open_handoff().map(|h| h.request.handoff_id.clone()), reason: reason.clone(), by: by.clone() }]
+        }
+        C::AssignOwner { owner, by, reason, reassign } => {
+            require(!owner.trim().is_empty() && !reason.trim().is_empty(), "owner and reason are required")?;
+            match (&lane.owner, reassign) {
+                (Some(o), false) => return Err(LaneError::OwnerExists(o.clone())),
+                (None, true) => return Err(LaneError::NoOwner),
+                _ => vec![E::OwnerAssigned { owner: owner.clone(), by: by.clone(), reason: reason.clone() }],
+            }
+        }
+        C::Unblock { by, reason } => {
+            require(!reason.trim().is_empty(), "unblock needs a reason")?;
+            if lane.status != LaneStatus::Blocked {
+                return Err(LaneError::NotBlocked);
+            }
+            vec![E::Unblocked { by: by.clone(), reason: reason.clone() }]
+        }
+        C::OverrideClose { by, reason } => {
+            require(reason.starts_with("human_override:") && reason.len() > "human_override:".len(), "the reason must start with human_override: and say why")?;
+            vec![E::Closed { by: by.clone(), reason: reason.clone() }]
+        }
+    })
+}
+
+/// The lane after `event`, at `now_ms`.
+pub fn apply(lane: Option<Lane>, id: &str, now_ms: i64, event: &LaneEvent) -> Option<Lane> {
+    use LaneEvent as E;
+    if let E::Created { agent, ticket_id, callback_url } = event {
+        return Some(Lane {
+            id: id.to_owned(),
+            agent: agent.clone(),
+            ticket_id: ticket_id.clone(),
+            status: LaneStatus::Active,
+            checkpoints: Vec::new(),
+            handoff: None,
+            handoffs: 0,
+            owner: None,
+            callback_url: callback_url.clone(),
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        });
+    }
+    let mut l = lane?;
+    l.updated_ms = now_ms;
+    let first_response = |h: &mut Handoff| {
+        h.first_response_ms.get_or_insert(now_ms);
+    };
+    match event {
+        E::Created { .. } => {}
+        E::CheckpointRecorded { checkpoint } => {
+            l.checkpoints.retain(|c| c.name != checkpoint.name);
+            l.checkpoints.push(checkpoint.clone());
+        }
+        E::HandoffRequested { request } => {
+            l.handoff = Some(Handoff {
+                request: request.clone(),
+                lane_id: l.id.clone(),
+                status: HandoffStatus::Open,
+                requested_ms: now_ms,
+                first_response_ms: None,
+                escalated: false,
+                notes: Vec::new(),
+                decision: None,
+            });
+            l.handoffs += 1;
+            l.status = LaneStatus::WaitingHuman;
+        }
+        E::ContextAdded { note, .. } => {
+            if let Some(h) = l.handoff.as_mut() {
+                first_response(h);
+                h.notes.push(note.clone());
+            }
+        }
+        E::Rerouted { queue, .. } => {
+            if let Some(h) = l.handoff.as_mut() {
+                first_response(h);
+                h.request.queue = queue.clone();
+            }
+        }
+        E::HandoffDecided { decision } | E::HandoffExpired { decision } => {
+            if let Some(h) = l.handoff.as_mut() {
+                if matches!(event, E::HandoffDecided { .. }) {
+                    first_response(h);
+                    h.status = HandoffStatus::Decided;
+                } else {
+                    h.status = HandoffStatus::Expired;
+                }
+                h.decision = Some(decision.clone());
+            }
+            l.status = LaneStatus::Active;
+        }
+        E::Escalated { handoff_id, .. } => {
+            if let Some(h) = l.handoff.as_mut().filter(|h| Some(&h.request.handoff_id) == handoff_id.as_ref()) {
+                h.escalated = true;
+            }
+            l.status = LaneStatus::Blocked;
+        }
+        E::OwnerAssigned { owner, .. } => l.owner = Some(owner.clone()),
+        E::Unblocked { .. } => {
+            l.status = if l.open_handoff().is_some() { LaneStatus::WaitingHuman } else { LaneStatus::Active };
+        }
+        E::Closed { .. } => {
+            if let Some(h) = l.handoff.as_mut().filter(|h| h.status == HandoffStatus::Open) {
+                h.status = HandoffStatus::Closed;
+            }
+            l.status = LaneStatus::Closed;
+        }
+    }
+    Some(l)
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;
