@@ -133,6 +133,8 @@ const OPEN: &[TicketState] = &[
 ];
 const ANY_ROLE: &[Role] = &Role::ALL;
 const TASK_ROLES: &[Role] = &[Operator, Admin, Agent];
+const OPERATORS: &[Role] = &[Operator, Admin];
+const LANE_READERS: &[Role] = &[Agent, Operator, Admin];
 
 /// The closed catalogue. A tool not listed here does not exist.
 pub const TOOLS: &[ToolSpec] = &[
@@ -314,6 +316,27 @@ pub const TOOLS: &[ToolSpec] = &[
     t("task.get", "GET", "/v1/tasks/{id}", TASK_ROLES, &[], false, "Read a task and its attempts"),
     t("task.result", "GET", "/v1/tasks/{id}/result", TASK_ROLES, &[], false, "A finished task's output and exit code"),
     t("task.cancel", "POST", "/v1/tasks/{id}/cancel", TASK_ROLES, &[], true, "Cancel a task (kills a running job)"),
+    t("lane.create", "POST", "/v1/lanes", &[Agent, Admin], &[], true, "Open an agent lane"),
+    t("lane.get", "GET", "/v1/lanes/{id}", LANE_READERS, &[], false, "Read a lane"),
+    t("lane.timeline", "GET", "/v1/lanes/{id}/timeline", LANE_READERS, &[], false, "A lane's audit timeline"),
+    t("lane.checkpoint", "POST", "/v1/lanes/{id}/checkpoints", &[Agent, Admin], &[], true, "Record a checkpoint"),
+    t("handoff.request", "POST", "/v1/lanes/{id}/handoffs", &[Agent, Admin], &[], true, "Ask a person to decide"),
+    t("lane.decision", "GET", "/v1/lanes/{id}/decision", &[Agent, Admin], &[], false, "Long-poll a lane's decision"),
+    t("events.submit", "POST", "/v1/events", &[Agent, Operator, Admin], &[], true, "Submit a v1 event envelope"),
+    t("handoff.list", "GET", "/v1/handoffs", OPERATORS, &[], false, "The handoffs in the caller's queues"),
+    t("handoff.get", "GET", "/v1/handoffs/{id}", OPERATORS, &[], false, "Read a handoff in the caller's queues"),
+    t("handoff.decide", "POST", "/v1/handoffs/{id}/decision", OPERATORS, &[], true, "Decide a handoff"),
+    t("lane.escalate", "POST", "/v1/lanes/{id}/escalate", OPERATORS, &[], true, "Escalate a lane"),
+    t("lane.assign_owner", "POST", "/v1/lanes/{id}/assign-owner", OPERATORS, &[], true, "Give a lane an escalation owner"),
+    t("lane.reassign_owner", "POST", "/v1/lanes/{id}/reassign-owner", OPERATORS, &[], true, "Change a lane's owner"),
+    t("lane.owner", "GET", "/v1/lanes/{id}/owner", LANE_READERS, &[], false, "A lane's escalation owner"),
+    t("lane.unblock", "POST", "/v1/lanes/{id}/unblock", OPERATORS, &[], true, "Unblock an escalated lane"),
+    t("lane.override_close", "POST", "/v1/lanes/{id}/override-close", OPERATORS, &[], true, "Close a lane by hand"),
+    t("admin.lanes.freeze", "POST", "/v1/admin/lanes/freeze", &[Admin], &[], true, "Refuse new lanes"),
+    t("admin.lanes.unfreeze", "POST", "/v1/admin/lanes/unfreeze", &[Admin], &[], true, "Accept new lanes again"),
+    t("dlq.list", "GET", "/v1/dlq", OPERATORS, &[], false, "Callback deliveries that failed every attempt"),
+    t("dlq.replay", "POST", "/v1/dlq/{id}/replay", OPERATORS, &[], true, "Deliver a dead letter again"),
+    t("insights.handoffs", "GET", "/v1/insights/handoffs", &[Engineer, Admin], &[], false, "Handoff aggregates (no content)"),
     t("auth.me", "GET", "/v1/me", ANY_ROLE, &[], false, "Who the server thinks the caller is"),
     t("tools.list", "GET", "/v1/tools", ANY_ROLE, &[], false, "The tools this caller may use"),
 ];

@@ -150,6 +150,9 @@ struct ServeArgs {
     /// Orchestrator: an external inference provider (URL).
     #[arg(long)]
     inference_provider: Option<String>,
+    /// Orchestrator: first retry delay of a failed lane callback (doubling; 6 attempts, then the DLQ).
+    #[arg(long, default_value_t = 500)]
+    callback_backoff_ms: u64,
 }
 
 impl ServeArgs {
@@ -618,6 +621,10 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
             ..MembershipConfig::default()
         },
         inference: InferenceConfig { required: args.inference_required, provider: args.inference_provider.clone() },
+        delivery: crate::lanes::DeliveryPolicy {
+            first_backoff: std::time::Duration::from_millis(args.callback_backoff_ms),
+            ..Default::default()
+        },
     };
     let orchestrator = Orchestrator::start(config).await?;
     let local_worker = match embedded {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod credentials;
 pub mod identity;
+pub mod lanes;
 pub mod sandbox;
 pub mod server;
 pub mod telemetry;

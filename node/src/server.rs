@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actors::lane::actor::{LaneDeps, Lanes};
 use actors::node::{Membership, MembershipConfig};
 use actors::ticket::{SupervisorConfig, Templates, TicketDeps, TicketSupervisor};
 use anyhow::Context;
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub membership: MembershipConfig,
     /// Work needs inference: not ready until a node has a local runtime or a provider is set.
     pub inference: InferenceConfig,
+    /// How lane callbacks are retried before they are dead-lettered.
+    pub delivery: crate::lanes::DeliveryPolicy,
 }
 
 /// The inference precondition (seed 004 §4.1).
@@ -103,6 +106,10 @@ impl Orchestrator {
         .await
         .context("starting task dispatch")?;
         cluster.attach_dispatcher(tasks.clone());
+        let lane_deps = Arc::new(LaneDeps { log: log.clone(), writer: writer.clone(), changes: tokio::sync::broadcast::channel(1024).0 });
+        let lanes = Lanes::start(lane_deps).await.context("starting lane actors")?;
+        let lane_timers = tokio::spawn(crate::lanes::run_timers(log.clone(), lanes.clone()));
+        let deliveries = tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery));
         let cluster_addr = endpoint.local_addr()?;
         let app = App(Arc::new(AppInner {
             log,
@@ -113,6 +120,7 @@ impl Orchestrator {
             cluster: cluster.clone(),
             tasks: tasks.clone(),
             inference: config.inference.clone(),
+            lanes: lanes.clone(),
             auth,
             dev_headers: config.dev_headers,
             metrics: crate::telemetry::metrics(),
@@ -137,6 +145,10 @@ impl Orchestrator {
             let _ = purger.await;
             tickets.stop(Some("shutdown".into()));
             let _ = tickets_task.await;
+            lane_timers.abort();
+            deliveries.abort();
+            let _ = (lane_timers.await, deliveries.await);
+            lanes.stop();
             tasks.stop();
             cluster.membership.stop();
             let joined = tokio::task::spawn_blocking(move || writer_thread.join());

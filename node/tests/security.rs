@@ -29,6 +29,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         advertise_addr: None,
         membership: Default::default(),
         inference: Default::default(),
+        delivery: Default::default(),
     }
 }
 

@@ -169,6 +169,9 @@ pub struct Lane {
     pub checkpoints: Vec<Checkpoint>,
     /// The current handoff (open), or the last one.
     pub handoff: Option<Handoff>,
+    /// Earlier handoffs, oldest first.
+    #[serde(default)]
+    pub history: Vec<Handoff>,
     pub handoffs: u32,
     /// Who owns the lane's escalation.
     pub owner: Option<String>,
@@ -179,6 +182,11 @@ pub struct Lane {
 }
 
 impl Lane {
+    /// Every handoff of the lane, oldest first.
+    pub fn all_handoffs(&self) -> impl Iterator<Item = &Handoff> {
+        self.history.iter().chain(self.handoff.as_ref())
+    }
+
     /// The open handoff, if any.
     pub fn open_handoff(&self) -> Option<&Handoff> {
         self.handoff.as_ref().filter(|h| h.status == HandoffStatus::Open)
@@ -399,6 +407,7 @@ pub fn apply(lane: Option<Lane>, id: &str, now_ms: i64, event: &LaneEvent) -> Op
             status: LaneStatus::Active,
             checkpoints: Vec::new(),
             handoff: None,
+            history: Vec::new(),
             handoffs: 0,
             owner: None,
             callback_url: callback_url.clone(),
@@ -418,6 +427,9 @@ pub fn apply(lane: Option<Lane>, id: &str, now_ms: i64, event: &LaneEvent) -> Op
             l.checkpoints.push(checkpoint.clone());
         }
         E::HandoffRequested { request } => {
+            if let Some(previous) = l.handoff.take() {
+                l.history.push(previous);
+            }
             l.handoff = Some(Handoff {
                 request: request.clone(),
                 lane_id: l.id.clone(),

@@ -6,6 +6,7 @@ mod admin;
 mod blobs;
 pub mod error;
 mod extract;
+mod lanes;
 mod nodes;
 mod openapi;
 mod system;
@@ -49,6 +50,8 @@ pub struct AppInner {
     /// Puts tasks on nodes.
     pub tasks: cluster::dispatch::Dispatcher,
     pub inference: crate::server::InferenceConfig,
+    /// The lane actors.
+    pub lanes: actors::lane::actor::Lanes,
     pub auth: Auth,
     /// Accept `X-Actor-*` identity headers (development only).
     pub dev_headers: bool,
@@ -106,6 +109,28 @@ pub fn router(app: App) -> Router {
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/result", get(tasks::result))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/lanes", post(lanes::create))
+        .route("/v1/lanes/{id}", get(lanes::get))
+        .route("/v1/lanes/{id}/timeline", get(lanes::timeline))
+        .route("/v1/lanes/{id}/checkpoints", post(lanes::checkpoint))
+        .route("/v1/lanes/{id}/handoffs", post(lanes::request_handoff))
+        .route("/v1/lanes/{id}/decision", get(lanes::wait_decision))
+        .route("/v1/lanes/{id}/escalate", post(lanes::escalate))
+        .route("/v1/lanes/{id}/assign-owner", post(lanes::assign_owner))
+        .route("/v1/lanes/{id}/reassign-owner", post(lanes::reassign_owner))
+        .route("/v1/lanes/{id}/owner", get(lanes::owner))
+        .route("/v1/lanes/{id}/unblock", post(lanes::unblock))
+        .route("/v1/lanes/{id}/override-close", post(lanes::override_close))
+        .route("/v1/events", post(lanes::events))
+        .route("/v1/schemas/event-envelope.v1.json", get(lanes::envelope_schema))
+        .route("/v1/handoffs", get(lanes::queue))
+        .route("/v1/handoffs/{id}", get(lanes::handoff))
+        .route("/v1/handoffs/{id}/decision", post(lanes::decide))
+        .route("/v1/admin/lanes/freeze", post(lanes::freeze))
+        .route("/v1/admin/lanes/unfreeze", post(lanes::unfreeze))
+        .route("/v1/dlq", get(lanes::dlq))
+        .route("/v1/dlq/{id}/replay", post(lanes::dlq_replay))
+        .route("/v1/insights/handoffs", get(lanes::insights))
         .route("/v1/auth/login", post(accounts::login))
         .route("/v1/auth/refresh", post(accounts::refresh))
         .route("/v1/auth/logout", post(accounts::logout))

@@ -1,0 +1,140 @@
+//! How lanes live in the log: stream `lane/<id>`, indexes of lanes, of handoffs by
+//! queue, of durable timers (SLA and deadline, fired after a restart too) and of
+//! callback deliveries waiting to be made.
+
+use storage::{IndexOp, Log, StorageError};
+
+use super::lifecycle::{Lane, LaneEvent, apply};
+
+/// Every lane: key `id`.
+pub const LANES: &str = "lanes";
+/// Handoffs by queue: key `queue␟handoff`, value the lane id.
+pub const BY_QUEUE: &str = "handoffs_by_queue";
+/// Which lane a handoff belongs to: key `handoff`, value the lane id.
+pub const HANDOFF_LANE: &str = "handoff_lane";
+/// Each lane's callback signing secret (never in an event): key `lane`.
+pub const SECRETS: &str = "lane_secrets";
+/// Durable timers: key `due_ms (20 digits)␟lane␟handoff␟sla|deadline`.
+pub const TIMERS: &str = "lane_timers";
+/// Decisions to deliver to lane callbacks: key `delivery id`, value JSON.
+pub const OUTBOX: &str = "lane_outbox";
+/// Deliveries that used up their attempts: key `delivery id`, value JSON.
+pub const DLQ: &str = "lane_dlq";
+pub const SEP: char = '\u{1f}';
+
+/// The log stream of one lane.
+pub fn stream(id: &str) -> String {
+    format!("lane/{id}")
+}
+
+/// Why a stored lane could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("lane {id}: stored event does not decode: {reason}")]
+    Corrupt { id: String, reason: String },
+}
+
+/// The lane and its stream's last sequence number; `None` if it never existed.
+pub fn load(log: &Log, id: &str) -> Result<Option<(Lane, u64)>, LoadError> {
+    let mut lane = None;
+    let mut seq = 0;
+    for r in log.read_stream(&stream(id), 0)? {
+        let event: LaneEvent =
+            serde_json::from_slice(&r.payload).map_err(|e| LoadError::Corrupt { id: id.to_owned(), reason: e.to_string() })?;
+        lane = apply(lane, id, r.time_ms, &event);
+        seq = r.seq;
+    }
+    Ok(lane.map(|l| (l, seq)))
+}
+
+/// Every lane id.
+pub fn lane_ids(log: &Log) -> Result<Vec<String>, StorageError> {
+    Ok(log.index_scan(LANES, "", usize::MAX)?.into_iter().map(|(k, _)| k).collect())
+}
+
+/// `(handoff, lane)` pairs routed to `queue` (all queues when `None`).
+pub fn handoffs(log: &Log, queue: Option<&str>) -> Result<Vec<(String, String)>, StorageError> {
+    let prefix = queue.map(|q| format!("{q}{SEP}")).unwrap_or_default();
+    Ok(log
+        .index_scan(BY_QUEUE, &prefix, usize::MAX)?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.rsplit(SEP).next()?.to_owned(), String::from_utf8(v).ok()?)))
+        .collect())
+}
+
+/// The lane a handoff belongs to.
+pub fn lane_of(log: &Log, handoff: &str) -> Result<Option<String>, StorageError> {
+    Ok(log.index_get(HANDOFF_LANE, handoff)?.and_then(|v| String::from_utf8(v).ok()))
+}
+
+/// Which timer a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    Sla,
+    Deadline,
+}
+
+/// The key of a timer.
+pub fn timer_key(due_ms: i64, lane: &str, handoff: &str, kind: TimerKind) -> String {
+    let kind = match kind {
+        TimerKind::Sla => "sla",
+        TimerKind::Deadline => "deadline",
+    };
+    format!("{:020}{SEP}{lane}{SEP}{handoff}{SEP}{kind}", due_ms.max(0))
+}
+
+/// A due timer: its key, lane, handoff and kind.
+pub struct DueTimer {
+    pub key: String,
+    pub lane: String,
+    pub handoff: String,
+    pub kind: TimerKind,
+}
+
+/// Timers due at `now_ms`, earliest first.
+pub fn due_timers(log: &Log, now_ms: i64) -> Result<Vec<DueTimer>, StorageError> {
+    let mut due = Vec::new();
+    for (key, _) in log.index_scan(TIMERS, "", 1_000)? {
+        let mut parts = key.split(SEP);
+        let (Some(at), Some(lane), Some(handoff), Some(kind)) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if at.parse::<i64>().map_or(true, |at| at > now_ms) {
+            break;
+        }
+        let kind = if kind == "sla" { TimerKind::Sla } else { TimerKind::Deadline };
+        due.push(DueTimer { key: key.clone(), lane: lane.to_owned(), handoff: handoff.to_owned(), kind });
+    }
+    Ok(due)
+}
+
+/// Index changes for a lane moving from `before` to `after` through `events`.
+pub fn index_ops(before: Option<&Lane>, after: &Lane, events: &[LaneEvent]) -> Vec<IndexOp> {
+    let mut ops = Vec::new();
+    if before.is_none() {
+        ops.push(IndexOp::Put { index: LANES.into(), key: after.id.clone(), value: Vec::new() });
+    }
+    for e in events {
+        match e {
+            LaneEvent::HandoffRequested { request } => {
+                let id = &request.handoff_id;
+                ops.push(IndexOp::Put { index: HANDOFF_LANE.into(), key: id.clone(), value: after.id.clone().into_bytes() });
+                ops.push(IndexOp::Put { index: BY_QUEUE.into(), key: format!("{}{SEP}{id}", request.queue), value: after.id.clone().into_bytes() });
+                for (due, kind) in [(request.sla_due_ms, TimerKind::Sla), (request.deadline_ms, TimerKind::Deadline)] {
+                    ops.push(IndexOp::Put { index: TIMERS.into(), key: timer_key(due, &after.id, id, kind), value: Vec::new() });
+                }
+            }
+            LaneEvent::Rerouted { handoff_id, queue, .. } => {
+                if let Some(old) = before.and_then(|b| b.handoff.as_ref()).map(|h| h.request.queue.clone()) {
+                    ops.push(IndexOp::Delete { index: BY_QUEUE.into(), key: format!("{old}{SEP}{handoff_id}") });
+                }
+                ops.push(IndexOp::Put { index: BY_QUEUE.into(), key: format!("{queue}{SEP}{handoff_id}"), value: after.id.clone().into_bytes() });
+            }
+            _ => {}
+        }
+    }
+    ops
+}
