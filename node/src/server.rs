@@ -149,6 +149,8 @@ impl Orchestrator {
             deliveries.abort();
             let _ = (lane_timers.await, deliveries.await);
             lanes.stop();
+            // The handle holds a log writer: let go of it before waiting for the writer.
+            drop(lanes);
             tasks.stop();
             cluster.membership.stop();
             let joined = tokio::task::spawn_blocking(move || writer_thread.join());
