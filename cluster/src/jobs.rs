@@ -95,7 +95,10 @@ impl Jobs {
             return JobAnswer::Refused(format!("no free slot ({max_running} jobs running)"));
         }
         let (cancel, cancelled) = watch::channel(false);
-        running.insert(job.job_id.clone(), Running { cancel, lease: Duration::from_millis(lease_ms), since: Instant::now(), fenced: false });
+        running.insert(
+            job.job_id.clone(),
+            Running { cancel, lease: Duration::from_millis(lease_ms), since: Instant::now(), fenced: false },
+        );
         drop(running);
         let jobs = self.clone();
         tokio::spawn(async move {

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use actors::lane::LaneCommand;
 use actors::lane::actor::{LaneRequest, Lanes};
 use actors::lane::store::{self, DLQ, OUTBOX, SECRETS, TimerKind};
-use actors::lane::LaneCommand;
 use actors::node::Origin;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -101,7 +101,13 @@ async fn record(writer: &LogWriter, d: &Delivery, kind: &str, ops: Vec<IndexOp>)
     let event = Origin::system("lane.callback").event(kind, None, None, &serde_json::json!({
         "delivery_id": d.id, "lane_id": d.lane_id, "handoff_id": d.handoff_id, "attempts": d.attempts, "error": d.last_error,
     }));
-    let append = Append { stream: format!("delivery/{}", d.id), expected_seq: d.events, events: vec![event], index_ops: ops, ..Default::default() };
+    let append = Append {
+        stream: format!("delivery/{}", d.id),
+        expected_seq: d.events,
+        events: vec![event],
+        index_ops: ops,
+        ..Default::default()
+    };
     writer.append(append).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
@@ -132,7 +138,10 @@ pub async fn replay(log: &Log, writer: &LogWriter, id: &str) -> Result<Option<De
     let Some(mut d) = dead_letters(log).into_iter().find(|d| d.id == id) else { return Ok(None) };
     d.attempts = 0;
     d.next_ms = 0;
-    let ops = vec![IndexOp::Delete { index: DLQ.into(), key: d.id.clone() }, put(OUTBOX, &Delivery { events: d.events + 1, ..d.clone() })];
+    let ops = vec![
+        IndexOp::Delete { index: DLQ.into(), key: d.id.clone() },
+        put(OUTBOX, &Delivery { events: d.events + 1, ..d.clone() }),
+    ];
     record(writer, &d, "delivery.replayed", ops).await?;
     metrics::gauge!("dispatch_dlq_depth").decrement(1.0);
     Ok(Some(d))

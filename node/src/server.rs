@@ -106,7 +106,11 @@ impl Orchestrator {
         .await
         .context("starting task dispatch")?;
         cluster.attach_dispatcher(tasks.clone());
-        let lane_deps = Arc::new(LaneDeps { log: log.clone(), writer: writer.clone(), changes: tokio::sync::broadcast::channel(1024).0 });
+        let lane_deps = Arc::new(LaneDeps {
+            log: log.clone(),
+            writer: writer.clone(),
+            changes: tokio::sync::broadcast::channel(1024).0,
+        });
         let lanes = Lanes::start(lane_deps).await.context("starting lane actors")?;
         let lane_timers = tokio::spawn(crate::lanes::run_timers(log.clone(), lanes.clone()));
         let deliveries = tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery));

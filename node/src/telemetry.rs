@@ -105,4 +105,26 @@ fn describe() {
         "Attempts that ended in a retry (lost, refused, or failed when asked)."
     );
     describe_counter!("dispatch_leases_expired_total", "Job leases that ran out (the node stopped renewing them).");
+    // Lanes and handoffs.
+    describe_counter!("dispatch_handoffs_requested_total", "Handoffs requested, by trigger class.");
+    describe_counter!("dispatch_handoff_decisions_total", "Handoff decisions (approve, reject), by action.");
+    describe_histogram!(
+        "dispatch_handoff_first_response_seconds",
+        Unit::Seconds,
+        "From a handoff's request to the first operator response, by trigger class."
+    );
+    describe_histogram!(
+        "dispatch_handoff_decision_seconds",
+        Unit::Seconds,
+        "From a handoff's request to its decision, by trigger class."
+    );
+    describe_gauge!("dispatch_open_handoffs", "Handoffs waiting for a decision, by queue.");
+    describe_counter!("dispatch_handoff_sla_misses_total", "Handoffs escalated because the first-response SLA passed.");
+    describe_counter!(
+        "dispatch_handoff_timeouts_total",
+        "Handoffs whose deadline passed and whose timeout action rejected them."
+    );
+    describe_gauge!("dispatch_dlq_depth", "Callback deliveries in the dead-letter queue.");
+    describe_counter!("dispatch_callback_attempts_total", "Callback delivery attempts.");
+    describe_counter!("dispatch_callback_failures_total", "Callback delivery attempts that failed.");
 }

@@ -28,9 +28,19 @@ fn key() -> String {
 
 /// A lane of `agent` with checkpoint `c1`; returns its callback secret.
 async fn lane(s: &Server, agent: &str, id: &str, callback: Option<&str>) -> String {
-    let (status, body) = s.send("POST", "/v1/lanes", agent, Some(&key()), Some(json!({ "lane_id": id, "callback_url": callback }))).await;
+    let (status, body) = s
+        .send("POST", "/v1/lanes", agent, Some(&key()), Some(json!({ "lane_id": id, "callback_url": callback })))
+        .await;
     assert_eq!(status, 201, "{body}");
-    let (status, cp) = s.send("POST", &format!("/v1/lanes/{id}/checkpoints"), agent, Some(&key()), Some(json!({ "name": "c1", "state": { "step": 1 } }))).await;
+    let (status, cp) = s
+        .send(
+            "POST",
+            &format!("/v1/lanes/{id}/checkpoints"),
+            agent,
+            Some(&key()),
+            Some(json!({ "name": "c1", "state": { "step": 1 } })),
+        )
+        .await;
     assert_eq!(status, 200, "{cp}");
     body["callback_secret"].as_str().unwrap().to_owned()
 }
@@ -47,7 +57,10 @@ fn handoff_data(checkpoint: &str, queue: &str, sla: u64, deadline: u64, action: 
 }
 
 async fn timeline_len(s: &Server, id: &str) -> usize {
-    s.send("GET", &format!("/v1/lanes/{id}/timeline"), &s.admin_token, None, None).await.1["events"].as_array().unwrap().len()
+    s.send("GET", &format!("/v1/lanes/{id}/timeline"), &s.admin_token, None, None).await.1["events"]
+        .as_array()
+        .unwrap()
+        .len()
 }
 
 async fn lane_state(s: &Server, id: &str) -> Value {
@@ -82,7 +95,8 @@ async fn duplicate_events_replay_their_receipt_and_bad_envelopes_store_nothing()
     assert_eq!(again["data"], first["data"], "a duplicate gets the original receipt (event id, position, hash)");
     assert_eq!(lane_state(&s, "lane-dup").await["handoffs"], 1, "one handoff, not two");
 
-    let conflicting = envelope("handoff.requested", "req-1", "lane-dup", handoff_data("c1", "billing", 60, 600, "reject"));
+    let conflicting =
+        envelope("handoff.requested", "req-1", "lane-dup", handoff_data("c1", "billing", 60, 600, "reject"));
     let (status, body) = s.send("POST", "/v1/events", &agent, None, Some(conflicting)).await;
     assert_eq!((status, body["error"]["code"].clone()), (409, json!("IDEMPOTENCY_KEY_REUSED")));
 
@@ -94,7 +108,8 @@ async fn duplicate_events_replay_their_receipt_and_bad_envelopes_store_nothing()
     let other_type = envelope("handoff.cancelled", "req-4", "lane-dup", json!({}));
     let second_lane = "lane-missing-checkpoint";
     lane(&s, &agent, second_lane, None).await;
-    let missing = envelope("handoff.requested", "req-5", second_lane, handoff_data("never-recorded", "ops", 60, 600, "reject"));
+    let missing =
+        envelope("handoff.requested", "req-5", second_lane, handoff_data("never-recorded", "ops", 60, 600, "reject"));
     for (body, status, code) in [
         (no_lane, 400, "MALFORMED_ENVELOPE"),
         (v2, 400, "UNSUPPORTED_VERSION"),
@@ -107,7 +122,12 @@ async fn duplicate_events_replay_their_receipt_and_bad_envelopes_store_nothing()
     assert_eq!(timeline_len(&s, "lane-dup").await, before, "refused envelopes store nothing");
     assert_eq!(lane_state(&s, second_lane).await["handoffs"], 0);
 
-    let schema = reqwest::get(format!("{}/v1/schemas/event-envelope.v1.json", s.url)).await.unwrap().json::<Value>().await.unwrap();
+    let schema = reqwest::get(format!("{}/v1/schemas/event-envelope.v1.json", s.url))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
     assert_eq!(schema["required"].as_array().unwrap().len(), 8);
     s.stop();
 }
@@ -120,9 +140,25 @@ async fn decisions_after_the_deadline_are_refused_and_the_timeout_action_applies
     let ops = operator(&s, "ann", &["ops"]).await;
     lane(&s, &agent, "lane-late", None).await;
     lane(&s, &agent, "lane-esc", None).await;
-    let (_, r) = s.send("POST", "/v1/events", &agent, None, Some(envelope("handoff.requested", "late-1", "lane-late", handoff_data("c1", "ops", 1, 1, "reject")))).await;
+    let (_, r) = s
+        .send(
+            "POST",
+            "/v1/events",
+            &agent,
+            None,
+            Some(envelope("handoff.requested", "late-1", "lane-late", handoff_data("c1", "ops", 1, 1, "reject"))),
+        )
+        .await;
     assert_eq!(r["type"], "audit.receipt", "{r}");
-    let (_, r) = s.send("POST", "/v1/events", &agent, None, Some(envelope("handoff.requested", "esc-1", "lane-esc", handoff_data("c1", "ops", 1, 60, "escalate")))).await;
+    let (_, r) = s
+        .send(
+            "POST",
+            "/v1/events",
+            &agent,
+            None,
+            Some(envelope("handoff.requested", "esc-1", "lane-esc", handoff_data("c1", "ops", 1, 60, "escalate"))),
+        )
+        .await;
     assert_eq!(r["type"], "audit.receipt", "{r}");
 
     // The deadline (1 s, reject) passes: the handoff expires and the lane resumes.
@@ -130,20 +166,37 @@ async fn decisions_after_the_deadline_are_refused_and_the_timeout_action_applies
     assert_eq!((late["status"].clone(), late["handoff"]["decision"]["by"].clone()), (json!("ACTIVE"), json!("system")));
     let handoff = late["handoff"]["handoff_id"].as_str().unwrap();
     let decide = json!({ "action": "approve", "reason": "sorry, late" });
-    let (status, body) = s.send("POST", &format!("/v1/handoffs/{handoff}/decision"), &ops, Some(&key()), Some(decide)).await;
+    let (status, body) =
+        s.send("POST", &format!("/v1/handoffs/{handoff}/decision"), &ops, Some(&key()), Some(decide)).await;
     assert_eq!((status, body["error"]["code"].clone()), (409, json!("HANDOFF_NOT_OPEN")), "{body}");
 
     // The first-response SLA (1 s) is missed: the lane escalates; it can still be decided.
     let escalated = until(&s, "lane-esc", |l| l["status"] == "BLOCKED").await;
     assert_eq!(escalated["handoff"]["escalated"], true);
     let id = escalated["handoff"]["handoff_id"].as_str().unwrap();
-    let (status, _) = s.send("POST", &format!("/v1/handoffs/{id}/decision"), &ops, Some(&key()), Some(json!({ "action": "approve", "reason": "ok" }))).await;
+    let (status, _) = s
+        .send(
+            "POST",
+            &format!("/v1/handoffs/{id}/decision"),
+            &ops,
+            Some(&key()),
+            Some(json!({ "action": "approve", "reason": "ok" })),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(lane_state(&s, "lane-esc").await["status"], "ACTIVE");
 
     // The timers are durable: one set before a restart fires after it.
     lane(&s, &agent, "lane-restart", None).await;
-    let (_, r) = s.send("POST", "/v1/events", &agent, None, Some(envelope("handoff.requested", "rs-1", "lane-restart", handoff_data("c1", "ops", 1, 1, "reject")))).await;
+    let (_, r) = s
+        .send(
+            "POST",
+            "/v1/events",
+            &agent,
+            None,
+            Some(envelope("handoff.requested", "rs-1", "lane-restart", handoff_data("c1", "ops", 1, 1, "reject"))),
+        )
+        .await;
     assert_eq!(r["type"], "audit.receipt");
     let data = s.data_dir.clone();
     s.stop();
@@ -194,10 +247,26 @@ async fn callbacks_that_keep_failing_go_to_the_dlq_and_a_replay_delivers_them_si
     let ops = operator(&s, "ann", &["ops"]).await;
     let (url, hook) = receiver().await;
     let secret = lane(&s, &agent, "lane-cb", Some(&url)).await;
-    let (status, created) = s.send("POST", "/v1/lanes/lane-cb/handoffs", &agent, Some(&key()), Some(handoff_data("c1", "ops", 60, 600, "reject"))).await;
+    let (status, created) = s
+        .send(
+            "POST",
+            "/v1/lanes/lane-cb/handoffs",
+            &agent,
+            Some(&key()),
+            Some(handoff_data("c1", "ops", 60, 600, "reject")),
+        )
+        .await;
     assert_eq!(status, 201, "{created}");
     let handoff = created["lane"]["handoff"]["handoff_id"].as_str().unwrap().to_owned();
-    let (status, _) = s.send("POST", &format!("/v1/handoffs/{handoff}/decision"), &ops, Some(&key()), Some(json!({ "action": "approve", "reason": "fine" }))).await;
+    let (status, _) = s
+        .send(
+            "POST",
+            &format!("/v1/handoffs/{handoff}/decision"),
+            &ops,
+            Some(&key()),
+            Some(json!({ "action": "approve", "reason": "fine" })),
+        )
+        .await;
     assert_eq!(status, 200);
 
     // Six failed attempts (20 ms, doubling), then the dead-letter queue.
@@ -213,7 +282,8 @@ async fn callbacks_that_keep_failing_go_to_the_dlq_and_a_replay_delivers_them_si
     assert_eq!(hook.hits.load(Ordering::SeqCst), 6);
 
     hook.failing.store(false, Ordering::SeqCst);
-    let (status, _) = s.send("POST", &format!("/v1/dlq/{}/replay", entry["id"].as_str().unwrap()), &ops, None, Some(json!({}))).await;
+    let (status, _) =
+        s.send("POST", &format!("/v1/dlq/{}/replay", entry["id"].as_str().unwrap()), &ops, None, Some(json!({}))).await;
     assert_eq!(status, 202);
     for _ in 0..100 {
         if !hook.received.lock().await.is_empty() {
@@ -225,7 +295,10 @@ async fn callbacks_that_keep_failing_go_to_the_dlq_and_a_replay_delivers_them_si
     assert_eq!(received.len(), 1, "delivered once after the replay");
     let (headers, body) = &received[0];
     let envelope: Value = serde_json::from_slice(body).unwrap();
-    assert_eq!((envelope["type"].clone(), envelope["data"]["action"].clone()), (json!("handoff.decided"), json!("approve")));
+    assert_eq!(
+        (envelope["type"].clone(), envelope["data"]["action"].clone()),
+        (json!("handoff.decided"), json!("approve"))
+    );
     let signature = headers["x-dispatch-signature"].to_str().unwrap();
     assert_eq!(signature, dispatch_node::lanes::signature(secret.as_bytes(), body), "signed with the lane's secret");
     let (_, d) = s.send("GET", "/v1/dlq", &ops, None, None).await;
@@ -247,8 +320,24 @@ async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
     let engineer = s.token("eve", "engineer", &["*"], &["*"]).await;
     lane(&s, &agent, "lane-ops", None).await;
     lane(&s, &agent, "lane-bill", None).await;
-    let (_, a) = s.send("POST", "/v1/lanes/lane-ops/handoffs", &agent, Some(&key()), Some(handoff_data("c1", "ops", 60, 600, "reject"))).await;
-    let (_, b) = s.send("POST", "/v1/lanes/lane-bill/handoffs", &agent, Some(&key()), Some(handoff_data("c1", "billing", 60, 600, "reject"))).await;
+    let (_, a) = s
+        .send(
+            "POST",
+            "/v1/lanes/lane-ops/handoffs",
+            &agent,
+            Some(&key()),
+            Some(handoff_data("c1", "ops", 60, 600, "reject")),
+        )
+        .await;
+    let (_, b) = s
+        .send(
+            "POST",
+            "/v1/lanes/lane-bill/handoffs",
+            &agent,
+            Some(&key()),
+            Some(handoff_data("c1", "billing", 60, 600, "reject")),
+        )
+        .await;
     let ops_handoff = a["lane"]["handoff"]["handoff_id"].as_str().unwrap().to_owned();
     let bill_handoff = b["lane"]["handoff"]["handoff_id"].as_str().unwrap().to_owned();
 
@@ -262,24 +351,34 @@ async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
     assert_eq!(status, 403);
     // Reroute only within the operator's queues; add_context keeps it open.
     let reroute = json!({ "action": "reroute", "reason": "not mine", "reroute_to": "billing" });
-    let (status, body) = s.send("POST", &format!("/v1/handoffs/{ops_handoff}/decision"), &ops, Some(&key()), Some(reroute)).await;
+    let (status, body) =
+        s.send("POST", &format!("/v1/handoffs/{ops_handoff}/decision"), &ops, Some(&key()), Some(reroute)).await;
     assert_eq!((status, body["error"]["code"].clone()), (403, json!("QUEUE_FORBIDDEN")));
     let context = json!({ "action": "add_context", "reason": "need the invoice", "context": { "invoice": "INV-1" } });
-    let (status, body) = s.send("POST", &format!("/v1/handoffs/{ops_handoff}/decision"), &ops, Some(&key()), Some(context)).await;
+    let (status, body) =
+        s.send("POST", &format!("/v1/handoffs/{ops_handoff}/decision"), &ops, Some(&key()), Some(context)).await;
     assert_eq!((status, body["lane"]["handoff"]["status"].clone()), (200, json!("OPEN")));
 
     // The agent long-polls; the operator approves meanwhile.
     let poll = {
         let (url, agent) = (format!("{}/v1/lanes/lane-ops/decision?wait=20", s.url), agent.clone());
-        tokio::spawn(async move { reqwest::Client::new().get(url).bearer_auth(agent).send().await.unwrap().json::<Value>().await.unwrap() })
+        tokio::spawn(async move {
+            reqwest::Client::new().get(url).bearer_auth(agent).send().await.unwrap().json::<Value>().await.unwrap()
+        })
     };
     tokio::time::sleep(Duration::from_millis(200)).await; // let the poll start waiting; the answer must come from the decision
     let approve = json!({ "action": "approve", "reason": "invoice checks out" });
-    let (status, _) = s.send("POST", &format!("/v1/handoffs/{ops_handoff}/decision"), &ops, Some(&key()), Some(approve.clone())).await;
+    let (status, _) = s
+        .send("POST", &format!("/v1/handoffs/{ops_handoff}/decision"), &ops, Some(&key()), Some(approve.clone()))
+        .await;
     assert_eq!(status, 200);
     let decided = tokio::time::timeout(Duration::from_secs(10), poll).await.unwrap().unwrap();
-    assert_eq!((decided["decided"].clone(), decided["decision"]["action"].clone(), decided["decision"]["resume_from"].clone()), (json!(true), json!("approve"), json!("c1")));
-    let (status, body) = s.send("POST", &format!("/v1/handoffs/{ops_handoff}/decision"), &ops, Some(&key()), Some(approve)).await;
+    assert_eq!(
+        (decided["decided"].clone(), decided["decision"]["action"].clone(), decided["decision"]["resume_from"].clone()),
+        (json!(true), json!("approve"), json!("c1"))
+    );
+    let (status, body) =
+        s.send("POST", &format!("/v1/handoffs/{ops_handoff}/decision"), &ops, Some(&key()), Some(approve)).await;
     assert_eq!((status, body["error"]["code"].clone()), (409, json!("HANDOFF_NOT_OPEN")));
 
     // Operator controls, each with a reason and an audit event.
@@ -295,7 +394,10 @@ async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
     assert_eq!(control("escalate", json!({ "reason": "customer called" })).await.1["lane"]["status"], "BLOCKED");
     assert_eq!(control("unblock", json!({ "reason": "handled" })).await.1["lane"]["status"], "ACTIVE");
     assert_eq!(control("override-close", json!({ "reason": "done" })).await.0, 422);
-    assert_eq!(control("override-close", json!({ "reason": "human_override: finished by phone" })).await.1["lane"]["status"], "CLOSED");
+    assert_eq!(
+        control("override-close", json!({ "reason": "human_override: finished by phone" })).await.1["lane"]["status"],
+        "CLOSED"
+    );
     let (_, timeline) = s.send("GET", "/v1/lanes/lane-ops/timeline", &ops, None, None).await;
     let kinds: Vec<&str> = timeline["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     for k in ["lane.owner_assigned", "lane.escalated", "lane.unblocked", "lane.closed"] {
@@ -303,11 +405,20 @@ async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
     }
 
     // Freeze: new lanes refused, existing ones and reads keep working.
-    let (status, _) = s.send("POST", "/v1/admin/lanes/freeze", &s.admin_token, None, Some(json!({ "reason": "incident 42" }))).await;
+    let (status, _) =
+        s.send("POST", "/v1/admin/lanes/freeze", &s.admin_token, None, Some(json!({ "reason": "incident 42" }))).await;
     assert_eq!(status, 200);
     let (status, body) = s.send("POST", "/v1/lanes", &agent, Some(&key()), Some(json!({}))).await;
     assert_eq!((status, body["error"]["code"].clone()), (503, json!("LANES_FROZEN")));
-    let (status, _) = s.send("POST", &format!("/v1/handoffs/{bill_handoff}/decision"), &billing, Some(&key()), Some(json!({ "action": "reject", "reason": "no" }))).await;
+    let (status, _) = s
+        .send(
+            "POST",
+            &format!("/v1/handoffs/{bill_handoff}/decision"),
+            &billing,
+            Some(&key()),
+            Some(json!({ "action": "reject", "reason": "no" })),
+        )
+        .await;
     assert_eq!(status, 200, "decisions keep working while frozen");
     assert_eq!(s.send("GET", "/v1/lanes/lane-bill", &agent, None, None).await.0, 200);
     s.send("POST", "/v1/admin/lanes/unfreeze", &s.admin_token, None, Some(json!({ "reason": "over" }))).await;
@@ -316,11 +427,61 @@ async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
     // The engineering view: aggregates only.
     let (status, insights) = s.send("GET", "/v1/insights/handoffs", &engineer, None, None).await;
     assert_eq!(status, 200);
-    assert_eq!((insights["handoffs"].clone(), insights["decision_mix"]["approve"].clone(), insights["decision_mix"]["reject"].clone()), (json!(2), json!(1), json!(1)));
+    assert_eq!(
+        (
+            insights["handoffs"].clone(),
+            insights["decision_mix"]["approve"].clone(),
+            insights["decision_mix"]["reject"].clone()
+        ),
+        (json!(2), json!(1), json!(1))
+    );
     assert!(insights["by_trigger_class"]["policy"]["decision_p50_ms"].is_number());
     let text = insights.to_string();
     assert!(!text.contains("refund") && !text.contains("INV-1") && !text.contains("lane-ops"), "no content in {text}");
     assert_eq!(s.send("GET", "/v1/insights/handoffs", &ops, None, None).await.0, 403);
     assert_eq!(s.send("GET", "/v1/handoffs", &engineer, None, None).await.0, 403, "engineers see no content");
+
+    // The same controls from the CLI.
+    let cli = |token: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(args)
+            .args(["--server", &s.url, "--token", token])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = cli(&ops, &["lane", "assign-owner", "lane-bill", "--owner", "erin", "--reason", "on call"]);
+    assert!(!ok && err.contains("FORBIDDEN"), "ops may not touch a billing lane: {err}");
+    let (ok, out, err) =
+        cli(&billing, &["lane", "assign-owner", "lane-bill", "--owner", "erin", "--reason", "on call"]);
+    assert!(ok && out.contains("owner=erin"), "{out}{err}");
+    let (ok, out, _) = cli(&billing, &["lane", "owner", "lane-bill"]);
+    assert!(ok && out.trim() == "erin", "{out}");
+    let (ok, out, _) = cli(&billing, &["lane", "inspect", "lane-bill", "--json"]);
+    assert!(ok && serde_json::from_str::<Value>(&out).unwrap()["owner"] == "erin");
+    let (ok, _, err) = cli(&billing, &["lane", "override-close", "lane-bill", "--reason", "because"]);
+    assert!(!ok && err.contains("human_override:"), "{err}");
+    let (ok, out, _) = cli(&s.admin_token, &["admin", "freeze-lanes", "--reason", "drill"]);
+    assert!(ok && out.contains("frozen"), "{out}");
+    let (ok, _, _) = cli(&s.admin_token, &["admin", "unfreeze-lanes", "--reason", "drill over"]);
+    assert!(ok);
+
+    let metrics = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    for series in [
+        "dispatch_handoffs_requested_total{trigger_class=\"policy\"} 2",
+        "dispatch_handoff_decisions_total{action=\"approve\"} 1",
+        "dispatch_handoff_decisions_total{action=\"reject\"} 1",
+        "dispatch_open_handoffs{queue=\"ops\"} 0",
+        "dispatch_handoff_first_response_seconds_count{trigger_class=\"policy\"} 2",
+    ] {
+        assert!(metrics.contains(series), "missing {series}");
+    }
+    if support::have_prometheus_tool("promtool") {
+        support::promtool_check(&metrics, "the orchestrator after lane traffic");
+    }
     s.stop();
 }

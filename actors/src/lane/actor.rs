@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
-use storage::{Append, AppendError, EventRecord, IdempotencyKey, IdempotencyRecord, IndexOp, Log, LogWriter, StoredResponse};
+use storage::{
+    Append, AppendError, EventRecord, IdempotencyKey, IdempotencyRecord, IndexOp, Log, LogWriter, StoredResponse,
+};
 use tokio::sync::broadcast;
 
 use super::lifecycle::{self, Lane, LaneCommand, LaneError, LaneEvent};
@@ -140,6 +142,15 @@ impl LaneActor {
             Err(e) => return Err(unavailable(&e)),
         };
         st.seq += appended.records.len() as u64;
+        let (was, is) = (open_queue(st.lane.as_ref()), open_queue(Some(&after)));
+        if was != is {
+            if let Some(q) = was {
+                metrics::gauge!("dispatch_open_handoffs", "queue" => q).decrement(1.0);
+            }
+            if let Some(q) = is {
+                metrics::gauge!("dispatch_open_handoffs", "queue" => q).increment(1.0);
+            }
+        }
         st.lane = Some(after.clone());
         for e in &events {
             observe(e, &after);
@@ -157,11 +168,16 @@ impl LaneActor {
             return Err(LaneFailure::KeyReused);
         }
         let StoredResponse::StreamState { stream, seq } = &stored.response else { return Err(LaneFailure::KeyReused) };
-        let record = self.deps.log.read_stream(stream, seq.saturating_sub(1)).map_err(|e| unavailable(&e))?.into_iter().next();
+        let record =
+            self.deps.log.read_stream(stream, seq.saturating_sub(1)).map_err(|e| unavailable(&e))?.into_iter().next();
         metrics::counter!("dispatch_idempotency_replays_total").increment(1);
         let lane = st.lane.clone().ok_or(LaneError::NotFound)?;
         Ok(LaneOutcome { lane, records: Vec::new(), replayed: record })
     }
+}
+
+fn open_queue(lane: Option<&Lane>) -> Option<String> {
+    lane.and_then(Lane::open_handoff).map(|h| h.request.queue.clone())
 }
 
 fn now_ms() -> i64 {
@@ -199,7 +215,8 @@ fn observe(event: &LaneEvent, lane: &Lane) {
     let seconds = |from: i64, to: i64| (to - from).max(0) as f64 / 1e3;
     match event {
         LaneEvent::HandoffRequested { request } => {
-            metrics::counter!("dispatch_handoffs_requested_total", "trigger_class" => request.trigger_class.clone()).increment(1);
+            metrics::counter!("dispatch_handoffs_requested_total", "trigger_class" => request.trigger_class.clone())
+                .increment(1);
         }
         LaneEvent::HandoffDecided { decision } => {
             metrics::counter!("dispatch_handoff_decisions_total", "action" => decision.action.as_str()).increment(1);
@@ -209,7 +226,9 @@ fn observe(event: &LaneEvent, lane: &Lane) {
             }
         }
         LaneEvent::HandoffExpired { .. } => metrics::counter!("dispatch_handoff_timeouts_total").increment(1),
-        LaneEvent::Escalated { by, .. } if by == "system" => metrics::counter!("dispatch_handoff_sla_misses_total").increment(1),
+        LaneEvent::Escalated { by, .. } if by == "system" => {
+            metrics::counter!("dispatch_handoff_sla_misses_total").increment(1)
+        }
         _ => {}
     }
     if matches!(event, LaneEvent::ContextAdded { .. } | LaneEvent::Rerouted { .. } | LaneEvent::HandoffDecided { .. })
@@ -242,17 +261,27 @@ impl Actor for LaneSupervisor {
     type State = SupervisorState;
     type Arguments = Arc<LaneDeps>;
 
-    async fn pre_start(&self, _me: ActorRef<SupervisorMsg>, deps: Arc<LaneDeps>) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<SupervisorMsg>,
+        deps: Arc<LaneDeps>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState { deps, lanes: HashMap::new(), by_actor: HashMap::new() })
     }
 
-    async fn handle(&self, me: ActorRef<SupervisorMsg>, msg: SupervisorMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         let SupervisorMsg::Run(request, reply) = msg;
         let id = request.lane_id.clone();
         let actor = match st.lanes.get(&id) {
             Some(a) => a.clone(),
             None => {
-                let (a, _) = Actor::spawn_linked(None, LaneActor { deps: st.deps.clone() }, id.clone(), me.get_cell()).await?;
+                let (a, _) =
+                    Actor::spawn_linked(None, LaneActor { deps: st.deps.clone() }, id.clone(), me.get_cell()).await?;
                 st.by_actor.insert(a.get_id(), id.clone());
                 st.lanes.insert(id, a.clone());
                 metrics::gauge!("dispatch_live_actors", "kind" => "lane").set(st.lanes.len() as f64);
@@ -260,13 +289,20 @@ impl Actor for LaneSupervisor {
             }
         };
         // The lane actor answers the caller itself; the supervisor never waits for it.
-        if let Err(ractor::MessagingErr::SendErr(LaneMsg::Run(_, reply))) = actor.send_message(LaneMsg::Run(request, reply)) {
+        if let Err(ractor::MessagingErr::SendErr(LaneMsg::Run(_, reply))) =
+            actor.send_message(LaneMsg::Run(request, reply))
+        {
             let _ = reply.send(Err(LaneFailure::Unavailable("lane actor stopped; retry".into())));
         }
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, _me: ActorRef<SupervisorMsg>, event: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _me: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, _) | SupervisionEvent::ActorTerminated(cell, _, _) = event
             && let Some(id) = st.by_actor.remove(&cell.get_id())
         {
@@ -286,8 +322,19 @@ pub struct Lanes {
 }
 
 impl Lanes {
-    /// Starts the lane supervisor.
+    /// Starts the lane supervisor; the open-handoffs gauge starts from the log.
     pub async fn start(deps: Arc<LaneDeps>) -> Result<Self, LaneFailure> {
+        let mut open: HashMap<String, f64> = HashMap::new();
+        for id in store::lane_ids(&deps.log).map_err(|e| unavailable(&e))? {
+            if let Some(q) =
+                store::load(&deps.log, &id).map_err(|e| unavailable(&e))?.and_then(|(l, _)| open_queue(Some(&l)))
+            {
+                *open.entry(q).or_default() += 1.0;
+            }
+        }
+        for (queue, n) in open {
+            metrics::gauge!("dispatch_open_handoffs", "queue" => queue).set(n);
+        }
         let (supervisor, _) = Actor::spawn(None, LaneSupervisor, deps.clone()).await.map_err(|e| unavailable(&e))?;
         Ok(Lanes { supervisor, deps })
     }
@@ -295,8 +342,7 @@ impl Lanes {
     /// Runs a command on its lane's actor.
     pub async fn run(&self, request: LaneRequest) -> Result<LaneOutcome, LaneFailure> {
         let request = Box::new(request);
-        ractor::call!(self.supervisor, |reply| SupervisorMsg::Run(request, reply))
-            .map_err(|e| unavailable(&e))?
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Run(request, reply)).map_err(|e| unavailable(&e))?
     }
 
     /// Stops every lane actor.

@@ -232,18 +232,56 @@ impl LaneEvent {
 /// What is asked of a lane.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LaneCommand {
-    Create { agent: String, ticket_id: Option<String>, callback_url: Option<String> },
-    Checkpoint { name: String, state: Value, now_ms: i64 },
-    RequestHandoff { request: HandoffRequest },
-    Decide { handoff_id: String, action: DecisionAction, reason: String, reroute_to: Option<String>, context: Option<Value>, by: String, now_ms: i64 },
+    Create {
+        agent: String,
+        ticket_id: Option<String>,
+        callback_url: Option<String>,
+    },
+    Checkpoint {
+        name: String,
+        state: Value,
+        now_ms: i64,
+    },
+    RequestHandoff {
+        request: HandoffRequest,
+    },
+    Decide {
+        handoff_id: String,
+        action: DecisionAction,
+        reason: String,
+        reroute_to: Option<String>,
+        context: Option<Value>,
+        by: String,
+        now_ms: i64,
+    },
     /// The first-response SLA of `handoff_id` came due.
-    SlaDue { handoff_id: String, now_ms: i64 },
+    SlaDue {
+        handoff_id: String,
+        now_ms: i64,
+    },
     /// The decision deadline of `handoff_id` came due.
-    DeadlineDue { handoff_id: String, now_ms: i64 },
-    Escalate { by: String, reason: String },
-    AssignOwner { owner: String, by: String, reason: String, reassign: bool },
-    Unblock { by: String, reason: String },
-    OverrideClose { by: String, reason: String },
+    DeadlineDue {
+        handoff_id: String,
+        now_ms: i64,
+    },
+    Escalate {
+        by: String,
+        reason: String,
+    },
+    AssignOwner {
+        owner: String,
+        by: String,
+        reason: String,
+        reassign: bool,
+    },
+    Unblock {
+        by: String,
+        reason: String,
+    },
+    OverrideClose {
+        by: String,
+        reason: String,
+    },
 }
 
 /// Why a command was refused. Nothing is written.
@@ -285,7 +323,11 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
         return match command {
             C::Create { agent, ticket_id, callback_url } => {
                 require(!agent.trim().is_empty(), "agent must not be empty")?;
-                Ok(vec![E::Created { agent: agent.clone(), ticket_id: ticket_id.clone(), callback_url: callback_url.clone() }])
+                Ok(vec![E::Created {
+                    agent: agent.clone(),
+                    ticket_id: ticket_id.clone(),
+                    callback_url: callback_url.clone(),
+                }])
             }
             _ => Err(LaneError::NotFound),
         };
@@ -297,7 +339,11 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
         C::Create { .. } => return Err(LaneError::Exists),
         C::SlaDue { handoff_id, now_ms } => match open(handoff_id) {
             Some(h) if h.first_response_ms.is_none() && !h.escalated && *now_ms >= h.request.sla_due_ms => {
-                vec![E::Escalated { handoff_id: Some(handoff_id.clone()), reason: "first-response SLA missed".into(), by: "system".into() }]
+                vec![E::Escalated {
+                    handoff_id: Some(handoff_id.clone()),
+                    reason: "first-response SLA missed".into(),
+                    by: "system".into(),
+                }]
             }
             _ => vec![],
         },
@@ -325,7 +371,9 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
         _ if closed => return Err(LaneError::Closed),
         C::Checkpoint { name, state, now_ms } => {
             require(!name.trim().is_empty() && name.len() <= 128, "checkpoint name must be 1..=128 characters")?;
-            vec![E::CheckpointRecorded { checkpoint: Checkpoint { name: name.clone(), state: state.clone(), at_ms: *now_ms } }]
+            vec![E::CheckpointRecorded {
+                checkpoint: Checkpoint { name: name.clone(), state: state.clone(), at_ms: *now_ms },
+            }]
         }
         C::RequestHandoff { request } => {
             if lane.open_handoff().is_some() {
@@ -350,11 +398,18 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
             require(!reason.trim().is_empty(), "a decision needs a reason")?;
             match action {
                 DecisionAction::AddContext => {
-                    let context = context.clone().ok_or_else(|| LaneError::Invalid("add_context needs context".into()))?;
-                    vec![E::ContextAdded { handoff_id: handoff_id.clone(), note: ContextNote { by: by.clone(), at_ms: *now_ms, context } }]
+                    let context =
+                        context.clone().ok_or_else(|| LaneError::Invalid("add_context needs context".into()))?;
+                    vec![E::ContextAdded {
+                        handoff_id: handoff_id.clone(),
+                        note: ContextNote { by: by.clone(), at_ms: *now_ms, context },
+                    }]
                 }
                 DecisionAction::Reroute => {
-                    let queue = reroute_to.clone().filter(|q| !q.trim().is_empty()).ok_or_else(|| LaneError::Invalid("reroute needs reroute_to".into()))?;
+                    let queue = reroute_to
+                        .clone()
+                        .filter(|q| !q.trim().is_empty())
+                        .ok_or_else(|| LaneError::Invalid("reroute needs reroute_to".into()))?;
                     require(queue != h.request.queue, "reroute_to is the handoff's queue already")?;
                     vec![E::Rerouted { handoff_id: handoff_id.clone(), queue, by: by.clone(), reason: reason.clone() }]
                 }
@@ -372,7 +427,11 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
         }
         C::Escalate { by, reason } => {
             require(!reason.trim().is_empty(), "escalation needs a reason")?;
-            vec![E::Escalated { handoff_id: lane.open_handoff().map(|h| h.request.handoff_id.clone()), reason: reason.clone(), by: by.clone() }]
+            vec![E::Escalated {
+                handoff_id: lane.open_handoff().map(|h| h.request.handoff_id.clone()),
+                reason: reason.clone(),
+                by: by.clone(),
+            }]
         }
         C::AssignOwner { owner, by, reason, reassign } => {
             require(!owner.trim().is_empty() && !reason.trim().is_empty(), "owner and reason are required")?;
@@ -390,7 +449,10 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
             vec![E::Unblocked { by: by.clone(), reason: reason.clone() }]
         }
         C::OverrideClose { by, reason } => {
-            require(reason.starts_with("human_override:") && reason.len() > "human_override:".len(), "the reason must start with human_override: and say why")?;
+            require(
+                reason.starts_with("human_override:") && reason.len() > "human_override:".len(),
+                "the reason must start with human_override: and say why",
+            )?;
             vec![E::Closed { by: by.clone(), reason: reason.clone() }]
         }
     })

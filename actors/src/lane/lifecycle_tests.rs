@@ -72,11 +72,21 @@ fn each_decision_leaves_the_handoff_and_lane_where_documented() {
 #[test]
 fn decisions_on_a_decided_expired_or_closed_handoff_are_refused() {
     let decided = run(Some(waiting(TimeoutAction::Reject)), &[decide_cmd("h1", DecisionAction::Approve)]).unwrap();
-    assert_eq!(decide(Some(&decided), &decide_cmd("h1", DecisionAction::Reject)), Err(LaneError::HandoffNotOpen("DECIDED")));
-    let expired = run(Some(waiting(TimeoutAction::Reject)), &[LaneCommand::DeadlineDue { handoff_id: "h1".into(), now_ms: 1_000 }]).unwrap();
+    assert_eq!(
+        decide(Some(&decided), &decide_cmd("h1", DecisionAction::Reject)),
+        Err(LaneError::HandoffNotOpen("DECIDED"))
+    );
+    let expired = run(
+        Some(waiting(TimeoutAction::Reject)),
+        &[LaneCommand::DeadlineDue { handoff_id: "h1".into(), now_ms: 1_000 }],
+    )
+    .unwrap();
     assert_eq!(expired.handoff.as_ref().unwrap().status, HandoffStatus::Expired);
     assert_eq!(expired.status, LaneStatus::Active, "the timeout action (reject) resumes the lane");
-    assert_eq!(decide(Some(&expired), &decide_cmd("h1", DecisionAction::Approve)), Err(LaneError::HandoffNotOpen("EXPIRED")));
+    assert_eq!(
+        decide(Some(&expired), &decide_cmd("h1", DecisionAction::Approve)),
+        Err(LaneError::HandoffNotOpen("EXPIRED"))
+    );
     let close = LaneCommand::OverrideClose { by: "op".into(), reason: "human_override: done by hand".into() };
     let closed = run(Some(waiting(TimeoutAction::Reject)), &[close]).unwrap();
     assert_eq!((closed.status, closed.handoff.as_ref().unwrap().status), (LaneStatus::Closed, HandoffStatus::Closed));
@@ -88,9 +98,18 @@ fn decisions_on_a_decided_expired_or_closed_handoff_are_refused() {
 fn handoffs_need_a_recorded_checkpoint_and_only_one_is_open() {
     let create = LaneCommand::Create { agent: "a".into(), ticket_id: None, callback_url: None };
     let lane = run(None, &[create]).unwrap();
-    assert_eq!(decide(Some(&lane), &request("h1", "nope", TimeoutAction::Reject)), Err(LaneError::UnknownCheckpoint("nope".into())));
-    assert_eq!(decide(Some(&waiting(TimeoutAction::Reject)), &request("h2", "c1", TimeoutAction::Reject)), Err(LaneError::HandoffOpen));
-    assert_eq!(decide(Some(&waiting(TimeoutAction::Reject)), &decide_cmd("h9", DecisionAction::Approve)), Err(LaneError::UnknownHandoff));
+    assert_eq!(
+        decide(Some(&lane), &request("h1", "nope", TimeoutAction::Reject)),
+        Err(LaneError::UnknownCheckpoint("nope".into()))
+    );
+    assert_eq!(
+        decide(Some(&waiting(TimeoutAction::Reject)), &request("h2", "c1", TimeoutAction::Reject)),
+        Err(LaneError::HandoffOpen)
+    );
+    assert_eq!(
+        decide(Some(&waiting(TimeoutAction::Reject)), &decide_cmd("h9", DecisionAction::Approve)),
+        Err(LaneError::UnknownHandoff)
+    );
 }
 
 #[test]
@@ -105,18 +124,27 @@ fn timers_escalate_once_and_only_for_the_handoff_they_belong_to() {
     let deadline = LaneCommand::DeadlineDue { handoff_id: "h1".into(), now_ms: 1_000 };
     assert_eq!(decide(Some(&escalated), &deadline), Ok(vec![]), "already escalated: the deadline adds nothing");
     // Answered in time: the SLA timer does nothing.
-    let answered = run(Some(waiting(TimeoutAction::Escalate)), &[decide_cmd("h1", DecisionAction::AddContext)]).unwrap();
+    let answered =
+        run(Some(waiting(TimeoutAction::Escalate)), &[decide_cmd("h1", DecisionAction::AddContext)]).unwrap();
     assert_eq!(decide(Some(&answered), &sla(100)), Ok(vec![]));
     // An escalated handoff can still be decided; the lane resumes.
     let decided = run(Some(escalated), &[decide_cmd("h1", DecisionAction::Approve)]).unwrap();
     assert_eq!(decided.status, LaneStatus::Active);
-    assert_eq!(decide(Some(&decided), &LaneCommand::DeadlineDue { handoff_id: "h1".into(), now_ms: 5_000 }), Ok(vec![]));
+    assert_eq!(
+        decide(Some(&decided), &LaneCommand::DeadlineDue { handoff_id: "h1".into(), now_ms: 5_000 }),
+        Ok(vec![])
+    );
 }
 
 #[test]
 fn operator_controls_check_their_preconditions() {
     let lane = waiting(TimeoutAction::Reject);
-    let assign = |reassign| LaneCommand::AssignOwner { owner: "ann".into(), by: "op".into(), reason: "on call".into(), reassign };
+    let assign = |reassign| LaneCommand::AssignOwner {
+        owner: "ann".into(),
+        by: "op".into(),
+        reason: "on call".into(),
+        reassign,
+    };
     assert_eq!(decide(Some(&lane), &assign(true)), Err(LaneError::NoOwner));
     let owned = run(Some(lane.clone()), &[assign(false)]).unwrap();
     assert_eq!(owned.owner.as_deref(), Some("ann"));
@@ -124,8 +152,13 @@ fn operator_controls_check_their_preconditions() {
     assert!(decide(Some(&owned), &assign(true)).is_ok());
     let unblock = LaneCommand::Unblock { by: "op".into(), reason: "fixed".into() };
     assert_eq!(decide(Some(&lane), &unblock), Err(LaneError::NotBlocked));
-    let blocked = run(Some(lane.clone()), &[LaneCommand::Escalate { by: "op".into(), reason: "stuck".into() }]).unwrap();
-    assert_eq!(run(Some(blocked), &[unblock]).unwrap().status, LaneStatus::WaitingHuman, "back to waiting on its open handoff");
+    let blocked =
+        run(Some(lane.clone()), &[LaneCommand::Escalate { by: "op".into(), reason: "stuck".into() }]).unwrap();
+    assert_eq!(
+        run(Some(blocked), &[unblock]).unwrap().status,
+        LaneStatus::WaitingHuman,
+        "back to waiting on its open handoff"
+    );
     let bad_close = LaneCommand::OverrideClose { by: "op".into(), reason: "done".into() };
     assert!(matches!(decide(Some(&lane), &bad_close), Err(LaneError::Invalid(m)) if m.contains("human_override:")));
 }

@@ -5,6 +5,6 @@ pub mod lifecycle;
 pub mod store;
 
 pub use lifecycle::{
-    Checkpoint, Decision, DecisionAction, Handoff, HandoffRequest, HandoffStatus, Lane, LaneCommand, LaneError, LaneEvent,
-    LaneStatus, TimeoutAction,
+    Checkpoint, Decision, DecisionAction, Handoff, HandoffRequest, HandoffStatus, Lane, LaneCommand, LaneError,
+    LaneEvent, LaneStatus, TimeoutAction,
 };

@@ -41,8 +41,8 @@ pub fn load(log: &Log, id: &str) -> Result<Option<(Lane, u64)>, LoadError> {
     let mut lane = None;
     let mut seq = 0;
     for r in log.read_stream(&stream(id), 0)? {
-        let event: LaneEvent =
-            serde_json::from_slice(&r.payload).map_err(|e| LoadError::Corrupt { id: id.to_owned(), reason: e.to_string() })?;
+        let event: LaneEvent = serde_json::from_slice(&r.payload)
+            .map_err(|e| LoadError::Corrupt { id: id.to_owned(), reason: e.to_string() })?;
         lane = apply(lane, id, r.time_ms, &event);
         seq = r.seq;
     }
@@ -98,7 +98,8 @@ pub fn due_timers(log: &Log, now_ms: i64) -> Result<Vec<DueTimer>, StorageError>
     let mut due = Vec::new();
     for (key, _) in log.index_scan(TIMERS, "", 1_000)? {
         let mut parts = key.split(SEP);
-        let (Some(at), Some(lane), Some(handoff), Some(kind)) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(at), Some(lane), Some(handoff), Some(kind)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             continue;
         };
@@ -121,17 +122,33 @@ pub fn index_ops(before: Option<&Lane>, after: &Lane, events: &[LaneEvent]) -> V
         match e {
             LaneEvent::HandoffRequested { request } => {
                 let id = &request.handoff_id;
-                ops.push(IndexOp::Put { index: HANDOFF_LANE.into(), key: id.clone(), value: after.id.clone().into_bytes() });
-                ops.push(IndexOp::Put { index: BY_QUEUE.into(), key: format!("{}{SEP}{id}", request.queue), value: after.id.clone().into_bytes() });
+                ops.push(IndexOp::Put {
+                    index: HANDOFF_LANE.into(),
+                    key: id.clone(),
+                    value: after.id.clone().into_bytes(),
+                });
+                ops.push(IndexOp::Put {
+                    index: BY_QUEUE.into(),
+                    key: format!("{}{SEP}{id}", request.queue),
+                    value: after.id.clone().into_bytes(),
+                });
                 for (due, kind) in [(request.sla_due_ms, TimerKind::Sla), (request.deadline_ms, TimerKind::Deadline)] {
-                    ops.push(IndexOp::Put { index: TIMERS.into(), key: timer_key(due, &after.id, id, kind), value: Vec::new() });
+                    ops.push(IndexOp::Put {
+                        index: TIMERS.into(),
+                        key: timer_key(due, &after.id, id, kind),
+                        value: Vec::new(),
+                    });
                 }
             }
             LaneEvent::Rerouted { handoff_id, queue, .. } => {
                 if let Some(old) = before.and_then(|b| b.handoff.as_ref()).map(|h| h.request.queue.clone()) {
                     ops.push(IndexOp::Delete { index: BY_QUEUE.into(), key: format!("{old}{SEP}{handoff_id}") });
                 }
-                ops.push(IndexOp::Put { index: BY_QUEUE.into(), key: format!("{queue}{SEP}{handoff_id}"), value: after.id.clone().into_bytes() });
+                ops.push(IndexOp::Put {
+                    index: BY_QUEUE.into(),
+                    key: format!("{queue}{SEP}{handoff_id}"),
+                    value: after.id.clone().into_bytes(),
+                });
             }
             _ => {}
         }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use actors::lane::actor::{LaneFailure, LaneOutcome, LaneRequest};
 use actors::lane::store;
-use actors::lane::{DecisionAction, Handoff, HandoffRequest, HandoffStatus, Lane, LaneCommand, LaneError, TimeoutAction};
+use actors::lane::{
+    DecisionAction, Handoff, HandoffRequest, HandoffStatus, Lane, LaneCommand, LaneError, TimeoutAction,
+};
 use actors::node::Origin;
 use actors::policy::{Principal, Role};
 use axum::Json;
@@ -37,14 +39,18 @@ impl From<LaneFailure> for ApiError {
     fn from(e: LaneFailure) -> Self {
         let conflict = |code, m: String| ApiError::new(StatusCode::CONFLICT, code, m);
         match e {
-            LaneFailure::Rejected(LaneError::NotFound) => ApiError::new(StatusCode::NOT_FOUND, "LANE_NOT_FOUND", "lane not found"),
+            LaneFailure::Rejected(LaneError::NotFound) => {
+                ApiError::new(StatusCode::NOT_FOUND, "LANE_NOT_FOUND", "lane not found")
+            }
             LaneFailure::Rejected(LaneError::UnknownHandoff) => {
                 ApiError::new(StatusCode::NOT_FOUND, "HANDOFF_NOT_FOUND", "no such handoff on this lane")
             }
             LaneFailure::Rejected(e @ LaneError::UnknownCheckpoint(_)) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_CHECKPOINT", e.to_string())
             }
-            LaneFailure::Rejected(e @ LaneError::Invalid(_)) => ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            LaneFailure::Rejected(e @ LaneError::Invalid(_)) => {
+                ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
             LaneFailure::Rejected(e @ LaneError::HandoffOpen) => conflict("HANDOFF_ALREADY_OPEN", e.to_string()),
             LaneFailure::Rejected(e @ LaneError::HandoffNotOpen(_)) => conflict("HANDOFF_NOT_OPEN", e.to_string()),
             LaneFailure::Rejected(e @ LaneError::Closed) => conflict("LANE_CLOSED", e.to_string()),
@@ -52,7 +58,9 @@ impl From<LaneFailure> for ApiError {
             LaneFailure::Rejected(e @ (LaneError::OwnerExists(_) | LaneError::NoOwner | LaneError::NotBlocked)) => {
                 conflict("INVALID_LANE_STATE", e.to_string())
             }
-            LaneFailure::KeyReused => conflict("IDEMPOTENCY_KEY_REUSED", "this key was used for a different request".into()),
+            LaneFailure::KeyReused => {
+                conflict("IDEMPOTENCY_KEY_REUSED", "this key was used for a different request".into())
+            }
             LaneFailure::Unavailable(m) => ApiError::unavailable(m),
         }
     }
@@ -141,11 +149,20 @@ pub struct CreateLane {
     responses((status = 201, body = Object), (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)))]
 /// Open a lane. Answers with `callback_secret`, the key of the callbacks' HMAC signature.
 /// Refused with 503 `LANES_FROZEN` while an admin has frozen lane creation.
-pub(super) async fn create(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, body: JsonBody<CreateLane>) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    body: JsonBody<CreateLane>,
+) -> Result<Response, ApiError> {
     authorize_route(&caller, &ctx, "lane.create")?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
     if let Some(reason) = frozen(&app)? {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "LANES_FROZEN", format!("new lanes are frozen: {reason}")));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "LANES_FROZEN",
+            format!("new lanes are frozen: {reason}"),
+        ));
     }
     let b = body.value;
     let id = b.lane_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -157,14 +174,23 @@ pub(super) async fn create(State(app): State<App>, Caller(caller): Caller, ctx: 
     {
         return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "callback_url must be an http(s) URL"));
     }
-    let agent = if caller.role == Role::Agent { caller.sub.clone() } else { b.agent.unwrap_or_else(|| caller.sub.clone()) };
+    let agent =
+        if caller.role == Role::Agent { caller.sub.clone() } else { b.agent.unwrap_or_else(|| caller.sub.clone()) };
     let (secret, secret_op) = crate::lanes::new_secret(&id);
     let command = LaneCommand::Create { agent, ticket_id: b.ticket_id, callback_url: b.callback_url };
-    let request = LaneRequest { lane_id: id.clone(), command, origin: origin(&caller, &ctx, "lane.create"), idempotency: Some(idem), index_ops: vec![secret_op] };
+    let request = LaneRequest {
+        lane_id: id.clone(),
+        command,
+        origin: origin(&caller, &ctx, "lane.create"),
+        idempotency: Some(idem),
+        index_ops: vec![secret_op],
+    };
     let outcome = run(&app, request).await?;
     // A replay answers with the secret stored by the first request.
     let secret = match outcome.replayed {
-        Some(_) => app.log.index_get(store::SECRETS, &id).ok().flatten().map(|s| String::from_utf8_lossy(&s).into_owned()),
+        Some(_) => {
+            app.log.index_get(store::SECRETS, &id).ok().flatten().map(|s| String::from_utf8_lossy(&s).into_owned())
+        }
         None => Some(secret),
     };
     Ok(answer(StatusCode::CREATED, outcome, json!({ "callback_secret": secret })))
@@ -174,7 +200,8 @@ fn lane_for(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool: &st
     authorize_route(caller, ctx, tool)?;
     let lane = load_lane(app, id)?;
     if !may_see(caller, &lane) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "this lane is not the caller's").policy(actors::policy::PolicyDimension::Scope));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "this lane is not the caller's")
+            .policy(actors::policy::PolicyDimension::Scope));
     }
     Ok(lane)
 }
@@ -182,16 +209,27 @@ fn lane_for(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool: &st
 #[utoipa::path(get, path = "/v1/lanes/{id}", tag = "lanes", params(("id" = String, Path)),
     responses((status = 200, body = Lane), (status = "4XX", body = ErrorBody)))]
 /// A lane: status, checkpoints, current and earlier handoffs, owner.
-pub(super) async fn get(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<Lane>, ApiError> {
+pub(super) async fn get(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Lane>, ApiError> {
     Ok(Json(lane_for(&app, &caller, &ctx, &id, "lane.get")?))
 }
 
 #[utoipa::path(get, path = "/v1/lanes/{id}/timeline", tag = "lanes", params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// A lane's audit timeline, hash-linked, oldest first.
-pub(super) async fn timeline(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn timeline(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     lane_for(&app, &caller, &ctx, &id, "lane.timeline")?;
-    let records = app.log.read_stream(&store::stream(&id), 0).map_err(|e| ApiError::internal("reading the timeline", e))?;
+    let records =
+        app.log.read_stream(&store::stream(&id), 0).map_err(|e| ApiError::internal("reading the timeline", e))?;
     let events: Vec<Value> = records
         .into_iter()
         .map(|r| {
@@ -219,11 +257,23 @@ pub struct NewCheckpoint {
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Record a checkpoint the lane can resume from.
-pub(super) async fn checkpoint(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>, body: JsonBody<NewCheckpoint>) -> Result<Response, ApiError> {
+pub(super) async fn checkpoint(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+    body: JsonBody<NewCheckpoint>,
+) -> Result<Response, ApiError> {
     lane_for(&app, &caller, &ctx, &id, "lane.checkpoint")?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
     let command = LaneCommand::Checkpoint { name: body.value.name, state: body.value.state, now_ms: now_ms() };
-    let request = LaneRequest { lane_id: id, command, origin: origin(&caller, &ctx, "lane.checkpoint"), idempotency: Some(idem), index_ops: vec![] };
+    let request = LaneRequest {
+        lane_id: id,
+        command,
+        origin: origin(&caller, &ctx, "lane.checkpoint"),
+        idempotency: Some(idem),
+        index_ops: vec![],
+    };
     Ok(answer(StatusCode::OK, run(&app, request).await?, json!({})))
 }
 
@@ -251,7 +301,10 @@ impl RequestHandoff {
         let sla = self.sla_seconds.unwrap_or(300);
         let deadline = self.deadline_seconds.unwrap_or(3_600);
         if !(1..=7 * 86_400).contains(&sla) || !(1..=30 * 86_400).contains(&deadline) {
-            return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "sla_seconds and deadline_seconds must be positive (at most 7 and 30 days)"));
+            return Err(ApiError::validation(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "sla_seconds and deadline_seconds must be positive (at most 7 and 30 days)",
+            ));
         }
         Ok(LaneCommand::RequestHandoff {
             request: HandoffRequest {
@@ -273,11 +326,23 @@ impl RequestHandoff {
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
     responses((status = 201, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Pause the lane for a human decision at a recorded checkpoint.
-pub(super) async fn request_handoff(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>, body: JsonBody<RequestHandoff>) -> Result<Response, ApiError> {
+pub(super) async fn request_handoff(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+    body: JsonBody<RequestHandoff>,
+) -> Result<Response, ApiError> {
     lane_for(&app, &caller, &ctx, &id, "handoff.request")?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
     let command = body.value.into_command(uuid::Uuid::now_v7().to_string())?;
-    let request = LaneRequest { lane_id: id, command, origin: origin(&caller, &ctx, "handoff.request"), idempotency: Some(idem), index_ops: vec![] };
+    let request = LaneRequest {
+        lane_id: id,
+        command,
+        origin: origin(&caller, &ctx, "handoff.request"),
+        idempotency: Some(idem),
+        index_ops: vec![],
+    };
     Ok(answer(StatusCode::CREATED, run(&app, request).await?, json!({})))
 }
 
@@ -290,7 +355,12 @@ pub(super) async fn request_handoff(State(app): State<App>, Caller(caller): Call
 /// `request_id + version`: a duplicate gets the original receipt, a different event
 /// under the same key 409. Malformed envelopes, unknown major versions and unknown
 /// checkpoints are refused with their own codes and nothing is stored.
-pub(super) async fn events(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, body: JsonBody<Value>) -> Result<Response, ApiError> {
+pub(super) async fn events(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    body: JsonBody<Value>,
+) -> Result<Response, ApiError> {
     authorize_route(&caller, &ctx, "events.submit")?;
     let env = body.value;
     let malformed = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_ENVELOPE", m.to_owned());
@@ -302,31 +372,62 @@ pub(super) async fn events(State(app): State<App>, Caller(caller): Caller, ctx: 
     };
     let major = version.split('.').next().unwrap_or_default();
     if major != "1" {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "UNSUPPORTED_VERSION", format!("envelope major version {major:?} is not supported (this server speaks 1.x)")));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED_VERSION",
+            format!("envelope major version {major:?} is not supported (this server speaks 1.x)"),
+        ));
     }
-    let (Some(kind), Some(id), Some(request_id), Some(lane_id)) = (field("type"), field("id"), field("request_id"), field("lane_id")) else {
+    let (Some(kind), Some(id), Some(request_id), Some(lane_id)) =
+        (field("type"), field("id"), field("request_id"), field("lane_id"))
+    else {
         return Err(malformed("type, id, request_id and lane_id are required"));
     };
-    if field("occurred_at").is_none() || !env.get("actor").is_some_and(Value::is_object) || !env.get("data").is_some_and(Value::is_object) {
+    if field("occurred_at").is_none()
+        || !env.get("actor").is_some_and(Value::is_object)
+        || !env.get("data").is_some_and(Value::is_object)
+    {
         return Err(malformed("occurred_at, actor (object) and data (object) are required"));
     }
     let data = env["data"].clone();
-    let bad_data = |e: serde_json::Error| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_ENVELOPE", format!("data: {e}"));
+    let bad_data =
+        |e: serde_json::Error| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_ENVELOPE", format!("data: {e}"));
     let command = match kind.as_str() {
-        "handoff.requested" => serde_json::from_value::<RequestHandoff>(data).map_err(bad_data)?.into_command(id.clone())?,
+        "handoff.requested" => {
+            serde_json::from_value::<RequestHandoff>(data).map_err(bad_data)?.into_command(id.clone())?
+        }
         "handoff.decided" => {
             let d = serde_json::from_value::<DecisionBody>(data).map_err(bad_data)?;
-            let handoff_id = env["data"]["handoff_id"].as_str().map(str::to_owned).ok_or_else(|| malformed("data.handoff_id is required"))?;
+            let handoff_id = env["data"]["handoff_id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| malformed("data.handoff_id is required"))?;
             decision_command(&app, &caller, &lane_id, &handoff_id, d)?
         }
-        other => return Err(ApiError::new(StatusCode::BAD_REQUEST, "UNKNOWN_EVENT_TYPE", format!("unknown event type {other:?} (handoff.requested, handoff.decided)"))),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "UNKNOWN_EVENT_TYPE",
+                format!("unknown event type {other:?} (handoff.requested, handoff.decided)"),
+            ));
+        }
     };
     let lane = load_lane(&app, &lane_id)?;
     if kind == "handoff.requested" && !may_see(&caller, &lane) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "this lane is not the caller's"));
     }
-    let key = storage::IdempotencyKey { principal: "events".into(), route: "POST /v1/events".into(), key: format!("{request_id}@{version}") };
-    let request = LaneRequest { lane_id: lane_id.clone(), command, origin: Origin { request_id: request_id.clone(), ..origin(&caller, &ctx, "events.submit") }, idempotency: Some((key, body.canonical_hash)), index_ops: vec![] };
+    let key = storage::IdempotencyKey {
+        principal: "events".into(),
+        route: "POST /v1/events".into(),
+        key: format!("{request_id}@{version}"),
+    };
+    let request = LaneRequest {
+        lane_id: lane_id.clone(),
+        command,
+        origin: Origin { request_id: request_id.clone(), ..origin(&caller, &ctx, "events.submit") },
+        idempotency: Some((key, body.canonical_hash)),
+        index_ops: vec![],
+    };
     let outcome = run(&app, request).await?;
     let replayed = outcome.replayed.is_some();
     let first = outcome.replayed.as_ref().or(outcome.records.first()).map(receipt_of);
@@ -360,17 +461,25 @@ pub struct QueueQuery {
 #[utoipa::path(get, path = "/v1/handoffs", tag = "handoffs", params(QueueQuery),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Handoffs in the caller's queues (content included: operators decide on it).
-pub(super) async fn queue(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Query(q): Query<QueueQuery>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn queue(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Query(q): Query<QueueQuery>,
+) -> Result<Json<Value>, ApiError> {
     authorize_route(&caller, &ctx, "handoff.list")?;
     if let Some(queue) = &q.queue
         && !queue_visible(&caller, queue)
     {
         return Err(queue_forbidden(queue));
     }
-    let status = match q.status.as_deref() {
-        Some(s) => Some(HandoffStatus::parse(s).ok_or_else(|| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, format!("unknown status {s:?}")))?),
-        None => None,
-    };
+    let status =
+        match q.status.as_deref() {
+            Some(s) => Some(HandoffStatus::parse(s).ok_or_else(|| {
+                ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, format!("unknown status {s:?}"))
+            })?),
+            None => None,
+        };
     let pairs = store::handoffs(&app.log, q.queue.as_deref()).map_err(|e| ApiError::internal("listing handoffs", e))?;
     let mut out: Vec<Handoff> = Vec::new();
     let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();
@@ -380,8 +489,14 @@ pub(super) async fn queue(State(app): State<App>, Caller(caller): Caller, ctx: R
         {
             lanes.insert(lane_id.clone(), lane);
         }
-        let Some(h) = lanes.get(&lane_id).and_then(|l| l.all_handoffs().find(|h| h.request.handoff_id == handoff)) else { continue };
-        if queue_visible(&caller, &h.request.queue) && status.is_none_or(|s| s == h.status) && q.queue.as_ref().is_none_or(|q| *q == h.request.queue) {
+        let Some(h) = lanes.get(&lane_id).and_then(|l| l.all_handoffs().find(|h| h.request.handoff_id == handoff))
+        else {
+            continue;
+        };
+        if queue_visible(&caller, &h.request.queue)
+            && status.is_none_or(|s| s == h.status)
+            && q.queue.as_ref().is_none_or(|q| *q == h.request.queue)
+        {
             out.push(h.clone());
         }
     }
@@ -391,7 +506,9 @@ pub(super) async fn queue(State(app): State<App>, Caller(caller): Caller, ctx: R
 
 fn handoff_for(app: &App, caller: &Principal, handoff_id: &str) -> Result<(Lane, Handoff), ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "HANDOFF_NOT_FOUND", "handoff not found");
-    let lane_id = store::lane_of(&app.log, handoff_id).map_err(|e| ApiError::internal("finding the handoff", e))?.ok_or_else(not_found)?;
+    let lane_id = store::lane_of(&app.log, handoff_id)
+        .map_err(|e| ApiError::internal("finding the handoff", e))?
+        .ok_or_else(not_found)?;
     let lane = load_lane(app, &lane_id)?;
     let h = lane.all_handoffs().find(|h| h.request.handoff_id == handoff_id).cloned().ok_or_else(not_found)?;
     if !queue_visible(caller, &h.request.queue) {
@@ -403,7 +520,12 @@ fn handoff_for(app: &App, caller: &Principal, handoff_id: &str) -> Result<(Lane,
 #[utoipa::path(get, path = "/v1/handoffs/{id}", tag = "handoffs", params(("id" = String, Path)),
     responses((status = 200, body = Handoff), (status = "4XX", body = ErrorBody)))]
 /// One handoff, if it is in the caller's queues.
-pub(super) async fn handoff(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<Handoff>, ApiError> {
+pub(super) async fn handoff(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Handoff>, ApiError> {
     authorize_route(&caller, &ctx, "handoff.get")?;
     Ok(Json(handoff_for(&app, &caller, &id)?.1))
 }
@@ -418,9 +540,16 @@ pub struct DecisionBody {
     pub context: Option<Value>,
 }
 
-fn decision_command(app: &App, caller: &Principal, lane_id: &str, handoff_id: &str, d: DecisionBody) -> Result<LaneCommand, ApiError> {
+fn decision_command(
+    app: &App,
+    caller: &Principal,
+    lane_id: &str,
+    handoff_id: &str,
+    d: DecisionBody,
+) -> Result<LaneCommand, ApiError> {
     if caller.role == Role::Agent {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "agents do not decide handoffs").policy(actors::policy::PolicyDimension::Role));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "agents do not decide handoffs")
+            .policy(actors::policy::PolicyDimension::Role));
     }
     let (lane, _) = handoff_for(app, caller, handoff_id)?;
     if lane.id != lane_id {
@@ -431,7 +560,15 @@ fn decision_command(app: &App, caller: &Principal, lane_id: &str, handoff_id: &s
     {
         return Err(queue_forbidden(to));
     }
-    Ok(LaneCommand::Decide { handoff_id: handoff_id.to_owned(), action: d.action, reason: d.reason, reroute_to: d.reroute_to, context: d.context, by: caller.sub.clone(), now_ms: now_ms() })
+    Ok(LaneCommand::Decide {
+        handoff_id: handoff_id.to_owned(),
+        action: d.action,
+        reason: d.reason,
+        reroute_to: d.reroute_to,
+        context: d.context,
+        by: caller.sub.clone(),
+        now_ms: now_ms(),
+    })
 }
 
 #[utoipa::path(post, path = "/v1/handoffs/{id}/decision", tag = "handoffs", request_body = DecisionBody,
@@ -439,12 +576,24 @@ fn decision_command(app: &App, caller: &Principal, lane_id: &str, handoff_id: &s
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// approve | reject (the lane resumes from the handoff's checkpoint), reroute (to a queue
 /// the caller may use), add_context (stays open). 409 on a decided, expired or closed handoff.
-pub(super) async fn decide(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>, body: JsonBody<DecisionBody>) -> Result<Response, ApiError> {
+pub(super) async fn decide(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+    body: JsonBody<DecisionBody>,
+) -> Result<Response, ApiError> {
     authorize_route(&caller, &ctx, "handoff.decide")?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
     let (lane, _) = handoff_for(&app, &caller, &id)?;
     let command = decision_command(&app, &caller, &lane.id, &id, body.value)?;
-    let request = LaneRequest { lane_id: lane.id, command, origin: origin(&caller, &ctx, "handoff.decide"), idempotency: Some(idem), index_ops: vec![] };
+    let request = LaneRequest {
+        lane_id: lane.id,
+        command,
+        origin: origin(&caller, &ctx, "handoff.decide"),
+        idempotency: Some(idem),
+        index_ops: vec![],
+    };
     Ok(answer(StatusCode::OK, run(&app, request).await?, json!({})))
 }
 
@@ -459,7 +608,13 @@ pub struct WaitQuery {
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// The agent's long-poll: the lane's latest handoff and its decision, waiting up to
 /// `wait` seconds while it is still open. `decided: false` when the wait ran out.
-pub(super) async fn wait_decision(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>, Query(q): Query<WaitQuery>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn wait_decision(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<Value>, ApiError> {
     // Subscribe before reading, so a decision in between is not missed.
     let mut changes = app.lanes.deps.changes.subscribe();
     let mut lane = lane_for(&app, &caller, &ctx, &id, "lane.decision")?;
@@ -489,7 +644,14 @@ pub struct Control {
 }
 
 /// Runs an operator control on a lane the caller may see.
-async fn control(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool: &str, body: JsonBody<Control>) -> Result<Response, ApiError> {
+async fn control(
+    app: &App,
+    caller: &Principal,
+    ctx: &RequestCtx,
+    id: &str,
+    tool: &str,
+    body: JsonBody<Control>,
+) -> Result<Response, ApiError> {
     let lane = lane_for(app, caller, ctx, id, tool)?;
     if caller.role == Role::Operator && !lane.all_handoffs().any(|h| queue_visible(caller, &h.request.queue)) {
         return Err(queue_forbidden("(none of this lane's)"));
@@ -497,7 +659,8 @@ async fn control(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool
     let idem = super::idempotency(caller, ctx, body.canonical_hash)?;
     let Control { reason, owner } = body.value;
     let by = caller.sub.clone();
-    let need_owner = || owner.clone().ok_or_else(|| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "owner is required"));
+    let need_owner =
+        || owner.clone().ok_or_else(|| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "owner is required"));
     let command = match tool {
         "lane.escalate" => LaneCommand::Escalate { by, reason },
         "lane.assign_owner" => LaneCommand::AssignOwner { owner: need_owner()?, by, reason, reassign: false },
@@ -505,32 +668,64 @@ async fn control(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool
         "lane.unblock" => LaneCommand::Unblock { by, reason },
         _ => LaneCommand::OverrideClose { by, reason },
     };
-    let request = LaneRequest { lane_id: id.to_owned(), command, origin: origin(caller, ctx, tool), idempotency: Some(idem), index_ops: vec![] };
+    let request = LaneRequest {
+        lane_id: id.to_owned(),
+        command,
+        origin: origin(caller, ctx, tool),
+        idempotency: Some(idem),
+        index_ops: vec![],
+    };
     Ok(answer(StatusCode::OK, run(app, request).await?, json!({})))
 }
 
 macro_rules! lane_control {
     ($name:ident, $path:literal, $tool:literal, $doc:literal) => {
         #[utoipa::path(post, path = $path, tag = "lanes", request_body = Control,
-            params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
-            responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+                    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
+                    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
         #[doc = $doc]
-        pub(super) async fn $name(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>, body: JsonBody<Control>) -> Result<Response, ApiError> {
+        pub(super) async fn $name(
+            State(app): State<App>,
+            Caller(caller): Caller,
+            ctx: RequestCtx,
+            Path(id): Path<String>,
+            body: JsonBody<Control>,
+        ) -> Result<Response, ApiError> {
             control(&app, &caller, &ctx, &id, $tool, body).await
         }
     };
 }
 
-lane_control!(escalate, "/v1/lanes/{id}/escalate", "lane.escalate", "Escalate the lane (blocks it; audit event with the reason).");
+lane_control!(
+    escalate,
+    "/v1/lanes/{id}/escalate",
+    "lane.escalate",
+    "Escalate the lane (blocks it; audit event with the reason)."
+);
 lane_control!(assign_owner, "/v1/lanes/{id}/assign-owner", "lane.assign_owner", "Give the lane an escalation owner.");
-lane_control!(reassign_owner, "/v1/lanes/{id}/reassign-owner", "lane.reassign_owner", "Hand the escalation to another owner.");
+lane_control!(
+    reassign_owner,
+    "/v1/lanes/{id}/reassign-owner",
+    "lane.reassign_owner",
+    "Hand the escalation to another owner."
+);
 lane_control!(unblock, "/v1/lanes/{id}/unblock", "lane.unblock", "Unblock an escalated lane.");
-lane_control!(override_close, "/v1/lanes/{id}/override-close", "lane.override_close", "Close the lane by hand; the reason must start with `human_override:`.");
+lane_control!(
+    override_close,
+    "/v1/lanes/{id}/override-close",
+    "lane.override_close",
+    "Close the lane by hand; the reason must start with `human_override:`."
+);
 
 #[utoipa::path(get, path = "/v1/lanes/{id}/owner", tag = "lanes", params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// The lane's escalation owner.
-pub(super) async fn owner(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn owner(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let lane = lane_for(&app, &caller, &ctx, &id, "lane.owner")?;
     Ok(Json(json!({ "lane_id": lane.id, "owner": lane.owner, "status": lane.status })))
 }
@@ -542,7 +737,14 @@ pub struct Reason {
     pub reason: String,
 }
 
-async fn set_frozen(app: &App, caller: &Principal, ctx: &RequestCtx, tool: &str, reason: String, freeze: bool) -> Result<Json<Value>, ApiError> {
+async fn set_frozen(
+    app: &App,
+    caller: &Principal,
+    ctx: &RequestCtx,
+    tool: &str,
+    reason: String,
+    freeze: bool,
+) -> Result<Json<Value>, ApiError> {
     authorize_route(caller, ctx, tool)?;
     if reason.trim().is_empty() {
         return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "a reason is required"));
@@ -556,7 +758,13 @@ async fn set_frozen(app: &App, caller: &Principal, ctx: &RequestCtx, tool: &str,
     } else {
         IndexOp::Delete { index: SETTINGS.into(), key: FROZEN.into() }
     };
-    let append = Append { stream: stream.into(), expected_seq: seq, events: vec![event], index_ops: vec![op], ..Default::default() };
+    let append = Append {
+        stream: stream.into(),
+        expected_seq: seq,
+        events: vec![event],
+        index_ops: vec![op],
+        ..Default::default()
+    };
     app.writer.append(append).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
     tracing::info!(by = %caller.sub, freeze, %reason, "lane creation freeze changed");
     Ok(Json(json!({ "frozen": freeze, "reason": reason })))
@@ -565,14 +773,24 @@ async fn set_frozen(app: &App, caller: &Principal, ctx: &RequestCtx, tool: &str,
 #[utoipa::path(post, path = "/v1/admin/lanes/freeze", tag = "admin", request_body = Reason,
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Refuse new lanes (503 `LANES_FROZEN`); reads, decisions and existing lanes keep working.
-pub(super) async fn freeze(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, body: JsonBody<Reason>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn freeze(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    body: JsonBody<Reason>,
+) -> Result<Json<Value>, ApiError> {
     set_frozen(&app, &caller, &ctx, "admin.lanes.freeze", body.value.reason, true).await
 }
 
 #[utoipa::path(post, path = "/v1/admin/lanes/unfreeze", tag = "admin", request_body = Reason,
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Accept new lanes again.
-pub(super) async fn unfreeze(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, body: JsonBody<Reason>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn unfreeze(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    body: JsonBody<Reason>,
+) -> Result<Json<Value>, ApiError> {
     set_frozen(&app, &caller, &ctx, "admin.lanes.unfreeze", body.value.reason, false).await
 }
 
@@ -581,7 +799,11 @@ pub(super) async fn unfreeze(State(app): State<App>, Caller(caller): Caller, ctx
 #[utoipa::path(get, path = "/v1/dlq", tag = "handoffs",
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Callback deliveries that used up their attempts.
-pub(super) async fn dlq(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx) -> Result<Json<Value>, ApiError> {
+pub(super) async fn dlq(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+) -> Result<Json<Value>, ApiError> {
     authorize_route(&caller, &ctx, "dlq.list")?;
     Ok(Json(json!({ "deliveries": crate::lanes::dead_letters(&app.log) })))
 }
@@ -589,10 +811,17 @@ pub(super) async fn dlq(State(app): State<App>, Caller(caller): Caller, ctx: Req
 #[utoipa::path(post, path = "/v1/dlq/{id}/replay", tag = "handoffs", params(("id" = String, Path)),
     responses((status = 202, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Send a dead-lettered delivery again (a fresh round of attempts).
-pub(super) async fn dlq_replay(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub(super) async fn dlq_replay(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize_route(&caller, &ctx, "dlq.replay")?;
     match crate::lanes::replay(&app.log, &app.writer, &id).await.map_err(ApiError::unavailable)? {
-        Some(d) => Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": d.id, "lane_id": d.lane_id, "requeued": true })))),
+        Some(d) => {
+            Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": d.id, "lane_id": d.lane_id, "requeued": true }))))
+        }
         None => Err(ApiError::not_found("dead-lettered delivery")),
     }
 }
@@ -627,7 +856,11 @@ fn pct(sorted: &[i64], p: f64) -> Option<i64> {
 #[utoipa::path(get, path = "/v1/insights/handoffs", tag = "handoffs",
     responses((status = 200, body = Insights), (status = "4XX", body = ErrorBody)))]
 /// The engineering view: HITL rate, decision mix, first-response and decision latency by trigger class.
-pub(super) async fn insights(State(app): State<App>, Caller(caller): Caller, ctx: RequestCtx) -> Result<Json<Insights>, ApiError> {
+pub(super) async fn insights(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+) -> Result<Json<Insights>, ApiError> {
     authorize_route(&caller, &ctx, "insights.handoffs")?;
     let mut out = Insights::default();
     let mut latencies: BTreeMap<String, (Vec<i64>, Vec<i64>, usize)> = BTreeMap::new();
@@ -658,13 +891,16 @@ pub(super) async fn insights(State(app): State<App>, Caller(caller): Caller, ctx
     for (class, (mut first, mut decided, n)) in latencies {
         first.sort_unstable();
         decided.sort_unstable();
-        out.by_trigger_class.insert(class, TriggerStats {
-            handoffs: n,
-            first_response_p50_ms: pct(&first, 0.5),
-            first_response_p95_ms: pct(&first, 0.95),
-            decision_p50_ms: pct(&decided, 0.5),
-            decision_p95_ms: pct(&decided, 0.95),
-        });
+        out.by_trigger_class.insert(
+            class,
+            TriggerStats {
+                handoffs: n,
+                first_response_p50_ms: pct(&first, 0.5),
+                first_response_p95_ms: pct(&first, 0.95),
+                decision_p50_ms: pct(&decided, 0.5),
+                decision_p95_ms: pct(&decided, 0.95),
+            },
+        );
     }
     Ok(Json(out))
 }
