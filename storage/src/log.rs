@@ -32,6 +32,10 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
+/// Page cache of the log: hot streams fit; memory stays flat as the file grows
+/// (redb's default would grow to 1 GiB).
+pub const CACHE_BYTES: usize = 64 << 20;
+
 /// The open log file. Cheap to clone; reads run concurrently with the writer.
 #[derive(Clone)]
 pub struct Log {
@@ -42,7 +46,7 @@ impl Log {
     /// Opens (or creates) the log at `path`, creating every table so reads never miss one.
     /// Fails if another process holds the file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
-        let db = Database::create(path)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(EVENTS)?;

@@ -63,6 +63,8 @@ fn unavailable(e: &dyn std::fmt::Display) -> LaneFailure {
 /// Messages to a lane actor.
 pub enum LaneMsg {
     Run(Box<LaneRequest>, RpcReplyPort<Result<LaneOutcome, LaneFailure>>),
+    /// The lane as the actor holds it (what the log says, without replaying it).
+    Get(RpcReplyPort<Option<Lane>>),
 }
 
 struct LaneActor {
@@ -89,8 +91,14 @@ impl Actor for LaneActor {
     }
 
     async fn handle(&self, _me: ActorRef<LaneMsg>, msg: LaneMsg, st: &mut LaneState) -> Result<(), ActorProcessingErr> {
-        let LaneMsg::Run(request, reply) = msg;
-        let _ = reply.send(self.run(st, *request).await);
+        match msg {
+            LaneMsg::Run(request, reply) => {
+                let _ = reply.send(self.run(st, *request).await);
+            }
+            LaneMsg::Get(reply) => {
+                let _ = reply.send(st.lane.clone());
+            }
+        }
         Ok(())
     }
 }
@@ -244,7 +252,8 @@ fn observe(event: &LaneEvent, lane: &Lane) {
 
 /// Messages to the lane supervisor.
 pub enum SupervisorMsg {
-    Run(Box<LaneRequest>, RpcReplyPort<Result<LaneOutcome, LaneFailure>>),
+    /// Route a message to the lane's actor, waking it if needed.
+    Route(String, LaneMsg),
 }
 
 /// Finds or wakes the actor of a lane; restarts one that fails (from the log).
@@ -275,8 +284,7 @@ impl Actor for LaneSupervisor {
         msg: SupervisorMsg,
         st: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let SupervisorMsg::Run(request, reply) = msg;
-        let id = request.lane_id.clone();
+        let SupervisorMsg::Route(id, msg) = msg;
         let actor = match st.lanes.get(&id) {
             Some(a) => a.clone(),
             None => {
@@ -289,9 +297,8 @@ impl Actor for LaneSupervisor {
             }
         };
         // The lane actor answers the caller itself; the supervisor never waits for it.
-        if let Err(ractor::MessagingErr::SendErr(LaneMsg::Run(_, reply))) =
-            actor.send_message(LaneMsg::Run(request, reply))
-        {
+        // If it just stopped, a dropped reply port tells the caller to retry.
+        if let Err(ractor::MessagingErr::SendErr(LaneMsg::Run(_, reply))) = actor.send_message(msg) {
             let _ = reply.send(Err(LaneFailure::Unavailable("lane actor stopped; retry".into())));
         }
         Ok(())
@@ -341,8 +348,16 @@ impl Lanes {
 
     /// Runs a command on its lane's actor.
     pub async fn run(&self, request: LaneRequest) -> Result<LaneOutcome, LaneFailure> {
-        let request = Box::new(request);
-        ractor::call!(self.supervisor, |reply| SupervisorMsg::Run(request, reply)).map_err(|e| unavailable(&e))?
+        let (id, request) = (request.lane_id.clone(), Box::new(request));
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Route(id, LaneMsg::Run(request, reply)))
+            .map_err(|e| unavailable(&e))?
+    }
+
+    /// The lane, from its actor's memory (woken from the log if asleep).
+    pub async fn get(&self, id: &str) -> Result<Option<Lane>, LaneFailure> {
+        let id = id.to_owned();
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Route(id, LaneMsg::Get(reply)))
+            .map_err(|e| unavailable(&e))
     }
 
     /// Stops every lane actor.

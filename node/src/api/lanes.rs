@@ -84,11 +84,9 @@ fn queue_forbidden(queue: &str) -> ApiError {
         .policy(actors::policy::PolicyDimension::Scope)
 }
 
-fn load_lane(app: &App, id: &str) -> Result<Lane, ApiError> {
-    store::load(&app.log, id)
-        .map_err(|e| ApiError::internal("loading the lane", e))?
-        .map(|(l, _)| l)
-        .ok_or_else(|| ApiError::from(LaneFailure::Rejected(LaneError::NotFound)))
+/// The lane as its actor holds it: reads never replay the lane's stream.
+async fn load_lane(app: &App, id: &str) -> Result<Lane, ApiError> {
+    app.lanes.get(id).await?.ok_or_else(|| ApiError::from(LaneFailure::Rejected(LaneError::NotFound)))
 }
 
 /// Agents see their own lanes; operators the lanes whose handoff is in their queues; admins all.
@@ -196,9 +194,9 @@ pub(super) async fn create(
     Ok(answer(StatusCode::CREATED, outcome, json!({ "callback_secret": secret })))
 }
 
-fn lane_for(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool: &str) -> Result<Lane, ApiError> {
+async fn lane_for(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool: &str) -> Result<Lane, ApiError> {
     authorize_route(caller, ctx, tool)?;
-    let lane = load_lane(app, id)?;
+    let lane = load_lane(app, id).await?;
     if !may_see(caller, &lane) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "this lane is not the caller's")
             .policy(actors::policy::PolicyDimension::Scope));
@@ -215,7 +213,7 @@ pub(super) async fn get(
     ctx: RequestCtx,
     Path(id): Path<String>,
 ) -> Result<Json<Lane>, ApiError> {
-    Ok(Json(lane_for(&app, &caller, &ctx, &id, "lane.get")?))
+    Ok(Json(lane_for(&app, &caller, &ctx, &id, "lane.get").await?))
 }
 
 #[utoipa::path(get, path = "/v1/lanes/{id}/timeline", tag = "lanes", params(("id" = String, Path)),
@@ -227,7 +225,7 @@ pub(super) async fn timeline(
     ctx: RequestCtx,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    lane_for(&app, &caller, &ctx, &id, "lane.timeline")?;
+    lane_for(&app, &caller, &ctx, &id, "lane.timeline").await?;
     let records =
         app.log.read_stream(&store::stream(&id), 0).map_err(|e| ApiError::internal("reading the timeline", e))?;
     let events: Vec<Value> = records
@@ -264,7 +262,7 @@ pub(super) async fn checkpoint(
     Path(id): Path<String>,
     body: JsonBody<NewCheckpoint>,
 ) -> Result<Response, ApiError> {
-    lane_for(&app, &caller, &ctx, &id, "lane.checkpoint")?;
+    lane_for(&app, &caller, &ctx, &id, "lane.checkpoint").await?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
     let command = LaneCommand::Checkpoint { name: body.value.name, state: body.value.state, now_ms: now_ms() };
     let request = LaneRequest {
@@ -333,7 +331,7 @@ pub(super) async fn request_handoff(
     Path(id): Path<String>,
     body: JsonBody<RequestHandoff>,
 ) -> Result<Response, ApiError> {
-    lane_for(&app, &caller, &ctx, &id, "handoff.request")?;
+    lane_for(&app, &caller, &ctx, &id, "handoff.request").await?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
     let command = body.value.into_command(uuid::Uuid::now_v7().to_string())?;
     let request = LaneRequest {
@@ -402,7 +400,7 @@ pub(super) async fn events(
                 .as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| malformed("data.handoff_id is required"))?;
-            decision_command(&app, &caller, &lane_id, &handoff_id, d)?
+            decision_command(&app, &caller, &lane_id, &handoff_id, d).await?
         }
         other => {
             return Err(ApiError::new(
@@ -412,7 +410,7 @@ pub(super) async fn events(
             ));
         }
     };
-    let lane = load_lane(&app, &lane_id)?;
+    let lane = load_lane(&app, &lane_id).await?;
     if kind == "handoff.requested" && !may_see(&caller, &lane) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "this lane is not the caller's"));
     }
@@ -485,7 +483,7 @@ pub(super) async fn queue(
     let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();
     for (handoff, lane_id) in pairs {
         if !lanes.contains_key(&lane_id)
-            && let Ok(lane) = load_lane(&app, &lane_id)
+            && let Ok(lane) = load_lane(&app, &lane_id).await
         {
             lanes.insert(lane_id.clone(), lane);
         }
@@ -504,12 +502,12 @@ pub(super) async fn queue(
     Ok(Json(json!({ "handoffs": out })))
 }
 
-fn handoff_for(app: &App, caller: &Principal, handoff_id: &str) -> Result<(Lane, Handoff), ApiError> {
+async fn handoff_for(app: &App, caller: &Principal, handoff_id: &str) -> Result<(Lane, Handoff), ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "HANDOFF_NOT_FOUND", "handoff not found");
     let lane_id = store::lane_of(&app.log, handoff_id)
         .map_err(|e| ApiError::internal("finding the handoff", e))?
         .ok_or_else(not_found)?;
-    let lane = load_lane(app, &lane_id)?;
+    let lane = load_lane(app, &lane_id).await?;
     let h = lane.all_handoffs().find(|h| h.request.handoff_id == handoff_id).cloned().ok_or_else(not_found)?;
     if !queue_visible(caller, &h.request.queue) {
         return Err(queue_forbidden(&h.request.queue));
@@ -527,7 +525,7 @@ pub(super) async fn handoff(
     Path(id): Path<String>,
 ) -> Result<Json<Handoff>, ApiError> {
     authorize_route(&caller, &ctx, "handoff.get")?;
-    Ok(Json(handoff_for(&app, &caller, &id)?.1))
+    Ok(Json(handoff_for(&app, &caller, &id).await?.1))
 }
 
 /// Body of `POST /v1/handoffs/{id}/decision`.
@@ -540,7 +538,7 @@ pub struct DecisionBody {
     pub context: Option<Value>,
 }
 
-fn decision_command(
+async fn decision_command(
     app: &App,
     caller: &Principal,
     lane_id: &str,
@@ -551,7 +549,7 @@ fn decision_command(
         return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "agents do not decide handoffs")
             .policy(actors::policy::PolicyDimension::Role));
     }
-    let (lane, _) = handoff_for(app, caller, handoff_id)?;
+    let (lane, _) = handoff_for(app, caller, handoff_id).await?;
     if lane.id != lane_id {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "HANDOFF_NOT_FOUND", "no such handoff on this lane"));
     }
@@ -585,8 +583,8 @@ pub(super) async fn decide(
 ) -> Result<Response, ApiError> {
     authorize_route(&caller, &ctx, "handoff.decide")?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
-    let (lane, _) = handoff_for(&app, &caller, &id)?;
-    let command = decision_command(&app, &caller, &lane.id, &id, body.value)?;
+    let (lane, _) = handoff_for(&app, &caller, &id).await?;
+    let command = decision_command(&app, &caller, &lane.id, &id, body.value).await?;
     let request = LaneRequest {
         lane_id: lane.id,
         command,
@@ -617,12 +615,14 @@ pub(super) async fn wait_decision(
 ) -> Result<Json<Value>, ApiError> {
     // Subscribe before reading, so a decision in between is not missed.
     let mut changes = app.lanes.deps.changes.subscribe();
-    let mut lane = lane_for(&app, &caller, &ctx, &id, "lane.decision")?;
+    let mut lane = lane_for(&app, &caller, &ctx, &id, "lane.decision").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECONDS));
     while lane.open_handoff().is_some() {
         match tokio::time::timeout_at(deadline, changes.recv()).await {
             Ok(Ok(changed)) if changed != id => continue,
-            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => lane = load_lane(&app, &id)?,
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                lane = load_lane(&app, &id).await?
+            }
             Ok(Err(_)) | Err(_) => break,
         }
     }
@@ -652,7 +652,7 @@ async fn control(
     tool: &str,
     body: JsonBody<Control>,
 ) -> Result<Response, ApiError> {
-    let lane = lane_for(app, caller, ctx, id, tool)?;
+    let lane = lane_for(app, caller, ctx, id, tool).await?;
     if caller.role == Role::Operator && !lane.all_handoffs().any(|h| queue_visible(caller, &h.request.queue)) {
         return Err(queue_forbidden("(none of this lane's)"));
     }
@@ -726,7 +726,7 @@ pub(super) async fn owner(
     ctx: RequestCtx,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let lane = lane_for(&app, &caller, &ctx, &id, "lane.owner")?;
+    let lane = lane_for(&app, &caller, &ctx, &id, "lane.owner").await?;
     Ok(Json(json!({ "lane_id": lane.id, "owner": lane.owner, "status": lane.status })))
 }
 
@@ -865,7 +865,7 @@ pub(super) async fn insights(
     let mut out = Insights::default();
     let mut latencies: BTreeMap<String, (Vec<i64>, Vec<i64>, usize)> = BTreeMap::new();
     for id in store::lane_ids(&app.log).map_err(|e| ApiError::internal("listing lanes", e))? {
-        let Ok(lane) = load_lane(&app, &id) else { continue };
+        let Ok(lane) = load_lane(&app, &id).await else { continue };
         out.lanes += 1;
         out.checkpoints += lane.checkpoints.len();
         for h in lane.all_handoffs() {
