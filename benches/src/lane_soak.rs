@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
                 step += 1;
                 let lane = (c + step as usize * lane_stride(lanes)) % lanes;
                 let id = format!("soak-{run}-{lane}");
-                let handoff = step % 50 == 0;
+                let handoff = step.is_multiple_of(50);
                 let t = Instant::now();
                 let ok = if handoff {
                     let request_id = format!("{id}-{c}-{step}");
