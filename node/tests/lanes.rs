@@ -56,6 +56,11 @@ fn handoff_data(checkpoint: &str, queue: &str, sla: u64, deadline: u64, action: 
             "queue": queue, "sla_seconds": sla, "deadline_seconds": deadline, "timeout_action": action })
 }
 
+/// Submits an envelope to `/v1/events`.
+async fn event(s: &Server, token: &str, envelope: Value) -> (u16, Value) {
+    s.send("POST", "/v1/events", token, None, Some(envelope)).await
+}
+
 async fn timeline_len(s: &Server, id: &str) -> usize {
     s.send("GET", &format!("/v1/lanes/{id}/timeline"), &s.admin_token, None, None).await.1["events"]
         .as_array()
@@ -87,17 +92,17 @@ async fn duplicate_events_replay_their_receipt_and_bad_envelopes_store_nothing()
     lane(&s, &agent, "lane-dup", None).await;
 
     let requested = envelope("handoff.requested", "req-1", "lane-dup", handoff_data("c1", "ops", 60, 600, "reject"));
-    let (first_status, first) = s.send("POST", "/v1/events", &agent, None, Some(requested.clone())).await;
+    let (first_status, first) = event(&s, &agent, requested.clone()).await;
     assert_eq!(first_status, 202, "{first}");
     assert_eq!(first["type"], "audit.receipt");
-    let (again_status, again) = s.send("POST", "/v1/events", &agent, None, Some(requested)).await;
+    let (again_status, again) = event(&s, &agent, requested).await;
     assert_eq!(again_status, 200);
     assert_eq!(again["data"], first["data"], "a duplicate gets the original receipt (event id, position, hash)");
     assert_eq!(lane_state(&s, "lane-dup").await["handoffs"], 1, "one handoff, not two");
 
     let conflicting =
         envelope("handoff.requested", "req-1", "lane-dup", handoff_data("c1", "billing", 60, 600, "reject"));
-    let (status, body) = s.send("POST", "/v1/events", &agent, None, Some(conflicting)).await;
+    let (status, body) = event(&s, &agent, conflicting).await;
     assert_eq!((status, body["error"]["code"].clone()), (409, json!("IDEMPOTENCY_KEY_REUSED")));
 
     let before = timeline_len(&s, "lane-dup").await;
@@ -116,7 +121,7 @@ async fn duplicate_events_replay_their_receipt_and_bad_envelopes_store_nothing()
         (other_type, 400, "UNKNOWN_EVENT_TYPE"),
         (missing, 422, "UNKNOWN_CHECKPOINT"),
     ] {
-        let (got, answer) = s.send("POST", "/v1/events", &agent, None, Some(body)).await;
+        let (got, answer) = event(&s, &agent, body).await;
         assert_eq!((got, answer["error"]["code"].as_str().unwrap_or_default()), (status, code), "{answer}");
     }
     assert_eq!(timeline_len(&s, "lane-dup").await, before, "refused envelopes store nothing");
@@ -140,25 +145,19 @@ async fn decisions_after_the_deadline_are_refused_and_the_timeout_action_applies
     let ops = operator(&s, "ann", &["ops"]).await;
     lane(&s, &agent, "lane-late", None).await;
     lane(&s, &agent, "lane-esc", None).await;
-    let (_, r) = s
-        .send(
-            "POST",
-            "/v1/events",
-            &agent,
-            None,
-            Some(envelope("handoff.requested", "late-1", "lane-late", handoff_data("c1", "ops", 1, 1, "reject"))),
-        )
-        .await;
+    let (_, r) = event(
+        &s,
+        &agent,
+        envelope("handoff.requested", "late-1", "lane-late", handoff_data("c1", "ops", 1, 1, "reject")),
+    )
+    .await;
     assert_eq!(r["type"], "audit.receipt", "{r}");
-    let (_, r) = s
-        .send(
-            "POST",
-            "/v1/events",
-            &agent,
-            None,
-            Some(envelope("handoff.requested", "esc-1", "lane-esc", handoff_data("c1", "ops", 1, 60, "escalate"))),
-        )
-        .await;
+    let (_, r) = event(
+        &s,
+        &agent,
+        envelope("handoff.requested", "esc-1", "lane-esc", handoff_data("c1", "ops", 1, 60, "escalate")),
+    )
+    .await;
     assert_eq!(r["type"], "audit.receipt", "{r}");
 
     // The deadline (1 s, reject) passes: the handoff expires and the lane resumes.
@@ -188,15 +187,12 @@ async fn decisions_after_the_deadline_are_refused_and_the_timeout_action_applies
 
     // The timers are durable: one set before a restart fires after it.
     lane(&s, &agent, "lane-restart", None).await;
-    let (_, r) = s
-        .send(
-            "POST",
-            "/v1/events",
-            &agent,
-            None,
-            Some(envelope("handoff.requested", "rs-1", "lane-restart", handoff_data("c1", "ops", 1, 1, "reject"))),
-        )
-        .await;
+    let (_, r) = event(
+        &s,
+        &agent,
+        envelope("handoff.requested", "rs-1", "lane-restart", handoff_data("c1", "ops", 1, 1, "reject")),
+    )
+    .await;
     assert_eq!(r["type"], "audit.receipt");
     let data = s.data_dir.clone();
     s.stop();

@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
-use super::{App, authorize_route};
+use super::{App, authorize_route, origin};
 
 /// The published schema of the v1 event envelope.
 pub const ENVELOPE_SCHEMA: &str = include_str!("../../schemas/event-envelope.v1.json");
@@ -63,15 +63,6 @@ impl From<LaneFailure> for ApiError {
             }
             LaneFailure::Unavailable(m) => ApiError::unavailable(m),
         }
-    }
-}
-
-fn origin(caller: &Principal, ctx: &RequestCtx, tool: &str) -> Origin {
-    let kind = if caller.role == Role::Agent { "agent" } else { "user" };
-    Origin {
-        actor: storage::ActorRef { kind: kind.into(), id: caller.sub.clone(), role: caller.role.as_str().into() },
-        tool: tool.into(),
-        request_id: ctx.request_id.clone(),
     }
 }
 

@@ -231,6 +231,17 @@ fn idempotency(
     Ok((key, hasher.finalize().into()))
 }
 
+/// Who caused an event, for the log: the caller (an agent or a person), the tool and
+/// the request.
+fn origin(caller: &Principal, ctx: &RequestCtx, tool: &str) -> actors::node::Origin {
+    let kind = if caller.role == actors::policy::Role::Agent { "agent" } else { "user" };
+    actors::node::Origin {
+        actor: storage::ActorRef { kind: kind.into(), id: caller.sub.clone(), role: caller.role.as_str().into() },
+        tool: tool.into(),
+        request_id: ctx.request_id.clone(),
+    }
+}
+
 /// A JSON response from already-serialized bytes.
 fn json_bytes(status: u16, body: Vec<u8>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actors::node::{
-    JoinToken, MembershipError, Node, NodeCommand, NodeConfig, NodeError, NodeView, Origin, TokenRefusal,
-};
+use actors::node::{JoinToken, MembershipError, Node, NodeCommand, NodeConfig, NodeError, NodeView, TokenRefusal};
 use actors::policy::Principal;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,19 +14,11 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
-use super::{App, authorize_route};
+use super::{App, authorize_route, origin};
 
 /// Default and longest lifetimes of a bootstrap token.
 const DEFAULT_TTL_SECONDS: u64 = 15 * 60;
 const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
-
-fn origin(caller: &Principal, ctx: &RequestCtx, tool: &str) -> Origin {
-    Origin {
-        actor: storage::ActorRef { kind: "user".into(), id: caller.sub.clone(), role: caller.role.as_str().into() },
-        tool: tool.into(),
-        request_id: ctx.request_id.clone(),
-    }
-}
 
 impl From<MembershipError> for ApiError {
     fn from(e: MembershipError) -> Self {

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use actors::node::Origin;
 use actors::policy::Principal;
 use actors::task::{
     JobResult, NetworkPolicy, RESERVED_ENV, Task, TaskError, TaskSpec, TaskState, valid_workspace_path,
@@ -18,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
-use super::{App, authorize_route};
+use super::{App, authorize_route, origin};
 
 /// Resource limits of a task's job.
 #[derive(Deserialize, ToSchema, Default)]
@@ -153,15 +152,6 @@ impl From<DispatchError> for ApiError {
 
 fn task_not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "TASK_NOT_FOUND", "task not found")
-}
-
-fn origin(caller: &Principal, ctx: &RequestCtx, tool: &str) -> Origin {
-    let kind = if caller.role == actors::policy::Role::Agent { "agent" } else { "user" };
-    Origin {
-        actor: storage::ActorRef { kind: kind.into(), id: caller.sub.clone(), role: caller.role.as_str().into() },
-        tool: tool.into(),
-        request_id: ctx.request_id.clone(),
-    }
 }
 
 fn scope_forbidden() -> ApiError {
