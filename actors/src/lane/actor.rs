@@ -234,7 +234,7 @@ fn observe(event: &LaneEvent, lane: &Lane) {
             }
         }
         LaneEvent::HandoffExpired { .. } => metrics::counter!("dispatch_handoff_timeouts_total").increment(1),
-        LaneEvent::Escalated { by, .. } if by == "system" => {
+        LaneEvent::Escalated { reason, .. } if reason == lifecycle::SLA_MISSED => {
             metrics::counter!("dispatch_handoff_sla_misses_total").increment(1)
         }
         _ => {}
@@ -346,8 +346,16 @@ impl Lanes {
         Ok(Lanes { supervisor, deps })
     }
 
+    /// A lane that was never created gets no actor (an unknown id must not cost memory).
+    fn exists(&self, id: &str) -> Result<bool, LaneFailure> {
+        Ok(self.deps.log.index_get(store::LANES, id).map_err(|e| unavailable(&e))?.is_some())
+    }
+
     /// Runs a command on its lane's actor.
     pub async fn run(&self, request: LaneRequest) -> Result<LaneOutcome, LaneFailure> {
+        if !matches!(request.command, LaneCommand::Create { .. }) && !self.exists(&request.lane_id)? {
+            return Err(LaneError::NotFound.into());
+        }
         let (id, request) = (request.lane_id.clone(), Box::new(request));
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Route(id, LaneMsg::Run(request, reply)))
             .map_err(|e| unavailable(&e))?
@@ -355,6 +363,9 @@ impl Lanes {
 
     /// The lane, from its actor's memory (woken from the log if asleep).
     pub async fn get(&self, id: &str) -> Result<Option<Lane>, LaneFailure> {
+        if !self.exists(id)? {
+            return Ok(None);
+        }
         let id = id.to_owned();
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Route(id, LaneMsg::Get(reply)))
             .map_err(|e| unavailable(&e))

@@ -18,6 +18,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The reason of an escalation by the first-response timer.
+pub const SLA_MISSED: &str = "first-response SLA missed";
+
 /// Where a lane is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -341,7 +344,7 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
             Some(h) if h.first_response_ms.is_none() && !h.escalated && *now_ms >= h.request.sla_due_ms => {
                 vec![E::Escalated {
                     handoff_id: Some(handoff_id.clone()),
-                    reason: "first-response SLA missed".into(),
+                    reason: SLA_MISSED.into(),
                     by: "system".into(),
                 }]
             }
