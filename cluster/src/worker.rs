@@ -8,12 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actors::node::Origin;
 use actors::node::{Capabilities, ConfigAck, ConfigOutcome, NodeConfig};
 use actors::task::JobResult;
 use certs::NodeKey;
 use quinn::{Connection, Endpoint};
 use serde::{Deserialize, Serialize};
-use storage::{Append, IndexOp, Log, LogWriter, NewEvent, WriterHandle};
+use storage::{Append, IndexOp, Log, LogWriter, WriterHandle};
 use tokio::sync::watch;
 
 use crate::jobs::{Executor, Jobs};
@@ -139,19 +140,12 @@ impl WorkerStore {
         index_ops: Vec<IndexOp>,
     ) -> Result<(), WorkerError> {
         let (seq, _) = self.log.stream_head(stream).map_err(|e| WorkerError::Store(e.to_string()))?;
-        let event = NewEvent {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            time_ms: now_ms(),
+        let origin = Origin {
             actor: storage::ActorRef { kind: "system".into(), id: "worker".into(), role: "worker".into() },
             tool: kind.into(),
             request_id: String::new(),
-            correlation_id: None,
-            trace_id: None,
-            kind: kind.into(),
-            from_state: None,
-            to_state: None,
-            payload: serde_json::to_vec(value).map_err(|e| WorkerError::Store(e.to_string()))?,
         };
+        let event = origin.event(kind, None, None, value);
         let append =
             Append { stream: stream.into(), expected_seq: seq, events: vec![event], index_ops, ..Default::default() };
         let writer = self.writer.as_ref().ok_or_else(|| WorkerError::Store("store closed".into()))?;

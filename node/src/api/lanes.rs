@@ -219,16 +219,7 @@ pub(super) async fn timeline(
     lane_for(&app, &caller, &ctx, &id, "lane.timeline").await?;
     let records =
         app.log.read_stream(&store::stream(&id), 0).map_err(|e| ApiError::internal("reading the timeline", e))?;
-    let events: Vec<Value> = records
-        .into_iter()
-        .map(|r| {
-            json!({ "seq": r.seq, "global_position": r.global_position, "event_id": r.event_id, "kind": r.kind,
-                    "time_ms": r.time_ms, "actor": { "kind": r.actor.kind, "id": r.actor.id, "role": r.actor.role },
-                    "tool": r.tool, "request_id": r.request_id, "before_state": r.from_state, "after_state": r.to_state,
-                    "payload": serde_json::from_slice::<Value>(&r.payload).unwrap_or(Value::Null),
-                    "prev_hash": hex::encode(r.prev_hash), "hash": hex::encode(r.hash) })
-        })
-        .collect();
+    let events: Vec<super::tickets::TimelineEntry> = records.into_iter().map(Into::into).collect();
     Ok(Json(json!({ "lane_id": id, "events": events })))
 }
 

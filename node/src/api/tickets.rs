@@ -195,9 +195,13 @@ pub(super) fn timeline_of(app: &App, id: Uuid) -> Result<Vec<TimelineEntry>, Api
         records.extend(app.log.read_stream(&actors::task::store::stream(&task), 0).map_err(|e| failed(&e))?);
     }
     records.sort_by_key(|r| r.global_position);
-    Ok(records
-        .into_iter()
-        .map(|r| TimelineEntry {
+    Ok(records.into_iter().map(TimelineEntry::from).collect())
+}
+
+impl From<storage::EventRecord> for TimelineEntry {
+    /// A stored event as every timeline shows it (tickets, tasks, lanes).
+    fn from(r: storage::EventRecord) -> Self {
+        TimelineEntry {
             stream: r.stream,
             seq: r.seq,
             global_position: r.global_position,
@@ -214,8 +218,8 @@ pub(super) fn timeline_of(app: &App, id: Uuid) -> Result<Vec<TimelineEntry>, Api
             payload: serde_json::from_slice(&r.payload).unwrap_or(serde_json::Value::Null),
             prev_hash: hex::encode(r.prev_hash),
             hash: hex::encode(r.hash),
-        })
-        .collect())
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/tickets/{id}/timeline", tag = "tickets", params(("id" = String, Path)),
