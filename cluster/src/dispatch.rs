@@ -86,6 +86,9 @@ pub enum DispatchError {
     Storage(String),
     #[error("dispatch unavailable")]
     Unavailable,
+    /// A node reported a job whose attempt was placed on another node.
+    #[error("job {0} is not this node's")]
+    NotYours(String),
 }
 
 impl From<LoadError> for DispatchError {
@@ -120,6 +123,7 @@ enum Msg {
         answer: JobAnswer,
     },
     Finished {
+        node: String,
         job_id: String,
         result: Box<JobResult>,
         reply: RpcReplyPort<Result<(), DispatchError>>,
@@ -207,8 +211,17 @@ impl Actor for Dispatch {
                 };
                 self.run_logged(st, &task, &command, &Origin::system("task.dispatch")).await;
             }
-            Msg::Finished { job_id, result, reply } => {
+            Msg::Finished { node, job_id, result, reply } => {
+                let holder = parse_job_id(&job_id).and_then(|(task, n)| {
+                    let (t, _) = st.open.get(task)?;
+                    t.attempts.iter().find(|a| a.n == n).map(|a| a.node.clone())
+                });
                 let outcome = match parse_job_id(&job_id) {
+                    // Only the node that holds the attempt may report it.
+                    Some(_) if holder.as_ref().is_some_and(|h| *h != node) => {
+                        tracing::warn!(node, job = %job_id, "a node reported another node's job; refused");
+                        Err(DispatchError::NotYours(job_id.clone()))
+                    }
                     Some((task, attempt)) if st.open.contains_key(task) => {
                         let task = task.to_owned();
                         let command = TaskCommand::Finish { attempt, result: *result, now_ms: now_ms() };
@@ -537,7 +550,7 @@ fn choose<'a>(nodes: &'a [NodeView], busy: &HashMap<String, u32>, spec: &TaskSpe
         .filter(|v| {
             let n = &v.node;
             let has_label = |k: &String, val: &String| {
-                [&n.capabilities.labels, &n.config.labels, &n.token_labels].iter().any(|l| l.get(k) == Some(val))
+                [&n.config.labels, &n.token_labels].iter().any(|l| l.get(k) == Some(val))
             };
             n.schedulable()
                 && n.capabilities.docker_version.is_some()
@@ -628,10 +641,11 @@ impl Dispatcher {
         ractor::call!(self.actor, |reply| Msg::Cancel { id, origin, reply }).map_err(gone)?
     }
 
-    /// A worker reported a job's result; answers once it is durable.
-    pub async fn finished(&self, job_id: String, result: JobResult) -> Result<(), DispatchError> {
-        let result = Box::new(result);
-        ractor::call!(self.actor, |reply| Msg::Finished { job_id, result, reply }).map_err(gone)?
+    /// Node `node` reported a job's result; answers once it is durable. Refused when
+    /// the job's attempt was placed on another node.
+    pub async fn finished(&self, node: &str, job_id: String, result: JobResult) -> Result<(), DispatchError> {
+        let (node, result) = (node.to_owned(), Box::new(result));
+        ractor::call!(self.actor, |reply| Msg::Finished { node, job_id, result, reply }).map_err(gone)?
     }
 
     /// A node's heartbeat listed these running jobs.

@@ -13,9 +13,9 @@ use actors::node::{
 };
 use certs::ClusterCa;
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::dispatch::{Dispatcher, Links};
+use crate::dispatch::{DispatchError, Dispatcher, Links};
 use crate::proto::{Bootstrap, Push, PushReply, Request, Response, codes};
 use crate::token::{self, TokenClaims, TokenError};
 use crate::transport::{REQUEST_TIMEOUT, TransportError};
@@ -24,6 +24,8 @@ use crate::wire;
 /// How long a node certificate is valid unless configured otherwise.
 pub const NODE_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 const PUSH_RETRY: Duration = Duration::from_secs(1);
+/// Handshakes in progress plus connections without a certificate (joins) at once.
+pub const MAX_UNAUTHENTICATED: usize = 64;
 
 fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -98,25 +100,38 @@ impl OrchestratorCluster {
         Ok((record, token))
     }
 
-    /// Accepts connections until the endpoint is closed.
+    /// Accepts connections until the endpoint is closed. Handshakes and connections
+    /// without a certificate share [`MAX_UNAUTHENTICATED`] slots; past that a new
+    /// peer is refused before any TLS work is done for it.
     pub async fn serve(self: Arc<Self>, endpoint: Endpoint) {
+        let unauthenticated = Arc::new(Semaphore::new(MAX_UNAUTHENTICATED));
         while let Some(incoming) = endpoint.accept().await {
+            let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
+                metrics::counter!("dispatch_cluster_connections_refused_total").increment(1);
+                incoming.refuse();
+                continue;
+            };
             let this = self.clone();
             tokio::spawn(async move {
-                match incoming.await {
-                    Ok(conn) => this.connection(conn).await,
-                    Err(e) => tracing::debug!(error = %e, "cluster handshake failed"),
+                match tokio::time::timeout(REQUEST_TIMEOUT, incoming).await {
+                    Ok(Ok(conn)) => this.connection(conn, permit).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "cluster handshake failed"),
+                    Err(_) => tracing::debug!("cluster handshake timed out"),
                 }
             });
         }
     }
 
-    async fn connection(self: Arc<Self>, conn: Connection) {
+    async fn connection(self: Arc<Self>, conn: Connection, permit: OwnedSemaphorePermit) {
         metrics::gauge!("dispatch_cluster_connections").increment(1.0);
-        match peer_fingerprint(&conn) {
+        let fingerprint = peer_fingerprint(&conn);
+        if fingerprint.is_some() {
+            drop(permit);
+        }
+        match fingerprint {
             None => self.unauthenticated(&conn).await,
             Some(fingerprint) => match self.membership.identify(&fingerprint).await {
-                Some(node) => self.node_connection(conn.clone(), node).await,
+                Some(node) => self.node_connection(conn.clone(), node, fingerprint).await,
                 None => refuse_next(&conn, codes::CERT_UNKNOWN, "this certificate was not issued to any node").await,
             },
         }
@@ -147,7 +162,7 @@ impl OrchestratorCluster {
                     let now = SystemTime::now();
                     let cert = ca.issue_node(node_id, &public_key, now, lifetime).map_err(|e| e.to_string())?;
                     let record =
-                        NodeCert { fingerprint: certs::fingerprint(&cert.der), not_after_ms: millis(cert.not_after) };
+                        NodeCert { fingerprint: certs::fingerprint(&cert.der), not_after_ms: millis(cert.not_after), retired: false };
                     Ok((record, cert.der))
                 });
                 self.membership.join(claims.id, key_sha256, capabilities, issue).await
@@ -174,11 +189,13 @@ impl OrchestratorCluster {
         }
     }
 
-    async fn node_connection(self: Arc<Self>, conn: Connection, node: NodeHandle) {
+    async fn node_connection(self: Arc<Self>, conn: Connection, node: NodeHandle, fingerprint: String) {
         let pushing = Arc::new(AtomicBool::new(false));
+        let fingerprint = Arc::new(fingerprint);
         while let Ok((send, recv)) = conn.accept_bi().await {
             let (this, conn, node, pushing) = (self.clone(), conn.clone(), node.clone(), pushing.clone());
-            tokio::spawn(async move { this.node_request(conn, node, send, recv, pushing).await });
+            let fingerprint = fingerprint.clone();
+            tokio::spawn(async move { this.node_request(conn, node, &fingerprint, send, recv, pushing).await });
         }
         self.links.closed(&node.id, &conn);
     }
@@ -187,6 +204,7 @@ impl OrchestratorCluster {
         &self,
         conn: Connection,
         node: NodeHandle,
+        fingerprint: &str,
         mut send: SendStream,
         mut recv: RecvStream,
         pushing: Arc<AtomicBool>,
@@ -200,7 +218,41 @@ impl OrchestratorCluster {
             }
         };
         metrics::counter!("dispatch_cluster_requests_total", "request" => request.name()).increment(1);
-        let response = match request {
+        let response = match self.admit(&node, fingerprint, &request).await {
+            Ok(()) => self.answer(&conn, &node, request, &pushing).await,
+            Err(refusal) => refusal,
+        };
+        let last = matches!(&response, Response::Refused { code, .. }
+            if code == codes::NODE_REMOVED || code == codes::CERT_REPLACED);
+        if last {
+            answer_and_close(&conn, &mut send, &response).await;
+        } else {
+            let _ = wire::write(&mut send, &response).await;
+            let _ = send.finish();
+        }
+    }
+
+    /// Every request is checked against the node as it is now: a removed node's
+    /// certificates and certificates replaced by a renewal open nothing. A Hello with
+    /// the newest certificate retires the older ones.
+    async fn admit(&self, node: &NodeHandle, fingerprint: &str, request: &Request) -> Result<(), Response> {
+        let view = node.view().await.map_err(|e| node_refusal(&e))?;
+        if view.node.state == actors::node::NodeState::Removed {
+            return Err(node_refusal(&MembershipError::Node(NodeError::Removed)));
+        }
+        if !view.node.accepts_cert(fingerprint) {
+            tracing::warn!(node = %node.id, "a replaced certificate was presented; refused");
+            return Err(refused(codes::CERT_REPLACED, "this certificate was replaced by a renewal; use the newest"));
+        }
+        if matches!(request, Request::Hello { .. }) {
+            let used = actors::node::NodeCommand::UseCert { fingerprint: fingerprint.to_owned() };
+            node.command(used, Origin::node(&node.id, "node.connect")).await.map_err(|e| node_refusal(&e))?;
+        }
+        Ok(())
+    }
+
+    async fn answer(&self, conn: &Connection, node: &NodeHandle, request: Request, pushing: &AtomicBool) -> Response {
+        match request {
             Request::Hello { capabilities } => match node.connect(capabilities).await {
                 Ok(desired) => {
                     self.links.set(&node.id, conn.clone());
@@ -222,21 +274,16 @@ impl OrchestratorCluster {
                 Err(e) => node_refusal(&e),
             },
             Request::JobFinished { job_id, result } => match self.dispatcher.get() {
-                Some(d) => match d.finished(job_id, result).await {
+                Some(d) => match d.finished(&node.id, job_id, result).await {
                     Ok(()) => Response::Recorded,
+                    Err(e @ DispatchError::NotYours(_)) => refused(codes::NOT_YOURS, &e.to_string()),
                     Err(e) => refused(codes::UNAVAILABLE, &e.to_string()),
                 },
                 None => refused(codes::UNAVAILABLE, "this orchestrator does not run tasks"),
             },
-            Request::RenewCert { public_key } => self.renew(&node, &public_key).await,
+            Request::RenewCert { public_key } => self.renew(node, &public_key).await,
             Request::Ping { sent_ns } => Response::Pong { sent_ns },
             Request::Join { .. } => refused(codes::BAD_REQUEST, "this node has already joined"),
-        };
-        if matches!(&response, Response::Refused { code, .. } if code == codes::NODE_REMOVED) {
-            answer_and_close(&conn, &mut send, &response).await;
-        } else {
-            let _ = wire::write(&mut send, &response).await;
-            let _ = send.finish();
         }
     }
 
@@ -246,7 +293,7 @@ impl OrchestratorCluster {
             Ok(c) => c,
             Err(e) => return refused(codes::BAD_REQUEST, &e.to_string()),
         };
-        let record = NodeCert { fingerprint: certs::fingerprint(&cert.der), not_after_ms: millis(cert.not_after) };
+        let record = NodeCert { fingerprint: certs::fingerprint(&cert.der), not_after_ms: millis(cert.not_after), retired: false };
         let not_after_ms = record.not_after_ms;
         match self.membership.cert_issued(node, record).await {
             Ok(_) => Response::Renewed { cert_der: cert.der, not_after_ms },
@@ -320,6 +367,7 @@ fn node_refusal(e: &MembershipError) -> Response {
         MembershipError::Node(NodeError::Removed) => {
             refused(codes::NODE_REMOVED, "this node was removed from the cluster")
         }
+        MembershipError::Node(e @ NodeError::CertReplaced) => refused(codes::CERT_REPLACED, &e.to_string()),
         other => refused(codes::UNAVAILABLE, &other.to_string()),
     }
 }

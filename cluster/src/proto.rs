@@ -116,4 +116,8 @@ pub mod codes {
     pub const NODE_REMOVED: &str = "NODE_REMOVED";
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// The certificate was replaced by a renewal; connect with the newest one.
+    pub const CERT_REPLACED: &str = "CERT_REPLACED";
+    /// A report about a job whose attempt belongs to another node.
+    pub const NOT_YOURS: &str = "NOT_YOURS";
 }

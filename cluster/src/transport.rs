@@ -15,6 +15,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection silent this long is closed (heartbeats keep healthy ones busy).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Requests one peer may have open at once on a connection.
+pub const MAX_STREAMS: u32 = 32;
 
 /// Why a transport operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,10 @@ fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(IDLE_TIMEOUT.as_millis() as u32))));
     t.keep_alive_interval(Some(KEEP_ALIVE));
+    // One request per bidirectional stream: this many may be open at once per
+    // connection; unidirectional streams are not part of the protocol.
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     Arc::new(t)
 }
 

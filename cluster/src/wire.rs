@@ -1,6 +1,8 @@
 //! Frames on a QUIC stream: a 4-byte big-endian length, a 2-byte protocol version,
 //! then a bincode-2 body. Frames over [`MAX_FRAME`] are refused before they are read;
-//! bytes that do not decode are an error, never a panic.
+//! bytes that do not decode are an error, never a panic. The decoder itself is
+//! limited too: a length *inside* a small frame (a string claiming 2^62 bytes) is
+//! refused by bincode's limit before anything is allocated.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -9,6 +11,8 @@ use serde::de::DeserializeOwned;
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Largest frame either side accepts (version + body).
 pub const MAX_FRAME: usize = 1 << 20;
+/// How long a peer may take to deliver one whole frame once a stream is open.
+pub const FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a frame could not be sent or received.
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +29,17 @@ pub enum WireError {
     Truncated,
     #[error("stream: {0}")]
     Stream(String),
+    #[error("no whole frame within {FRAME_TIMEOUT:?}")]
+    Timeout,
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// bincode's standard encoding, refusing any claimed length past [`MAX_FRAME`] bytes.
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_FRAME>,
+> {
+    bincode::config::standard().with_limit::<MAX_FRAME>()
 }
 
 /// The frame for `body`, length prefix included.
@@ -65,8 +76,13 @@ pub async fn write<T: Serialize>(send: &mut quinn::SendStream, body: &T) -> Resu
     send.write_all(&frame).await.map_err(|e| WireError::Stream(e.to_string()))
 }
 
-/// Reads one frame, refusing it before reading the body if it is too large.
+/// Reads one frame, refusing it before reading the body if it is too large, and
+/// giving up when the peer does not deliver it within [`FRAME_TIMEOUT`].
 pub async fn read<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<T, WireError> {
+    tokio::time::timeout(FRAME_TIMEOUT, read_unbounded(recv)).await.map_err(|_| WireError::Timeout)?
+}
+
+async fn read_unbounded<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<T, WireError> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await.map_err(read_error)?;
     let len = u32::from_be_bytes(len) as usize;
@@ -111,6 +127,13 @@ mod tests {
         let mut garbage = vec![0u8, 1];
         garbage.extend((0..512u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
         assert!(decode::<Request>(&garbage).is_err());
+    }
+
+    #[test]
+    fn a_length_inside_a_small_frame_is_refused_before_allocation() {
+        // A Join whose token claims 2^62 bytes: the frame from the security report.
+        let frame = [0u8, 1, 0, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0x40];
+        assert!(matches!(decode::<Request>(&frame), Err(WireError::Decode(_))));
     }
 
     #[test]

@@ -326,6 +326,9 @@ enum SessionEnd {
     /// The orchestrator removed this node: stop for good.
     Removed(String),
     Broken(WorkerError),
+    /// A new certificate was saved: reconnect with it at once (the old one is
+    /// retired as soon as the new one is used).
+    Renewed,
 }
 
 impl Worker {
@@ -406,6 +409,7 @@ impl Worker {
                     self.status.send_modify(|s| s.problem = Some(message.clone()));
                     return Err(WorkerError::Refused { code: codes::NODE_REMOVED.into(), message });
                 }
+                SessionEnd::Renewed => continue,
                 SessionEnd::Broken(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "lost the orchestrator; reconnecting");
                     metrics::counter!("dispatch_worker_reconnects_total").increment(1);
@@ -495,16 +499,20 @@ impl Worker {
                 Ok(other) => return SessionEnd::Broken(WorkerError::Protocol(format!("{other:?}"))),
                 Err(e) => return SessionEnd::Broken(e.into()),
             }
-            if let Err(e) = self.renew_if_due(conn).await {
-                tracing::warn!(error = %e, "certificate renewal failed; will retry");
+            match self.renew_if_due(conn).await {
+                Ok(true) => return SessionEnd::Renewed,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "certificate renewal failed; will retry"),
             }
         }
     }
 
-    async fn renew_if_due(&self, conn: &Connection) -> Result<(), WorkerError> {
+    /// Renews the certificate when two thirds of its life have passed; true when a
+    /// new one was saved.
+    async fn renew_if_due(&self, conn: &Connection) -> Result<bool, WorkerError> {
         let identity = self.store.identity()?.ok_or(WorkerError::NotJoined)?;
         if !identity.wants_renewal(now_ms()) {
-            return Ok(());
+            return Ok(false);
         }
         let key = NodeKey::generate().map_err(|e| WorkerError::Store(e.to_string()))?;
         match transport::call(conn, &Request::RenewCert { public_key: key.public_raw() }).await? {
@@ -513,7 +521,7 @@ impl Worker {
                     Identity { key_pkcs8: key.pkcs8(), cert_der, issued_ms: now_ms(), not_after_ms, ..identity };
                 self.store.save(IDENTITY, "worker.cert_renewed", &renewed).await?;
                 tracing::info!(node = %renewed.node_id, "certificate renewed");
-                Ok(())
+                Ok(true)
             }
             Response::Refused { code, message } => Err(WorkerError::Refused { code, message }),
             other => Err(WorkerError::Protocol(format!("{other:?}"))),

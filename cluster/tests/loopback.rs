@@ -18,6 +18,8 @@ use tokio::sync::watch;
 struct Orchestrator {
     cluster: Arc<OrchestratorCluster>,
     endpoint: quinn::Endpoint,
+    log: Log,
+    writer: LogWriter,
     _dir: tempfile::TempDir,
 }
 
@@ -29,7 +31,7 @@ async fn orchestrator(cert_lifetime: Duration) -> Orchestrator {
         default_config: NodeConfig { heartbeat_interval_ms: 100, ..NodeConfig::default() },
         ..Default::default()
     };
-    let membership = Membership::start(log, writer, config).await.unwrap();
+    let membership = Membership::start(log.clone(), writer.clone(), config).await.unwrap();
     let ca = Arc::new(certs::open_or_create_ca(&dir.path().join("ca"), SystemTime::now()).unwrap());
     let socket = transport::udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = socket.local_addr().unwrap();
@@ -39,7 +41,7 @@ async fn orchestrator(cert_lifetime: Duration) -> Orchestrator {
     let endpoint = transport::endpoint(socket, Some(tls), None).unwrap();
     let cluster = Arc::new(cluster);
     tokio::spawn(cluster.clone().serve(endpoint.clone()));
-    Orchestrator { cluster, endpoint, _dir: dir }
+    Orchestrator { cluster, endpoint, log, writer, _dir: dir }
 }
 
 fn client_endpoint() -> quinn::Endpoint {
@@ -198,22 +200,77 @@ async fn a_certificate_is_renewed_before_it_expires() {
         async move { w.run(stopped).await }
     });
     let node = o.cluster.membership.lookup(&first.node_id).await.unwrap();
-    let renewed = tokio::time::timeout(Duration::from_secs(10), async {
+    // Renewed on both sides: the orchestrator recorded the new certificate, the worker
+    // saved it and reconnected with it (which retires the old one).
+    let (renewed, now) = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let view = node.view().await.unwrap();
-            if view.node.certs.len() == 2 {
-                return view;
+            let saved = store.identity().unwrap().unwrap();
+            if view.node.certs.len() == 2 && view.node.certs[0].retired && saved.cert_der != first.cert_der {
+                return (view, saved);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
     .expect("renewed in time");
-    let now = store.identity().unwrap().unwrap();
-    assert_ne!(now.cert_der, first.cert_der);
     assert_eq!(renewed.node.certs[1].fingerprint, certs::fingerprint(&now.cert_der));
     let by_new_cert = o.cluster.membership.identify(&certs::fingerprint(&now.cert_der)).await;
-    assert_eq!(by_new_cert.map(|n| n.id), Some(first.node_id));
+    assert_eq!(by_new_cert.map(|n| n.id), Some(first.node_id.clone()));
+
+    // The replaced certificate opens nothing any more, for any request.
+    let key = certs::NodeKey::from_pkcs8(&first.key_pkcs8).unwrap();
+    let tls = certs::node_client_config(&first.ca_der, &first.cert_der, &key).unwrap();
+    let conn = transport::connect(&client_endpoint(), o.endpoint.local_addr().unwrap(), tls).await.unwrap();
+    match transport::call(&conn, &Request::Ping { sent_ns: 1 }).await.unwrap() {
+        Response::Refused { code, .. } => assert_eq!(code, codes::CERT_REPLACED),
+        other => panic!("expected refusal, got {other:?}"),
+    }
+}
+
+/// Sends raw bytes as one request on a new stream and reads the answer.
+async fn raw_call(conn: &quinn::Connection, bytes: &[u8]) -> Response {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    send.finish().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), dispatch_cluster::wire::read::<Response>(&mut recv))
+        .await
+        .expect("an answer in time")
+        .expect("a decodable answer")
+}
+
+#[tokio::test]
+async fn a_hostile_peer_without_a_certificate_gets_refusals_and_the_orchestrator_keeps_answering() {
+    let o = orchestrator(Duration::from_secs(3600)).await;
+    let endpoint = client_endpoint();
+    let pin = o.cluster.ca_fingerprint();
+    let addr = o.endpoint.local_addr().unwrap();
+    let dial = || async { transport::connect(&endpoint, addr, certs::join_client_config(&pin).unwrap()).await.unwrap() };
+
+    // The frame from the security report: a Join whose token claims 2^62 bytes.
+    let frame = [0, 0, 0, 0x0C, 0, 1, 0, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0x40];
+    match raw_call(&dial().await, &frame).await {
+        Response::Refused { code, .. } => assert_eq!(code, codes::BAD_REQUEST),
+        other => panic!("expected refusal, got {other:?}"),
+    }
+    // The same claim in every request type, and a frame that is cut short.
+    for variant in 0u8..6 {
+        let body = [0, 1, variant, 0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F];
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        assert!(matches!(raw_call(&dial().await, &frame).await, Response::Refused { .. }), "variant {variant}");
+    }
+    let conn = dial().await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 100, 0, 1]).await.unwrap();
+    send.finish().unwrap();
+    assert!(dispatch_cluster::wire::read::<Response>(&mut recv).await.is_ok(), "a truncated frame is answered");
+
+    // Still answering: a real join goes through.
+    let dir = tempfile::tempdir().unwrap();
+    let store = WorkerStore::open(dir.path()).unwrap();
+    let t = token(&o, 1, Duration::from_secs(60)).await;
+    assert_eq!(worker::join(&store, &endpoint, &t, None, caps("w")).await.unwrap().node_id, "node-1");
 }
 
 #[tokio::test]
@@ -257,4 +314,84 @@ async fn a_retried_join_with_the_same_key_gets_the_same_node() {
         Response::Refused { code, .. } => assert_eq!(code, "TOKEN_USED_UP"),
         other => panic!("expected refusal, got {other:?}"),
     }
+}
+
+/// A worker's own mTLS connection, opened with the identity it saved at join.
+async fn node_conn(o: &Orchestrator, identity: &worker::Identity) -> quinn::Connection {
+    let key = certs::NodeKey::from_pkcs8(&identity.key_pkcs8).unwrap();
+    let tls = certs::node_client_config(&identity.ca_der, &identity.cert_der, &key).unwrap();
+    transport::connect(&client_endpoint(), o.endpoint.local_addr().unwrap(), tls).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_node_cannot_report_another_nodes_job() {
+    use actors::task::{AttemptOutcome, JobResult, NetworkPolicy, TaskSpec};
+    use dispatch_cluster::dispatch::{DispatchConfig, Dispatcher};
+    let o = orchestrator(Duration::from_secs(3600)).await;
+    let dispatcher = Dispatcher::start(
+        o.log.clone(),
+        o.writer.clone(),
+        o.cluster.membership.clone(),
+        o.cluster.links.clone(),
+        DispatchConfig { tick: Duration::from_millis(50), ..DispatchConfig::default() },
+    )
+    .await
+    .unwrap();
+    o.cluster.attach_dispatcher(dispatcher.clone());
+
+    // node-1 can take jobs (it has no executor, so it refuses them: the attempt stays its own).
+    let engine = Capabilities { docker_version: Some("test".into()), ..caps("w1") };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s1 = Arc::new(WorkerStore::open(d1.path()).unwrap());
+    let endpoint = client_endpoint();
+    let id1 = worker::join(&s1, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, engine.clone())
+        .await
+        .unwrap();
+    let s2 = WorkerStore::open(d2.path()).unwrap();
+    let id2 = worker::join(&s2, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w2")).await.unwrap();
+    let w1 = Arc::new(Worker::new(s1, endpoint, engine, None).unwrap());
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn({
+        let w = w1.clone();
+        async move { w.run(stopped).await }
+    });
+
+    let spec = TaskSpec {
+        command: vec!["true".into()],
+        image: None,
+        network: NetworkPolicy::None,
+        memory_bytes: None,
+        cpu_millis: None,
+        pids: 16,
+        timeout_seconds: 10,
+        env: BTreeMap::new(),
+        files: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        account_id: "a".into(),
+        site_id: "s".into(),
+        ticket_id: None,
+        max_attempts: 3,
+        retry_on_failure: false,
+    };
+    dispatcher.submit("t1".into(), spec, Origin::system("test"), None).await.unwrap();
+    let log = o.log.clone();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while actors::task::store::load(&log, "t1").unwrap().is_none_or(|(t, _)| t.attempts.is_empty()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("placed on node-1");
+
+    let forged = Request::JobFinished { job_id: "t1/1".into(), result: JobResult { exit_code: Some(0), ..Default::default() } };
+    match transport::call(&node_conn(&o, &id2).await, &forged).await.unwrap() {
+        Response::Refused { code, .. } => assert_eq!(code, codes::NOT_YOURS),
+        other => panic!("node-2 reported node-1's job: {other:?}"),
+    }
+    let (task, _) = actors::task::store::load(&log, "t1").unwrap().unwrap();
+    let ran = |t: &actors::task::Task| t.attempts.iter().any(|a| matches!(a.outcome, Some(AttemptOutcome::Ran { .. })));
+    assert!(!ran(&task), "the forged result was not recorded: {task:?}");
+    // The holder itself is heard.
+    let own = transport::call(&node_conn(&o, &id1).await, &forged).await.unwrap();
+    assert!(matches!(own, Response::Recorded), "{own:?}");
 }

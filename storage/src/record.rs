@@ -57,8 +57,18 @@ pub struct EventRecord {
     pub hash: Hash,
 }
 
-pub(crate) fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// Largest value any stored record may claim to hold. A corrupt length inside a
+/// record is refused by bincode before it allocates (the encoding is unchanged).
+pub const MAX_RECORD: usize = 16 << 20;
+
+pub(crate) type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_RECORD>,
+>;
+
+pub(crate) fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_RECORD>()
 }
 
 impl EventRecord {

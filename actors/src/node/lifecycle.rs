@@ -133,6 +133,9 @@ pub struct ConfigAck {
 pub struct NodeCert {
     pub fingerprint: String,
     pub not_after_ms: i64,
+    /// A newer certificate has been used to connect: this one opens nothing any more.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 /// A worker node as the orchestrator knows it.
@@ -159,6 +162,12 @@ pub struct Node {
 }
 
 impl Node {
+    /// A connection presenting the certificate `fingerprint` may speak for this node:
+    /// one issued to it and not replaced, while the node is not removed.
+    pub fn accepts_cert(&self, fingerprint: &str) -> bool {
+        self.state != NodeState::Removed && self.certs.iter().any(|c| c.fingerprint == fingerprint && !c.retired)
+    }
+
     /// The node may be given work: active, not draining, and running the latest
     /// configuration it acknowledged as applied.
     pub fn schedulable(&self) -> bool {
@@ -207,6 +216,8 @@ pub enum NodeEvent {
     CertIssued {
         cert: NodeCert,
     },
+    /// The newest certificate was used to connect; every older one is retired.
+    OlderCertsRetired,
 }
 
 impl NodeEvent {
@@ -223,6 +234,7 @@ impl NodeEvent {
             NodeEvent::DrainStarted => "node.drain_started",
             NodeEvent::Removed => "node.removed",
             NodeEvent::CertIssued { .. } => "node.cert_issued",
+            NodeEvent::OlderCertsRetired => "node.older_certs_retired",
         }
     }
 }
@@ -262,6 +274,10 @@ pub enum NodeCommand {
     IssueCert {
         cert: NodeCert,
     },
+    /// A connection presented the certificate `fingerprint`.
+    UseCert {
+        fingerprint: String,
+    },
 }
 
 /// Why a command was refused. Nothing is written.
@@ -277,6 +293,8 @@ pub enum NodeError {
     InvalidConfig(String),
     #[error("acknowledgement for version {acked} but the node's configuration is at version {current}")]
     UnknownConfigVersion { acked: u64, current: u64 },
+    #[error("this certificate was replaced by a newer one")]
+    CertReplaced,
 }
 
 /// The events a command produces on `node` (None before the join).
@@ -347,6 +365,14 @@ pub fn decide(node: Option<&Node>, command: &NodeCommand) -> Result<Vec<NodeEven
         C::Drain => vec![E::DrainStarted],
         C::Remove => vec![E::Removed],
         C::IssueCert { cert } => vec![E::CertIssued { cert: cert.clone() }],
+        C::UseCert { fingerprint } => {
+            if !node.accepts_cert(fingerprint) {
+                return Err(NodeError::CertReplaced);
+            }
+            let newest = node.certs.last().is_some_and(|c| c.fingerprint == *fingerprint);
+            let older_live = node.certs.iter().rev().skip(1).any(|c| !c.retired);
+            if newest && older_live { vec![E::OlderCertsRetired] } else { vec![] }
+        }
     })
 }
 
@@ -395,6 +421,10 @@ pub fn apply(node: Option<Node>, id: &str, now_ms: i64, event: &NodeEvent) -> Op
         }
         E::Removed => node.state = NodeState::Removed,
         E::CertIssued { cert } => node.certs.push(cert.clone()),
+        E::OlderCertsRetired => {
+            let newest = node.certs.len().saturating_sub(1);
+            node.certs.iter_mut().take(newest).for_each(|c| c.retired = true);
+        }
     }
     Some(node)
 }

@@ -5,7 +5,7 @@ fn caps(host: &str) -> Capabilities {
 }
 
 fn cert(n: u8) -> NodeCert {
-    NodeCert { fingerprint: format!("{n:02x}"), not_after_ms: 1_000 }
+    NodeCert { fingerprint: format!("{n:02x}"), not_after_ms: 1_000, retired: false }
 }
 
 fn join() -> NodeCommand {
@@ -142,6 +142,21 @@ fn invalid_configs_are_refused_with_the_reason() {
 fn only_a_join_creates_a_node_and_only_once() {
     assert_eq!(decide(None, &NodeCommand::Drain), Err(NodeError::NotFound));
     assert_eq!(decide(Some(&joined()), &join()), Err(NodeError::AlreadyJoined));
+}
+
+#[test]
+fn a_renewed_certificate_retires_the_old_one_once_it_is_used() {
+    let node = run(Some(in_state(NodeState::Active)), &[NodeCommand::IssueCert { cert: cert(2) }]).unwrap();
+    let (old, new) = (cert(1).fingerprint, cert(2).fingerprint);
+    assert!(node.accepts_cert(&old), "until the new one is used, a lost renewal answer leaves the old one working");
+    let use_old = NodeCommand::UseCert { fingerprint: old.clone() };
+    assert_eq!(decide(Some(&node), &use_old), Ok(vec![]));
+    let node = run(Some(node), &[NodeCommand::UseCert { fingerprint: new.clone() }]).unwrap();
+    assert!(!node.accepts_cert(&old) && node.accepts_cert(&new));
+    assert_eq!(decide(Some(&node), &use_old), Err(NodeError::CertReplaced));
+    assert_eq!(decide(Some(&node), &NodeCommand::UseCert { fingerprint: "ff".into() }), Err(NodeError::CertReplaced));
+    let removed = run(Some(node), &[NodeCommand::Remove]).unwrap();
+    assert!(!removed.accepts_cert(&new), "a removed node's certificates open nothing");
 }
 
 #[test]
