@@ -8,6 +8,16 @@ use storage::{Log, StorageError};
 
 /// Index from a refresh token's hash (hex) to its session id.
 pub const REFRESH_INDEX: &str = "refresh_tokens";
+/// Index of a user's login sessions: `<username>␟<session id>` → session id.
+pub const USER_SESSIONS_INDEX: &str = "user_sessions";
+/// Index of tokens minted by an admin or for a service account: jti → JSON record.
+pub const MINTED_TOKENS_INDEX: &str = "minted_tokens";
+
+/// The key of a session in [`USER_SESSIONS_INDEX`].
+pub fn user_session_key(username: &str, session: &str) -> String {
+    format!("{username}\u{1f}{session}")
+}
+
 /// Index of revocations: `jti␟<jti>`, `sid␟<session>`, `sub␟<subject>` → i64 (LE) millis.
 pub const REVOKED_INDEX: &str = "revoked";
 

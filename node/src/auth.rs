@@ -22,6 +22,10 @@ pub const AUDIENCE: &str = "dispatch-api";
 const KEY_META: &str = "auth/signing-key/ed25519-pkcs8";
 /// Keys added by rotation: key `NNNNNN` (rotation order) → PKCS#8 DER.
 pub const ROTATED_KEYS_INDEX: &str = "signing_keys";
+/// Keys that stopped signing: kid → i64 (LE) millis when the next key took over.
+pub const SUPERSEDED_KEYS_INDEX: &str = "signing_keys_superseded";
+/// Retired keys, which verify nothing: kid → i64 (LE) millis of the retirement.
+pub const RETIRED_KEYS_INDEX: &str = "signing_keys_retired";
 const CACHE_LIMIT: usize = 16 * 1024;
 
 /// The claims of an access token.
@@ -32,6 +36,10 @@ pub struct Claims {
     pub sub: String,
     pub exp: i64,
     pub iat: i64,
+    /// `iat` in milliseconds: a revocation of the subject at time T must spare a token
+    /// minted later within the same second (a login right after a password reset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<i64>,
     #[serde(default)]
     pub nbf: Option<i64>,
     pub jti: String,
@@ -50,13 +58,15 @@ pub struct Claims {
 impl Claims {
     /// Fresh claims for `principal`, valid for `ttl_seconds` from now.
     pub fn for_principal(principal: &Principal, ttl_seconds: i64, sid: Option<String>) -> Claims {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now = now_ms.div_euclid(1000);
         Claims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             sub: principal.sub.clone(),
             exp: now + ttl_seconds,
             iat: now,
+            iat_ms: Some(now_ms),
             nbf: Some(now),
             jti: Uuid::new_v4().to_string(),
             role: principal.role,
@@ -66,6 +76,12 @@ impl Claims {
             queues: principal.queues.clone(),
             sid,
         }
+    }
+
+    /// When the token was issued, in milliseconds (tokens without `iat_ms`: the
+    /// end of their `iat` second, so a revocation in that second still covers them).
+    fn issued_ms(&self) -> i64 {
+        self.iat_ms.unwrap_or(self.iat.saturating_mul(1000).saturating_add(999))
     }
 
     fn principal(&self) -> Principal {
@@ -93,6 +109,8 @@ pub enum AuthError {
 
 struct Key {
     kid: String,
+    /// Retired keys stay listed (the first key lives in the meta table) but verify nothing.
+    retired: bool,
     public: [u8; 32],
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -105,6 +123,7 @@ impl Key {
         let public = key.verifying_key().to_bytes();
         Ok(Key {
             kid: hex::encode(&Sha256::digest(public)[..8]),
+            retired: false,
             public,
             encoding: EncodingKey::from_ed_der(der),
             decoding: DecodingKey::from_ed_der(&public),
@@ -123,7 +142,7 @@ pub fn generate_key() -> Result<Vec<u8>, AuthError> {
 struct Revocations {
     jtis: HashMap<String, i64>,
     sessions: HashSet<String>,
-    /// Subject → tokens issued before this (seconds) are refused.
+    /// Subject → tokens issued at or before this (milliseconds) are refused.
     subjects: HashMap<String, i64>,
 }
 
@@ -156,6 +175,9 @@ impl Auth {
         let mut keys = vec![Key::from_pkcs8(&first)?];
         for (_, der) in log.index_scan(ROTATED_KEYS_INDEX, "", usize::MAX).map_err(storage)? {
             keys.push(Key::from_pkcs8(&der)?);
+        }
+        for (kid, _) in log.index_scan(RETIRED_KEYS_INDEX, "", usize::MAX).map_err(storage)? {
+            keys.iter_mut().filter(|k| k.kid == kid).for_each(|k| k.retired = true);
         }
         let mut revoked = Revocations::default();
         for (key, value) in log.index_scan(session::REVOKED_INDEX, "", usize::MAX).map_err(storage)? {
@@ -220,7 +242,7 @@ impl Auth {
         let revoked = read(&self.revoked);
         if revoked.jtis.contains_key(&claims.jti)
             || claims.sid.as_ref().is_some_and(|s| revoked.sessions.contains(s))
-            || revoked.subjects.get(&claims.sub).is_some_and(|before| claims.iat <= *before)
+            || revoked.subjects.get(&claims.sub).is_some_and(|before| claims.issued_ms() <= *before)
         {
             return Err(AuthError::Revoked);
         }
@@ -236,6 +258,9 @@ impl Auth {
         let kid = header.kid.ok_or_else(|| AuthError::Invalid("token has no key id".into()))?;
         let key =
             keys.iter().find(|k| k.kid == kid).ok_or_else(|| AuthError::Invalid("unknown signing key id".into()))?;
+        if key.retired {
+            return Err(AuthError::Invalid("the signing key of this token was retired".into()));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         Ok(data.claims)
@@ -259,11 +284,31 @@ impl Auth {
         read(&self.keys).last().map(|k| k.kid.clone()).unwrap_or_default()
     }
 
-    /// The verification keys, newest last.
+    /// Stops `kid` verifying anything (already recorded in the log). The current
+    /// signing key cannot be retired: rotate first.
+    pub fn retire(&self, kid: &str) -> Result<(), AuthError> {
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        if keys.last().is_some_and(|k| k.kid == kid) {
+            return Err(AuthError::Key("the current signing key cannot be retired; rotate first".into()));
+        }
+        let key = keys.iter_mut().find(|k| k.kid == kid).ok_or_else(|| AuthError::Key("no such key".into()))?;
+        key.retired = true;
+        // Cached verifications of its tokens must not outlive it.
+        lock(&self.verified).clear();
+        Ok(())
+    }
+
+    /// True when `kid` names a key this orchestrator has (retired or not).
+    pub fn has_key(&self, kid: &str) -> bool {
+        read(&self.keys).iter().any(|k| k.kid == kid)
+    }
+
+    /// The verification keys still in use, newest last.
     pub fn public_keys(&self) -> Vec<PublicKey> {
         use base64::Engine;
         read(&self.keys)
             .iter()
+            .filter(|k| !k.retired)
             .map(|k| PublicKey {
                 kid: k.kid.clone(),
                 kty: "OKP",
@@ -272,6 +317,16 @@ impl Auth {
                 x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.public),
             })
             .collect()
+    }
+
+    /// The login session `sid` was ended (logout, reuse, a change to its user, an admin).
+    pub fn session_revoked(&self, sid: &str) -> bool {
+        read(&self.revoked).sessions.contains(sid)
+    }
+
+    /// The access token `jti` was revoked.
+    pub fn jti_revoked(&self, jti: &str) -> bool {
+        read(&self.revoked).jtis.contains_key(jti)
     }
 
     /// Applies a revocation already written to the log.

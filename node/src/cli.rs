@@ -13,6 +13,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::client::{Client, ClientError};
+
+mod access;
 use crate::server::{InferenceConfig, Orchestrator, ServerConfig, stop_signal};
 
 #[derive(Parser)]
@@ -482,6 +484,8 @@ enum AdminCmd {
         #[arg(long)]
         reason: String,
     },
+    #[command(flatten)]
+    Access(access::AccessCmd),
 }
 
 #[derive(Subcommand)]
@@ -625,6 +629,16 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     Ok((generate_password(), true))
 }
 
+/// The password for `dispatch login`: read without echo on a terminal, else one
+/// line from stdin (scripts pipe it in).
+fn login_password(username: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password(format!("password for {username}: "))?);
+    }
+    Ok(password(true)?.0)
+}
+
 fn generate_password() -> String {
     use base64::Engine;
     let bytes: [u8; 18] = rand::random();
@@ -693,14 +707,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print(&client, &out, |v| format!("{}  ({} bytes)", v["uri"].as_str().unwrap_or("?"), v["size"]));
             Ok(())
         }
+        Command::Admin { client, command: AdminCmd::Access(command) } => access::run(client, command).await,
         Command::Admin { client, command: AdminCmd::RotateSigningKey } => {
             let out = connect(&client).await?.call(Method::POST, "/v1/admin/signing-keys", None, None).await?;
             print(&client, &out, |v| format!("new signing key {}", v["kid"].as_str().unwrap_or("?")));
             Ok(())
         }
         Command::Login { client, username } => {
-            eprint!("password for {username}: ");
-            let (pw, _) = password(true)?;
+            let pw = login_password(&username)?;
             let api = Client::new(&client.server, None);
             let out = api
                 .call(Method::POST, "/v1/auth/login", Some(json!({ "username": username, "password": pw })), None)

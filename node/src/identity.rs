@@ -140,7 +140,7 @@ pub(crate) fn event(actor: &Principal, tool: &str, kind: &str, payload: Vec<u8>)
     }
 }
 
-fn revocation(kind: RevokedKind, value: &str, at: i64) -> IndexOp {
+pub(crate) fn revocation(kind: RevokedKind, value: &str, at: i64) -> IndexOp {
     IndexOp::Put {
         index: session::REVOKED_INDEX.into(),
         key: session::revoked_key(kind, value),
@@ -181,13 +181,16 @@ pub async fn user_command(
         let mut index_ops = user::index_ops(before.as_ref(), &after);
         let revoke_before = match &events[..] {
             [UserEvent::Disabled {}] => Some(i64::MAX),
-            [UserEvent::RoleSet { .. }] | [UserEvent::PasswordReset { .. }] => {
-                Some(time::OffsetDateTime::now_utc().unix_timestamp())
-            }
+            [UserEvent::RoleSet { .. }] | [UserEvent::PasswordReset { .. }] => Some(now_ms()),
             _ => None,
         };
+        // Every login session ends too: a refresh token taken before the change must
+        // not mint new access tokens after it.
+        let mut sessions = Vec::new();
         if let Some(at) = revoke_before {
             index_ops.push(revocation(RevokedKind::Subject, username, at));
+            sessions = session_ids(app, username)?;
+            index_ops.extend(sessions.iter().map(|sid| revocation(RevokedKind::Session, sid, now_ms())));
         }
         let append = Append {
             stream: user::stream(username),
@@ -201,6 +204,9 @@ pub async fn user_command(
                 if let Some(at) = revoke_before {
                     app.auth.revoke(RevokedKind::Subject, username, at);
                 }
+                for sid in &sessions {
+                    app.auth.revoke(RevokedKind::Session, sid, now_ms());
+                }
                 return Ok(after);
             }
             Err(AppendError::SequenceConflict { .. }) => continue,
@@ -208,6 +214,13 @@ pub async fn user_command(
         }
     }
     Err(ApiError::unavailable("the account kept changing; retry"))
+}
+
+/// The ids of every login session `username` ever started.
+pub(crate) fn session_ids(app: &AppInner, username: &str) -> Result<Vec<String>, ApiError> {
+    let prefix = session::user_session_key(username, "");
+    let entries = app.log.index_scan(session::USER_SESSIONS_INDEX, &prefix, usize::MAX).map_err(storage_err)?;
+    Ok(entries.into_iter().filter_map(|(_, v)| String::from_utf8(v).ok()).collect())
 }
 
 fn principal_of(u: &User) -> Principal {
@@ -222,12 +235,13 @@ fn principal_of(u: &User) -> Principal {
     }
 }
 
-/// A service account's long-lived token (its `tools` claim narrows what it may call).
-pub fn service_token(app: &AppInner, u: &User) -> Result<String, ApiError> {
-    app.auth
-        .mint(&principal_of(u), SERVICE_TOKEN_TTL_SECONDS)
-        .map(|(t, _)| t)
-        .map_err(|e| ApiError::internal("minting", e))
+/// A service account's long-lived token (its `tools` claim narrows what it may call),
+/// recorded like an admin's mint so it can be listed and revoked.
+pub async fn service_token(app: &AppInner, by: &Principal, u: &User) -> Result<String, ApiError> {
+    let (token, claims) =
+        app.auth.mint(&principal_of(u), SERVICE_TOKEN_TTL_SECONDS).map_err(|e| ApiError::internal("minting", e))?;
+    crate::tokens::record_minted(app, by, &token, &claims).await?;
+    Ok(token)
 }
 
 fn invalid_login() -> ApiError {
@@ -274,11 +288,14 @@ pub async fn login(app: &AppInner, username: &str, password: &str, client: &str)
             started.kind(),
             serde_json::to_vec(&started).map_err(storage_err)?,
         )],
-        index_ops: vec![IndexOp::Put {
-            index: session::REFRESH_INDEX.into(),
-            key: hash,
-            value: sid.clone().into_bytes(),
-        }],
+        index_ops: vec![
+            IndexOp::Put { index: session::REFRESH_INDEX.into(), key: hash, value: sid.clone().into_bytes() },
+            IndexOp::Put {
+                index: session::USER_SESSIONS_INDEX.into(),
+                key: session::user_session_key(&user.account.username, &sid),
+                value: sid.clone().into_bytes(),
+            },
+        ],
         ..Default::default()
     };
     app.writer.append(append).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
@@ -324,6 +341,9 @@ pub async fn refresh(app: &AppInner, refresh_token: &str) -> Result<TokenPair, A
         let s = session::load(&app.log, &sid)
             .map_err(storage_err)?
             .ok_or_else(|| refresh_refused("unknown refresh token"))?;
+        if app.auth.session_revoked(&sid) {
+            return Err(refresh_refused("the session was ended (logout, password reset, role change or revocation)"));
+        }
         let user = user::load(&app.log, &s.username).map_err(storage_err)?.filter(|u| !u.disabled);
         let Some(user) = user else { return Err(refresh_refused("the account is disabled")) };
         let principal = principal_of(&user);

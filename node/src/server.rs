@@ -71,8 +71,7 @@ pub fn log_path(data_dir: &Path) -> PathBuf {
 impl Orchestrator {
     /// Opens everything and starts serving.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Orchestrator> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        crate::datadir::prepare(&config.data_dir)?;
         let templates = match &config.templates_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

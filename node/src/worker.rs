@@ -110,6 +110,7 @@ pub async fn run(
     host: &WorkerHost,
 ) -> anyhow::Result<()> {
     let metrics = crate::telemetry::metrics();
+    crate::datadir::prepare(data_dir)?;
     let store = Arc::new(WorkerStore::open(data_dir)?);
     let local = match prepare(store, data_dir, token, via, labels, host).await {
         Err(e) => match e.downcast_ref::<WorkerError>() {

@@ -19,7 +19,7 @@ fn dispatch(s: &Server, token: &str, args: &[&str]) -> Output {
 
 #[tokio::test]
 async fn cli_drives_a_ticket_and_reports_refusals() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
 
@@ -68,8 +68,8 @@ async fn cli_drives_a_ticket_and_reports_refusals() {
 async fn login_keeps_tokens_private_and_refreshes_them() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let config = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
+    let config = support::tempdir();
     let s = Server::start(dir.path());
     s.add_person("ann", "correct horse battery").await;
     let cli = |args: &[&str]| {
@@ -108,7 +108,7 @@ async fn login_keeps_tokens_private_and_refreshes_them() {
 
 #[tokio::test]
 async fn up_creates_the_first_admin_account_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let secret = dir.path().join("pw");
     std::fs::write(&secret, "a very long admin passphrase\n").unwrap();
     let data = dir.path().join("data");

@@ -136,7 +136,7 @@ fn node<'a>(nodes: &'a [Value], id: &str) -> Option<&'a Value> {
 
 #[tokio::test]
 async fn an_orchestrator_and_two_workers_join_run_config_and_are_scraped_by_prometheus() {
-    let root = tempfile::tempdir().unwrap();
+    let root = support::tempdir();
     let odir = root.path().join("orchestrator");
     let orchestrator = Member::spawn(
         &[

@@ -86,7 +86,7 @@ async fn until(s: &Server, id: &str, done: impl Fn(&Value) -> bool) -> Value {
 
 #[tokio::test]
 async fn duplicate_events_replay_their_receipt_and_bad_envelopes_store_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
     lane(&s, &agent, "lane-dup", None).await;
@@ -139,7 +139,7 @@ async fn duplicate_events_replay_their_receipt_and_bad_envelopes_store_nothing()
 
 #[tokio::test]
 async fn decisions_after_the_deadline_are_refused_and_the_timeout_action_applies() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
     let ops = operator(&s, "ann", &["ops"]).await;
@@ -237,7 +237,7 @@ async fn receiver() -> (String, Receiver) {
 
 #[tokio::test]
 async fn callbacks_that_keep_failing_go_to_the_dlq_and_a_replay_delivers_them_signed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start_with(dir.path(), &["--callback-backoff-ms", "20"]);
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
     let ops = operator(&s, "ann", &["ops"]).await;
@@ -308,7 +308,7 @@ async fn callbacks_that_keep_failing_go_to_the_dlq_and_a_replay_delivers_them_si
 
 #[tokio::test]
 async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
     let ops = operator(&s, "ann", &["ops"]).await;

@@ -141,7 +141,7 @@ fn metric(text: &str, series: &str) -> usize {
 
 #[tokio::test]
 async fn a_hundred_lanes_across_a_restart_account_for_every_event() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
     let body = json!({ "sub": "ann", "role": "operator", "accounts": ["*"], "sites": ["*"], "queues": ["ops"], "ttl_seconds": 3600 });

@@ -13,7 +13,7 @@ async fn step(s: &Server, token: &str, id: &str, path: &str, body: Value) -> (u1
 
 #[tokio::test]
 async fn canonical_lifecycle_then_restart_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
     let id = support::new_ticket(&s, &crew.dispatcher).await;
@@ -173,7 +173,7 @@ async fn canonical_lifecycle_then_restart_keeps_everything() {
 
 #[tokio::test]
 async fn emergency_bypass_and_approval_at_triage() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
 
@@ -214,7 +214,7 @@ async fn emergency_bypass_and_approval_at_triage() {
 
 #[tokio::test]
 async fn read_models_show_the_actions_a_caller_may_take() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
     let id = support::dispatched_ticket(&s, &crew).await;
@@ -251,7 +251,7 @@ async fn read_models_show_the_actions_a_caller_may_take() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_loses_no_acknowledged_command() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let token = Crew::new(&s).await.dispatcher;
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -304,7 +304,7 @@ async fn sigterm_under_load_drains_and_loses_no_acknowledged_command() {
 
 #[tokio::test]
 async fn lists_page_in_creation_order_and_only_within_scope() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
     let mut mine = Vec::new();

@@ -8,7 +8,7 @@ use support::{Crew, Server};
 
 #[tokio::test]
 async fn metrics_cover_requests_commits_and_transitions_and_pass_promtool() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
     let id = support::new_ticket(&s, &crew.dispatcher).await;

@@ -8,7 +8,7 @@ use support::Server;
 
 #[tokio::test]
 async fn up_runs_a_joined_local_worker_and_the_api_refuses_bad_input_clearly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let admin = s.admin_token.clone();
 
@@ -113,7 +113,7 @@ async fn wait_until(s: &Server, check: impl Fn(&serde_json::Value) -> bool) -> s
 
 #[tokio::test]
 async fn with_inference_required_ready_waits_for_a_runtime_or_a_provider() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let ready = |s: &Server| {
         let url = format!("{}/ready", s.url);
         async move {

@@ -12,7 +12,7 @@ fn key() -> String {
 
 #[tokio::test]
 async fn every_invalid_transition_from_new_is_refused_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
     let id = support::new_ticket(&s, &crew.dispatcher).await;
@@ -60,7 +60,7 @@ async fn every_invalid_transition_from_new_is_refused_and_writes_nothing() {
 
 #[tokio::test]
 async fn idempotency_replays_refuses_reuse_and_requires_a_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
     let body =
@@ -114,7 +114,7 @@ async fn idempotency_replays_refuses_reuse_and_requires_a_key() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_never_a_500() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
     let id = support::new_ticket(&s, &crew.dispatcher).await;
@@ -164,7 +164,7 @@ async fn bad_input_gets_a_clear_4xx_never_a_500() {
 
 #[tokio::test]
 async fn policy_fails_closed_for_reads_and_writes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
     let id = support::dispatched_ticket(&s, &crew).await;
@@ -231,7 +231,7 @@ async fn policy_fails_closed_for_reads_and_writes() {
 
 #[tokio::test]
 async fn dev_headers_work_only_with_the_flag() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start_with(dir.path(), &["--dev-headers"]);
     let headers = [("x-actor-id", "disp-1"), ("x-actor-role", "dispatcher"), ("x-actor-accounts", "acct-1")];
     let body = br#"{"account_id":"acct-1","site_id":"s","incident_type":"LOCKOUT","summary":"x"}"#.to_vec();
@@ -244,7 +244,7 @@ async fn dev_headers_work_only_with_the_flag() {
 
 #[tokio::test]
 async fn unresolvable_evidence_blocks_completion() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let crew = Crew::new(&s).await;
     let id = support::dispatched_ticket(&s, &crew).await;

@@ -8,7 +8,7 @@ use support::Server;
 
 #[tokio::test]
 async fn logs_never_contain_secrets() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start_logging(dir.path(), &[], "debug");
     let password = "correct horse battery staple";
     let wrong = "tr0ub4dor&3-not-it";

@@ -3,6 +3,8 @@
 //! The orchestrator runs in-process (real HTTP, real key) so edge-case tokens can be
 //! signed with the server's own key.
 
+mod support;
+
 use base64::Engine;
 use dispatch_node::auth::{AUDIENCE, Claims, ISSUER};
 use dispatch_node::server::{Orchestrator, ServerConfig};
@@ -34,7 +36,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
 }
 
 async fn start() -> Env {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let server = Orchestrator::start(config(dir.path())).await.unwrap();
     let url = format!("http://{}", server.addr);
     let admin = server.app.auth.mint(&principal("admin", "admin", &["*"]), 600).unwrap().0;

@@ -55,7 +55,7 @@ async fn tasks_run_on_the_local_worker_and_come_back_with_their_output() {
     if !docker_answers() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let s = Server::start(dir.path());
     let admin = s.admin_token.clone();
 

@@ -148,6 +148,33 @@ impl Log {
         Ok(table.get((index, key))?.map(|v| v.value().to_vec()))
     }
 
+    /// A page of `index` under `prefix`: up to `limit` entries whose keys sort after
+    /// `after` (the last key of the previous page), in key order.
+    pub fn index_page(
+        &self,
+        index: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INDEXES)?;
+        let mut out = Vec::new();
+        let start = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded((index, a)),
+            _ => std::ops::Bound::Included((index, prefix)),
+        };
+        for entry in table.range::<(&str, &str)>((start, std::ops::Bound::Unbounded))? {
+            let (k, v) = entry?;
+            let (name, key) = k.value();
+            if name != index || !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((key.to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Keys (and values) of `index` that start with `prefix`, in key order, at most `limit`.
     pub fn index_scan(&self, index: &str, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let txn = self.db.begin_read()?;

@@ -248,7 +248,7 @@ pub(super) async fn create_user(
     let created =
         identity::user_command(&app, &caller, &b.username, UserCommand::Create { account, password_hash }).await?;
     let token = match created.account.kind {
-        AccountKind::Service => Some(identity::service_token(&app, &created)?),
+        AccountKind::Service => Some(identity::service_token(&app, &caller, &created).await?),
         AccountKind::Human => None,
     };
     tracing::info!(username = %created.account.username, role = created.account.role.as_str(), by = %caller.sub, "account created");
@@ -346,6 +346,7 @@ pub(super) async fn rotate_signing_key(
     authorize_route(&caller, &ctx, "admin.signing_keys.rotate")?;
     let der = crate::auth::generate_key().map_err(|e| ApiError::internal("generating a key", e))?;
     let name = format!("{:06}", app.auth.rotated_key_count() + 1);
+    let outgoing = app.auth.current_kid();
     let append = storage::Append {
         stream: "auth/signing-keys".into(),
         expected_seq: app.log.stream_head("auth/signing-keys").map_err(|e| ApiError::internal("rotation", e))?.0,
@@ -355,11 +356,10 @@ pub(super) async fn rotate_signing_key(
             "signing_key.added",
             serde_json::json!({ "name": name }).to_string().into_bytes(),
         )],
-        index_ops: vec![storage::IndexOp::Put {
-            index: crate::auth::ROTATED_KEYS_INDEX.into(),
-            key: name,
-            value: der.clone(),
-        }],
+        index_ops: vec![
+            storage::IndexOp::Put { index: crate::auth::ROTATED_KEYS_INDEX.into(), key: name, value: der.clone() },
+            crate::tokens::superseded(&outgoing),
+        ],
         ..Default::default()
     };
     app.writer.append(append).await.map_err(|e| ApiError::unavailable(e.to_string()))?;

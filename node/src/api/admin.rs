@@ -38,8 +38,9 @@ pub struct MintedToken {
 
 #[utoipa::path(post, path = "/v1/admin/tokens", tag = "admin", request_body = MintToken,
     responses((status = 201, body = MintedToken), (status = "4XX", body = ErrorBody)))]
-/// Mint an access token for a user or service (admin only). Minting stores nothing,
-/// so it needs no Idempotency-Key: a retry just mints another token.
+/// Mint an access token for a user or service (admin only). The token is recorded
+/// (jti, subject, expiry, who minted it) so it can be listed and revoked; no
+/// Idempotency-Key: a retry mints another token.
 pub(super) async fn mint_token(
     State(app): State<App>,
     Caller(caller): Caller,
@@ -65,6 +66,7 @@ pub(super) async fn mint_token(
         Principal { sub: m.sub, role: m.role, accounts: m.accounts, sites: m.sites, tools: m.tools, queues: m.queues };
     let (token, claims) =
         app.auth.mint(&principal, m.ttl_seconds).map_err(|e| ApiError::internal("minting a token", e))?;
+    crate::tokens::record_minted(&app, &caller, &token, &claims).await?;
     tracing::info!(sub = %principal.sub, role = principal.role.as_str(), jti = %claims.jti, by = %caller.sub, "token minted");
     Ok((
         StatusCode::CREATED,

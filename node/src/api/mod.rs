@@ -1,6 +1,7 @@
 //! The HTTP API under `/v1`: a thin edge that authenticates, checks the policy
 //! table, and hands commands to the ticket actors or reads the log's read models.
 
+mod access;
 mod accounts;
 mod admin;
 mod blobs;
@@ -96,8 +97,10 @@ pub fn router(app: App) -> Router {
         .route("/v1/blobs", post(blobs::upload).layer(DefaultBodyLimit::max(BLOB_BODY_LIMIT)))
         .route("/v1/ux/dispatcher/cockpit", get(ux::cockpit))
         .route("/v1/ux/technician/job-packet/{id}", get(ux::job_packet))
-        .route("/v1/admin/tokens", post(admin::mint_token))
+        .route("/v1/admin/tokens", post(admin::mint_token).get(access::list_tokens))
+        .route("/v1/admin/tokens/{jti}/revoke", post(access::revoke_token))
         .route("/v1/admin/signing-keys", post(accounts::rotate_signing_key))
+        .route("/v1/admin/signing-keys/{kid}/retire", post(access::retire_signing_key))
         .route("/v1/join-tokens", post(nodes::create_token).get(nodes::list_tokens))
         .route("/v1/join-tokens/{id}/revoke", post(nodes::revoke_token))
         .route("/v1/nodes", get(nodes::list))
@@ -141,6 +144,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/users/{username}/disable", post(accounts::disable_user))
         .route("/v1/users/{username}/role", post(accounts::set_role))
         .route("/v1/users/{username}/password", post(accounts::reset_password))
+        .route("/v1/users/{username}/sessions", get(access::list_sessions))
+        .route("/v1/users/{username}/sessions/revoke", post(access::revoke_sessions))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin, blobs, lanes, nodes, tasks, tickets, ux};
+use super::{access, accounts, admin, blobs, lanes, nodes, tasks, tickets, ux};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,7 +14,8 @@ use super::{accounts, admin, blobs, lanes, nodes, tasks, tickets, ux};
         tickets::check_in, tickets::request_change, tickets::decide_approval, tickets::add_evidence, tickets::complete,
         tickets::verify, tickets::generate_invoice, tickets::close, tickets::cancel, tickets::get, tickets::list,
         tickets::timeline, tickets::evidence, tickets::incident_templates, blobs::upload, ux::cockpit, ux::job_packet,
-        admin::mint_token, accounts::rotate_signing_key, accounts::login, accounts::refresh, accounts::logout,
+        admin::mint_token, access::list_tokens, access::revoke_token, access::list_sessions,
+        access::revoke_sessions, access::retire_signing_key, accounts::rotate_signing_key, accounts::login, accounts::refresh, accounts::logout,
         accounts::keys, accounts::me, accounts::tools, accounts::create_user, accounts::list_users,
         accounts::disable_user, accounts::set_role, accounts::reset_password, nodes::create_token,
         nodes::list_tokens, nodes::revoke_token, nodes::list, nodes::get, nodes::drain, nodes::remove,

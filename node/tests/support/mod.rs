@@ -250,3 +250,9 @@ pub fn promtool_check(text: &str, what: &str) {
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics for {what}:\n{report}");
 }
+
+/// A temp dir only its owner may enter, as a data dir must be (dispatch refuses others).
+pub fn tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new().permissions(std::fs::Permissions::from_mode(0o700)).tempdir().unwrap()
+}
