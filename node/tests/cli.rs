@@ -126,3 +126,44 @@ async fn up_creates_the_first_admin_account_once() {
     let (_, users) = s.send("GET", "/v1/users", &s.admin_token, None, None).await;
     assert_eq!(users["users"].as_array().unwrap().len(), 1);
 }
+
+/// Reads `out` until `needle` has appeared (bounded by the child's exit or 20 s of bytes).
+fn read_until(out: &mut impl std::io::Read, seen: &mut Vec<u8>, needle: &[u8]) {
+    let mut buf = [0u8; 256];
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "ended before {:?}: {}", String::from_utf8_lossy(needle), String::from_utf8_lossy(seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn login_on_a_terminal_does_not_echo_the_password() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    s.add_person("ann", "quiet-password-42").await;
+    let config = support::tempdir();
+    // `script` gives the CLI a real terminal (a pty); the password goes in only once
+    // the prompt is shown, so an echo would come back on the pty's output.
+    let command = format!("{} login --username ann --server {}", env!("CARGO_BIN_EXE_dispatch"), s.url);
+    let Ok(mut child) = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("DISPATCH_CONFIG_DIR", config.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("!!! SKIPPING login_on_a_terminal_does_not_echo_the_password: no `script` (bsdutils) to make a pty !!!");
+        return;
+    };
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut out, &mut seen, b"password for ann: ");
+    child.stdin.as_mut().unwrap().write_all(b"quiet-password-42\n").unwrap();
+    read_until(&mut out, &mut seen, b"logged in as ann");
+    assert!(child.wait().unwrap().success());
+    let text = String::from_utf8_lossy(&seen);
+    assert!(!text.contains("quiet-password-42"), "the password was echoed: {text:?}");
+}
