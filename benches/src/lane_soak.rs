@@ -61,6 +61,8 @@ async fn mint(http: &reqwest::Client, server: &str, admin: &str, sub: &str, role
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest has no default crypto provider in this workspace: plain-HTTP clients still need one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let admin = std::fs::read_to_string(&args.admin_token_file)?.trim().to_owned();
     let http = reqwest::Client::new();

@@ -38,6 +38,8 @@ fn summary(mut ms: Vec<f64>) -> Value {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest has no default crypto provider in this workspace: plain-HTTP clients still need one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let admin = std::fs::read_to_string(&args.admin_token_file).context("reading the admin token")?.trim().to_owned();
     let http = reqwest::Client::new();

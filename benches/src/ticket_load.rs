@@ -115,6 +115,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest has no default crypto provider in this workspace: plain-HTTP clients still need one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let admin = std::fs::read_to_string(&args.admin_token_file)
         .with_context(|| format!("reading {}", args.admin_token_file.display()))?

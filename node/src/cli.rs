@@ -169,6 +169,28 @@ struct ServeArgs {
     /// Orchestrator: first retry delay of a failed lane callback (doubling; 6 attempts, then the DLQ).
     #[arg(long, default_value_t = 500)]
     callback_backoff_ms: u64,
+    /// Orchestrator: a callback host allowed even though it resolves to a loopback,
+    /// private or link-local address (repeatable). Every other such callback is refused.
+    #[arg(long, value_name = "HOST")]
+    callback_allow_host: Vec<String>,
+    /// Orchestrator: PEM certificates trusted for https callbacks besides the system's roots.
+    #[arg(long, value_name = "PEM")]
+    callback_ca_file: Option<PathBuf>,
+    /// Orchestrator: how long one callback delivery may take.
+    #[arg(long, default_value_t = 5_000)]
+    callback_timeout_ms: u64,
+    /// Orchestrator: a reverse proxy whose X-Forwarded-For is believed (repeatable CIDR).
+    #[arg(long, value_name = "CIDR")]
+    trusted_proxy: Vec<ipnet::IpNet>,
+    /// Orchestrator: HTTP connections served at once.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Refuse new work (507) while the data dir's filesystem has less free space (MiB).
+    #[arg(long, default_value_t = 64)]
+    min_free_mb: u64,
+    /// Orchestrator: evidence bytes each account may store (MiB).
+    #[arg(long, default_value_t = 1024)]
+    blob_quota_mb: u64,
 }
 
 impl ServeArgs {
@@ -752,7 +774,19 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
         inference: InferenceConfig { required: args.inference_required, provider: args.inference_provider.clone() },
         delivery: crate::lanes::DeliveryPolicy {
             first_backoff: std::time::Duration::from_millis(args.callback_backoff_ms),
+            allow_hosts: args.callback_allow_host.clone(),
+            timeout: std::time::Duration::from_millis(args.callback_timeout_ms),
+            extra_roots: match &args.callback_ca_file {
+                Some(path) => crate::outbound::read_roots(path)?,
+                None => vec![],
+            },
             ..Default::default()
+        },
+        edge: crate::server::EdgeConfig {
+            http: crate::http::HttpLimits { max_connections: args.max_connections, ..Default::default() },
+            trusted_proxies: args.trusted_proxy.clone(),
+            min_free_bytes: args.min_free_mb << 20,
+            blob_quota_bytes: args.blob_quota_mb << 20,
         },
     };
     let orchestrator = Orchestrator::start(config).await?;

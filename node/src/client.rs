@@ -22,9 +22,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of `server`, authenticating with `token` when given.
+    /// A client of `server`, authenticating with `token` when given. `https://`
+    /// servers are verified against the platform's roots plus the PEM certificates in
+    /// `$DISPATCH_CA_FILE`, when set.
     pub fn new(server: &str, token: Option<String>) -> Client {
-        Client { base: server.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() }
+        let roots = match std::env::var_os("DISPATCH_CA_FILE") {
+            Some(path) => crate::outbound::read_roots(std::path::Path::new(&path)).unwrap_or_else(|e| {
+                eprintln!("warning: DISPATCH_CA_FILE ignored: {e:#}");
+                vec![]
+            }),
+            None => vec![],
+        };
+        let http = crate::outbound::api_client(&roots).unwrap_or_else(|e| {
+            eprintln!("warning: {e:#}; using the built-in TLS defaults");
+            reqwest::Client::new()
+        });
+        Client { base: server.trim_end_matches('/').to_owned(), token, http }
     }
 
     /// Sends a request; mutations carry `idempotency_key`.

@@ -3,6 +3,8 @@
 //! delivery of decisions to lane callbacks — at least once, signed with the lane's
 //! secret, with exponential backoff, and into the dead-letter queue after the last try.
 
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actors::lane::LaneCommand;
@@ -52,16 +54,30 @@ pub async fn run_timers(log: Log, lanes: Lanes) {
 }
 
 /// How callback deliveries retry.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DeliveryPolicy {
     pub attempts: u32,
     pub first_backoff: Duration,
+    /// Each delivery's whole time limit.
     pub timeout: Duration,
+    /// Hosts allowed even though they resolve to loopback, private or link-local addresses.
+    pub allow_hosts: Vec<String>,
+    /// Deliveries in flight at once (each lane's in order, different lanes side by side).
+    pub concurrency: usize,
+    /// Roots trusted for https callbacks besides the platform's.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for DeliveryPolicy {
     fn default() -> Self {
-        DeliveryPolicy { attempts: 6, first_backoff: Duration::from_millis(500), timeout: Duration::from_secs(5) }
+        DeliveryPolicy {
+            attempts: 6,
+            first_backoff: Duration::from_millis(500),
+            timeout: Duration::from_secs(5),
+            allow_hosts: vec![],
+            concurrency: 16,
+            extra_roots: vec![],
+        }
     }
 }
 
@@ -147,34 +163,75 @@ pub async fn replay(log: &Log, writer: &LogWriter, id: &str) -> Result<Option<De
     Ok(Some(d))
 }
 
-/// Delivers what is due in the outbox, forever.
+impl DeliveryPolicy {
+    /// Which internal hosts callbacks may reach.
+    pub fn addresses(&self) -> crate::outbound::AddressPolicy {
+        crate::outbound::AddressPolicy { allow_hosts: self.allow_hosts.clone() }
+    }
+}
+
+/// Delivers what is due in the outbox, forever: each lane's deliveries in order, up
+/// to `policy.concurrency` lanes at once, so one callback that never answers holds
+/// one slot for at most `policy.timeout`, never every lane's callbacks.
 pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy) {
-    let http = reqwest::Client::builder().timeout(policy.timeout).build().unwrap_or_default();
+    let http = match crate::outbound::callback_client(&policy.addresses(), policy.timeout, &policy.extra_roots) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no client for lane callbacks; deliveries stay in the outbox");
+            return;
+        }
+    };
     metrics::gauge!("dispatch_dlq_depth").set(dead_letters(&log).len() as f64);
+    let slots = Arc::new(tokio::sync::Semaphore::new(policy.concurrency.max(1)));
+    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
         tokio::time::sleep(TICK).await;
+        let mut by_lane: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
         for d in outbox(&log).into_iter().filter(|d| d.next_ms <= now_ms()) {
-            deliver(&log, &writer, &http, policy, d).await;
+            by_lane.entry(d.lane_id.clone()).or_default().push(d);
+        }
+        for (lane, due) in by_lane {
+            let Ok(slot) = slots.clone().try_acquire_owned() else { break };
+            if !lock(&busy).insert(lane.clone()) {
+                continue;
+            }
+            let (log, writer, http, policy, busy) = (log.clone(), writer.clone(), http.clone(), policy.clone(), busy.clone());
+            tokio::spawn(async move {
+                for d in due {
+                    deliver(&log, &writer, &http, &policy, d).await;
+                }
+                lock(&busy).remove(&lane);
+                drop(slot);
+            });
         }
     }
 }
 
-async fn deliver(log: &Log, writer: &LogWriter, http: &reqwest::Client, policy: DeliveryPolicy, mut d: Delivery) {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn deliver(log: &Log, writer: &LogWriter, http: &reqwest::Client, policy: &DeliveryPolicy, mut d: Delivery) {
     let secret = log.index_get(SECRETS, &d.lane_id).ok().flatten().unwrap_or_default();
-    let sent = http
-        .post(&d.url)
-        .header("content-type", "application/json")
-        .header("x-dispatch-signature", signature(&secret, d.body.as_bytes()))
-        .header("x-dispatch-delivery", &d.id)
-        .body(d.body.clone())
-        .send()
-        .await;
+    let sent = match policy.addresses().check_url(&d.url) {
+        Ok(url) => http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-dispatch-signature", signature(&secret, d.body.as_bytes()))
+            .header("x-dispatch-delivery", &d.id)
+            .body(d.body.clone())
+            .send()
+            .await
+            .map_err(|e| describe(&e)),
+        Err(refused) => Err(refused),
+    };
     d.attempts += 1;
     metrics::counter!("dispatch_callback_attempts_total").increment(1);
     let failure = match sent {
         Ok(r) if r.status().is_success() => None,
-        Ok(r) => Some(format!("answered {}", r.status())),
-        Err(e) => Some(e.to_string()),
+        // The status is kept (operators need it) but no more: no body, no headers.
+        Ok(r) => Some(format!("answered {}", r.status().as_u16())),
+        Err(e) => Some(e),
     };
     let outcome = match failure {
         None => {
@@ -199,6 +256,27 @@ async fn deliver(log: &Log, writer: &LogWriter, http: &reqwest::Client, policy: 
     };
     if let Err(e) = outcome {
         tracing::warn!(delivery = %d.id, error = %e, "delivery state not recorded; it will be tried again");
+    }
+}
+
+/// A failed send in words that say what went wrong without echoing what the far side said.
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut source = e.source();
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::Other
+        {
+            return io.to_string();
+        }
+        source = inner.source();
+    }
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else {
+        "request failed".into()
     }
 }
 

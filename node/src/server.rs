@@ -41,6 +41,27 @@ pub struct ServerConfig {
     pub inference: InferenceConfig,
     /// How lane callbacks are retried before they are dead-lettered.
     pub delivery: crate::lanes::DeliveryPolicy,
+    /// Limits at the edges: HTTP connections and deadlines, trusted proxies, storage.
+    pub edge: EdgeConfig,
+}
+
+/// Limits at the edges of the orchestrator.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub http: crate::http::HttpLimits,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies); nobody else's is.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// New work is refused (507) while the data dir's filesystem has less free space,
+    /// so the log itself always has room.
+    pub min_free_bytes: u64,
+    /// Evidence bytes each account may store.
+    pub blob_quota_bytes: u64,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig { http: Default::default(), trusted_proxies: vec![], min_free_bytes: 64 << 20, blob_quota_bytes: 1 << 30 }
+    }
 }
 
 /// The inference precondition (seed 004 §4.1).
@@ -112,7 +133,7 @@ impl Orchestrator {
         });
         let lanes = Lanes::start(lane_deps).await.context("starting lane actors")?;
         let lane_timers = tokio::spawn(crate::lanes::run_timers(log.clone(), lanes.clone()));
-        let deliveries = tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery));
+        let deliveries = tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery.clone()));
         let cluster_addr = endpoint.local_addr()?;
         let app = App(Arc::new(AppInner {
             log,
@@ -129,6 +150,8 @@ impl Orchestrator {
             metrics: crate::telemetry::metrics(),
             login_limits: Default::default(),
             decoy_hash: tokio::task::spawn_blocking(crate::identity::decoy_hash).await?,
+            callbacks: config.delivery.addresses(),
+            edge: config.edge.clone(),
         }));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -136,13 +159,13 @@ impl Orchestrator {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = api::router(app.clone());
+        let http_limits = config.edge.http.clone();
         let purger = tokio::spawn(purge_idempotency_records(app.writer.clone(), config.idempotency_retention));
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
+            crate::http::serve(listener, router, http_limits, async move {
+                let _ = stopped.await;
+            })
+            .await;
             // In-flight requests are done: stop the actors, then let the writer drain.
             purger.abort();
             let _ = purger.await;
@@ -160,7 +183,7 @@ impl Orchestrator {
             if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
                 tracing::warn!("log writer did not stop within 10s; every acknowledged write is already durable");
             }
-            served.context("serving HTTP")
+            Ok(())
         });
         if config.dev_headers {
             tracing::warn!("X-Actor-* identity headers are accepted (--dev-headers): never use this in production");

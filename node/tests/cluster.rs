@@ -158,7 +158,7 @@ async fn an_orchestrator_and_two_workers_join_run_config_and_are_scraped_by_prom
     let url = orchestrator.after("listening on ");
     let cluster_addr = orchestrator.after("cluster:");
     let admin = std::fs::read_to_string(odir.join("admin-token")).unwrap().trim().to_owned();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let http = support::client_builder().pool_max_idle_per_host(0).build().unwrap();
 
     // A two-use token, from the CLI.
     let join_token =
@@ -285,7 +285,7 @@ async fn scrape_with_prometheus(dir: &Path, members: &[&str]) {
         return;
     }
     for m in members {
-        let text = reqwest::get(format!("{m}/metrics")).await.unwrap().text().await.unwrap();
+        let text = support::get(format!("{m}/metrics")).await.unwrap().text().await.unwrap();
         support::promtool_check(&text, m);
     }
     let targets: Vec<String> = members.iter().map(|m| format!("'{}'", m.trim_start_matches("http://"))).collect();
@@ -308,7 +308,7 @@ async fn scrape_with_prometheus(dir: &Path, members: &[&str]) {
     let query = format!("http://127.0.0.1:{port}/api/v1/query?query=up");
     let result = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            if let Ok(r) = reqwest::get(&query).await
+            if let Ok(r) = support::get(&query).await
                 && let Ok(v) = r.json::<Value>().await
             {
                 let series = v["data"]["result"].as_array().cloned().unwrap_or_default();

@@ -127,7 +127,7 @@ async fn duplicate_events_replay_their_receipt_and_bad_envelopes_store_nothing()
     assert_eq!(timeline_len(&s, "lane-dup").await, before, "refused envelopes store nothing");
     assert_eq!(lane_state(&s, second_lane).await["handoffs"], 0);
 
-    let schema = reqwest::get(format!("{}/v1/schemas/event-envelope.v1.json", s.url))
+    let schema = support::get(format!("{}/v1/schemas/event-envelope.v1.json", s.url))
         .await
         .unwrap()
         .json::<Value>()
@@ -198,7 +198,7 @@ async fn decisions_after_the_deadline_are_refused_and_the_timeout_action_applies
     s.stop();
     let s = Server::start(&data);
     until(&s, "lane-restart", |l| l["handoff"]["status"] == "EXPIRED").await;
-    let metrics = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    let metrics = support::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("dispatch_handoff_timeouts_total 1"), "{metrics}");
     s.stop();
 }
@@ -238,7 +238,7 @@ async fn receiver() -> (String, Receiver) {
 #[tokio::test]
 async fn callbacks_that_keep_failing_go_to_the_dlq_and_a_replay_delivers_them_signed() {
     let dir = support::tempdir();
-    let s = Server::start_with(dir.path(), &["--callback-backoff-ms", "20"]);
+    let s = Server::start_with(dir.path(), &["--callback-backoff-ms", "20", "--callback-allow-host", "127.0.0.1"]);
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
     let ops = operator(&s, "ann", &["ops"]).await;
     let (url, hook) = receiver().await;
@@ -299,7 +299,7 @@ async fn callbacks_that_keep_failing_go_to_the_dlq_and_a_replay_delivers_them_si
     assert_eq!(signature, dispatch_node::lanes::signature(secret.as_bytes(), body), "signed with the lane's secret");
     let (_, d) = s.send("GET", "/v1/dlq", &ops, None, None).await;
     assert!(d["deliveries"].as_array().unwrap().is_empty());
-    let metrics = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    let metrics = support::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
     for series in ["dispatch_callback_attempts_total 7", "dispatch_callback_failures_total 6", "dispatch_dlq_depth 0"] {
         assert!(metrics.contains(series), "missing {series}");
     }
@@ -359,7 +359,7 @@ async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
     let poll = {
         let (url, agent) = (format!("{}/v1/lanes/lane-ops/decision?wait=20", s.url), agent.clone());
         tokio::spawn(async move {
-            reqwest::Client::new().get(url).bearer_auth(agent).send().await.unwrap().json::<Value>().await.unwrap()
+            support::client_builder().build().unwrap().get(url).bearer_auth(agent).send().await.unwrap().json::<Value>().await.unwrap()
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await; // let the poll start waiting; the answer must come from the decision
@@ -466,7 +466,7 @@ async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
     let (ok, _, _) = cli(&s.admin_token, &["admin", "unfreeze-lanes", "--reason", "drill over"]);
     assert!(ok);
 
-    let metrics = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    let metrics = support::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
     for series in [
         "dispatch_handoffs_requested_total{trigger_class=\"policy\"} 2",
         "dispatch_handoff_decisions_total{action=\"approve\"} 1",

@@ -40,7 +40,7 @@ async fn post(http: &reqwest::Client, url: &str, token: &str, key: &str, body: V
 /// One phase: every lane runs its steps concurrently; operators decide the handoffs
 /// that will not time out, but only after `OPERATOR_DELAY`.
 async fn phase(s: &Server, agent: &str, operator: &str, phase: usize, sent: Arc<Mutex<Sent>>) {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let http = support::client_builder().pool_max_idle_per_host(0).build().unwrap();
     let started = Instant::now();
     let finished: Arc<Mutex<BTreeMap<usize, (Duration, bool)>>> = Arc::default();
     let mut lanes = Vec::new();
@@ -196,7 +196,7 @@ async fn a_hundred_lanes_across_a_restart_account_for_every_event() {
     assert!((0.01..=0.05).contains(&share), "{share} of steps raised a handoff");
 
     // The metrics (counted since the restart) match the second phase.
-    let text = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    let text = support::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
     let requested = metric(&text, "dispatch_handoffs_requested_total{trigger_class=\"policy\"}")
         + metric(&text, "dispatch_handoffs_requested_total{trigger_class=\"risk\"}");
     assert_eq!(requested, after_restart.handoffs, "{text}");

@@ -259,7 +259,7 @@ async fn sigterm_under_load_drains_and_loses_no_acknowledged_command() {
     for _ in 0..16 {
         let (url, token, acked) = (s.url.clone(), token.clone(), acked_tx.clone());
         clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = support::client_builder().build().unwrap();
             let body =
                 json!({ "account_id": "acct-1", "site_id": "site-1", "incident_type": "LOCKOUT", "summary": "x" });
             // Bounded: at most 500 creates per client; stops at the first refused connection.

@@ -17,7 +17,7 @@ async fn metrics_cover_requests_commits_and_transitions_and_pass_promtool() {
     s.send("POST", &format!("/v1/tickets/{id}/triage"), &crew.dispatcher, Some("t1"), Some(triage)).await;
     s.send("POST", &format!("/v1/tickets/{id}/close"), &crew.dispatcher, Some("c1"), Some(json!({}))).await;
 
-    let text = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    let text = support::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
     for series in [
         "dispatch_http_requests_total{method=\"POST\",route=\"/v1/tickets/{id}/triage\",status=\"200\"} 2",
         "dispatch_ticket_transitions_total{from=\"NEW\",to=\"TRIAGED\"} 1",

@@ -75,7 +75,7 @@ async fn up_runs_a_joined_local_worker_and_the_api_refuses_bad_input_clearly() {
     assert_eq!((status, changed["config_version"].clone()), (200, json!(2)), "{changed}");
     wait_until(&s, |n| n["config_ack"]["version"] == 2).await;
 
-    let metrics = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    let metrics = support::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
     for series in [
         "dispatch_nodes{state=\"ACTIVE\"} 1",
         "dispatch_node_joins_total{outcome=\"joined\"} 1",
@@ -117,7 +117,7 @@ async fn with_inference_required_ready_waits_for_a_runtime_or_a_provider() {
     let ready = |s: &Server| {
         let url = format!("{}/ready", s.url);
         async move {
-            let r = reqwest::get(url).await.unwrap();
+            let r = support::get(url).await.unwrap();
             (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
         }
     };

@@ -100,7 +100,7 @@ async fn idempotency_replays_refuses_reuse_and_requires_a_key() {
 
     let (_, metrics, _) = s.send_raw("GET", "/metrics", "", None, None, &[]).await;
     let _ = metrics;
-    let text = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    let text = support::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name))

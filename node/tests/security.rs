@@ -32,6 +32,7 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         membership: Default::default(),
         inference: Default::default(),
         delivery: Default::default(),
+        edge: Default::default(),
     }
 }
 
@@ -40,7 +41,7 @@ async fn start() -> Env {
     let server = Orchestrator::start(config(dir.path())).await.unwrap();
     let url = format!("http://{}", server.addr);
     let admin = server.app.auth.mint(&principal("admin", "admin", &["*"]), 600).unwrap().0;
-    Env { _dir: dir, url, server, http: reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap(), admin }
+    Env { _dir: dir, url, server, http: support::client_builder().pool_max_idle_per_host(0).build().unwrap(), admin }
 }
 
 fn principal(sub: &str, role: &str, accounts: &[&str]) -> actors::policy::Principal {
@@ -360,7 +361,7 @@ async fn logins_are_rate_limited_per_username_and_per_client() {
         env.call("POST", "/v1/auth/login", "", &[], Some(json!({ "username": "someone", "password": "x" }))).await;
     assert_eq!(status, 429);
     let elsewhere =
-        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+        support::client_builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
     let resp = elsewhere
         .post(format!("{}/v1/auth/login", env.url))
         .json(&json!({ "username": "nobody", "password": "x" }))
@@ -422,7 +423,7 @@ async fn revocations_survive_a_restart() {
     let Env { _dir: dir, server, .. } = env;
     server.shutdown().await.unwrap();
     let restarted = Orchestrator::start(config(dir.path())).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = support::client_builder().build().unwrap();
     for token in [&ann, &cy] {
         let resp = http.get(format!("http://{}/v1/me", restarted.addr)).bearer_auth(token).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 401, "a revoked token came back to life after a restart");

@@ -158,7 +158,7 @@ async fn tasks_run_on_the_local_worker_and_come_back_with_their_output() {
         "scoped list: {listed}"
     );
 
-    let metrics = reqwest::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    let metrics = support::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
     for series in [
         "dispatch_tasks_total{outcome=\"SUCCEEDED\"} 3",
         "dispatch_tasks_total{outcome=\"FAILED\"} 1",

@@ -158,10 +158,9 @@ pub(super) async fn create(
     if id.is_empty() || id.len() > 128 || !id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c)) {
         return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "lane_id: 1-128 of [A-Za-z0-9-_.:]"));
     }
-    if let Some(url) = &b.callback_url
-        && !(url.starts_with("http://") || url.starts_with("https://"))
-    {
-        return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "callback_url must be an http(s) URL"));
+    if let Some(url) = &b.callback_url {
+        let checked = app.callbacks.check_resolves(url).await;
+        checked.map_err(|why| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, why))?;
     }
     let agent =
         if caller.role == Role::Agent { caller.sub.clone() } else { b.agent.unwrap_or_else(|| caller.sub.clone()) };

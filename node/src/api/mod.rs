@@ -61,6 +61,10 @@ pub struct AppInner {
     pub login_limits: crate::identity::LoginLimits,
     /// Verified when a login names no usable account, so timing reveals nothing.
     pub decoy_hash: String,
+    /// Which internal hosts lane callbacks may name.
+    pub callbacks: crate::outbound::AddressPolicy,
+    /// Limits at the edges: trusted proxies, free space, quotas.
+    pub edge: crate::server::EdgeConfig,
 }
 
 /// Shared handler state.

@@ -62,7 +62,7 @@ impl Server {
         let admin_token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap().trim().to_owned();
         // No connection reuse: a server answering 413 early closes the connection, and a
         // pooled client would race that close on its next request.
-        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let http = client_builder().pool_max_idle_per_host(0).build().unwrap();
         Server { child: Some(child), url, data_dir: data_dir.to_owned(), admin_token, http }
     }
 
@@ -255,4 +255,16 @@ pub fn promtool_check(text: &str, what: &str) {
 pub fn tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new().permissions(std::fs::Permissions::from_mode(0o700)).tempdir().unwrap()
+}
+
+/// reqwest is built without a default crypto provider (the product passes ring
+/// explicitly); test clients install ring as the process default once.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+/// `reqwest::get` for tests.
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    client_builder().build()?.get(url).send().await
 }

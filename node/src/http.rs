@@ -1,0 +1,111 @@
+//! The HTTP listener, with the limits `axum::serve` leaves out: at most
+//! [`HttpLimits::max_connections`] connections at once (past that the socket is
+//! closed at once), a deadline for a request's head (slowloris) and for reading its
+//! body, and a graceful shutdown that finishes in-flight requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// Bounds on what one client can hold of the HTTP listener.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time a client has to send a whole request head.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body once the handler reads it.
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `stop` resolves, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(());
+    tokio::pin!(stop);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("dispatch_http_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        };
+        let service = Tagged { router: router.clone(), remote };
+        let (mut shutdown, done) = (shutdown_rx.clone(), done_rx.clone());
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            tokio::pin!(conn);
+            let stopping = tokio::select! {
+                _ = conn.as_mut() => false,
+                _ = shutdown.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.as_mut().await;
+            }
+            drop((permit, done));
+        });
+    }
+    let _ = shutdown_tx.send(true);
+    drop(done_rx);
+    done_tx.closed().await;
+}
+
+/// The router for one connection, with the client's address for `ConnectInfo`.
+#[derive(Clone)]
+struct Tagged {
+    router: Router,
+    remote: SocketAddr,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Tagged {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.remote));
+        tower::Service::call(&mut self.router.clone(), req)
+    }
+}
