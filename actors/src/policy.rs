@@ -168,6 +168,15 @@ pub const TOOLS: &[ToolSpec] = &[
         "Dispatch a technician (TRIAGED only as an emergency bypass)",
     ),
     t(
+        "assignment.confirm_bypass",
+        "POST",
+        "/v1/tickets/{id}/assignment/bypass-confirmation",
+        &[Manager],
+        &[S::Triaged],
+        false,
+        "Confirm an emergency bypass (a manager, for another person's dispatch)",
+    ),
+    t(
         "tech.check_in",
         "POST",
         "/v1/tickets/{id}/tech/check-in",

@@ -96,6 +96,26 @@ impl Claims {
     }
 }
 
+/// Audience of a manager's emergency-bypass confirmation (never an access token).
+pub const BYPASS_AUDIENCE: &str = "dispatch-bypass-confirmation";
+/// How long a bypass confirmation may be used.
+pub const BYPASS_TTL_SECONDS: i64 = 10 * 60;
+
+/// A manager's signed "yes" to one emergency bypass of one ticket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BypassClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The manager who confirmed.
+    pub sub: String,
+    pub role: Role,
+    pub ticket: String,
+    pub reason: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+}
+
 /// Why a token was refused. The message never echoes the token.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -264,6 +284,50 @@ impl Auth {
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         Ok(data.claims)
+    }
+
+    /// A bypass confirmation signed now for `manager` on `ticket`.
+    pub fn sign_bypass(&self, manager: &Principal, ticket: &str, reason: &str) -> Result<(String, BypassClaims), AuthError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = BypassClaims {
+            iss: ISSUER.into(),
+            aud: BYPASS_AUDIENCE.into(),
+            sub: manager.sub.clone(),
+            role: manager.role,
+            ticket: ticket.into(),
+            reason: reason.into(),
+            exp: now + BYPASS_TTL_SECONDS,
+            iat: now,
+            jti: Uuid::new_v4().to_string(),
+        };
+        Ok((self.sign(&claims)?, claims))
+    }
+
+    /// Checks a bypass confirmation: our signature, its audience, unexpired, for `ticket`,
+    /// from a manager whose tokens are not revoked.
+    pub fn verify_bypass(&self, token: &str, ticket: &str) -> Result<BypassClaims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let keys = read(&self.keys);
+        let kid = header.kid.ok_or_else(|| AuthError::Invalid("no key id".into()))?;
+        let key = keys.iter().find(|k| k.kid == kid && !k.retired).ok_or_else(|| AuthError::Invalid("unknown key".into()))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[BYPASS_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let claims = jsonwebtoken::decode::<BypassClaims>(token, &key.decoding, &validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .claims;
+        if claims.ticket != ticket {
+            return Err(AuthError::Invalid("the confirmation is for another ticket".into()));
+        }
+        if claims.role != Role::Manager {
+            return Err(AuthError::Invalid("the confirmation is not a manager's".into()));
+        }
+        let revoked = read(&self.revoked);
+        if revoked.subjects.get(&claims.sub).is_some_and(|before| claims.iat.saturating_mul(1000) <= *before) {
+            return Err(AuthError::Revoked);
+        }
+        Ok(claims)
     }
 
     /// Starts signing with `der` (already stored durably); older keys keep verifying.

@@ -391,7 +391,14 @@ enum TicketCmd {
         #[arg(long)]
         window: String,
     },
-    /// Dispatch a technician; with --emergency-reason and --manager-confirmation, as an emergency bypass.
+    /// A manager confirms an emergency bypass; prints the confirmation for the dispatcher.
+    ConfirmBypass {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Dispatch a technician; with --emergency-reason and --manager-confirmation (what
+    /// `confirm-bypass` printed for a manager), as an emergency bypass.
     Dispatch {
         id: String,
         #[arg(long)]
@@ -1431,6 +1438,11 @@ async fn ticket(args: ClientArgs, command: TicketCmd) -> anyhow::Result<()> {
             post(t(&id, "schedule/propose"), json!({ "windows": windows })).await
         }
         TicketCmd::Confirm { id, window: w } => post(t(&id, "schedule/confirm"), json!({ "window": window(&w)? })).await,
+        TicketCmd::ConfirmBypass { id, reason } => {
+            let out = client.call(Method::POST, &t(&id, "assignment/bypass-confirmation"), Some(json!({ "reason": reason })), None).await?;
+            print(&args, &out, |v| v["confirmation"].as_str().unwrap_or_default().to_owned());
+            return Ok(());
+        }
         TicketCmd::Dispatch { id, technician, emergency_reason, manager_confirmation } => {
             let mode = if emergency_reason.is_some() { "EMERGENCY_BYPASS" } else { "STANDARD" };
             post(t(&id, "assignment/dispatch"), json!({ "technician_id": technician, "dispatch_mode": mode, "reason": emergency_reason, "manager_confirmation": manager_confirmation })).await

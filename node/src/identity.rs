@@ -76,17 +76,10 @@ impl Limiter {
         Limiter { max, window, counts: Mutex::new(HashMap::new()) }
     }
 
-    /// `Err(retry_after)` while `key` is over its budget.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        match counts.get(key) {
-            Some((start, n)) if *n >= self.max && start.elapsed() < self.window => Err(self.window - start.elapsed()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts one event against `key`.
-    pub fn hit(&self, key: &str) {
+    /// Counts one event against `key`, in the same step as the check: `Err(retry_after)`
+    /// (and nothing counted) while `key` is over its budget. Parallel attempts each
+    /// take a slot before any of them is judged, so none slips past the budget.
+    pub fn try_hit(&self, key: &str) -> Result<(), Duration> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         if counts.len() > 100_000 {
             counts.retain(|_, (start, _)| start.elapsed() < self.window);
@@ -95,7 +88,11 @@ impl Limiter {
         if entry.0.elapsed() >= self.window {
             *entry = (Instant::now(), 0);
         }
+        if entry.1 >= self.max {
+            return Err(self.window.saturating_sub(entry.0.elapsed()));
+        }
         entry.1 += 1;
+        Ok(())
     }
 
     /// Forgets `key` (after a successful login).
@@ -256,16 +253,15 @@ fn rate_limited(retry_after: Duration) -> ApiError {
 
 /// Checks a password and starts a login session.
 pub async fn login(app: &AppInner, username: &str, password: &str, client: &str) -> Result<TokenPair, ApiError> {
-    app.login_limits.per_client.check(client).map_err(rate_limited)?;
-    app.login_limits.per_user.check(username).map_err(rate_limited)?;
-    app.login_limits.per_client.hit(client);
+    app.login_limits.per_client.try_hit(client).map_err(rate_limited)?;
+    // Counted as a failure before the password is checked; a success clears it.
+    app.login_limits.per_user.try_hit(username).map_err(rate_limited)?;
     let found = user::load(&app.log, username).map_err(storage_err)?;
     let usable = found.filter(|u| !u.disabled && u.password_hash.is_some());
     // Always verify a hash, real or decoy, so timing does not tell who exists.
     let hash = usable.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| app.decoy_hash.clone());
     let ok = verify_password_blocking(hash, password.to_owned()).await && usable.is_some();
     let Some(user) = usable.filter(|_| ok) else {
-        app.login_limits.per_user.hit(username);
         metrics::counter!("dispatch_auth_logins_total", "outcome" => "failure").increment(1);
         tracing::warn!(username, client, "login failed");
         return Err(invalid_login());

@@ -192,13 +192,33 @@ async fn emergency_bypass_and_approval_at_triage() {
     )
     .await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("VALIDATION_ERROR")), "{body}");
-    let (status, body) = step(&s, &crew.dispatcher, &id, "assignment/dispatch",
-        json!({ "technician_id": "tech-1", "dispatch_mode": "EMERGENCY_BYPASS", "reason": "no heat", "manager_confirmation": "mgr-1" })).await;
+    // A manager's name typed by the dispatcher is no confirmation; a manager's signed one is.
+    let bypass = |confirmation: &str| json!({ "technician_id": "tech-1", "dispatch_mode": "EMERGENCY_BYPASS",
+        "reason": "no heat", "manager_confirmation": confirmation });
+    let (status, body) = step(&s, &crew.dispatcher, &id, "assignment/dispatch", bypass("mgr-1")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("VALIDATION_ERROR")), "{body}");
+    let confirm = format!("/v1/tickets/{id}/assignment/bypass-confirmation");
+    let (status, body) = s.send("POST", &confirm, &crew.dispatcher, None, Some(json!({ "reason": "no heat" }))).await;
+    assert_eq!(status, 403, "a dispatcher cannot confirm: {body}");
+    let (status, confirmation) = s.send("POST", &confirm, &crew.manager, None, Some(json!({ "reason": "no heat" }))).await;
+    assert_eq!(status, 201, "{confirmation}");
+    let token = confirmation["confirmation"].as_str().unwrap();
+    let (status, body) = step(&s, &crew.manager, &id, "assignment/dispatch", bypass(token)).await;
+    assert_eq!(status, 422, "the confirming manager cannot dispatch alone: {body}");
+    let other = support::new_ticket(&s, &crew.dispatcher).await;
+    step(&s, &crew.dispatcher, &other, "triage", json!({ "workflow_outcome": "TRIAGED" })).await;
+    let (status, _) = step(&s, &crew.dispatcher, &other, "assignment/dispatch", bypass(token)).await;
+    assert_eq!(status, 422, "a confirmation is for one ticket");
+    let (status, body) = step(&s, &crew.dispatcher, &id, "assignment/dispatch", bypass(token)).await;
     assert_eq!(
         (status, body["state"].as_str(), body["emergency_reason"].as_str()),
         (200, Some("DISPATCHED"), Some("no heat")),
         "{body}"
     );
+    let (_, timeline) = s.send("GET", &format!("/v1/tickets/{id}/timeline"), &crew.manager, None, None).await;
+    let dispatched = timeline["events"].as_array().unwrap().iter().find(|e| e["after_state"] == "DISPATCHED").unwrap();
+    assert_eq!(dispatched["actor"]["id"], "disp-1", "the dispatcher acted");
+    assert_eq!(dispatched["payload"]["manager_confirmation"], "mgr-1", "the manager confirmed: {dispatched}");
 
     // Approval raised at triage: approved goes to scheduling, denied cancels.
     for (decision, state) in [("approved", "READY_TO_SCHEDULE"), ("denied", "CANCELLED")] {

@@ -153,3 +153,41 @@ async fn minted_tokens_are_recorded_and_revocable_and_retired_keys_verify_nothin
         post(&s, &format!("/v1/admin/signing-keys/{current}/retire?force=true"), &new_admin, json!({})).await;
     assert_eq!(status, 409, "the current key is never retired");
 }
+
+async fn login_as(s: &Server, user: &str, password: &str, forwarded_for: Option<&str>) -> u16 {
+    let body = json!({"username": user, "password": password}).to_string().into_bytes();
+    let headers: Vec<(&str, &str)> = forwarded_for.map(|f| ("x-forwarded-for", f)).into_iter().collect();
+    s.send_raw("POST", "/v1/auth/login", "", None, Some(body), &headers).await.0
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_are_all_counted() {
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    s.add_person("bob", "right password 1").await;
+    let attempts = (0..20).map(|_| login_as(&s, "bob", "wrong password", None));
+    let statuses = futures_util::future::join_all(attempts).await;
+    let failed = statuses.iter().filter(|&&st| st == 401).count();
+    assert_eq!(failed, 5, "exactly the budget was judged: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&st| st == 429).count(), 15, "{statuses:?}");
+    assert_eq!(login_as(&s, "bob", "right password 1", None).await, 429, "even the right password waits");
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let dir = support::tempdir();
+    // Behind a proxy on 127.0.0.1: each forwarded client has its own budget.
+    let s = Server::start_with(dir.path(), &["--trusted-proxy", "127.0.0.1/32"]);
+    for i in 0..30 {
+        assert_eq!(login_as(&s, &format!("nobody{i}"), "x", Some("198.51.100.1")).await, 401);
+    }
+    assert_eq!(login_as(&s, "nobody", "x", Some("198.51.100.1")).await, 429, "this client used its budget");
+    assert_eq!(login_as(&s, "nobody", "x", Some("198.51.100.2")).await, 401, "another client behind the proxy");
+    drop(s);
+    // Without the flag the header is just a header: varying it buys nothing.
+    let s = Server::start(dir.path());
+    for i in 0..30 {
+        login_as(&s, &format!("nobody{i}"), "x", Some(&format!("198.51.100.{i}"))).await;
+    }
+    assert_eq!(login_as(&s, "nobody", "x", Some("198.51.100.200")).await, 429);
+}

@@ -1,6 +1,6 @@
 //! Sign-in, accounts, the caller's identity and the tool catalogue.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use actors::policy::{self, Principal, Role};
 use actors::user::{self, Account, AccountKind, UserCommand, UserView};
@@ -29,10 +29,25 @@ pub struct Login {
 /// Exchange a username and password for a short-lived access token and a refresh token.
 pub(super) async fn login(
     State(app): State<App>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     body: JsonBody<Login>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    identity::login(&app, &body.value.username, &body.value.password, &client.ip().to_string()).await.map(Json)
+    let client = client_address(&app.edge.trusted_proxies, peer.ip(), &headers);
+    identity::login(&app, &body.value.username, &body.value.password, &client.to_string()).await.map(Json)
+}
+
+/// The client's address: the peer's, unless the peer is a trusted reverse proxy, in
+/// which case the nearest `X-Forwarded-For` entry that is not itself a trusted proxy.
+/// Anyone else's `X-Forwarded-For` is ignored (it is just a header).
+pub(crate) fn client_address(trusted: &[ipnet::IpNet], peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let hops: Vec<IpAddr> = forwarded.flat_map(|v| v.split(',')).filter_map(|h| h.trim().parse().ok()).collect();
+    hops.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
 }
 
 /// Body of `POST /v1/auth/refresh` (and optionally of logout).
@@ -366,4 +381,26 @@ pub(super) async fn rotate_signing_key(
     let kid = app.auth.add_key(&der).map_err(|e| ApiError::internal("rotation", e))?;
     tracing::info!(kid, by = %caller.sub, "signing key rotated");
     Ok((StatusCode::CREATED, Json(RotatedKey { kid })))
+}
+
+#[cfg(test)]
+mod client_address_tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.9, 198.51.100.7, 10.1.1.1".parse().unwrap());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases = [
+            ("a trusted proxy: the nearest untrusted hop", ip("10.0.0.2"), &trusted[..], ip("198.51.100.7")),
+            ("an untrusted peer's header is ignored", ip("192.0.2.1"), &trusted[..], ip("192.0.2.1")),
+            ("no trusted proxies configured", ip("10.0.0.2"), &[][..], ip("10.0.0.2")),
+        ];
+        for (name, peer, trusted, want) in cases {
+            assert_eq!(client_address(trusted, peer, &headers), want, "{name}");
+        }
+        assert_eq!(client_address(&trusted, ip("10.0.0.2"), &axum::http::HeaderMap::new()), ip("10.0.0.2"));
+    }
 }

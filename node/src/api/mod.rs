@@ -89,6 +89,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/tickets/{id}/schedule/propose", post(tickets::propose_schedule))
         .route("/v1/tickets/{id}/schedule/confirm", post(tickets::confirm_schedule))
         .route("/v1/tickets/{id}/assignment/dispatch", post(tickets::dispatch))
+        .route("/v1/tickets/{id}/assignment/bypass-confirmation", post(tickets::confirm_bypass))
         .route("/v1/tickets/{id}/tech/check-in", post(tickets::check_in))
         .route("/v1/tickets/{id}/tech/request-change", post(tickets::request_change))
         .route("/v1/tickets/{id}/approval/decide", post(tickets::decide_approval))

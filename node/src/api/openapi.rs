@@ -10,7 +10,7 @@ use super::{access, accounts, admin, blobs, lanes, nodes, tasks, tickets, ux};
 #[openapi(
     info(title = "dispatch", description = "Control plane for work that moves between agents, people and machines."),
     paths(
-        tickets::create, tickets::triage, tickets::propose_schedule, tickets::confirm_schedule, tickets::dispatch,
+        tickets::create, tickets::triage, tickets::propose_schedule, tickets::confirm_schedule, tickets::dispatch, tickets::confirm_bypass,
         tickets::check_in, tickets::request_change, tickets::decide_approval, tickets::add_evidence, tickets::complete,
         tickets::verify, tickets::generate_invoice, tickets::close, tickets::cancel, tickets::get, tickets::list,
         tickets::timeline, tickets::evidence, tickets::incident_templates, blobs::upload, ux::cockpit, ux::job_packet,

@@ -116,8 +116,80 @@ ticket_command!(/// Propose service windows.
     propose_schedule, "/v1/tickets/{id}/schedule/propose", ProposeSchedule, ProposeSchedule);
 ticket_command!(/// Confirm one proposed window.
     confirm_schedule, "/v1/tickets/{id}/schedule/confirm", ConfirmSchedule, ConfirmSchedule);
-ticket_command!(/// Dispatch a technician; from TRIAGED only as an emergency bypass with a reason and a manager's confirmation.
-    dispatch, "/v1/tickets/{id}/assignment/dispatch", DispatchAssignment, Dispatch);
+#[utoipa::path(post, path = "/v1/tickets/{id}/assignment/dispatch", tag = "tickets", request_body = DispatchAssignment,
+    params(("id" = String, Path, description = "ticket id (UUID)"),
+           ("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
+    responses((status = 200, description = "the ticket after the command", body = Ticket),
+              (status = "4XX", description = "refused; nothing was written", body = ErrorBody)))]
+/// Dispatch a technician; from TRIAGED only as an emergency bypass with a reason and a
+/// manager's confirmation — the `confirmation` a different person, a manager, got from
+/// `POST /v1/tickets/{id}/assignment/bypass-confirmation`. The timeline records both.
+pub(super) async fn dispatch(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+    body: JsonBody<DispatchAssignment>,
+) -> Result<Response, ApiError> {
+    let id = parse_ticket_id(&id)?;
+    let mut command = body.value;
+    if command.dispatch_mode == Some(ticket::DispatchMode::EmergencyBypass)
+        && let Some(token) = command.manager_confirmation.as_deref().filter(|t| !t.is_empty())
+    {
+        let refused = |why: String| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR", format!("manager_confirmation: {why}"))
+                .details(serde_json::json!({ "field": "manager_confirmation" }))
+        };
+        let confirmed = app.auth.verify_bypass(token, &id.to_string()).map_err(|e| {
+            refused(format!("not a valid confirmation from POST /v1/tickets/{id}/assignment/bypass-confirmation ({e})"))
+        })?;
+        if confirmed.sub == caller.sub {
+            return Err(refused("the confirming manager must be another person than the dispatcher".into()));
+        }
+        command.manager_confirmation = Some(confirmed.sub);
+    }
+    run(&app, caller, ctx, id, TicketCommand::Dispatch(command), body.canonical_hash).await
+}
+
+/// Body of `POST /v1/tickets/{id}/assignment/bypass-confirmation`.
+#[derive(Deserialize, ToSchema)]
+pub struct BypassRequest {
+    /// Why the emergency justifies skipping scheduling.
+    pub reason: String,
+}
+
+/// A manager's confirmation of one emergency bypass.
+#[derive(Serialize, ToSchema)]
+pub struct BypassConfirmation {
+    /// Hand to the dispatcher; it goes in `manager_confirmation`.
+    pub confirmation: String,
+    pub manager: String,
+    pub expires_at: i64,
+}
+
+#[utoipa::path(post, path = "/v1/tickets/{id}/assignment/bypass-confirmation", tag = "tickets", request_body = BypassRequest,
+    params(("id" = String, Path, description = "ticket id (UUID)")),
+    responses((status = 201, body = BypassConfirmation), (status = "4XX", body = ErrorBody)))]
+/// A manager confirms an emergency bypass of this ticket: a signed confirmation valid
+/// for ten minutes, for this ticket only, that another person (the dispatcher) uses.
+pub(super) async fn confirm_bypass(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+    body: JsonBody<BypassRequest>,
+) -> Result<(StatusCode, Json<BypassConfirmation>), ApiError> {
+    let ticket = load_for(&app, &caller, &ctx, &id, "assignment.confirm_bypass")?;
+    if body.value.reason.trim().is_empty() {
+        return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "reason must not be empty"));
+    }
+    let (confirmation, claims) = app
+        .auth
+        .sign_bypass(&caller, &ticket.id.to_string(), &body.value.reason)
+        .map_err(|e| ApiError::internal("signing a confirmation", e))?;
+    tracing::info!(ticket = %ticket.id, manager = %caller.sub, "emergency bypass confirmed");
+    Ok((StatusCode::CREATED, Json(BypassConfirmation { confirmation, manager: claims.sub, expires_at: claims.exp })))
+}
 ticket_command!(/// The assigned technician checks in on site.
     check_in, "/v1/tickets/{id}/tech/check-in", Empty, CheckIn);
 ticket_command!(/// The assigned technician asks for approval of a change.
