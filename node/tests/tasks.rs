@@ -112,7 +112,8 @@ async fn tasks_run_on_the_local_worker_and_come_back_with_their_output() {
     // A task linked to a ticket shows up in the ticket's timeline.
     let dispatcher = s.token("disp", "dispatcher", &["acct-1"], &["*"]).await;
     let ticket = support::new_ticket(&s, &dispatcher).await;
-    let linked = json!({ "command": ["true"], "account_id": "acct-1", "site_id": "site-1", "ticket_id": ticket });
+    let linked = json!({ "command": ["echo", "linked-output"], "env": { "API_HINT": "env-value-42" },
+        "account_id": "acct-1", "site_id": "site-1", "ticket_id": ticket });
     let (status, accepted) = submit(&s, &admin, "k-linked", linked).await;
     assert_eq!(status, 202, "{accepted}");
     let task_id = accepted["task_id"].as_str().unwrap().to_owned();
@@ -128,6 +129,12 @@ async fn tasks_run_on_the_local_worker_and_come_back_with_their_output() {
     for kind in ["task.created", "task.dispatched", "task.finished"] {
         assert!(kinds.contains(&(format!("task/{task_id}"), kind.into())), "{kind} missing from {kinds:?}");
     }
+    // Need to know: a dispatcher (who cannot read task results) sees the task's state
+    // changes, not its spec, env or output; an admin sees them.
+    let shown = timeline.to_string();
+    assert!(!shown.contains("env-value-42") && !shown.contains("linked-output"), "{shown}");
+    let (_, full) = s.send("GET", &format!("/v1/tickets/{ticket}/timeline"), &admin, None, None).await;
+    assert!(full.to_string().contains("env-value-42"), "{full}");
 
     // Refusals.
     let agent = s.token("bot", "agent", &["acct-1"], &["*"]).await;

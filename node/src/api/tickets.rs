@@ -260,12 +260,20 @@ pub struct Timeline {
 
 /// The timeline of a ticket, in log order.
 /// A ticket's own events and those of the tasks linked to it, in log order.
-pub(super) fn timeline_of(app: &App, id: Uuid) -> Result<Vec<TimelineEntry>, ApiError> {
+/// A ticket's events and its linked tasks' events, in log order. A caller who may not
+/// read task results sees a task's state changes only: no spec, env or output.
+pub(super) fn timeline_of(app: &App, caller: &Principal, id: Uuid) -> Result<Vec<TimelineEntry>, ApiError> {
     let failed = |e: &dyn std::fmt::Display| ApiError::internal("reading the timeline", e);
     let mut records = app.log.read_stream(&store::stream(id), 0).map_err(|e| failed(&e))?;
+    let mut task_records = Vec::new();
     for task in actors::task::store::for_ticket(&app.log, &id.to_string()).map_err(|e| failed(&e))? {
-        records.extend(app.log.read_stream(&actors::task::store::stream(&task), 0).map_err(|e| failed(&e))?);
+        task_records.extend(app.log.read_stream(&actors::task::store::stream(&task), 0).map_err(|e| failed(&e))?);
     }
+    let sees_task_contents = actors::policy::tool("task.result").is_some_and(|t| t.roles.contains(&caller.role));
+    if !sees_task_contents {
+        task_records.iter_mut().for_each(|r| r.payload = b"null".to_vec());
+    }
+    records.extend(task_records);
     records.sort_by_key(|r| r.global_position);
     Ok(records.into_iter().map(TimelineEntry::from).collect())
 }
@@ -304,7 +312,7 @@ pub(super) async fn timeline(
     Path(id): Path<String>,
 ) -> Result<Json<Timeline>, ApiError> {
     let ticket = load_for(&app, &caller, &ctx, &id, "ticket.timeline")?;
-    Ok(Json(Timeline { ticket_id: ticket.id, events: timeline_of(&app, ticket.id)? }))
+    Ok(Json(Timeline { ticket_id: ticket.id, events: timeline_of(&app, &caller, ticket.id)? }))
 }
 
 #[derive(Serialize, ToSchema)]

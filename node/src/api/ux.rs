@@ -195,7 +195,7 @@ pub(super) async fn job_packet(
         assignee: t.technician_id.clone(),
         checklist,
         closeout: status,
-        timeline: timeline_of(&app, t.id)?,
+        timeline: timeline_of(&app, &caller, t.id)?,
         actions: ticket_actions(&caller, &t),
         evidence: t.evidence,
     }))
