@@ -794,6 +794,7 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
             trusted_proxies: args.trusted_proxy.clone(),
             min_free_bytes: args.min_free_mb << 20,
             blob_quota_bytes: args.blob_quota_mb << 20,
+            data_dir: args.data_dir.clone(),
         },
     };
     let orchestrator = Orchestrator::start(config).await?;

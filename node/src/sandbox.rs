@@ -59,7 +59,18 @@ pub struct Sandbox {
     workspaces: PathBuf,
     busybox: PathBuf,
     image_build: tokio::sync::Mutex<()>,
+    /// Bytes a job's workspace may hold (files and directories, counted as written).
+    workspace_quota: u64,
 }
+
+/// How much a job's `/workspace` may hold unless configured otherwise.
+pub const WORKSPACE_QUOTA: u64 = 256 << 20;
+/// How often a running job's workspace is measured. Like Kubernetes' emptyDir
+/// `sizeLimit`, the quota is enforced by measuring and killing: a job can overshoot by
+/// what it writes within one interval, never by more.
+const WORKSPACE_CHECK: Duration = Duration::from_millis(250);
+/// Entries a workspace may hold; past this it counts as over its quota (no inode floods).
+const WORKSPACE_ENTRIES: usize = 100_000;
 
 impl Sandbox {
     /// Connects to the local engine (negotiating its API version). Fails when no engine answers.
@@ -69,7 +80,19 @@ impl Sandbox {
         std::fs::create_dir_all(&workspaces)?;
         // Bind mounts need absolute paths.
         let workspaces = std::fs::canonicalize(&workspaces)?;
-        Ok(Sandbox { docker, workspaces, busybox, image_build: tokio::sync::Mutex::new(()) })
+        Ok(Sandbox {
+            docker,
+            workspaces,
+            busybox,
+            image_build: tokio::sync::Mutex::new(()),
+            workspace_quota: WORKSPACE_QUOTA,
+        })
+    }
+
+    /// Another workspace quota (bytes).
+    pub fn with_workspace_quota(mut self, bytes: u64) -> Self {
+        self.workspace_quota = bytes;
+        self
     }
 
     /// The engine's version, for the node's capabilities.
@@ -180,7 +203,7 @@ impl Sandbox {
         job: &JobSpec,
         name: &str,
         workspace: &Path,
-        mut cancel: watch::Receiver<bool>,
+        cancel: watch::Receiver<bool>,
     ) -> Result<JobResult, SandboxError> {
         check(job)?;
         self.ensure_image(&job.image).await?;
@@ -237,10 +260,37 @@ impl Sandbox {
         let mut output = self.docker.attach_container(name, Some(attach)).await?.output;
         self.docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await?;
 
+        let (mut result, stdout, stderr) = self.supervise(job, name, workspace, &mut output, cancel).await;
+        // The output ended: the process is gone (or was killed). Its exit code and OOM flag.
+        let mut waits = self.docker.wait_container(name, None::<bollard::query_parameters::WaitContainerOptions>);
+        let _ = tokio::time::timeout(DRAIN_AFTER_KILL, waits.next()).await;
+        let state = self
+            .docker
+            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await?
+            .state;
+        result.exit_code = state.as_ref().and_then(|s| s.exit_code);
+        result.oom_killed = state.and_then(|s| s.oom_killed).unwrap_or(false);
+        result.stdout = String::from_utf8_lossy(&stdout).into_owned();
+        result.stderr = String::from_utf8_lossy(&stderr).into_owned();
+        Ok(result)
+    }
+
+    /// Collects a started job's output until it ends; kills it at its timeout, on
+    /// cancel, or when its workspace outgrows the quota.
+    async fn supervise(
+        &self,
+        job: &JobSpec,
+        name: &str,
+        workspace: &Path,
+        output: &mut (impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin),
+        mut cancel: watch::Receiver<bool>,
+    ) -> (JobResult, Vec<u8>, Vec<u8>) {
         let mut result = JobResult::default();
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let deadline = tokio::time::sleep(Duration::from_millis(job.timeout_ms));
         tokio::pin!(deadline);
+        let mut measure = tokio::time::interval(WORKSPACE_CHECK);
         let mut killed_at: Option<tokio::time::Instant> = None;
         loop {
             let drain_limit = async {
@@ -266,22 +316,16 @@ impl Sandbox {
                         killed_at = Some(self.kill(name).await);
                     }
                 }
+                _ = measure.tick(), if killed_at.is_none() => {
+                    if let Some(over) = over_quota(workspace, self.workspace_quota).await {
+                        result.error = Some(over);
+                        killed_at = Some(self.kill(name).await);
+                    }
+                }
                 _ = drain_limit => break,
             }
         }
-        // The output ended: the process is gone (or was killed). Its exit code and OOM flag.
-        let mut waits = self.docker.wait_container(name, None::<bollard::query_parameters::WaitContainerOptions>);
-        let _ = tokio::time::timeout(DRAIN_AFTER_KILL, waits.next()).await;
-        let state = self
-            .docker
-            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
-            .await?
-            .state;
-        result.exit_code = state.as_ref().and_then(|s| s.exit_code);
-        result.oom_killed = state.and_then(|s| s.oom_killed).unwrap_or(false);
-        result.stdout = String::from_utf8_lossy(&stdout).into_owned();
-        result.stderr = String::from_utf8_lossy(&stderr).into_owned();
-        Ok(result)
+        (result, stdout, stderr)
     }
 
     async fn kill(&self, name: &str) -> tokio::time::Instant {
@@ -296,6 +340,37 @@ impl Sandbox {
 impl cluster::jobs::Executor for Sandbox {
     fn run(&self, job: JobSpec, cancel: watch::Receiver<bool>) -> cluster::jobs::JobRun<'_> {
         Box::pin(async move { Sandbox::run(self, &job, cancel).await })
+    }
+}
+
+/// Why `dir` is over `quota` bytes (or over [`WORKSPACE_ENTRIES`] entries), if it is.
+async fn over_quota(dir: &Path, quota: u64) -> Option<String> {
+    let dir = dir.to_owned();
+    let measured = tokio::task::spawn_blocking(move || {
+        let (mut bytes, mut entries, mut pending) = (0u64, 0usize, vec![dir]);
+        while let Some(d) = pending.pop() {
+            let Ok(list) = std::fs::read_dir(&d) else { continue };
+            for entry in list.flatten() {
+                entries += 1;
+                if entries > WORKSPACE_ENTRIES {
+                    return (bytes, entries);
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                bytes = bytes.saturating_add(std::os::unix::fs::MetadataExt::blocks(&meta) * 512);
+                if meta.is_dir() {
+                    pending.push(entry.path());
+                }
+            }
+        }
+        (bytes, entries)
+    });
+    let (bytes, entries) = measured.await.ok()?;
+    if bytes > quota {
+        Some(format!("the job's workspace grew past its quota of {quota} bytes and the job was stopped"))
+    } else if entries > WORKSPACE_ENTRIES {
+        Some(format!("the job's workspace holds more than {WORKSPACE_ENTRIES} entries and the job was stopped"))
+    } else {
+        None
     }
 }
 

@@ -54,13 +54,21 @@ pub struct EdgeConfig {
     /// New work is refused (507) while the data dir's filesystem has less free space,
     /// so the log itself always has room.
     pub min_free_bytes: u64,
-    /// Evidence bytes each account may store.
+    /// Evidence bytes each uploader may store.
     pub blob_quota_bytes: u64,
+    /// The data dir whose free space is watched (set by `Orchestrator::start`).
+    pub data_dir: PathBuf,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        EdgeConfig { http: Default::default(), trusted_proxies: vec![], min_free_bytes: 64 << 20, blob_quota_bytes: 1 << 30 }
+        EdgeConfig {
+            http: Default::default(),
+            trusted_proxies: vec![],
+            min_free_bytes: 64 << 20,
+            blob_quota_bytes: 1 << 30,
+            data_dir: PathBuf::new(),
+        }
     }
 }
 
@@ -151,7 +159,8 @@ impl Orchestrator {
             login_limits: Default::default(),
             decoy_hash: tokio::task::spawn_blocking(crate::identity::decoy_hash).await?,
             callbacks: config.delivery.addresses(),
-            edge: config.edge.clone(),
+            edge: crate::server::EdgeConfig { data_dir: config.data_dir.clone(), ..config.edge.clone() },
+            blob_quota: Default::default(),
         }));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await

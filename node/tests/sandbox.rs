@@ -154,3 +154,20 @@ async fn bad_jobs_are_refused_before_anything_runs() {
     let r = s.run(&missing, cancel).await;
     assert!(r.error.as_deref().is_some_and(|e| e.contains("no registry")), "{r:?}");
 }
+
+#[tokio::test]
+async fn a_workspace_past_its_quota_stops_the_job() {
+    if sandbox().await.is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dispatch-sandbox-quota-{}", std::process::id()));
+    let s = Sandbox::connect(dir, PathBuf::from("/bin/busybox")).await.unwrap().with_workspace_quota(4 << 20);
+    // Writes without end: only the quota stops it (the timeout is far away).
+    let spec = job("quota", "while true; do cat /bin/busybox >> /workspace/fill; done");
+    let (_keep, cancel) = watch::channel(false);
+    let result = s.run(&spec, cancel).await;
+    let error = result.error.clone().unwrap_or_default();
+    assert!(error.contains("quota"), "{result:?}");
+    assert!(!result.timed_out, "stopped by the quota, not the timeout");
+    assert!(!s.leftover_containers().await.unwrap().contains(&spec.job_id));
+}

@@ -191,3 +191,17 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     }
     assert_eq!(login_as(&s, "nobody", "x", Some("198.51.100.200")).await, 429);
 }
+
+#[tokio::test]
+async fn each_uploader_has_a_blob_quota() {
+    let dir = support::tempdir();
+    let s = Server::start_with(dir.path(), &["--blob-quota-mb", "1"]);
+    let tech = s.token("tech-1", "technician", &["*"], &["*"]).await;
+    let other = s.token("tech-2", "technician", &["*"], &["*"]).await;
+    let photo = vec![1u8; 600 << 10];
+    s.blob(&tech, &photo).await;
+    s.blob(&tech, &photo).await; // the same bytes again: stored once, charged once
+    let (status, _, body) = s.send_raw("POST", "/v1/blobs", &tech, None, Some(vec![2u8; 600 << 10]), &[]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (507, Some("QUOTA_EXCEEDED")), "{body}");
+    s.blob(&other, &vec![2u8; 600 << 10]).await;
+}

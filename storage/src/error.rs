@@ -13,6 +13,9 @@ pub enum StorageError {
     /// Filesystem error outside redb (data dir, blobs).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The log cannot be used right now (it is being reopened after a write failure).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 macro_rules! from_redb {

@@ -1,7 +1,8 @@
 //! The log file: table layout and every read. Writes live in `writer.rs`.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -37,17 +38,26 @@ pub struct ChainBreak {
 pub const CACHE_BYTES: usize = 64 << 20;
 
 /// The open log file. Cheap to clone; reads run concurrently with the writer.
+///
+/// A failed write (a full disk, an I/O error) leaves redb refusing every later
+/// operation until the file is closed and opened again. The writer then calls
+/// [`Log::reopen`] until it succeeds, so a fault that clears (space freed) heals
+/// without a restart; meanwhile [`Log::fault`] says why writes fail.
 #[derive(Clone)]
 pub struct Log {
-    pub(crate) db: Arc<Database>,
+    inner: Arc<Inner>,
 }
 
-impl Log {
-    /// Opens (or creates) the log at `path`, creating every table so reads never miss one.
-    /// Fails if another process holds the file.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
-        let txn = db.begin_write()?;
+struct Inner {
+    path: PathBuf,
+    /// `None` only while a reopen is swapping the file.
+    db: RwLock<Option<Arc<Database>>>,
+    fault: Mutex<Option<String>>,
+}
+
+fn open_db(path: &Path) -> Result<Database, StorageError> {
+    let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
+    let txn = db.begin_write()?;
         {
             txn.open_table(EVENTS)?;
             txn.open_table(GLOBAL)?;
@@ -58,12 +68,73 @@ impl Log {
             txn.open_table(META)?;
         }
         txn.commit()?;
-        Ok(Log { db: Arc::new(db) })
+        Ok(db)
+}
+
+impl Log {
+    /// Opens (or creates) the log at `path`, creating every table so reads never miss one.
+    /// Fails if another process holds the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+        let path = path.as_ref().to_owned();
+        let db = open_db(&path)?;
+        Ok(Log { inner: Arc::new(Inner { path, db: RwLock::new(Some(Arc::new(db))), fault: Mutex::new(None) }) })
+    }
+
+    /// The database, for one operation.
+    pub(crate) fn db(&self) -> Result<Arc<Database>, StorageError> {
+        let db = self.inner.db.read().unwrap_or_else(|p| p.into_inner()).clone();
+        db.ok_or_else(|| StorageError::Unavailable("the log file is being reopened after a write failure".into()))
+    }
+
+    /// Why writes are failing, while they are.
+    pub fn fault(&self) -> Option<String> {
+        self.inner.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_fault(&self, why: Option<String>) {
+        *self.inner.fault.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Closes the file and opens it again (redb's way out of a failed write). Readers
+    /// get [`StorageError::Unavailable`] for the moment of the swap. The fault stays
+    /// until a commit succeeds.
+    pub(crate) fn reopen(&self) -> Result<(), StorageError> {
+        let old = self.inner.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(old) = old {
+            // Reads hold the database only for one call: wait them out (bounded).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut old = old;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still) if Instant::now() < deadline => {
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(still) => {
+                        *self.inner.db.write().unwrap_or_else(|p| p.into_inner()) = Some(still);
+                        return Err(StorageError::Unavailable("readers held the log file for 5s".into()));
+                    }
+                }
+            }
+        }
+        let opened = open_db(&self.inner.path);
+        let result = match opened {
+            Ok(db) => {
+                *self.inner.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        result
     }
 
     /// Last sequence number of `stream` (0 when it has no events).
     pub fn stream_head(&self, stream: &str) -> Result<(u64, Hash), StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(STREAMS)?;
         Ok(match table.get(stream)? {
             Some(v) => StreamHead::decode(v.value())?.into(),
@@ -73,7 +144,7 @@ impl Log {
 
     /// Events of `stream` with `seq > after`, in order.
     pub fn read_stream(&self, stream: &str, after: u64) -> Result<Vec<EventRecord>, StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
         for entry in table.range((stream, after.saturating_add(1))..=(stream, u64::MAX))? {
@@ -85,7 +156,7 @@ impl Log {
 
     /// Up to `limit` events in global order starting at position `from` (inclusive).
     pub fn read_global(&self, from: u64, limit: usize) -> Result<Vec<EventRecord>, StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let global = txn.open_table(GLOBAL)?;
         let events = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
@@ -103,13 +174,13 @@ impl Log {
 
     /// Number of events in the global order.
     pub fn global_len(&self) -> Result<u64, StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn.open_table(GLOBAL)?.len()?)
     }
 
     /// The latest snapshot of `stream`: `(seq, state bytes)`.
     pub fn snapshot(&self, stream: &str) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(SNAPSHOTS)?;
         Ok(table.get(stream)?.map(|v| {
             let (seq, bytes) = v.value();
@@ -122,7 +193,7 @@ impl Log {
         &self,
         streams: impl IntoIterator<Item = &'a str>,
     ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(SNAPSHOTS)?;
         let mut out = Vec::new();
         for s in streams {
@@ -136,14 +207,14 @@ impl Log {
 
     /// The stored outcome of an idempotent request, if one was recorded.
     pub fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(IDEMPOTENCY)?;
         table.get(key.as_tuple())?.map(|v| IdempotencyRecord::decode(v.value())).transpose()
     }
 
     /// Value of one index entry.
     pub fn index_get(&self, index: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(INDEXES)?;
         Ok(table.get((index, key))?.map(|v| v.value().to_vec()))
     }
@@ -157,7 +228,7 @@ impl Log {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(INDEXES)?;
         let mut out = Vec::new();
         let start = match after {
@@ -177,7 +248,7 @@ impl Log {
 
     /// Keys (and values) of `index` that start with `prefix`, in key order, at most `limit`.
     pub fn index_scan(&self, index: &str, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(INDEXES)?;
         let mut out = Vec::new();
         for entry in table.range((index, prefix)..)? {
@@ -194,7 +265,7 @@ impl Log {
     /// Stores `value` under `key` unless a value is already there; returns what is stored.
     /// Used at start-up, before the writer runs (signing keys are created once).
     pub fn meta_get_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StorageError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let stored = {
             let mut table = txn.open_table(META)?;
             let existing = table.get(key)?.map(|v| v.value().to_vec());
@@ -238,7 +309,7 @@ impl Log {
     /// Verifies every stream and that the global order names exactly the stored events.
     pub fn verify_all(&self) -> Result<Vec<ChainBreak>, StorageError> {
         let streams: Vec<String> = {
-            let txn = self.db.begin_read()?;
+            let txn = self.db()?.begin_read()?;
             let table = txn.open_table(STREAMS)?;
             let mut v = Vec::new();
             for e in table.iter()? {
@@ -254,7 +325,7 @@ impl Log {
             }
             total += self.stream_head(s)?.0;
         }
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let global = txn.open_table(GLOBAL)?;
         let events = txn.open_table(EVENTS)?;
         if global.len()? != total || events.len()? != total {

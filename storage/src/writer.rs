@@ -200,7 +200,16 @@ impl LogWriter {
 }
 
 fn run(log: Log, mut rx: mpsc::Receiver<Job>, in_flight: &AtomicUsize) {
-    while let Some(first) = rx.blocking_recv() {
+    // After a failed commit redb refuses everything until the file is reopened.
+    let mut broken = false;
+    loop {
+        if broken {
+            if !reopen_when_possible(&log, &mut rx, in_flight) {
+                return;
+            }
+            broken = false;
+        }
+        let Some(first) = rx.blocking_recv() else { return };
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -220,7 +229,7 @@ fn run(log: Log, mut rx: mpsc::Receiver<Job>, in_flight: &AtomicUsize) {
         }
         if !appends.is_empty() {
             let answered = appends.len();
-            commit_batch(&log, appends, replies);
+            broken = commit_batch(&log, appends, replies);
             in_flight.fetch_sub(answered, Ordering::SeqCst);
         }
         for (before_ms, reply) in purges {
@@ -229,14 +238,55 @@ fn run(log: Log, mut rx: mpsc::Receiver<Job>, in_flight: &AtomicUsize) {
     }
 }
 
-fn commit_batch(log: &Log, appends: Vec<Append>, replies: Vec<oneshot::Sender<Result<Appended, AppendError>>>) {
+/// How often a broken log file is reopened.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Reopens the log until it works, answering whatever arrives meanwhile with the
+/// fault (nothing is acknowledged that is not durable). False when every sender is gone.
+fn reopen_when_possible(log: &Log, rx: &mut mpsc::Receiver<Job>, in_flight: &AtomicUsize) -> bool {
+    loop {
+        match log.reopen() {
+            Ok(()) => {
+                tracing::info!("log file reopened after a write failure");
+                metrics::counter!("dispatch_log_reopens_total").increment(1);
+                return true;
+            }
+            Err(e) => tracing::debug!(error = %e, "log file not reopened yet"),
+        }
+        let fault = log.fault().unwrap_or_else(|| "the log file is being reopened".into());
+        loop {
+            match rx.try_recv() {
+                Ok(Job::Append { reply, .. }) => {
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    let _ = reply.send(Err(AppendError::Storage(fault.clone())));
+                }
+                Ok(Job::PurgeIdempotency { reply, .. }) => drop(reply.send(Err(AppendError::Storage(fault.clone())))),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        std::thread::sleep(REOPEN_EVERY);
+    }
+}
+
+/// Commits one batch and answers its callers; true when storage failed (the file
+/// must be reopened before the next commit).
+fn commit_batch(log: &Log, appends: Vec<Append>, replies: Vec<oneshot::Sender<Result<Appended, AppendError>>>) -> bool {
     let started = Instant::now();
     let size = appends.len();
-    let results = match commit(log, appends) {
-        Ok(results) => results,
+    let (results, failed) = match commit(log, appends) {
+        Ok(results) => {
+            log.set_fault(None);
+            (results, false)
+        }
         Err(e) => {
-            tracing::error!(error = %e, batch = size, "log commit failed");
-            (0..size).map(|_| Err(AppendError::Storage(e.to_string()))).collect()
+            tracing::error!(error = %e, batch = size, "log commit failed; nothing of it is acknowledged");
+            metrics::counter!("dispatch_log_commit_failures_total").increment(1);
+            let broken = !matches!(e, StorageError::Corrupt { .. });
+            if broken {
+                log.set_fault(Some(format!("writes are failing: {e}")));
+            }
+            ((0..size).map(|_| Err(AppendError::Storage(e.to_string()))).collect(), broken)
         }
     };
     metrics::histogram!("dispatch_log_commit_duration_seconds").record(started.elapsed().as_secs_f64());
@@ -245,10 +295,11 @@ fn commit_batch(log: &Log, appends: Vec<Append>, replies: Vec<oneshot::Sender<Re
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(result);
     }
+    failed
 }
 
 fn purge_idempotency(log: &Log, before_ms: i64) -> Result<u64, StorageError> {
-    let txn = log.db.begin_write()?;
+    let txn = log.db()?.begin_write()?;
     let mut removed = 0;
     {
         let mut table = txn.open_table(IDEMPOTENCY)?;
@@ -266,7 +317,7 @@ fn purge_idempotency(log: &Log, before_ms: i64) -> Result<u64, StorageError> {
 /// Validates and writes every append in one transaction, then commits with fsync.
 /// An append that fails validation is skipped whole; the others still commit.
 fn commit(log: &Log, appends: Vec<Append>) -> Result<Vec<Result<Appended, AppendError>>, StorageError> {
-    let txn = log.db.begin_write()?;
+    let txn = log.db()?.begin_write()?;
     let mut results = Vec::with_capacity(appends.len());
     {
         let mut events = txn.open_table(EVENTS)?;

@@ -65,6 +65,8 @@ pub struct AppInner {
     pub callbacks: crate::outbound::AddressPolicy,
     /// Limits at the edges: trusted proxies, free space, quotas.
     pub edge: crate::server::EdgeConfig,
+    /// Blob quota checks and charges run one at a time.
+    pub blob_quota: tokio::sync::Mutex<()>,
 }
 
 /// Shared handler state.
@@ -159,6 +161,7 @@ pub fn router(app: App) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed on this route")
         })
+        .layer(middleware::from_fn_with_state(app.clone(), reserve_space))
         .layer(middleware::from_fn(observe))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .with_state(app)
@@ -189,6 +192,32 @@ async fn observe(req: Request, next: Next) -> Response {
         .record(elapsed);
     tracing::debug!(request_id, method, route, status, duration_ms = elapsed * 1e3, "request");
     response
+}
+
+/// New work is refused (507) while the data dir's filesystem is under its reserve, so
+/// the log itself always has room to record what is already under way. Sign-in and
+/// sign-out stay open.
+async fn reserve_space(axum::extract::State(app): axum::extract::State<App>, req: Request, next: Next) -> Response {
+    let mutating = matches!(*req.method(), axum::http::Method::POST | axum::http::Method::PUT);
+    if mutating && !req.uri().path().starts_with("/v1/auth/") && app.edge.min_free_bytes > 0 {
+        let free = rustix::fs::statvfs(&app.edge.data_dir).map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+        if let Ok(free) = free
+            && free < app.edge.min_free_bytes
+        {
+            metrics::counter!("dispatch_requests_refused_for_space_total").increment(1);
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "INSUFFICIENT_STORAGE",
+                format!(
+                    "the data dir's filesystem has {} KiB free, under the {} KiB kept for the log; free space or raise the disk",
+                    free >> 10,
+                    app.edge.min_free_bytes >> 10
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// Role, token tool list and the `X-Tool-Name` header, for a route's tool.

@@ -22,6 +22,9 @@ pub(super) async fn ready(State(app): State<App>) -> impl IntoResponse {
     if !app.writer.is_running() {
         reasons.push("log writer stopped".to_owned());
     }
+    if let Some(fault) = app.log.fault() {
+        reasons.push(format!("storage: {fault}"));
+    }
     if app.inference.required && app.inference.provider.is_none() {
         let nodes = app.cluster.membership.nodes().await.unwrap_or_default();
         let local =
