@@ -796,6 +796,7 @@ async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<
             blob_quota_bytes: args.blob_quota_mb << 20,
             data_dir: args.data_dir.clone(),
         },
+        lanes: Default::default(),
     };
     let orchestrator = Orchestrator::start(config).await?;
     let local_worker = match embedded {

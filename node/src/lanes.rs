@@ -127,8 +127,11 @@ async fn record(writer: &LogWriter, d: &Delivery, kind: &str, ops: Vec<IndexOp>)
     writer.append(append).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// Deliveries looked at per pass (the rest wait for the next one).
+const SCAN_LIMIT: usize = 4096;
+
 fn entries(log: &Log, index: &str) -> Vec<Delivery> {
-    log.index_scan(index, "", usize::MAX)
+    log.index_scan(index, "", SCAN_LIMIT)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
@@ -151,7 +154,8 @@ fn put(index: &str, d: &Delivery) -> IndexOp {
 
 /// Moves a dead letter back to the outbox for one more round of attempts.
 pub async fn replay(log: &Log, writer: &LogWriter, id: &str) -> Result<Option<Delivery>, String> {
-    let Some(mut d) = dead_letters(log).into_iter().find(|d| d.id == id) else { return Ok(None) };
+    let stored = log.index_get(DLQ, id).map_err(|e| e.to_string())?;
+    let Some(mut d) = stored.and_then(|v| serde_json::from_slice::<Delivery>(&v).ok()) else { return Ok(None) };
     d.attempts = 0;
     d.next_ms = 0;
     let ops = vec![
@@ -181,7 +185,8 @@ pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy)
             return;
         }
     };
-    metrics::gauge!("dispatch_dlq_depth").set(dead_letters(&log).len() as f64);
+    let depth = log.index_scan(DLQ, "", usize::MAX).map_or(0, |d| d.len());
+    metrics::gauge!("dispatch_dlq_depth").set(depth as f64);
     let slots = Arc::new(tokio::sync::Semaphore::new(policy.concurrency.max(1)));
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {

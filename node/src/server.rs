@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub delivery: crate::lanes::DeliveryPolicy,
     /// Limits at the edges: HTTP connections and deadlines, trusted proxies, storage.
     pub edge: EdgeConfig,
+    /// How many lane actors stay awake.
+    pub lanes: actors::lane::actor::LaneSupervisorConfig,
 }
 
 /// Limits at the edges of the orchestrator.
@@ -139,7 +141,7 @@ impl Orchestrator {
             writer: writer.clone(),
             changes: tokio::sync::broadcast::channel(1024).0,
         });
-        let lanes = Lanes::start(lane_deps).await.context("starting lane actors")?;
+        let lanes = Lanes::start(lane_deps, config.lanes).await.context("starting lane actors")?;
         let lane_timers = tokio::spawn(crate::lanes::run_timers(log.clone(), lanes.clone()));
         let deliveries = tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery.clone()));
         let cluster_addr = endpoint.local_addr()?;

@@ -33,12 +33,17 @@ fn config(dir: &std::path::Path) -> ServerConfig {
         inference: Default::default(),
         delivery: Default::default(),
         edge: Default::default(),
+        lanes: Default::default(),
     }
 }
 
 async fn start() -> Env {
+    start_with(|c| c).await
+}
+
+async fn start_with(adjust: impl FnOnce(ServerConfig) -> ServerConfig) -> Env {
     let dir = support::tempdir();
-    let server = Orchestrator::start(config(dir.path())).await.unwrap();
+    let server = Orchestrator::start(adjust(config(dir.path()))).await.unwrap();
     let url = format!("http://{}", server.addr);
     let admin = server.app.auth.mint(&principal("admin", "admin", &["*"]), 600).unwrap().0;
     Env { _dir: dir, url, server, http: support::client_builder().pool_max_idle_per_host(0).build().unwrap(), admin }
@@ -429,4 +434,31 @@ async fn revocations_survive_a_restart() {
         assert_eq!(resp.status().as_u16(), 401, "a revoked token came back to life after a restart");
     }
     restarted.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn lane_actors_passivate_and_caller_chosen_labels_stay_bounded() {
+    let lanes = actors::lane::actor::LaneSupervisorConfig { max_live: 2, ..Default::default() };
+    let env = start_with(|c| ServerConfig { lanes, ..c }).await;
+    let agent = env.token("agent", "bot", &["*"]);
+    for i in 0..70 {
+        let id = format!("lane-{i}");
+        assert_eq!(env.call("POST", "/v1/lanes", &agent, &[], Some(json!({ "lane_id": id }))).await.0, 201);
+        let cp = json!({ "name": "c1", "state": {} });
+        assert_eq!(env.call("POST", &format!("/v1/lanes/{id}/checkpoints"), &agent, &[], Some(cp)).await.0, 200);
+        let handoff = json!({ "checkpoint": "c1", "trigger_class": format!("class-{i}"), "reason": "r", "context": {},
+            "queue": format!("queue-{i}"), "sla_seconds": 600, "deadline_seconds": 3600, "timeout_action": "reject" });
+        let (status, body) = env.call("POST", &format!("/v1/lanes/{id}/handoffs"), &agent, &[], Some(handoff)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let metrics = env.server.app.metrics.render();
+    let live = metrics.lines().find(|l| l.starts_with("dispatch_live_actors{kind=\"lane\"}")).unwrap();
+    let live: f64 = live.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(live <= 2.0, "lane actors are passivated past max_live: {live}");
+    let (status, lane) = env.call("GET", "/v1/lanes/lane-0", &agent, &[], None).await;
+    assert_eq!((status, lane["status"].as_str()), (200, Some("WAITING_HUMAN")), "woken from the log: {lane}");
+    let series = |name: &str| metrics.lines().filter(|l| l.starts_with(name)).count();
+    assert!(series("dispatch_handoffs_requested_total{") <= actors::labels::MAX_VALUES + 1, "trigger classes bounded");
+    assert!(series("dispatch_open_handoffs{") <= actors::labels::MAX_VALUES + 1, "queues bounded");
+    assert!(metrics.contains("queue=\"other\""), "the rest fold into other");
 }

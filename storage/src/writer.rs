@@ -84,6 +84,9 @@ impl From<StreamHead> for (u64, Hash) {
 pub enum IndexOp {
     Put { index: String, key: String, value: Vec<u8> },
     Delete { index: String, key: String },
+    /// Put, but only if `key` is free: otherwise the whole append is refused with
+    /// [`AppendError::Taken`] (uniqueness checked in the same transaction as the write).
+    Claim { index: String, key: String, value: Vec<u8> },
 }
 
 /// One caller's atomic unit: either all of it is committed or none of it.
@@ -115,6 +118,9 @@ pub enum AppendError {
     /// A record already exists under the append's idempotency key.
     #[error("idempotency key already used")]
     IdempotencyKeyExists(IdempotencyRecord),
+    /// A [`IndexOp::Claim`] found its key taken.
+    #[error("{index} key {key:?} is already taken")]
+    Taken { index: String, key: String },
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("the log writer has stopped")]
@@ -314,6 +320,21 @@ fn purge_idempotency(log: &Log, before_ms: i64) -> Result<u64, StorageError> {
     Ok(removed)
 }
 
+/// The first claimed index key that is already taken, if any.
+fn first_taken(
+    indexes: &redb::Table<(&str, &str), &[u8]>,
+    ops: &[IndexOp],
+) -> Result<Option<(String, String)>, StorageError> {
+    for op in ops {
+        if let IndexOp::Claim { index, key, .. } = op
+            && indexes.get((index.as_str(), key.as_str()))?.is_some()
+        {
+            return Ok(Some((index.clone(), key.clone())));
+        }
+    }
+    Ok(None)
+}
+
 /// Validates and writes every append in one transaction, then commits with fsync.
 /// An append that fails validation is skipped whole; the others still commit.
 fn commit(log: &Log, appends: Vec<Append>) -> Result<Vec<Result<Appended, AppendError>>, StorageError> {
@@ -367,6 +388,11 @@ fn commit(log: &Log, appends: Vec<Append>) -> Result<Vec<Result<Appended, Append
                 }
             }
 
+            if let Some((index, key)) = first_taken(&indexes, &append.index_ops)? {
+                results.push(Err(AppendError::Taken { index, key }));
+                continue;
+            }
+
             let (mut seq, mut prev) = head;
             let mut records = Vec::with_capacity(append.events.len());
             for e in append.events {
@@ -389,7 +415,7 @@ fn commit(log: &Log, appends: Vec<Append>) -> Result<Vec<Result<Appended, Append
             }
             for op in &append.index_ops {
                 match op {
-                    IndexOp::Put { index, key, value } => {
+                    IndexOp::Put { index, key, value } | IndexOp::Claim { index, key, value } => {
                         indexes.insert((index.as_str(), key.as_str()), value.as_slice())?;
                     }
                     IndexOp::Delete { index, key } => {

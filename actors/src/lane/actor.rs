@@ -65,6 +65,8 @@ pub enum LaneMsg {
     Run(Box<LaneRequest>, RpcReplyPort<Result<LaneOutcome, LaneFailure>>),
     /// The lane as the actor holds it (what the log says, without replaying it).
     Get(RpcReplyPort<Option<Lane>>),
+    /// Idle: stop after what is already queued (the log keeps everything).
+    Passivate,
 }
 
 struct LaneActor {
@@ -90,8 +92,9 @@ impl Actor for LaneActor {
         Ok(LaneState { id, lane, seq })
     }
 
-    async fn handle(&self, _me: ActorRef<LaneMsg>, msg: LaneMsg, st: &mut LaneState) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, me: ActorRef<LaneMsg>, msg: LaneMsg, st: &mut LaneState) -> Result<(), ActorProcessingErr> {
         match msg {
+            LaneMsg::Passivate => me.stop(Some("passivated".into())),
             LaneMsg::Run(request, reply) => {
                 let _ = reply.send(self.run(st, *request).await);
             }
@@ -147,16 +150,17 @@ impl LaneActor {
             Err(AppendError::IdempotencyKeyExists(stored)) => {
                 return self.replay(st, &stored, &req.idempotency.map(|(_, h)| h).unwrap_or_default());
             }
+            Err(AppendError::Taken { key, .. }) => return Err(LaneError::HandoffIdTaken(key).into()),
             Err(e) => return Err(unavailable(&e)),
         };
         st.seq += appended.records.len() as u64;
         let (was, is) = (open_queue(st.lane.as_ref()), open_queue(Some(&after)));
         if was != is {
             if let Some(q) = was {
-                metrics::gauge!("dispatch_open_handoffs", "queue" => q).decrement(1.0);
+                metrics::gauge!("dispatch_open_handoffs", "queue" => crate::labels::bounded("queue", &q)).decrement(1.0);
             }
             if let Some(q) = is {
-                metrics::gauge!("dispatch_open_handoffs", "queue" => q).increment(1.0);
+                metrics::gauge!("dispatch_open_handoffs", "queue" => crate::labels::bounded("queue", &q)).increment(1.0);
             }
         }
         st.lane = Some(after.clone());
@@ -223,13 +227,13 @@ fn observe(event: &LaneEvent, lane: &Lane) {
     let seconds = |from: i64, to: i64| (to - from).max(0) as f64 / 1e3;
     match event {
         LaneEvent::HandoffRequested { request } => {
-            metrics::counter!("dispatch_handoffs_requested_total", "trigger_class" => request.trigger_class.clone())
+            metrics::counter!("dispatch_handoffs_requested_total", "trigger_class" => crate::labels::bounded("trigger_class", &request.trigger_class))
                 .increment(1);
         }
         LaneEvent::HandoffDecided { decision } => {
             metrics::counter!("dispatch_handoff_decisions_total", "action" => decision.action.as_str()).increment(1);
             if let Some(h) = h {
-                metrics::histogram!("dispatch_handoff_decision_seconds", "trigger_class" => trigger.clone())
+                metrics::histogram!("dispatch_handoff_decision_seconds", "trigger_class" => crate::labels::bounded("trigger_class", &trigger))
                     .record(seconds(h.requested_ms, decision.at_ms));
             }
         }
@@ -243,7 +247,7 @@ fn observe(event: &LaneEvent, lane: &Lane) {
         && let Some(h) = h
         && h.first_response_ms == Some(lane.updated_ms)
     {
-        metrics::histogram!("dispatch_handoff_first_response_seconds", "trigger_class" => trigger)
+        metrics::histogram!("dispatch_handoff_first_response_seconds", "trigger_class" => crate::labels::bounded("trigger_class", &trigger))
             .record(seconds(h.requested_ms, lane.updated_ms));
     }
 }
@@ -254,28 +258,74 @@ fn observe(event: &LaneEvent, lane: &Lane) {
 pub enum SupervisorMsg {
     /// Route a message to the lane's actor, waking it if needed.
     Route(String, LaneMsg),
+    /// Passivate lanes idle longer than the configured time.
+    Sweep,
 }
 
-/// Finds or wakes the actor of a lane; restarts one that fails (from the log).
+/// How many lane actors stay awake, and for how long without use.
+#[derive(Debug, Clone, Copy)]
+pub struct LaneSupervisorConfig {
+    /// Most lane actors awake; past it the least recently used are passivated.
+    pub max_live: usize,
+    /// Lane actors idle this long are passivated.
+    pub idle_after: std::time::Duration,
+}
+
+impl Default for LaneSupervisorConfig {
+    fn default() -> Self {
+        LaneSupervisorConfig { max_live: 10_000, idle_after: std::time::Duration::from_secs(300) }
+    }
+}
+
+/// Finds or wakes the actor of a lane; restarts one that fails (from the log) and
+/// passivates idle ones, so memory follows the lanes in use, not every lane ever opened.
 pub struct LaneSupervisor;
 
 pub struct SupervisorState {
     deps: Arc<LaneDeps>,
-    lanes: HashMap<String, ActorRef<LaneMsg>>,
+    config: LaneSupervisorConfig,
+    lanes: HashMap<String, (ActorRef<LaneMsg>, std::time::Instant)>,
     by_actor: HashMap<ractor::ActorId, String>,
+}
+
+impl SupervisorState {
+    fn passivate(&mut self, id: &str) {
+        if let Some((actor, _)) = self.lanes.remove(id) {
+            self.by_actor.remove(&actor.get_id());
+            let _ = actor.send_message(LaneMsg::Passivate);
+        }
+    }
+
+    /// Passivates idle lanes, and the least recently used past `max_live`.
+    fn sweep(&mut self) {
+        let idle_after = self.config.idle_after;
+        let idle: Vec<String> =
+            self.lanes.iter().filter(|(_, (_, used))| used.elapsed() >= idle_after).map(|(id, _)| id.clone()).collect();
+        idle.iter().for_each(|id| self.passivate(id));
+        if self.lanes.len() > self.config.max_live {
+            let mut by_age: Vec<(std::time::Instant, String)> =
+                self.lanes.iter().map(|(id, (_, used))| (*used, id.clone())).collect();
+            by_age.sort_unstable();
+            let excess = self.lanes.len() - self.config.max_live;
+            by_age.into_iter().take(excess).for_each(|(_, id)| self.passivate(&id));
+        }
+        metrics::gauge!("dispatch_live_actors", "kind" => "lane").set(self.lanes.len() as f64);
+    }
 }
 
 impl Actor for LaneSupervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = Arc<LaneDeps>;
+    type Arguments = (Arc<LaneDeps>, LaneSupervisorConfig);
 
     async fn pre_start(
         &self,
-        _me: ActorRef<SupervisorMsg>,
-        deps: Arc<LaneDeps>,
+        me: ActorRef<SupervisorMsg>,
+        (deps, config): (Arc<LaneDeps>, LaneSupervisorConfig),
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        Ok(SupervisorState { deps, lanes: HashMap::new(), by_actor: HashMap::new() })
+        let every = (config.idle_after / 2).max(std::time::Duration::from_millis(100));
+        me.send_interval(every, || SupervisorMsg::Sweep);
+        Ok(SupervisorState { deps, config, lanes: HashMap::new(), by_actor: HashMap::new() })
     }
 
     async fn handle(
@@ -284,14 +334,26 @@ impl Actor for LaneSupervisor {
         msg: SupervisorMsg,
         st: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let SupervisorMsg::Route(id, msg) = msg;
-        let actor = match st.lanes.get(&id) {
-            Some(a) => a.clone(),
+        let (id, msg) = match msg {
+            SupervisorMsg::Route(id, msg) => (id, msg),
+            SupervisorMsg::Sweep => {
+                st.sweep();
+                return Ok(());
+            }
+        };
+        let actor = match st.lanes.get_mut(&id) {
+            Some((a, used)) => {
+                *used = std::time::Instant::now();
+                a.clone()
+            }
             None => {
                 let (a, _) =
                     Actor::spawn_linked(None, LaneActor { deps: st.deps.clone() }, id.clone(), me.get_cell()).await?;
                 st.by_actor.insert(a.get_id(), id.clone());
-                st.lanes.insert(id, a.clone());
+                st.lanes.insert(id, (a.clone(), std::time::Instant::now()));
+                if st.lanes.len() > st.config.max_live {
+                    st.sweep();
+                }
                 metrics::gauge!("dispatch_live_actors", "kind" => "lane").set(st.lanes.len() as f64);
                 a
             }
@@ -330,7 +392,7 @@ pub struct Lanes {
 
 impl Lanes {
     /// Starts the lane supervisor; the open-handoffs gauge starts from the log.
-    pub async fn start(deps: Arc<LaneDeps>) -> Result<Self, LaneFailure> {
+    pub async fn start(deps: Arc<LaneDeps>, config: LaneSupervisorConfig) -> Result<Self, LaneFailure> {
         let mut open: HashMap<String, f64> = HashMap::new();
         for id in store::lane_ids(&deps.log).map_err(|e| unavailable(&e))? {
             if let Some(q) =
@@ -340,9 +402,10 @@ impl Lanes {
             }
         }
         for (queue, n) in open {
-            metrics::gauge!("dispatch_open_handoffs", "queue" => queue).set(n);
+            metrics::gauge!("dispatch_open_handoffs", "queue" => crate::labels::bounded("queue", &queue)).increment(n);
         }
-        let (supervisor, _) = Actor::spawn(None, LaneSupervisor, deps.clone()).await.map_err(|e| unavailable(&e))?;
+        let (supervisor, _) =
+            Actor::spawn(None, LaneSupervisor, (deps.clone(), config)).await.map_err(|e| unavailable(&e))?;
         Ok(Lanes { supervisor, deps })
     }
 

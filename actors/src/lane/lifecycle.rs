@@ -312,7 +312,20 @@ pub enum LaneError {
     NoOwner,
     #[error("the lane is not blocked")]
     NotBlocked,
+    /// A per-lane collection is full.
+    #[error("the lane already holds {limit} {what}")]
+    LimitReached { what: &'static str, limit: usize },
+    /// Another handoff (of any lane) already has this id.
+    #[error("handoff id {0:?} is already taken")]
+    HandoffIdTaken(String),
 }
+
+/// Distinct checkpoints a lane keeps.
+pub const MAX_CHECKPOINTS: usize = 1_000;
+/// Largest checkpoint state, as JSON.
+pub const MAX_CHECKPOINT_STATE: usize = 64 * 1024;
+/// Handoffs one lane may request over its life.
+pub const MAX_HANDOFFS: usize = 1_000;
 
 fn require(cond: bool, message: &str) -> Result<(), LaneError> {
     if cond { Ok(()) } else { Err(LaneError::Invalid(message.to_owned())) }
@@ -374,6 +387,12 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
         _ if closed => return Err(LaneError::Closed),
         C::Checkpoint { name, state, now_ms } => {
             require(!name.trim().is_empty() && name.len() <= 128, "checkpoint name must be 1..=128 characters")?;
+            let state_len = serde_json::to_vec(state).map_or(usize::MAX, |v| v.len());
+            require(state_len <= MAX_CHECKPOINT_STATE, "checkpoint state must be at most 65536 bytes of JSON")?;
+            let known = lane.checkpoints.iter().any(|c| c.name == *name);
+            if !known && lane.checkpoints.len() >= MAX_CHECKPOINTS {
+                return Err(LaneError::LimitReached { what: "checkpoints", limit: MAX_CHECKPOINTS });
+            }
             vec![E::CheckpointRecorded {
                 checkpoint: Checkpoint { name: name.clone(), state: state.clone(), at_ms: *now_ms },
             }]
@@ -381,6 +400,9 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
         C::RequestHandoff { request } => {
             if lane.open_handoff().is_some() {
                 return Err(LaneError::HandoffOpen);
+            }
+            if lane.all_handoffs().count() >= MAX_HANDOFFS {
+                return Err(LaneError::LimitReached { what: "handoffs", limit: MAX_HANDOFFS });
             }
             if !lane.checkpoints.iter().any(|c| c.name == request.checkpoint) {
                 return Err(LaneError::UnknownCheckpoint(request.checkpoint.clone()));

@@ -162,3 +162,22 @@ fn operator_controls_check_their_preconditions() {
     let bad_close = LaneCommand::OverrideClose { by: "op".into(), reason: "done".into() };
     assert!(matches!(decide(Some(&lane), &bad_close), Err(LaneError::Invalid(m)) if m.contains("human_override:")));
 }
+
+#[test]
+fn checkpoints_and_handoffs_per_lane_are_capped() {
+    let mut lane = waiting(TimeoutAction::Reject);
+    for i in 0..MAX_CHECKPOINTS - 1 {
+        let c = LaneCommand::Checkpoint { name: format!("c{}", i + 2), state: json!({}), now_ms: 0 };
+        lane = run(Some(lane), &[c]).unwrap();
+    }
+    assert_eq!(lane.checkpoints.len(), MAX_CHECKPOINTS);
+    let one_more = LaneCommand::Checkpoint { name: "new".into(), state: json!({}), now_ms: 0 };
+    assert_eq!(
+        decide(Some(&lane), &one_more),
+        Err(LaneError::LimitReached { what: "checkpoints", limit: MAX_CHECKPOINTS })
+    );
+    let again = LaneCommand::Checkpoint { name: "c1".into(), state: json!({"step": 2}), now_ms: 0 };
+    assert!(decide(Some(&lane), &again).is_ok(), "an existing checkpoint can still be recorded again");
+    let huge = LaneCommand::Checkpoint { name: "c1".into(), state: json!("x".repeat(MAX_CHECKPOINT_STATE)), now_ms: 0 };
+    assert!(matches!(decide(Some(&lane), &huge), Err(LaneError::Invalid(_))));
+}

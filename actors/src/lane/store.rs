@@ -122,7 +122,8 @@ pub fn index_ops(before: Option<&Lane>, after: &Lane, events: &[LaneEvent]) -> V
         match e {
             LaneEvent::HandoffRequested { request } => {
                 let id = &request.handoff_id;
-                ops.push(IndexOp::Put {
+                // Handoff ids are global: one taken by any lane refuses the request.
+                ops.push(IndexOp::Claim {
                     index: HANDOFF_LANE.into(),
                     key: id.clone(),
                     value: after.id.clone().into_bytes(),

@@ -496,6 +496,9 @@ fn invalid(field: &str, message: impl Into<String>) -> TicketError {
     TicketError::Validation { message: message.into(), field: Some(field.to_owned()) }
 }
 
+/// Evidence items one ticket may hold.
+pub const MAX_EVIDENCE: usize = 200;
+
 fn required(field: &str, value: &str) -> Result<(), TicketError> {
     if value.trim().is_empty() {
         return Err(invalid(field, format!("{field} must not be empty")));
@@ -605,6 +608,9 @@ pub fn decide(
             }
             C::AddEvidence(c) => {
                 transition_to(t.state)?;
+                if t.evidence.len() >= MAX_EVIDENCE {
+                    return Err(invalid("evidence", format!("a ticket holds at most {MAX_EVIDENCE} evidence items")));
+                }
                 required("kind", &c.kind)?;
                 required("uri", &c.uri)?;
                 required("evidence_key", &c.evidence_key)?;

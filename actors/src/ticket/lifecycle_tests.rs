@@ -469,3 +469,19 @@ fn replaying_events_rebuilds_the_same_ticket() {
     assert_eq!(direct.emergency_reason.as_deref(), Some("r"));
     assert_eq!(apply(None, id, 1, at, &TicketEvent::Closed {}), None, "only creation starts a ticket");
 }
+
+#[test]
+fn a_ticket_holds_a_bounded_number_of_evidence_items() {
+    let mut t = ticket_in(TicketState::InProgress);
+    t.evidence = (0..MAX_EVIDENCE).map(|i| evidence(&format!("k{i}"), "photo", "blob:x")).collect();
+    let add = TicketCommand::AddEvidence(AddEvidence {
+        kind: "photo".into(),
+        uri: "blob:x".into(),
+        evidence_key: "one_more".into(),
+        metadata: None,
+    });
+    let refused = run(Some(&t), Role::Technician, &add);
+    assert!(matches!(refused, Err(TicketError::Validation { field: Some(ref f), .. }) if f == "evidence"), "{refused:?}");
+    t.evidence.pop();
+    assert!(run(Some(&t), Role::Technician, &add).is_ok());
+}

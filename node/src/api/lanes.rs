@@ -54,6 +54,8 @@ impl From<LaneFailure> for ApiError {
             LaneFailure::Rejected(e @ LaneError::HandoffOpen) => conflict("HANDOFF_ALREADY_OPEN", e.to_string()),
             LaneFailure::Rejected(e @ LaneError::HandoffNotOpen(_)) => conflict("HANDOFF_NOT_OPEN", e.to_string()),
             LaneFailure::Rejected(e @ LaneError::Closed) => conflict("LANE_CLOSED", e.to_string()),
+            LaneFailure::Rejected(e @ LaneError::LimitReached { .. }) => conflict("LIMIT_REACHED", e.to_string()),
+            LaneFailure::Rejected(e @ LaneError::HandoffIdTaken(_)) => conflict("HANDOFF_ID_TAKEN", e.to_string()),
             LaneFailure::Rejected(e @ LaneError::Exists) => conflict("LANE_EXISTS", e.to_string()),
             LaneFailure::Rejected(e @ (LaneError::OwnerExists(_) | LaneError::NoOwner | LaneError::NotBlocked)) => {
                 conflict("INVALID_LANE_STATE", e.to_string())
@@ -66,7 +68,7 @@ impl From<LaneFailure> for ApiError {
     }
 }
 
-fn queue_visible(caller: &Principal, queue: &str) -> bool {
+pub(super) fn queue_visible(caller: &Principal, queue: &str) -> bool {
     caller.role == Role::Admin || caller.queues.iter().any(|q| q == "*" || q == queue)
 }
 
@@ -76,7 +78,7 @@ fn queue_forbidden(queue: &str) -> ApiError {
 }
 
 /// The lane as its actor holds it: reads never replay the lane's stream.
-async fn load_lane(app: &App, id: &str) -> Result<Lane, ApiError> {
+pub(super) async fn load_lane(app: &App, id: &str) -> Result<Lane, ApiError> {
     app.lanes.get(id).await?.ok_or_else(|| ApiError::from(LaneFailure::Rejected(LaneError::NotFound)))
 }
 
@@ -85,7 +87,9 @@ fn may_see(caller: &Principal, lane: &Lane) -> bool {
     match caller.role {
         Role::Admin => true,
         Role::Agent => lane.agent == caller.sub,
-        _ => lane.all_handoffs().any(|h| queue_visible(caller, &h.request.queue)),
+        // People see a lane while its latest handoff sits in one of their queues: a
+        // handoff rerouted elsewhere takes the lane (its details and controls) with it.
+        _ => lane.handoff.as_ref().or(lane.history.last()).is_some_and(|h| queue_visible(caller, &h.request.queue)),
     }
 }
 
@@ -776,36 +780,6 @@ pub(super) async fn unfreeze(
 }
 
 // ---------------------------------------------------------------- DLQ and insights
-
-#[utoipa::path(get, path = "/v1/dlq", tag = "handoffs",
-    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
-/// Callback deliveries that used up their attempts.
-pub(super) async fn dlq(
-    State(app): State<App>,
-    Caller(caller): Caller,
-    ctx: RequestCtx,
-) -> Result<Json<Value>, ApiError> {
-    authorize_route(&caller, &ctx, "dlq.list")?;
-    Ok(Json(json!({ "deliveries": crate::lanes::dead_letters(&app.log) })))
-}
-
-#[utoipa::path(post, path = "/v1/dlq/{id}/replay", tag = "handoffs", params(("id" = String, Path)),
-    responses((status = 202, body = Object), (status = "4XX", body = ErrorBody)))]
-/// Send a dead-lettered delivery again (a fresh round of attempts).
-pub(super) async fn dlq_replay(
-    State(app): State<App>,
-    Caller(caller): Caller,
-    ctx: RequestCtx,
-    Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize_route(&caller, &ctx, "dlq.replay")?;
-    match crate::lanes::replay(&app.log, &app.writer, &id).await.map_err(ApiError::unavailable)? {
-        Some(d) => {
-            Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": d.id, "lane_id": d.lane_id, "requeued": true }))))
-        }
-        None => Err(ApiError::not_found("dead-lettered delivery")),
-    }
-}
 
 /// Aggregates only: no handoff content, no lane or queue names.
 #[derive(Serialize, ToSchema, Default)]

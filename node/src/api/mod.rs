@@ -5,6 +5,7 @@ mod access;
 mod accounts;
 mod admin;
 mod blobs;
+mod dlq;
 pub mod error;
 mod extract;
 mod lanes;
@@ -138,8 +139,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/handoffs/{id}/decision", post(lanes::decide))
         .route("/v1/admin/lanes/freeze", post(lanes::freeze))
         .route("/v1/admin/lanes/unfreeze", post(lanes::unfreeze))
-        .route("/v1/dlq", get(lanes::dlq))
-        .route("/v1/dlq/{id}/replay", post(lanes::dlq_replay))
+        .route("/v1/dlq", get(dlq::dlq))
+        .route("/v1/dlq/{id}/replay", post(dlq::dlq_replay))
         .route("/v1/insights/handoffs", get(lanes::insights))
         .route("/v1/auth/login", post(accounts::login))
         .route("/v1/auth/refresh", post(accounts::refresh))

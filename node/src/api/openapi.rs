@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{access, accounts, admin, blobs, lanes, nodes, tasks, tickets, ux};
+use super::{access, accounts, admin, blobs, dlq, lanes, nodes, tasks, tickets, ux};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,8 +22,8 @@ use super::{access, accounts, admin, blobs, lanes, nodes, tasks, tickets, ux};
         nodes::set_config, tasks::create, tasks::list, tasks::get, tasks::result, tasks::cancel,
         lanes::create, lanes::get, lanes::timeline, lanes::checkpoint, lanes::request_handoff, lanes::wait_decision,
         lanes::escalate, lanes::assign_owner, lanes::reassign_owner, lanes::owner, lanes::unblock, lanes::override_close,
-        lanes::events, lanes::queue, lanes::handoff, lanes::decide, lanes::freeze, lanes::unfreeze, lanes::dlq,
-        lanes::dlq_replay, lanes::insights,
+        lanes::events, lanes::queue, lanes::handoff, lanes::decide, lanes::freeze, lanes::unfreeze, dlq::dlq,
+        dlq::dlq_replay, lanes::insights,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

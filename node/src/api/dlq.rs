@@ -1,0 +1,87 @@
+//! The dead-letter queue of lane callbacks, scoped like the handoffs it came from:
+//! an operator lists and replays only deliveries whose handoff sits in one of their
+//! queues (admins see all).
+
+use actors::policy::Principal;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::IntoParams;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Caller, RequestCtx};
+use super::lanes::{load_lane, queue_visible};
+use super::{App, authorize_route};
+use crate::lanes::Delivery;
+
+/// Paging of the DLQ.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DlqPage {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Entries examined per page (1..=200, default 100); deliveries outside the
+    /// caller's queues are left out, so a page may hold fewer.
+    pub limit: Option<usize>,
+}
+
+/// Whether `caller` may see `d`: its handoff's queue now is one of the caller's.
+async fn visible(app: &App, caller: &Principal, d: &Delivery) -> bool {
+    if caller.role == actors::policy::Role::Admin {
+        return true;
+    }
+    let Ok(lane) = load_lane(app, &d.lane_id).await else { return false };
+    let queue = lane.all_handoffs().find(|h| h.request.handoff_id == d.handoff_id).map(|h| h.request.queue.clone());
+    queue.is_some_and(|q| queue_visible(caller, &q))
+}
+
+#[utoipa::path(get, path = "/v1/dlq", tag = "handoffs", params(DlqPage),
+    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+/// Callback deliveries that used up their attempts, in the caller's queues.
+pub(super) async fn dlq(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Query(page): Query<DlqPage>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_route(&caller, &ctx, "dlq.list")?;
+    let limit = page.limit.unwrap_or(100).clamp(1, 200);
+    let entries = app
+        .log
+        .index_page(actors::lane::store::DLQ, "", page.cursor.as_deref(), limit)
+        .map_err(|e| ApiError::internal("reading the DLQ", e))?;
+    let next_cursor = (entries.len() == limit).then(|| entries.last().map(|(k, _)| k.clone())).flatten();
+    let mut deliveries = Vec::new();
+    for (_, v) in entries {
+        let Ok(d) = serde_json::from_slice::<Delivery>(&v) else { continue };
+        if visible(&app, &caller, &d).await {
+            deliveries.push(d);
+        }
+    }
+    Ok(Json(json!({ "deliveries": deliveries, "next_cursor": next_cursor })))
+}
+
+#[utoipa::path(post, path = "/v1/dlq/{id}/replay", tag = "handoffs", params(("id" = String, Path)),
+    responses((status = 202, body = Object), (status = "4XX", body = ErrorBody)))]
+/// Send a dead-lettered delivery again (a fresh round of attempts).
+pub(super) async fn dlq_replay(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize_route(&caller, &ctx, "dlq.replay")?;
+    let stored = app.log.index_get(actors::lane::store::DLQ, &id).map_err(|e| ApiError::internal("reading the DLQ", e))?;
+    let found = stored.and_then(|v| serde_json::from_slice::<Delivery>(&v).ok());
+    match found {
+        Some(d) if visible(&app, &caller, &d).await => {}
+        // Outside the caller's queues looks the same as missing.
+        _ => return Err(ApiError::not_found("dead-lettered delivery")),
+    }
+    match crate::lanes::replay(&app.log, &app.writer, &id).await.map_err(ApiError::unavailable)? {
+        Some(d) => Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": d.id, "lane_id": d.lane_id, "requeued": true })))),
+        None => Err(ApiError::not_found("dead-lettered delivery")),
+    }
+}
