@@ -462,3 +462,47 @@ async fn lane_actors_passivate_and_caller_chosen_labels_stay_bounded() {
     assert!(series("dispatch_open_handoffs{") <= actors::labels::MAX_VALUES + 1, "queues bounded");
     assert!(metrics.contains("queue=\"other\""), "the rest fold into other");
 }
+
+/// Reads until the server closes `conn` (bounded); what it sent before closing.
+async fn until_closed(conn: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept the connection open");
+    seen
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off_and_connections_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    let http = dispatch_node::http::HttpLimits {
+        max_connections: 2,
+        header_timeout: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let env = start_with(|c| ServerConfig { edge: dispatch_node::server::EdgeConfig { http, ..c.edge }, ..c }).await;
+    let addr = env.server.addr;
+    // Slowloris: half a request head, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let answer = until_closed(&mut slow).await;
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"), "{answer:?}");
+
+    // Two connections held open fill the cap: a third is closed without an answer.
+    let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(until_closed(&mut third).await.is_empty(), "served past the cap");
+    let refused = env.server.app.metrics.render();
+    assert!(refused.contains("dispatch_http_connections_refused_total"), "counted");
+}

@@ -274,18 +274,23 @@ pub(super) async fn create_user(
 #[derive(Serialize, ToSchema)]
 pub struct UserList {
     pub users: Vec<UserView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/users", tag = "users", responses((status = 200, body = UserList), (status = "4XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(super::paging::Page),
+    responses((status = 200, body = UserList), (status = "4XX", body = ErrorBody)))]
 /// List accounts (admin only).
 pub(super) async fn list_users(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
+    axum::extract::Query(page): axum::extract::Query<super::paging::Page>,
 ) -> Result<Json<UserList>, ApiError> {
     authorize_route(&caller, &ctx, "user.list")?;
     let users = user::list(&app.log).map_err(|e| ApiError::internal("listing users", e))?;
-    Ok(Json(UserList { users: users.iter().map(UserView::from).collect() }))
+    let (users, next_cursor) = page.slice(users.iter().map(UserView::from).collect(), |u| u.account.username.clone());
+    Ok(Json(UserList { users, next_cursor }))
 }
 
 #[utoipa::path(post, path = "/v1/users/{username}/disable", tag = "users", params(("username" = String, Path)),

@@ -439,6 +439,10 @@ pub struct QueueQuery {
     pub queue: Option<String>,
     /// OPEN, DECIDED, EXPIRED or CLOSED.
     pub status: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// At most this many (1..=1000, default 100).
+    pub limit: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/v1/handoffs", tag = "handoffs", params(QueueQuery),
@@ -483,8 +487,9 @@ pub(super) async fn queue(
             out.push(h.clone());
         }
     }
-    out.sort_by_key(|h| h.requested_ms);
-    Ok(Json(json!({ "handoffs": out })))
+    let page = super::paging::Page { cursor: q.cursor, limit: q.limit };
+    let (out, next_cursor) = page.slice(out, |h| format!("{:020}:{}", h.requested_ms, h.request.handoff_id));
+    Ok(Json(json!({ "handoffs": out, "next_cursor": next_cursor })))
 }
 
 async fn handoff_for(app: &App, caller: &Principal, handoff_id: &str) -> Result<(Lane, Handoff), ApiError> {

@@ -11,6 +11,7 @@ mod extract;
 mod lanes;
 mod nodes;
 mod openapi;
+mod paging;
 mod system;
 mod tasks;
 mod tickets;

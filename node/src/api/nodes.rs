@@ -92,18 +92,22 @@ pub(super) async fn create_token(
 #[derive(Serialize, ToSchema)]
 pub struct JoinTokenList {
     pub tokens: Vec<JoinToken>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/join-tokens", tag = "nodes",
+#[utoipa::path(get, path = "/v1/join-tokens", tag = "nodes", params(super::paging::Page),
     responses((status = 200, body = JoinTokenList), (status = "4XX", body = ErrorBody)))]
 /// List bootstrap tokens with their remaining uses.
 pub(super) async fn list_tokens(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
+    axum::extract::Query(page): axum::extract::Query<super::paging::Page>,
 ) -> Result<Json<JoinTokenList>, ApiError> {
     authorize_route(&caller, &ctx, "join_token.list")?;
-    Ok(Json(JoinTokenList { tokens: app.cluster.membership.tokens().await? }))
+    let (tokens, next_cursor) = page.slice(app.cluster.membership.tokens().await?, |t| t.id.clone());
+    Ok(Json(JoinTokenList { tokens, next_cursor }))
 }
 
 #[utoipa::path(post, path = "/v1/join-tokens/{id}/revoke", tag = "nodes", params(("id" = String, Path)),
@@ -124,18 +128,24 @@ pub(super) async fn revoke_token(
 #[derive(Serialize, ToSchema)]
 pub struct NodeList {
     pub nodes: Vec<NodeView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", params(super::paging::Page),
     responses((status = 200, body = NodeList), (status = "4XX", body = ErrorBody)))]
 /// List worker nodes with their state, capabilities and configuration.
 pub(super) async fn list(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
+    axum::extract::Query(page): axum::extract::Query<super::paging::Page>,
 ) -> Result<Json<NodeList>, ApiError> {
     authorize_route(&caller, &ctx, "node.list")?;
-    Ok(Json(NodeList { nodes: app.cluster.membership.nodes().await? }))
+    // Node ids sort by number (node-2 before node-10) for the cursor.
+    let key = |v: &NodeView| format!("{:020}", v.node.id.trim_start_matches("node-").parse::<u64>().unwrap_or(0));
+    let (nodes, next_cursor) = page.slice(app.cluster.membership.nodes().await?, key);
+    Ok(Json(NodeList { nodes, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = String, Path)),

@@ -276,12 +276,16 @@ pub struct ListQuery {
     pub state: Option<String>,
     /// At most this many (default 100).
     pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 /// Tasks in the caller's scope.
 #[derive(Serialize, ToSchema)]
 pub struct TaskList {
     pub tasks: Vec<Task>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(ListQuery),
@@ -301,8 +305,11 @@ pub(super) async fn list(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let ids = actors::task::store::ids(&app.log, state).map_err(|e| ApiError::internal("listing tasks", e))?;
     let mut tasks = Vec::new();
-    for id in ids {
+    let mut next_cursor = None;
+    // Task ids are v7 UUIDs: their order is creation order, and the cursor's.
+    for id in ids.into_iter().filter(|id| q.cursor.as_ref().is_none_or(|c| id > c)) {
         if tasks.len() >= limit {
+            next_cursor = tasks.last().map(|t: &Task| t.id.clone());
             break;
         }
         if let Some((task, _)) =
@@ -312,5 +319,5 @@ pub(super) async fn list(
             tasks.push(summary(task));
         }
     }
-    Ok(Json(TaskList { tasks }))
+    Ok(Json(TaskList { tasks, next_cursor }))
 }
