@@ -153,6 +153,11 @@ impl WorkerStore {
         Ok(())
     }
 
+    /// Why the store's writes are failing, while they are (the worker's `/ready` says so).
+    pub fn fault(&self) -> Option<String> {
+        self.log.fault()
+    }
+
     /// Writes handed to the store's writer and not yet answered (see [`LogWriter::in_flight`]).
     pub fn in_flight(&self) -> Option<Arc<std::sync::atomic::AtomicUsize>> {
         self.writer.as_ref().map(LogWriter::in_flight)

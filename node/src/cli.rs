@@ -38,7 +38,8 @@ enum Command {
         /// Worker: bootstrap token for the first start (`dispatch token create`).
         #[arg(long, env = "DISPATCH_JOIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// Worker: a label this host reports (k=v, repeatable).
+        /// Worker: a label this host reports (k=v, repeatable); shown, never used for placement
+        /// (placement follows labels an admin gave: `token create --label`, `node config set`).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
         #[command(flatten)]

@@ -72,6 +72,7 @@ pub async fn prepare(
 #[derive(Clone)]
 struct WorkerApp {
     status: watch::Receiver<WorkerStatus>,
+    store: Arc<WorkerStore>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -90,9 +91,13 @@ async fn ready(State(app): State<WorkerApp>) -> impl IntoResponse {
             json!({ "ready": ready, "reasons": reasons, "node_id": status.node_id, "config_version": status.applied_version }),
         )
     };
-    match status.ready() {
-        Ok(()) => (StatusCode::OK, body(true, vec![])),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, body(false, vec![reason])),
+    let mut reasons: Vec<String> = status.ready().err().into_iter().collect();
+    if let Some(fault) = app.store.fault() {
+        reasons.push(format!("storage: {fault}"));
+    }
+    match reasons.is_empty() {
+        true => (StatusCode::OK, body(true, reasons)),
+        false => (StatusCode::SERVICE_UNAVAILABLE, body(false, reasons)),
     }
 }
 
@@ -112,6 +117,7 @@ pub async fn run(
     let metrics = crate::telemetry::metrics();
     crate::datadir::prepare(data_dir)?;
     let store = Arc::new(WorkerStore::open(data_dir)?);
+    let stored = store.clone();
     let local = match prepare(store, data_dir, token, via, labels, host).await {
         Err(e) => match e.downcast_ref::<WorkerError>() {
             Some(WorkerError::Refused { code, message }) => anyhow::bail!("join refused: {message} ({code})"),
@@ -121,7 +127,7 @@ pub async fn run(
     };
     let listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
     let addr = listener.local_addr()?;
-    let app = WorkerApp { status: local.worker.status(), metrics };
+    let app = WorkerApp { status: local.worker.status(), store: stored, metrics };
     let (stop, stopped) = watch::channel(false);
     let mut http_stopped = stopped.clone();
     let http = tokio::spawn(async move {
