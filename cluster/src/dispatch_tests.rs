@@ -1,0 +1,64 @@
+use std::collections::{BTreeMap, HashMap};
+
+use actors::node::{Capabilities, ConfigAck, ConfigOutcome, NodeCert, NodeConfig, NodeEvent, NodeView};
+use actors::task::{NetworkPolicy, TaskSpec};
+
+use super::choose;
+
+/// An active node with an engine and an acknowledged configuration.
+fn node(id: &str, claimed: &[(&str, &str)], from_token: &[(&str, &str)], from_config: &[(&str, &str)]) -> NodeView {
+    let labels = |l: &[(&str, &str)]| l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+    let caps = Capabilities { docker_version: Some("28".into()), labels: labels(claimed), ..Default::default() };
+    let config = NodeConfig { labels: labels(from_config), ..NodeConfig::default() };
+    let events = [
+        NodeEvent::Joined {
+            capabilities: caps.clone(),
+            token_id: "t".into(),
+            key_sha256: "k".into(),
+            token_labels: labels(from_token),
+            cert: NodeCert { fingerprint: id.into(), not_after_ms: 1, retired: false },
+            config,
+        },
+        NodeEvent::Connected { capabilities: caps },
+        NodeEvent::ConfigAcknowledged { ack: ConfigAck { version: 1, outcome: ConfigOutcome::Applied } },
+    ];
+    let node = events.iter().fold(None, |n, e| actors::node::lifecycle::apply(n, id, 0, e)).unwrap();
+    NodeView { node, last_seen_ms_ago: Some(0) }
+}
+
+fn wanting(labels: &[(&str, &str)]) -> TaskSpec {
+    TaskSpec {
+        command: vec!["true".into()],
+        image: None,
+        network: NetworkPolicy::None,
+        memory_bytes: None,
+        cpu_millis: None,
+        pids: 16,
+        timeout_seconds: 10,
+        env: BTreeMap::new(),
+        files: BTreeMap::new(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        account_id: "a".into(),
+        site_id: "s".into(),
+        ticket_id: None,
+        max_attempts: 1,
+        retry_on_failure: false,
+    }
+}
+
+#[test]
+fn placement_follows_labels_the_admin_gave_never_those_a_node_claims() {
+    let gpu = [("gpu", "yes")];
+    // (node, chosen for a task that needs gpu=yes)
+    let table = [
+        (node("node-1", &gpu, &[], &[]), false),
+        (node("node-2", &[], &gpu, &[]), true),
+        (node("node-3", &[], &[], &gpu), true),
+    ];
+    for (view, chosen) in table {
+        let id = view.node.id.clone();
+        let nodes = [view];
+        let got = choose(&nodes, &HashMap::new(), &wanting(&gpu)).map(|v| v.node.id.clone());
+        assert_eq!(got.is_some(), chosen, "{id}");
+    }
+}
