@@ -663,10 +663,34 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 /// line from stdin (scripts pipe it in).
 fn login_password(username: &str) -> anyhow::Result<String> {
     use std::io::IsTerminal;
-    if std::io::stdin().is_terminal() {
-        return Ok(rpassword::prompt_password(format!("password for {username}: "))?);
+    if !std::io::stdin().is_terminal() {
+        return Ok(password(true)?.0);
     }
+    // Echo goes off before the prompt appears, so nothing typed after it is shown.
+    let _echo_off = EchoOff::new()?;
+    eprint!("password for {username}: ");
     Ok(password(true)?.0)
+}
+
+/// Terminal echo off on stdin until dropped (then restored, also on errors).
+struct EchoOff(rustix::termios::Termios);
+
+impl EchoOff {
+    fn new() -> anyhow::Result<Self> {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let original = tcgetattr(std::io::stdin())?;
+        let mut quiet = original.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        quiet.local_modes.insert(LocalModes::ECHONL);
+        tcsetattr(std::io::stdin(), OptionalActions::Now, &quiet)?;
+        Ok(EchoOff(original))
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, &self.0);
+    }
 }
 
 fn generate_password() -> String {
