@@ -549,9 +549,8 @@ fn choose<'a>(nodes: &'a [NodeView], busy: &HashMap<String, u32>, spec: &TaskSpe
         .iter()
         .filter(|v| {
             let n = &v.node;
-            let has_label = |k: &String, val: &String| {
-                [&n.config.labels, &n.token_labels].iter().any(|l| l.get(k) == Some(val))
-            };
+            let has_label =
+                |k: &String, val: &String| [&n.config.labels, &n.token_labels].iter().any(|l| l.get(k) == Some(val));
             n.schedulable()
                 && n.capabilities.docker_version.is_some()
                 && n.config.allowed_network_policies.iter().any(|p| p == spec.network.as_str())

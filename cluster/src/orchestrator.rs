@@ -161,8 +161,11 @@ impl OrchestratorCluster {
                 let issue: actors::node::membership::IssueCert = Box::new(move |node_id: &str| {
                     let now = SystemTime::now();
                     let cert = ca.issue_node(node_id, &public_key, now, lifetime).map_err(|e| e.to_string())?;
-                    let record =
-                        NodeCert { fingerprint: certs::fingerprint(&cert.der), not_after_ms: millis(cert.not_after), retired: false };
+                    let record = NodeCert {
+                        fingerprint: certs::fingerprint(&cert.der),
+                        not_after_ms: millis(cert.not_after),
+                        retired: false,
+                    };
                     Ok((record, cert.der))
                 });
                 self.membership.join(claims.id, key_sha256, capabilities, issue).await
@@ -293,7 +296,11 @@ impl OrchestratorCluster {
             Ok(c) => c,
             Err(e) => return refused(codes::BAD_REQUEST, &e.to_string()),
         };
-        let record = NodeCert { fingerprint: certs::fingerprint(&cert.der), not_after_ms: millis(cert.not_after), retired: false };
+        let record = NodeCert {
+            fingerprint: certs::fingerprint(&cert.der),
+            not_after_ms: millis(cert.not_after),
+            retired: false,
+        };
         let not_after_ms = record.not_after_ms;
         match self.membership.cert_issued(node, record).await {
             Ok(_) => Response::Renewed { cert_der: cert.der, not_after_ms },

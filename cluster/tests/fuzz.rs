@@ -38,25 +38,39 @@ fn job() -> JobSpec {
 
 /// One valid frame body (version + bincode) of every message in both directions.
 fn samples() -> Vec<Vec<u8>> {
-    let caps = Capabilities { hostname: "h".into(), cores: 2, labels: [("a".into(), "b".into())].into(), ..Default::default() };
+    let caps = Capabilities {
+        hostname: "h".into(),
+        cores: 2,
+        labels: [("a".into(), "b".into())].into(),
+        ..Default::default()
+    };
     let result = JobResult { exit_code: Some(0), stdout: "out".into(), ..Default::default() };
     let body = |frame: Vec<u8>| frame[4..].to_vec();
     vec![
-        body(wire::encode(&Request::Join { token: "dspj1.a.b".into(), public_key: vec![1; 65], capabilities: caps.clone() }).unwrap()),
+        body(
+            wire::encode(&Request::Join {
+                token: "dspj1.a.b".into(),
+                public_key: vec![1; 65],
+                capabilities: caps.clone(),
+            })
+            .unwrap(),
+        ),
         body(wire::encode(&Request::Hello { capabilities: caps }).unwrap()),
         body(wire::encode(&Request::Heartbeat { running: vec!["t/1".into()] }).unwrap()),
         body(wire::encode(&Request::JobFinished { job_id: "t/1".into(), result: result.clone() }).unwrap()),
         body(wire::encode(&Request::RenewCert { public_key: vec![2; 65] }).unwrap()),
         body(wire::encode(&Request::Ping { sent_ns: 9 }).unwrap()),
-        body(wire::encode(&Response::Joined(Bootstrap {
-            node_id: "node-1".into(),
-            cert_der: vec![3; 300],
-            not_after_ms: 5,
-            ca_der: vec![4; 300],
-            orchestrators: vec!["127.0.0.1:7443".into()],
-            config_version: 1,
-        }))
-        .unwrap()),
+        body(
+            wire::encode(&Response::Joined(Bootstrap {
+                node_id: "node-1".into(),
+                cert_der: vec![3; 300],
+                not_after_ms: 5,
+                ca_der: vec![4; 300],
+                orchestrators: vec!["127.0.0.1:7443".into()],
+                config_version: 1,
+            }))
+            .unwrap(),
+        ),
         body(wire::encode(&Response::Refused { code: "X".into(), message: "no".into() }).unwrap()),
         body(wire::encode(&Push::ApplyConfig { version: 2, config: NodeConfig::default() }).unwrap()),
         body(wire::encode(&Push::RunJob { job: job(), lease_ms: 5_000 }).unwrap()),

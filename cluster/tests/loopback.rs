@@ -245,7 +245,8 @@ async fn a_hostile_peer_without_a_certificate_gets_refusals_and_the_orchestrator
     let endpoint = client_endpoint();
     let pin = o.cluster.ca_fingerprint();
     let addr = o.endpoint.local_addr().unwrap();
-    let dial = || async { transport::connect(&endpoint, addr, certs::join_client_config(&pin).unwrap()).await.unwrap() };
+    let dial =
+        || async { transport::connect(&endpoint, addr, certs::join_client_config(&pin).unwrap()).await.unwrap() };
 
     // The frame from the security report: a Join whose token claims 2^62 bytes.
     let frame = [0, 0, 0, 0x0C, 0, 1, 0, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0x40];
@@ -344,11 +345,11 @@ async fn a_node_cannot_report_another_nodes_job() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let s1 = Arc::new(WorkerStore::open(d1.path()).unwrap());
     let endpoint = client_endpoint();
-    let id1 = worker::join(&s1, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, engine.clone())
-        .await
-        .unwrap();
+    let id1 =
+        worker::join(&s1, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, engine.clone()).await.unwrap();
     let s2 = WorkerStore::open(d2.path()).unwrap();
-    let id2 = worker::join(&s2, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w2")).await.unwrap();
+    let id2 =
+        worker::join(&s2, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w2")).await.unwrap();
     let w1 = Arc::new(Worker::new(s1, endpoint, engine, None).unwrap());
     let (_stop, stopped) = watch::channel(false);
     tokio::spawn({
@@ -383,7 +384,8 @@ async fn a_node_cannot_report_another_nodes_job() {
     .await
     .expect("placed on node-1");
 
-    let forged = Request::JobFinished { job_id: "t1/1".into(), result: JobResult { exit_code: Some(0), ..Default::default() } };
+    let forged =
+        Request::JobFinished { job_id: "t1/1".into(), result: JobResult { exit_code: Some(0), ..Default::default() } };
     match transport::call(&node_conn(&o, &id2).await, &forged).await.unwrap() {
         Response::Refused { code, .. } => assert_eq!(code, codes::NOT_YOURS),
         other => panic!("node-2 reported node-1's job: {other:?}"),

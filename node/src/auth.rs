@@ -287,7 +287,12 @@ impl Auth {
     }
 
     /// A bypass confirmation signed now for `manager` on `ticket`.
-    pub fn sign_bypass(&self, manager: &Principal, ticket: &str, reason: &str) -> Result<(String, BypassClaims), AuthError> {
+    pub fn sign_bypass(
+        &self,
+        manager: &Principal,
+        ticket: &str,
+        reason: &str,
+    ) -> Result<(String, BypassClaims), AuthError> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = BypassClaims {
             iss: ISSUER.into(),
@@ -309,7 +314,8 @@ impl Auth {
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let keys = read(&self.keys);
         let kid = header.kid.ok_or_else(|| AuthError::Invalid("no key id".into()))?;
-        let key = keys.iter().find(|k| k.kid == kid && !k.retired).ok_or_else(|| AuthError::Invalid("unknown key".into()))?;
+        let key =
+            keys.iter().find(|k| k.kid == kid && !k.retired).ok_or_else(|| AuthError::Invalid("unknown key".into()))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[BYPASS_AUDIENCE]);

@@ -200,7 +200,8 @@ pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy)
             if !lock(&busy).insert(lane.clone()) {
                 continue;
             }
-            let (log, writer, http, policy, busy) = (log.clone(), writer.clone(), http.clone(), policy.clone(), busy.clone());
+            let (log, writer, http, policy, busy) =
+                (log.clone(), writer.clone(), http.clone(), policy.clone(), busy.clone());
             tokio::spawn(async move {
                 for d in due {
                     deliver(&log, &writer, &http, &policy, d).await;

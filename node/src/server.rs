@@ -143,7 +143,8 @@ impl Orchestrator {
         });
         let lanes = Lanes::start(lane_deps, config.lanes).await.context("starting lane actors")?;
         let lane_timers = tokio::spawn(crate::lanes::run_timers(log.clone(), lanes.clone()));
-        let deliveries = tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery.clone()));
+        let deliveries =
+            tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery.clone()));
         let cluster_addr = endpoint.local_addr()?;
         let app = App(Arc::new(AppInner {
             log,

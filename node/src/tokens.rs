@@ -51,7 +51,11 @@ fn now_ms() -> i64 {
 }
 
 /// Appends `events` with `index_ops` to `stream`, retrying when another writer got there first.
-async fn append_to(app: &AppInner, stream: &str, build: impl Fn() -> (Vec<NewEvent>, Vec<IndexOp>)) -> Result<(), ApiError> {
+async fn append_to(
+    app: &AppInner,
+    stream: &str,
+    build: impl Fn() -> (Vec<NewEvent>, Vec<IndexOp>),
+) -> Result<(), ApiError> {
     for _ in 0..5 {
         let expected_seq = app.log.stream_head(stream).map_err(storage_err)?.0;
         let (events, index_ops) = build();
@@ -93,7 +97,11 @@ fn minted(bytes: &[u8]) -> Option<MintedRecord> {
 /// A page of minted tokens in jti order, after `cursor`.
 pub fn list_minted(app: &AppInner, cursor: Option<&str>, limit: usize) -> Result<Vec<MintedRecord>, ApiError> {
     let page = app.log.index_page(MINTED_TOKENS_INDEX, "", cursor, limit.clamp(1, MAX_PAGE)).map_err(storage_err)?;
-    Ok(page.iter().filter_map(|(_, v)| minted(v)).map(|r| MintedRecord { revoked: app.auth.jti_revoked(&r.jti), ..r }).collect())
+    Ok(page
+        .iter()
+        .filter_map(|(_, v)| minted(v))
+        .map(|r| MintedRecord { revoked: app.auth.jti_revoked(&r.jti), ..r })
+        .collect())
 }
 
 /// Revokes a minted token; its record stays, marked revoked.
@@ -197,11 +205,16 @@ pub async fn retire_key(app: &AppInner, by: &Principal, kid: &str, force: bool) 
     if let Some(why) = live_tokens_of(app, kid, now_ms())?
         && (!force || app.auth.current_kid() == kid)
     {
-        return Err(ApiError::new(StatusCode::CONFLICT, "SIGNING_KEY_IN_USE", format!("key {kid} cannot be retired: {why}")));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "SIGNING_KEY_IN_USE",
+            format!("key {kid} cannot be retired: {why}"),
+        ));
     }
     let payload = serde_json::json!({ "kid": kid, "force": force }).to_string().into_bytes();
     append_to(app, "auth/signing-keys", || {
-        let op = IndexOp::Put { index: RETIRED_KEYS_INDEX.into(), key: kid.into(), value: now_ms().to_le_bytes().to_vec() };
+        let op =
+            IndexOp::Put { index: RETIRED_KEYS_INDEX.into(), key: kid.into(), value: now_ms().to_le_bytes().to_vec() };
         (vec![event(by, "admin.signing_keys.retire", "signing_key.retired", payload.clone())], vec![op])
     })
     .await?;

@@ -29,11 +29,13 @@ async fn decided_lane(s: &Server, agent: &str, ops_token: &str, id: &str, callba
     assert_eq!(status, 200);
     let handoff = json!({ "checkpoint": "c1", "trigger_class": "policy", "reason": "r", "context": {}, "queue": "ops",
         "sla_seconds": 600, "deadline_seconds": 3600, "timeout_action": "reject" });
-    let (status, created) = s.send("POST", &format!("/v1/lanes/{id}/handoffs"), agent, Some(&key()), Some(handoff)).await;
+    let (status, created) =
+        s.send("POST", &format!("/v1/lanes/{id}/handoffs"), agent, Some(&key()), Some(handoff)).await;
     assert_eq!(status, 201, "{created}");
     let hid = created["lane"]["handoff"]["handoff_id"].as_str().unwrap().to_owned();
     let decision = json!({ "action": "approve", "reason": "fine" });
-    let (status, _) = s.send("POST", &format!("/v1/handoffs/{hid}/decision"), ops_token, Some(&key()), Some(decision)).await;
+    let (status, _) =
+        s.send("POST", &format!("/v1/handoffs/{hid}/decision"), ops_token, Some(&key()), Some(decision)).await;
     assert_eq!(status, 200);
 }
 
@@ -59,9 +61,15 @@ async fn internal_callback_addresses_are_refused_unless_allowlisted() {
     let dir = support::tempdir();
     let s = Server::start(dir.path());
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
-    for (i, url) in ["http://127.0.0.1:9/x", "http://169.254.169.254/latest", "http://[::1]/", "http://10.0.0.1/", "http://localhost:9/"]
-        .iter()
-        .enumerate()
+    for (i, url) in [
+        "http://127.0.0.1:9/x",
+        "http://169.254.169.254/latest",
+        "http://[::1]/",
+        "http://10.0.0.1/",
+        "http://localhost:9/",
+    ]
+    .iter()
+    .enumerate()
     {
         let (status, body) = create_lane(&s, &agent, &format!("l{i}"), url).await;
         assert_eq!(status, 422, "{url}: {body}");
@@ -103,7 +111,9 @@ async fn tls_receiver(dir: &std::path::Path) -> (String, std::path::PathBuf, mps
                         use http_body_util::BodyExt;
                         let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
                         let _ = tx.send(body);
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok"))))
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"ok"),
+                        )))
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
@@ -119,14 +129,13 @@ async fn an_https_callback_is_delivered_through_rustls() {
     let dir = support::tempdir();
     let (url, ca, mut received) = tls_receiver(dir.path()).await;
     let data = dir.path().join("data");
-    let s = Server::start_with(
-        &data,
-        &["--callback-allow-host", "localhost", "--callback-ca-file", ca.to_str().unwrap()],
-    );
+    let s =
+        Server::start_with(&data, &["--callback-allow-host", "localhost", "--callback-ca-file", ca.to_str().unwrap()]);
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
     let ops = operator(&s).await;
     decided_lane(&s, &agent, &ops, "tls-lane", &url).await;
-    let body = tokio::time::timeout(Duration::from_secs(20), received.recv()).await.expect("delivered in time").unwrap();
+    let body =
+        tokio::time::timeout(Duration::from_secs(20), received.recv()).await.expect("delivered in time").unwrap();
     let envelope: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(envelope["type"], "handoff.decided");
 }
@@ -175,8 +184,18 @@ async fn redirects_are_not_followed_and_a_hung_callback_stalls_no_other_lane() {
     let ca = dir.path().join("callback-ca.pem");
     let s = Server::start_with(
         &dir.path().join("data"),
-        &["--callback-allow-host", "127.0.0.1", "--callback-allow-host", "localhost",
-          "--callback-ca-file", ca.to_str().unwrap(), "--callback-backoff-ms", "20", "--callback-timeout-ms", "60000"],
+        &[
+            "--callback-allow-host",
+            "127.0.0.1",
+            "--callback-allow-host",
+            "localhost",
+            "--callback-ca-file",
+            ca.to_str().unwrap(),
+            "--callback-backoff-ms",
+            "20",
+            "--callback-timeout-ms",
+            "60000",
+        ],
     );
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
     let ops = operator(&s).await;

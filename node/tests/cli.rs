@@ -155,7 +155,9 @@ async fn login_on_a_terminal_does_not_echo_the_password() {
         .stdout(Stdio::piped())
         .spawn()
     else {
-        eprintln!("!!! SKIPPING login_on_a_terminal_does_not_echo_the_password: no `script` (bsdutils) to make a pty !!!");
+        eprintln!(
+            "!!! SKIPPING login_on_a_terminal_does_not_echo_the_password: no `script` (bsdutils) to make a pty !!!"
+        );
         return;
     };
     let mut out = child.stdout.take().unwrap();

@@ -73,7 +73,11 @@ fn target() -> &'static Target {
         let (_, created) = t.post("/v1/tickets", &t.admin.clone(), body.to_string().into_bytes());
         t.ticket = created["id"].as_str().unwrap().to_owned();
         for step in [json!({ "lane_id": "fuzz-lane" }), json!({ "name": "c1", "state": {} })] {
-            let path = if step.get("lane_id").is_some() { "/v1/lanes".to_owned() } else { "/v1/lanes/fuzz-lane/checkpoints".to_owned() };
+            let path = if step.get("lane_id").is_some() {
+                "/v1/lanes".to_owned()
+            } else {
+                "/v1/lanes/fuzz-lane/checkpoints".to_owned()
+            };
             t.post(&path, &t.agent.clone(), step.to_string().into_bytes());
         }
         t
@@ -111,7 +115,8 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 48, 6, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            proptest::collection::btree_map(".{0,12}", inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+            proptest::collection::btree_map(".{0,12}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -126,7 +131,8 @@ fn envelope() -> Value {
 /// A valid envelope with one field (top level or in `data`) replaced.
 fn mutated_envelope() -> impl Strategy<Value = Value> {
     let fields = ["type", "version", "id", "request_id", "lane_id", "occurred_at", "actor", "data"];
-    let data_fields = ["checkpoint", "trigger_class", "queue", "sla_seconds", "deadline_seconds", "timeout_action", "context"];
+    let data_fields =
+        ["checkpoint", "trigger_class", "queue", "sla_seconds", "deadline_seconds", "timeout_action", "context"];
     (0..fields.len() + data_fields.len(), json_value()).prop_map(move |(i, v)| {
         let mut e = envelope();
         match fields.get(i) {
@@ -138,8 +144,19 @@ fn mutated_envelope() -> impl Strategy<Value = Value> {
 }
 
 const TICKET_COMMANDS: [&str; 13] = [
-    "triage", "schedule/propose", "schedule/confirm", "assignment/dispatch", "tech/check-in", "tech/request-change",
-    "approval/decide", "evidence", "tech/complete", "qa/verify", "billing/generate-invoice", "close", "cancel",
+    "triage",
+    "schedule/propose",
+    "schedule/confirm",
+    "assignment/dispatch",
+    "tech/check-in",
+    "tech/request-change",
+    "approval/decide",
+    "evidence",
+    "tech/complete",
+    "qa/verify",
+    "billing/generate-invoice",
+    "close",
+    "cancel",
 ];
 
 proptest! {

@@ -19,8 +19,9 @@ async fn operator(s: &Server, sub: &str, queues: &[&str]) -> String {
 
 /// A lane of `agent` with checkpoint c1 (and a callback, when given).
 async fn lane(s: &Server, agent: &str, id: &str, callback: Option<&str>) {
-    let (status, body) =
-        s.send("POST", "/v1/lanes", agent, Some(&key()), Some(json!({ "lane_id": id, "callback_url": callback }))).await;
+    let (status, body) = s
+        .send("POST", "/v1/lanes", agent, Some(&key()), Some(json!({ "lane_id": id, "callback_url": callback })))
+        .await;
     assert_eq!(status, 201, "{body}");
     let cp = json!({ "name": "c1", "state": {} });
     assert_eq!(s.send("POST", &format!("/v1/lanes/{id}/checkpoints"), agent, Some(&key()), Some(cp)).await.0, 200);
@@ -60,7 +61,8 @@ async fn operators_see_lanes_and_dead_letters_only_through_their_queues() {
     // Nothing listens on port 9: every delivery fails and lands in the DLQ.
     for (id, queue, who) in [("lane-ops", "ops", &ops), ("lane-fin", "fin", &fin)] {
         lane(&s, &agent, id, Some("http://127.0.0.1:9/hook")).await;
-        let (status, body) = s.send("POST", "/v1/events", &agent, None, Some(requested(&format!("h-{id}"), id, queue))).await;
+        let (status, body) =
+            s.send("POST", "/v1/events", &agent, None, Some(requested(&format!("h-{id}"), id, queue))).await;
         assert!(status < 300, "{body}");
         let decision = json!({ "action": "approve", "reason": "fine" });
         let (status, body) =
@@ -77,7 +79,8 @@ async fn operators_see_lanes_and_dead_letters_only_through_their_queues() {
     }
     assert_eq!(all.len(), 2, "the admin sees every dead letter");
     let (_, mine) = s.send("GET", "/v1/dlq", &ops, None, None).await;
-    let lanes: Vec<&str> = mine["deliveries"].as_array().unwrap().iter().map(|d| d["lane_id"].as_str().unwrap()).collect();
+    let lanes: Vec<&str> =
+        mine["deliveries"].as_array().unwrap().iter().map(|d| d["lane_id"].as_str().unwrap()).collect();
     assert_eq!(lanes, vec!["lane-ops"], "{mine}");
     let fin_letter = all.iter().find(|d| d["lane_id"] == "lane-fin").unwrap()["id"].as_str().unwrap().to_owned();
     let (status, _) = s.send("POST", &format!("/v1/dlq/{fin_letter}/replay"), &ops, None, Some(json!({}))).await;
@@ -87,7 +90,8 @@ async fn operators_see_lanes_and_dead_letters_only_through_their_queues() {
 
     // A handoff rerouted to another queue takes its lane with it.
     lane(&s, &agent, "lane-moving", None).await;
-    let (status, _) = s.send("POST", "/v1/events", &agent, None, Some(requested("h-moving", "lane-moving", "ops"))).await;
+    let (status, _) =
+        s.send("POST", "/v1/events", &agent, None, Some(requested("h-moving", "lane-moving", "ops"))).await;
     assert!(status < 300);
     assert_eq!(s.send("GET", "/v1/lanes/lane-moving", &ops, None, None).await.0, 200);
     let reroute = json!({ "action": "reroute", "reason": "finance decides", "reroute_to": "fin" });

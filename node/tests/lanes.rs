@@ -359,7 +359,17 @@ async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
     let poll = {
         let (url, agent) = (format!("{}/v1/lanes/lane-ops/decision?wait=20", s.url), agent.clone());
         tokio::spawn(async move {
-            support::client_builder().build().unwrap().get(url).bearer_auth(agent).send().await.unwrap().json::<Value>().await.unwrap()
+            support::client_builder()
+                .build()
+                .unwrap()
+                .get(url)
+                .bearer_auth(agent)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await; // let the poll start waiting; the answer must come from the decision

@@ -193,14 +193,17 @@ async fn emergency_bypass_and_approval_at_triage() {
     .await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("VALIDATION_ERROR")), "{body}");
     // A manager's name typed by the dispatcher is no confirmation; a manager's signed one is.
-    let bypass = |confirmation: &str| json!({ "technician_id": "tech-1", "dispatch_mode": "EMERGENCY_BYPASS",
-        "reason": "no heat", "manager_confirmation": confirmation });
+    let bypass = |confirmation: &str| {
+        json!({ "technician_id": "tech-1", "dispatch_mode": "EMERGENCY_BYPASS",
+        "reason": "no heat", "manager_confirmation": confirmation })
+    };
     let (status, body) = step(&s, &crew.dispatcher, &id, "assignment/dispatch", bypass("mgr-1")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("VALIDATION_ERROR")), "{body}");
     let confirm = format!("/v1/tickets/{id}/assignment/bypass-confirmation");
     let (status, body) = s.send("POST", &confirm, &crew.dispatcher, None, Some(json!({ "reason": "no heat" }))).await;
     assert_eq!(status, 403, "a dispatcher cannot confirm: {body}");
-    let (status, confirmation) = s.send("POST", &confirm, &crew.manager, None, Some(json!({ "reason": "no heat" }))).await;
+    let (status, confirmation) =
+        s.send("POST", &confirm, &crew.manager, None, Some(json!({ "reason": "no heat" }))).await;
     assert_eq!(status, 201, "{confirmation}");
     let token = confirmation["confirmation"].as_str().unwrap();
     let (status, body) = step(&s, &crew.manager, &id, "assignment/dispatch", bypass(token)).await;

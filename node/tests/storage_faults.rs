@@ -28,7 +28,9 @@ impl SmallDisk {
         match mounted {
             Ok(s) if s.success() => Some(SmallDisk { dir }),
             other => {
-                eprintln!("\n!!! cannot mount a {mb} MiB tmpfs ({other:?}; needs root): SKIPPING the disk-full tests !!!\n");
+                eprintln!(
+                    "\n!!! cannot mount a {mb} MiB tmpfs ({other:?}; needs root): SKIPPING the disk-full tests !!!\n"
+                );
                 None
             }
         }
@@ -63,7 +65,8 @@ async fn ready(s: &Server) -> (u16, serde_json::Value) {
 }
 
 async fn create_ticket(s: &Server, token: &str) -> (u16, serde_json::Value) {
-    let body = json!({ "account_id": "acct-1", "site_id": "site-1", "incident_type": "DOOR_WONT_LATCH", "summary": "door" });
+    let body =
+        json!({ "account_id": "acct-1", "site_id": "site-1", "incident_type": "DOOR_WONT_LATCH", "summary": "door" });
     s.send("POST", "/v1/tickets", token, Some(&uuid::Uuid::new_v4().to_string()), Some(body)).await
 }
 

@@ -64,7 +64,8 @@ async fn data_files_are_private_and_a_shared_data_dir_is_refused() {
 }
 
 async fn login(s: &Server, user: &str, password: &str) -> Value {
-    let (status, pair) = s.send("POST", "/v1/auth/login", "", None, Some(json!({"username": user, "password": password}))).await;
+    let (status, pair) =
+        s.send("POST", "/v1/auth/login", "", None, Some(json!({"username": user, "password": password}))).await;
     assert_eq!(status, 200, "{pair}");
     pair
 }
@@ -83,7 +84,8 @@ async fn a_password_reset_ends_every_session_and_admins_can_list_and_end_session
     let s = Server::start(dir.path());
     s.add_person("ann", "first password 1").await;
     let before = login(&s, "ann", "first password 1").await;
-    let (status, _) = post(&s, "/v1/users/ann/password", &s.admin_token, json!({"password": "second password 2"})).await;
+    let (status, _) =
+        post(&s, "/v1/users/ann/password", &s.admin_token, json!({"password": "second password 2"})).await;
     assert_eq!(status, 200);
     let (status, body) = refresh(&s, &before).await;
     assert_eq!(status, 401, "a refresh token from before the reset still works: {body}");

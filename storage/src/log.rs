@@ -58,17 +58,17 @@ struct Inner {
 fn open_db(path: &Path) -> Result<Database, StorageError> {
     let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
     let txn = db.begin_write()?;
-        {
-            txn.open_table(EVENTS)?;
-            txn.open_table(GLOBAL)?;
-            txn.open_table(STREAMS)?;
-            txn.open_table(IDEMPOTENCY)?;
-            txn.open_table(SNAPSHOTS)?;
-            txn.open_table(INDEXES)?;
-            txn.open_table(META)?;
-        }
-        txn.commit()?;
-        Ok(db)
+    {
+        txn.open_table(EVENTS)?;
+        txn.open_table(GLOBAL)?;
+        txn.open_table(STREAMS)?;
+        txn.open_table(IDEMPOTENCY)?;
+        txn.open_table(SNAPSHOTS)?;
+        txn.open_table(INDEXES)?;
+        txn.open_table(META)?;
+    }
+    txn.commit()?;
+    Ok(db)
 }
 
 impl Log {
@@ -121,15 +121,9 @@ impl Log {
                 }
             }
         }
-        let opened = open_db(&self.inner.path);
-        let result = match opened {
-            Ok(db) => {
-                *self.inner.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        result
+        let db = open_db(&self.inner.path)?;
+        *self.inner.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+        Ok(())
     }
 
     /// Last sequence number of `stream` (0 when it has no events).

@@ -82,11 +82,22 @@ impl From<StreamHead> for (u64, Hash) {
 /// A change to a derived index, applied in the same transaction as the events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexOp {
-    Put { index: String, key: String, value: Vec<u8> },
-    Delete { index: String, key: String },
+    Put {
+        index: String,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        index: String,
+        key: String,
+    },
     /// Put, but only if `key` is free: otherwise the whole append is refused with
     /// [`AppendError::Taken`] (uniqueness checked in the same transaction as the write).
-    Claim { index: String, key: String, value: Vec<u8> },
+    Claim {
+        index: String,
+        key: String,
+        value: Vec<u8>,
+    },
 }
 
 /// One caller's atomic unit: either all of it is committed or none of it.

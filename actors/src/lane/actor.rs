@@ -157,10 +157,12 @@ impl LaneActor {
         let (was, is) = (open_queue(st.lane.as_ref()), open_queue(Some(&after)));
         if was != is {
             if let Some(q) = was {
-                metrics::gauge!("dispatch_open_handoffs", "queue" => crate::labels::bounded("queue", &q)).decrement(1.0);
+                metrics::gauge!("dispatch_open_handoffs", "queue" => crate::labels::bounded("queue", &q))
+                    .decrement(1.0);
             }
             if let Some(q) = is {
-                metrics::gauge!("dispatch_open_handoffs", "queue" => crate::labels::bounded("queue", &q)).increment(1.0);
+                metrics::gauge!("dispatch_open_handoffs", "queue" => crate::labels::bounded("queue", &q))
+                    .increment(1.0);
             }
         }
         st.lane = Some(after.clone());

@@ -183,6 +183,8 @@ impl Node {
 /// Something that happened to a node. Stored in the log as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Events and commands live for one command's handling; boxing the join would only add noise.
+#[allow(clippy::large_enum_variant)]
 pub enum NodeEvent {
     Joined {
         capabilities: Capabilities,
@@ -241,6 +243,7 @@ impl NodeEvent {
 
 /// What is asked of a node.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum NodeCommand {
     Join {
         capabilities: Capabilities,

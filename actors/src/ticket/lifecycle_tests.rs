@@ -481,7 +481,10 @@ fn a_ticket_holds_a_bounded_number_of_evidence_items() {
         metadata: None,
     });
     let refused = run(Some(&t), Role::Technician, &add);
-    assert!(matches!(refused, Err(TicketError::Validation { field: Some(ref f), .. }) if f == "evidence"), "{refused:?}");
+    assert!(
+        matches!(refused, Err(TicketError::Validation { field: Some(ref f), .. }) if f == "evidence"),
+        "{refused:?}"
+    );
     t.evidence.pop();
     assert!(run(Some(&t), Role::Technician, &add).is_ok());
 }

@@ -62,7 +62,10 @@ async fn store_charged(app: &App, caller: &Principal, bytes: axum::body::Bytes) 
         return Err(ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "QUOTA_EXCEEDED",
-            format!("{} has stored {used} bytes of evidence; {size} more would pass the quota of {}", caller.sub, app.edge.blob_quota_bytes),
+            format!(
+                "{} has stored {used} bytes of evidence; {size} more would pass the quota of {}",
+                caller.sub, app.edge.blob_quota_bytes
+            ),
         ));
     }
     let blobs = app.blobs.clone();
@@ -75,7 +78,11 @@ async fn store_charged(app: &App, caller: &Principal, bytes: axum::body::Bytes) 
         let usage = (used + size).to_le_bytes().to_vec();
         let append = storage::Append {
             stream: format!("blob-usage/{}", caller.sub),
-            expected_seq: app.log.stream_head(&format!("blob-usage/{}", caller.sub)).map_err(|e| ApiError::internal("blob usage", e))?.0,
+            expected_seq: app
+                .log
+                .stream_head(&format!("blob-usage/{}", caller.sub))
+                .map_err(|e| ApiError::internal("blob usage", e))?
+                .0,
             events: vec![crate::identity::event(caller, "blob.upload", "blob.stored", payload)],
             index_ops: vec![storage::IndexOp::Put { index: USAGE_INDEX.into(), key: caller.sub.clone(), value: usage }],
             ..Default::default()

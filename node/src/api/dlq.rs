@@ -73,7 +73,8 @@ pub(super) async fn dlq_replay(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize_route(&caller, &ctx, "dlq.replay")?;
-    let stored = app.log.index_get(actors::lane::store::DLQ, &id).map_err(|e| ApiError::internal("reading the DLQ", e))?;
+    let stored =
+        app.log.index_get(actors::lane::store::DLQ, &id).map_err(|e| ApiError::internal("reading the DLQ", e))?;
     let found = stored.and_then(|v| serde_json::from_slice::<Delivery>(&v).ok());
     match found {
         Some(d) if visible(&app, &caller, &d).await => {}
@@ -81,7 +82,9 @@ pub(super) async fn dlq_replay(
         _ => return Err(ApiError::not_found("dead-lettered delivery")),
     }
     match crate::lanes::replay(&app.log, &app.writer, &id).await.map_err(ApiError::unavailable)? {
-        Some(d) => Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": d.id, "lane_id": d.lane_id, "requeued": true })))),
+        Some(d) => {
+            Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": d.id, "lane_id": d.lane_id, "requeued": true }))))
+        }
         None => Err(ApiError::not_found("dead-lettered delivery")),
     }
 }

@@ -94,7 +94,9 @@ pub async fn run(args: ClientArgs, command: AccessCmd) -> anyhow::Result<()> {
         AccessCmd::RevokeSessions { username, session, all: _ } => {
             let path = format!("/v1/users/{username}/sessions/revoke");
             let out = client.call(Method::POST, &path, Some(json!({ "session_id": session })), None).await?;
-            print(&args, &out, |v| format!("ended {} session(s) of {username}", v["revoked"].as_array().map_or(0, Vec::len)));
+            print(&args, &out, |v| {
+                format!("ended {} session(s) of {username}", v["revoked"].as_array().map_or(0, Vec::len))
+            });
         }
     }
     Ok(())
