@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use actors::node::{Capabilities, ConfigAck, ConfigOutcome, NodeCert, NodeConfig, NodeEvent, NodeView};
-use actors::task::{NetworkPolicy, TaskSpec};
+use actors::task::TaskSpec;
 
 use super::choose;
 
@@ -27,22 +27,14 @@ fn node(id: &str, claimed: &[(&str, &str)], from_token: &[(&str, &str)], from_co
 }
 
 fn wanting(labels: &[(&str, &str)]) -> TaskSpec {
+    let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     TaskSpec {
         command: vec!["true".into()],
-        image: None,
-        network: NetworkPolicy::None,
-        memory_bytes: None,
-        cpu_millis: None,
         pids: 16,
         timeout_seconds: 10,
-        env: BTreeMap::new(),
-        files: BTreeMap::new(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        account_id: "a".into(),
-        site_id: "s".into(),
-        ticket_id: None,
         max_attempts: 1,
-        retry_on_failure: false,
+        labels,
+        ..Default::default()
     }
 }
 

@@ -326,7 +326,7 @@ async fn node_conn(o: &Orchestrator, identity: &worker::Identity) -> quinn::Conn
 
 #[tokio::test]
 async fn a_node_cannot_report_another_nodes_job() {
-    use actors::task::{AttemptOutcome, JobResult, NetworkPolicy, TaskSpec};
+    use actors::task::{AttemptOutcome, JobResult, TaskSpec};
     use dispatch_cluster::dispatch::{DispatchConfig, Dispatcher};
     let o = orchestrator(Duration::from_secs(3600)).await;
     let dispatcher = Dispatcher::start(
@@ -359,20 +359,12 @@ async fn a_node_cannot_report_another_nodes_job() {
 
     let spec = TaskSpec {
         command: vec!["true".into()],
-        image: None,
-        network: NetworkPolicy::None,
-        memory_bytes: None,
-        cpu_millis: None,
         pids: 16,
         timeout_seconds: 10,
-        env: BTreeMap::new(),
-        files: BTreeMap::new(),
-        labels: BTreeMap::new(),
         account_id: "a".into(),
         site_id: "s".into(),
-        ticket_id: None,
         max_attempts: 3,
-        retry_on_failure: false,
+        ..Default::default()
     };
     dispatcher.submit("t1".into(), spec, Origin::system("test"), None).await.unwrap();
     let log = o.log.clone();

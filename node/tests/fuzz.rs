@@ -9,7 +9,7 @@ mod support;
 use std::sync::OnceLock;
 
 use dispatch_node::auth::Auth;
-use dispatch_node::server::{Orchestrator, ServerConfig};
+use dispatch_node::server::Orchestrator;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -38,21 +38,7 @@ fn target() -> &'static Target {
     TARGET.get_or_init(|| {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = support::tempdir();
-        let config = ServerConfig {
-            data_dir: dir.path().to_owned(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            dev_headers: false,
-            templates_file: None,
-            supervisor: Default::default(),
-            idempotency_retention: std::time::Duration::from_secs(3600),
-            cluster_addr: "127.0.0.1:0".parse().unwrap(),
-            advertise_addr: None,
-            membership: Default::default(),
-            inference: Default::default(),
-            delivery: Default::default(),
-            edge: Default::default(),
-            lanes: Default::default(),
-        };
+        let config = support::server_config(dir.path());
         let server = rt.block_on(Orchestrator::start(config)).unwrap();
         let url = format!("http://{}", server.addr);
         let mint = |sub: &str, role: &str| {

@@ -20,21 +20,7 @@ struct Env {
 }
 
 fn config(dir: &std::path::Path) -> ServerConfig {
-    ServerConfig {
-        data_dir: dir.to_owned(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        dev_headers: false,
-        templates_file: None,
-        supervisor: Default::default(),
-        idempotency_retention: std::time::Duration::from_secs(3600),
-        cluster_addr: "127.0.0.1:0".parse().unwrap(),
-        advertise_addr: None,
-        membership: Default::default(),
-        inference: Default::default(),
-        delivery: Default::default(),
-        edge: Default::default(),
-        lanes: Default::default(),
-    }
+    support::server_config(dir)
 }
 
 async fn start() -> Env {

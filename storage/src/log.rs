@@ -242,18 +242,7 @@ impl Log {
 
     /// Keys (and values) of `index` that start with `prefix`, in key order, at most `limit`.
     pub fn index_scan(&self, index: &str, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let txn = self.db()?.begin_read()?;
-        let table = txn.open_table(INDEXES)?;
-        let mut out = Vec::new();
-        for entry in table.range((index, prefix)..)? {
-            let (k, v) = entry?;
-            let (name, key) = k.value();
-            if name != index || !key.starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push((key.to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.index_page(index, prefix, None, limit)
     }
 
     /// Stores `value` under `key` unless a value is already there; returns what is stored.

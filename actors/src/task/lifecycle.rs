@@ -56,7 +56,7 @@ impl TaskState {
 }
 
 /// What a task asks for, as accepted by the API (validated, defaults filled in).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskSpec {
     pub command: Vec<String>,
     /// Image to run in; the node's configured sandbox image when absent.

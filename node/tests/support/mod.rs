@@ -268,3 +268,22 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
     client_builder().build()?.get(url).send().await
 }
+
+/// The in-process orchestrator's configuration for tests: a data dir, free ports.
+pub fn server_config(dir: &Path) -> dispatch_node::server::ServerConfig {
+    dispatch_node::server::ServerConfig {
+        data_dir: dir.to_owned(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        dev_headers: false,
+        templates_file: None,
+        supervisor: Default::default(),
+        idempotency_retention: std::time::Duration::from_secs(3600),
+        cluster_addr: "127.0.0.1:0".parse().unwrap(),
+        advertise_addr: None,
+        membership: Default::default(),
+        inference: Default::default(),
+        delivery: Default::default(),
+        edge: Default::default(),
+        lanes: Default::default(),
+    }
+}
