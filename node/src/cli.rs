@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::client::{Client, ClientError};
 
 mod access;
+mod terminal;
 use crate::server::{InferenceConfig, Orchestrator, ServerConfig, stop_signal};
 
 #[derive(Parser)]
@@ -659,40 +660,6 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     Ok((generate_password(), true))
 }
 
-/// The password for `dispatch login`: read without echo on a terminal, else one
-/// line from stdin (scripts pipe it in).
-fn login_password(username: &str) -> anyhow::Result<String> {
-    use std::io::IsTerminal;
-    if !std::io::stdin().is_terminal() {
-        return Ok(password(true)?.0);
-    }
-    // Echo goes off before the prompt appears, so nothing typed after it is shown.
-    let _echo_off = EchoOff::new()?;
-    eprint!("password for {username}: ");
-    Ok(password(true)?.0)
-}
-
-/// Terminal echo off on stdin until dropped (then restored, also on errors).
-struct EchoOff(rustix::termios::Termios);
-
-impl EchoOff {
-    fn new() -> anyhow::Result<Self> {
-        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
-        let original = tcgetattr(std::io::stdin())?;
-        let mut quiet = original.clone();
-        quiet.local_modes.remove(LocalModes::ECHO);
-        quiet.local_modes.insert(LocalModes::ECHONL);
-        tcsetattr(std::io::stdin(), OptionalActions::Now, &quiet)?;
-        Ok(EchoOff(original))
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        let _ = rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, &self.0);
-    }
-}
-
 fn generate_password() -> String {
     use base64::Engine;
     let bytes: [u8; 18] = rand::random();
@@ -768,7 +735,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Login { client, username } => {
-            let pw = login_password(&username)?;
+            let pw = terminal::login_password(&username, || Ok(password(true)?.0))?;
             let api = Client::new(&client.server, None);
             let out = api
                 .call(Method::POST, "/v1/auth/login", Some(json!({ "username": username, "password": pw })), None)
