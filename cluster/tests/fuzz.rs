@@ -4,6 +4,8 @@
 //! test process). `FUZZ_CASES` sets the cases per target (CI: the default);
 //! `fuzz/run.sh` runs them for as long as asked.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 use actors::node::{Capabilities, ConfigAck, ConfigOutcome, NodeConfig};
 use actors::task::{JobResult, JobSpec, NetworkPolicy};
 use dispatch_cluster::proto::{Bootstrap, JobAnswer, Push, PushReply, Request, Response};

@@ -1,6 +1,8 @@
 //! The cluster protocol end to end on real UDP sockets on 127.0.0.1, in one process:
 //! join, mutual TLS, configuration acknowledged, removal, refusals, renewal.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

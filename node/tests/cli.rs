@@ -1,6 +1,8 @@
 //! The CLI as the README uses it: a client of the HTTP API, human or `--json` output,
 //! a failing exit status with the server's error code when a command is refused.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 mod support;
 
 use std::process::{Command, Output};

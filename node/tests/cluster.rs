@@ -3,6 +3,8 @@
 //! and remove; a forged token and a certificate-less client refused; a restart that
 //! needs no token; and a real Prometheus scraping all three members.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 mod support;
 
 use std::io::{BufRead, BufReader};

@@ -4,6 +4,8 @@
 //! the cases per target (HTTP targets run a quarter of them); `fuzz/run.sh` runs them
 //! for as long as asked.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 mod support;
 
 use std::sync::OnceLock;

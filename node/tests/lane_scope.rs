@@ -1,6 +1,8 @@
 //! Lanes across callers: handoff ids belong to one lane, and people see lanes, their
 //! controls and their dead letters only through the queues they work.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 mod support;
 
 use std::time::Duration;

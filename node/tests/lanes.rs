@@ -3,6 +3,8 @@
 //! into the DLQ and are replayed), operator queues and controls, long-poll, freeze,
 //! and the engineering view.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 mod support;
 
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! waits on another, and every event is accounted for: what was sent, the lanes'
 //! timelines and the metrics agree, and nothing is lost across the restart.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,8 @@
 //! from inside a job, and no container left behind. Skipped, loudly, when no engine
 //! answers.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

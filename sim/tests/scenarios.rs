@@ -2,6 +2,8 @@
 //! code over real QUIC + TLS on simulated UDP. Each asserts invariants; a failure
 //! prints its seed (replay with `SIM_SEED=<seed>`).
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 use std::time::Duration;
 
 use actors::node::{ConfigOutcome, NodeConfig, NodeState};

@@ -4,6 +4,8 @@
 //! never run at the same time, a job (task + attempt) never runs twice, and no
 //! accepted task is lost.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! Behaviour of the log through its public API: appends, conflicts, idempotency,
 //! indexes and snapshots, group commit, tamper detection, reopen.
 
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
 mod support;
 
 use dispatch_storage::{AppendError, IdempotencyKey, IdempotencyRecord, IndexOp, Log, LogWriter, StoredResponse};

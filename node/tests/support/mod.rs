@@ -1,4 +1,6 @@
 //! Shared helpers for tests that run the real `dispatch` binary.
+
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};

@@ -1,4 +1,6 @@
 //! Helpers shared by the storage tests.
+
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
 #![allow(dead_code)]
 
 use dispatch_storage::{ActorRef, Append, NewEvent};
