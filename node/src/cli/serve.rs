@@ -1,0 +1,281 @@
+//! `dispatch up` and `dispatch agent`: run the product (orchestrator, worker, or both).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use actors::node::{MembershipConfig, NodeConfig};
+use actors::policy::{Principal, Role};
+use actors::ticket::SupervisorConfig;
+use clap::{Args, ValueEnum};
+
+use super::generate_password;
+use crate::server::{InferenceConfig, Orchestrator, ServerConfig, stop_signal};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum AgentRole {
+    Orchestrator,
+    Worker,
+}
+
+#[derive(Args)]
+pub(super) struct ServeArgs {
+    /// Directory for the log, blobs and keys.
+    #[arg(long, default_value = "./dispatch-data", env = "DISPATCH_DATA_DIR")]
+    pub(super) data_dir: PathBuf,
+    /// Address of the HTTP API (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "DISPATCH_HTTP_ADDR")]
+    pub(super) http_addr: SocketAddr,
+    /// Accept X-Actor-* identity headers instead of tokens. Development only.
+    #[arg(long)]
+    pub(super) dev_headers: bool,
+    /// Incident templates file replacing the built-in set.
+    #[arg(long)]
+    pub(super) templates: Option<PathBuf>,
+    /// Log lines as JSON.
+    #[arg(long)]
+    pub(super) log_json: bool,
+    /// File holding the first admin's password (otherwise one is generated and printed once).
+    #[arg(long)]
+    pub(super) admin_password_file: Option<PathBuf>,
+    /// Hours a retried request with the same Idempotency-Key replays the first answer.
+    #[arg(long, default_value_t = 24)]
+    pub(super) idempotency_retention_hours: u64,
+    /// Orchestrator: where workers connect (QUIC; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:7443", env = "DISPATCH_CLUSTER_ADDR")]
+    pub(super) cluster_addr: SocketAddr,
+    /// Orchestrator: the cluster address written into join tokens (default: the bound one).
+    #[arg(long)]
+    pub(super) advertise_addr: Option<String>,
+    /// Orchestrator: heartbeat interval new nodes are configured with.
+    #[arg(long, default_value_t = 5_000)]
+    pub(super) node_heartbeat_ms: u64,
+    /// Worker: the static busybox the default sandbox image is built from (no registry needed).
+    #[arg(long, default_value = "/bin/busybox")]
+    pub(super) sandbox_busybox: PathBuf,
+    /// Worker: this host runs a local inference runtime (reported in its capabilities).
+    #[arg(long)]
+    pub(super) local_inference: bool,
+    /// Orchestrator: work needs inference; /ready says no until a node has a local
+    /// runtime or --inference-provider is set.
+    #[arg(long)]
+    pub(super) inference_required: bool,
+    /// Orchestrator: an external inference provider (URL).
+    #[arg(long)]
+    pub(super) inference_provider: Option<String>,
+    /// Orchestrator: first retry delay of a failed lane callback (doubling; 6 attempts, then the DLQ).
+    #[arg(long, default_value_t = 500)]
+    pub(super) callback_backoff_ms: u64,
+    /// Orchestrator: a callback host allowed even though it resolves to a loopback,
+    /// private or link-local address (repeatable). Every other such callback is refused.
+    #[arg(long, value_name = "HOST")]
+    pub(super) callback_allow_host: Vec<String>,
+    /// Orchestrator: PEM certificates trusted for https callbacks besides the system's roots.
+    #[arg(long, value_name = "PEM")]
+    pub(super) callback_ca_file: Option<PathBuf>,
+    /// Orchestrator: how long one callback delivery may take.
+    #[arg(long, default_value_t = 5_000)]
+    pub(super) callback_timeout_ms: u64,
+    /// Orchestrator: a reverse proxy whose X-Forwarded-For is believed (repeatable CIDR).
+    #[arg(long, value_name = "CIDR")]
+    pub(super) trusted_proxy: Vec<ipnet::IpNet>,
+    /// Orchestrator: HTTP connections served at once.
+    #[arg(long, default_value_t = 1024)]
+    pub(super) max_connections: usize,
+    /// Refuse new work (507) while the data dir's filesystem has less free space (MiB).
+    #[arg(long, default_value_t = 64)]
+    pub(super) min_free_mb: u64,
+    /// Orchestrator: evidence bytes each account may store (MiB).
+    #[arg(long, default_value_t = 1024)]
+    pub(super) blob_quota_mb: u64,
+}
+
+impl ServeArgs {
+    pub(super) fn worker_host(&self) -> crate::worker::WorkerHost {
+        crate::worker::WorkerHost { busybox: self.sandbox_busybox.clone(), inference: self.local_inference }
+    }
+}
+
+pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<()> {
+    crate::telemetry::init_logs(args.log_json);
+    let config = ServerConfig {
+        data_dir: args.data_dir.clone(),
+        http_addr: args.http_addr,
+        dev_headers: args.dev_headers,
+        templates_file: args.templates.clone(),
+        supervisor: SupervisorConfig::default(),
+        idempotency_retention: std::time::Duration::from_secs(args.idempotency_retention_hours.max(1) * 3600),
+        cluster_addr: args.cluster_addr,
+        advertise_addr: args.advertise_addr.clone(),
+        membership: MembershipConfig {
+            default_config: NodeConfig { heartbeat_interval_ms: args.node_heartbeat_ms, ..NodeConfig::default() },
+            ..MembershipConfig::default()
+        },
+        inference: InferenceConfig { required: args.inference_required, provider: args.inference_provider.clone() },
+        delivery: crate::lanes::DeliveryPolicy {
+            first_backoff: std::time::Duration::from_millis(args.callback_backoff_ms),
+            allow_hosts: args.callback_allow_host.clone(),
+            timeout: std::time::Duration::from_millis(args.callback_timeout_ms),
+            extra_roots: match &args.callback_ca_file {
+                Some(path) => crate::outbound::read_roots(path)?,
+                None => vec![],
+            },
+            ..Default::default()
+        },
+        edge: crate::server::EdgeConfig {
+            http: crate::http::HttpLimits { max_connections: args.max_connections, ..Default::default() },
+            trusted_proxies: args.trusted_proxy.clone(),
+            min_free_bytes: args.min_free_mb << 20,
+            blob_quota_bytes: args.blob_quota_mb << 20,
+            data_dir: args.data_dir.clone(),
+        },
+        lanes: Default::default(),
+    };
+    let orchestrator = Orchestrator::start(config).await?;
+    let local_worker = match embedded {
+        true => Some(start_local_worker(&orchestrator, &args.data_dir.join("worker"), &args.worker_host()).await?),
+        false => None,
+    };
+    let url = format!("http://{}", orchestrator.addr);
+    // The admin token exists on disk before anyone is told where to connect.
+    let token_file = args.data_dir.join("admin-token");
+    let fresh_token = match !token_file.exists() {
+        true => {
+            let admin = Principal {
+                sub: "admin".into(),
+                role: Role::Admin,
+                accounts: vec!["*".into()],
+                sites: vec!["*".into()],
+                tools: None,
+                queues: vec![],
+            };
+            let (token, _) = orchestrator.app.auth.mint(&admin, 365 * 24 * 3600)?;
+            write_secret(&token_file, &token)?;
+            Some(token)
+        }
+        false => None,
+    };
+    let first_admin = match embedded {
+        true => first_admin(&orchestrator, args.admin_password_file.as_deref()).await?,
+        false => None,
+    };
+    println!("dispatch: listening on {url}");
+    println!("  cluster:     {} (QUIC, mutual TLS)", orchestrator.cluster_addr);
+    match &local_worker {
+        Some((node_id, _, _)) => {
+            println!("  mode:        embedded single node (orchestrator + local worker {node_id})")
+        }
+        None => println!("  mode:        orchestrator"),
+    }
+    println!("  data dir:    {}", args.data_dir.display());
+    match fresh_token {
+        Some(token) => {
+            println!("  admin token: {token}");
+            println!("               (shown once; also saved to {} with mode 0600)", token_file.display());
+        }
+        None => println!("  admin token: in {} (minted at first start)", token_file.display()),
+    }
+    if embedded {
+        match first_admin {
+            Some(Some(pw)) => println!("  admin login: admin / {pw}   (shown once; `dispatch login --username admin`)"),
+            Some(None) => println!("  admin login: admin, password from --admin-password-file"),
+            None => {}
+        }
+        println!(
+            "  try:         curl -H \"Authorization: Bearer $(cat {})\" {url}/v1/incident-templates",
+            token_file.display()
+        );
+    }
+    stop_signal().await;
+    println!("dispatch: stopping (finishing in-flight requests)");
+    if let Some((_, stop, worker)) = local_worker {
+        let _ = stop.send(true);
+        let _ = worker.await;
+    }
+    orchestrator.shutdown().await
+}
+
+pub(super) type LocalWorkerTask = (String, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+/// `up`'s worker: joined over QUIC with a one-use token like any other host (on the
+/// first start), then connected with its certificate.
+pub(super) async fn start_local_worker(
+    orchestrator: &Orchestrator,
+    dir: &std::path::Path,
+    host: &crate::worker::WorkerHost,
+) -> anyhow::Result<LocalWorkerTask> {
+    let store = std::sync::Arc::new(cluster::worker::WorkerStore::open(dir)?);
+    let token = match store.identity()?.is_some() {
+        true => None,
+        false => {
+            let origin = actors::node::Origin::system("up.local_worker");
+            let ttl = std::time::Duration::from_secs(60);
+            Some(orchestrator.app.cluster.create_token(Default::default(), 1, ttl, origin).await?.1)
+        }
+    };
+    let via = orchestrator.cluster_addr.to_string();
+    let local = crate::worker::prepare(store, dir, token.as_deref(), Some(&via), Default::default(), host).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = local.worker.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = worker.run(stopped).await {
+            tracing::error!(error = %e, "local worker stopped");
+        }
+    });
+    Ok((local.node_id, stop, task))
+}
+
+/// Creates the `admin` account when there are no accounts yet. `Some(Some(pw))`:
+/// created with a generated password; `Some(None)`: created with the given one.
+pub(super) async fn first_admin(
+    orchestrator: &Orchestrator,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Option<String>>> {
+    let app = &orchestrator.app;
+    if !actors::user::list(&app.log)?.is_empty() {
+        return Ok(None);
+    }
+    let (password, generated) = match password_file {
+        Some(f) => {
+            let pw = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?;
+            (pw.trim_end_matches(['\r', '\n']).to_owned(), false)
+        }
+        None => (generate_password(), true),
+    };
+    let hash =
+        tokio::task::spawn_blocking(move || crate::identity::hash_password(&password).map(|h| (h, password))).await?;
+    let (hash, password) = hash.map_err(|e| anyhow::anyhow!("hashing the admin password: {}", e.message))?;
+    let system = Principal {
+        sub: "system".into(),
+        role: Role::Admin,
+        accounts: vec!["*".into()],
+        sites: vec!["*".into()],
+        tools: None,
+        queues: vec![],
+    };
+    let account = actors::user::Account {
+        username: "admin".into(),
+        kind: actors::user::AccountKind::Human,
+        role: Role::Admin,
+        accounts: vec!["*".into()],
+        sites: vec!["*".into()],
+        queues: vec![],
+        tools: None,
+    };
+    let create = actors::user::UserCommand::Create { account, password_hash: Some(hash) };
+    crate::identity::user_command(app, &system, "admin", create)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the admin account: {}", e.message))?;
+    Ok(Some(generated.then_some(password)))
+}
+
+pub(super) fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! `dispatch task …`: sandboxed jobs on worker nodes.
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{ClientArgs, connect, parse_label, print, strip_nulls};
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub(super) enum TaskCmd {
+    /// Run a command and wait: prints its output and exits with its exit code.
+    Run {
+        #[arg(long)]
+        image: Option<String>,
+        /// none (default) or restricted.
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        memory_bytes: Option<u64>,
+        #[arg(long)]
+        cpus: Option<f64>,
+        #[arg(long)]
+        pids: Option<u32>,
+        #[arg(long)]
+        timeout_seconds: Option<u32>,
+        /// K=V, repeatable.
+        #[arg(long = "env", value_parser = parse_label)]
+        env: Vec<(String, String)>,
+        /// PATH=LOCAL_FILE: put a local file at /workspace/PATH (repeatable).
+        #[arg(long = "file", value_parser = parse_label)]
+        files: Vec<(String, String)>,
+        /// A node label the task needs (k=v, repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Return at once with the task id instead of waiting.
+        #[arg(long)]
+        detach: bool,
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        command: Vec<String>,
+    },
+    /// A task's state and attempts.
+    Status {
+        id: String,
+    },
+    /// A finished task's output.
+    Result {
+        id: String,
+    },
+    Cancel {
+        id: String,
+    },
+    List {
+        #[arg(long)]
+        state: Option<String>,
+    },
+}
+
+pub(super) fn task_line(t: &Value) -> String {
+    let attempts = t["attempts"].as_array().map_or(0, Vec::len);
+    let node = t["attempts"].as_array().and_then(|a| a.last()).and_then(|a| a["node"].as_str()).unwrap_or("-");
+    format!(
+        "{}  {:<10} attempts={} node={}  {}",
+        t["id"].as_str().unwrap_or("?"),
+        t["state"].as_str().unwrap_or("?"),
+        attempts,
+        node,
+        t["spec"]["command"]
+            .as_array()
+            .map(|c| c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
+    )
+}
+
+pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<()> {
+    let client = connect(&args).await?;
+    match command {
+        TaskCmd::Run {
+            image,
+            network,
+            memory_bytes,
+            cpus,
+            pids,
+            timeout_seconds,
+            env,
+            files,
+            labels,
+            account,
+            site,
+            ticket,
+            detach,
+            command,
+        } => {
+            let mut contents = serde_json::Map::new();
+            for (path, local) in files {
+                let text = std::fs::read_to_string(&local).map_err(|e| anyhow::anyhow!("reading {local}: {e}"))?;
+                contents.insert(path, Value::String(text));
+            }
+            let map = |pairs: Vec<(String, String)>| {
+                pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<serde_json::Map<_, _>>()
+            };
+            let mut body = json!({
+                "command": command, "image": image, "network_policy": network,
+                "limits": { "memory_bytes": memory_bytes, "cpus": cpus, "pids": pids },
+                "timeout_seconds": timeout_seconds, "env": map(env), "files": contents, "labels": map(labels),
+                "account_id": account, "site_id": site, "ticket_id": ticket,
+            });
+            strip_nulls(&mut body);
+            let key = args.idempotency_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let accepted = client.call(Method::POST, "/v1/tasks", Some(body), Some(&key)).await?;
+            let id = accepted["task_id"].as_str().unwrap_or_default().to_owned();
+            if detach {
+                print(&args, &accepted, |v| v["task_id"].as_str().unwrap_or_default().to_owned());
+                return Ok(());
+            }
+            let done = loop {
+                let t = client.call(Method::GET, &format!("/v1/tasks/{id}"), None, None).await?;
+                if matches!(t["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED")) {
+                    break t;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            let out = client.call(Method::GET, &format!("/v1/tasks/{id}/result"), None, None).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            } else {
+                use std::io::Write;
+                print!("{}", out["result"]["stdout"].as_str().unwrap_or_default());
+                eprint!("{}", out["result"]["stderr"].as_str().unwrap_or_default());
+                let _ = std::io::stdout().flush();
+                for (flag, what) in [("stdout_truncated", "stdout"), ("stderr_truncated", "stderr")] {
+                    if out["result"][flag] == true {
+                        eprintln!("dispatch: {what} was cut at the output cap");
+                    }
+                }
+                if out["result"]["timed_out"] == true {
+                    eprintln!("dispatch: the task ran past its timeout and was killed");
+                }
+                if out["result"]["oom_killed"] == true {
+                    eprintln!("dispatch: the task used more memory than its limit and was killed");
+                }
+                if let Some(e) = out["result"]["error"].as_str().or(out["reason"].as_str()) {
+                    eprintln!("dispatch: task {} {}: {e}", id, done["state"].as_str().unwrap_or("?"));
+                }
+            }
+            // The job's exit code is ours; a task that never ran exits 125 (like docker run).
+            let code = out["result"]["exit_code"].as_i64().map_or(125, |c| c.clamp(0, 255) as i32);
+            std::process::exit(code);
+        }
+        TaskCmd::Status { id } => {
+            let out = client.call(Method::GET, &format!("/v1/tasks/{id}"), None, None).await?;
+            print(&args, &out, task_line);
+        }
+        TaskCmd::Result { id } => {
+            let out = client.call(Method::GET, &format!("/v1/tasks/{id}/result"), None, None).await?;
+            print(&args, &out, |v| {
+                format!(
+                    "{}{}exit code: {}",
+                    v["result"]["stdout"].as_str().unwrap_or_default(),
+                    v["result"]["stderr"].as_str().unwrap_or_default(),
+                    v["result"]["exit_code"]
+                )
+            });
+        }
+        TaskCmd::Cancel { id } => {
+            let out = client.call(Method::POST, &format!("/v1/tasks/{id}/cancel"), None, None).await?;
+            print(&args, &out, task_line);
+        }
+        TaskCmd::List { state } => {
+            let path = match state {
+                Some(s) => format!("/v1/tasks?state={s}"),
+                None => "/v1/tasks".to_owned(),
+            };
+            let out = client.call(Method::GET, &path, None, None).await?;
+            print(&args, &out, |v| {
+                v["tasks"].as_array().into_iter().flatten().map(task_line).collect::<Vec<_>>().join("\n")
+            });
+        }
+    }
+    Ok(())
+}
