@@ -6,8 +6,11 @@ mod accounts;
 mod admin;
 mod blobs;
 mod dlq;
+mod envelopes;
 pub mod error;
 mod extract;
+mod handoffs;
+mod insights;
 mod lanes;
 mod nodes;
 mod openapi;
@@ -126,23 +129,23 @@ pub fn router(app: App) -> Router {
         .route("/v1/lanes/{id}/timeline", get(lanes::timeline))
         .route("/v1/lanes/{id}/checkpoints", post(lanes::checkpoint))
         .route("/v1/lanes/{id}/handoffs", post(lanes::request_handoff))
-        .route("/v1/lanes/{id}/decision", get(lanes::wait_decision))
+        .route("/v1/lanes/{id}/decision", get(handoffs::wait_decision))
         .route("/v1/lanes/{id}/escalate", post(lanes::escalate))
         .route("/v1/lanes/{id}/assign-owner", post(lanes::assign_owner))
         .route("/v1/lanes/{id}/reassign-owner", post(lanes::reassign_owner))
         .route("/v1/lanes/{id}/owner", get(lanes::owner))
         .route("/v1/lanes/{id}/unblock", post(lanes::unblock))
         .route("/v1/lanes/{id}/override-close", post(lanes::override_close))
-        .route("/v1/events", post(lanes::events))
-        .route("/v1/schemas/event-envelope.v1.json", get(lanes::envelope_schema))
-        .route("/v1/handoffs", get(lanes::queue))
-        .route("/v1/handoffs/{id}", get(lanes::handoff))
-        .route("/v1/handoffs/{id}/decision", post(lanes::decide))
+        .route("/v1/events", post(envelopes::events))
+        .route("/v1/schemas/event-envelope.v1.json", get(envelopes::envelope_schema))
+        .route("/v1/handoffs", get(handoffs::queue))
+        .route("/v1/handoffs/{id}", get(handoffs::handoff))
+        .route("/v1/handoffs/{id}/decision", post(handoffs::decide))
         .route("/v1/admin/lanes/freeze", post(lanes::freeze))
         .route("/v1/admin/lanes/unfreeze", post(lanes::unfreeze))
         .route("/v1/dlq", get(dlq::dlq))
         .route("/v1/dlq/{id}/replay", post(dlq::dlq_replay))
-        .route("/v1/insights/handoffs", get(lanes::insights))
+        .route("/v1/insights/handoffs", get(insights::insights))
         .route("/v1/auth/login", post(accounts::login))
         .route("/v1/auth/refresh", post(accounts::refresh))
         .route("/v1/auth/logout", post(accounts::logout))

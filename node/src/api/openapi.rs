@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{access, accounts, admin, blobs, dlq, lanes, nodes, tasks, tickets, ux};
+use super::{access, accounts, admin, blobs, dlq, envelopes, handoffs, insights, lanes, nodes, tasks, tickets, ux};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,10 +20,10 @@ use super::{access, accounts, admin, blobs, dlq, lanes, nodes, tasks, tickets, u
         accounts::disable_user, accounts::set_role, accounts::reset_password, nodes::create_token,
         nodes::list_tokens, nodes::revoke_token, nodes::list, nodes::get, nodes::drain, nodes::remove,
         nodes::set_config, tasks::create, tasks::list, tasks::get, tasks::result, tasks::cancel,
-        lanes::create, lanes::get, lanes::timeline, lanes::checkpoint, lanes::request_handoff, lanes::wait_decision,
+        lanes::create, lanes::get, lanes::timeline, lanes::checkpoint, lanes::request_handoff, handoffs::wait_decision,
         lanes::escalate, lanes::assign_owner, lanes::reassign_owner, lanes::owner, lanes::unblock, lanes::override_close,
-        lanes::events, lanes::queue, lanes::handoff, lanes::decide, lanes::freeze, lanes::unfreeze, dlq::dlq,
-        dlq::dlq_replay, lanes::insights,
+        envelopes::events, handoffs::queue, handoffs::handoff, handoffs::decide, lanes::freeze, lanes::unfreeze, dlq::dlq,
+        dlq::dlq_replay, insights::insights,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
