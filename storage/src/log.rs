@@ -80,7 +80,8 @@ impl Log {
         Ok(Log { inner: Arc::new(Inner { path, db: RwLock::new(Some(Arc::new(db))), fault: Mutex::new(None) }) })
     }
 
-    /// The database, for one operation.
+    /// The database, for one operation. Callers hold it for as long as their
+    /// transaction lives, so a reopen waits for them (bounded) instead of racing them.
     pub(crate) fn db(&self) -> Result<Arc<Database>, StorageError> {
         let db = self.inner.db.read().unwrap_or_else(|p| p.into_inner()).clone();
         db.ok_or_else(|| StorageError::Unavailable("the log file is being reopened after a write failure".into()))
@@ -128,7 +129,8 @@ impl Log {
 
     /// Last sequence number of `stream` (0 when it has no events).
     pub fn stream_head(&self, stream: &str) -> Result<(u64, Hash), StorageError> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(STREAMS)?;
         Ok(match table.get(stream)? {
             Some(v) => StreamHead::decode(v.value())?.into(),
@@ -138,7 +140,8 @@ impl Log {
 
     /// Events of `stream` with `seq > after`, in order.
     pub fn read_stream(&self, stream: &str, after: u64) -> Result<Vec<EventRecord>, StorageError> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
         for entry in table.range((stream, after.saturating_add(1))..=(stream, u64::MAX))? {
@@ -150,7 +153,8 @@ impl Log {
 
     /// Up to `limit` events in global order starting at position `from` (inclusive).
     pub fn read_global(&self, from: u64, limit: usize) -> Result<Vec<EventRecord>, StorageError> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let global = txn.open_table(GLOBAL)?;
         let events = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
@@ -168,13 +172,15 @@ impl Log {
 
     /// Number of events in the global order.
     pub fn global_len(&self) -> Result<u64, StorageError> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         Ok(txn.open_table(GLOBAL)?.len()?)
     }
 
     /// The latest snapshot of `stream`: `(seq, state bytes)`.
     pub fn snapshot(&self, stream: &str) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(SNAPSHOTS)?;
         Ok(table.get(stream)?.map(|v| {
             let (seq, bytes) = v.value();
@@ -187,7 +193,8 @@ impl Log {
         &self,
         streams: impl IntoIterator<Item = &'a str>,
     ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(SNAPSHOTS)?;
         let mut out = Vec::new();
         for s in streams {
@@ -201,14 +208,16 @@ impl Log {
 
     /// The stored outcome of an idempotent request, if one was recorded.
     pub fn idempotency(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StorageError> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(IDEMPOTENCY)?;
         table.get(key.as_tuple())?.map(|v| IdempotencyRecord::decode(v.value())).transpose()
     }
 
     /// Value of one index entry.
     pub fn index_get(&self, index: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(INDEXES)?;
         Ok(table.get((index, key))?.map(|v| v.value().to_vec()))
     }
@@ -222,7 +231,8 @@ impl Log {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(INDEXES)?;
         let mut out = Vec::new();
         let start = match after {
@@ -248,7 +258,8 @@ impl Log {
     /// Stores `value` under `key` unless a value is already there; returns what is stored.
     /// Used at start-up, before the writer runs (signing keys are created once).
     pub fn meta_get_or_insert(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StorageError> {
-        let txn = self.db()?.begin_write()?;
+        let db = self.db()?;
+        let txn = db.begin_write()?;
         let stored = {
             let mut table = txn.open_table(META)?;
             let existing = table.get(key)?.map(|v| v.value().to_vec());
@@ -292,7 +303,8 @@ impl Log {
     /// Verifies every stream and that the global order names exactly the stored events.
     pub fn verify_all(&self) -> Result<Vec<ChainBreak>, StorageError> {
         let streams: Vec<String> = {
-            let txn = self.db()?.begin_read()?;
+            let db = self.db()?;
+            let txn = db.begin_read()?;
             let table = txn.open_table(STREAMS)?;
             let mut v = Vec::new();
             for e in table.iter()? {
@@ -308,7 +320,8 @@ impl Log {
             }
             total += self.stream_head(s)?.0;
         }
-        let txn = self.db()?.begin_read()?;
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         let global = txn.open_table(GLOBAL)?;
         let events = txn.open_table(EVENTS)?;
         if global.len()? != total || events.len()? != total {

@@ -316,7 +316,8 @@ fn commit_batch(log: &Log, appends: Vec<Append>, replies: Vec<oneshot::Sender<Re
 }
 
 fn purge_idempotency(log: &Log, before_ms: i64) -> Result<u64, StorageError> {
-    let txn = log.db()?.begin_write()?;
+    let db = log.db()?;
+    let txn = db.begin_write()?;
     let mut removed = 0;
     {
         let mut table = txn.open_table(IDEMPOTENCY)?;
@@ -349,7 +350,8 @@ fn first_taken(
 /// Validates and writes every append in one transaction, then commits with fsync.
 /// An append that fails validation is skipped whole; the others still commit.
 fn commit(log: &Log, appends: Vec<Append>) -> Result<Vec<Result<Appended, AppendError>>, StorageError> {
-    let txn = log.db()?.begin_write()?;
+    let db = log.db()?;
+    let txn = db.begin_write()?;
     let mut results = Vec::with_capacity(appends.len());
     {
         let mut events = txn.open_table(EVENTS)?;
