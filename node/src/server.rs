@@ -164,6 +164,7 @@ impl Orchestrator {
             callbacks: config.delivery.addresses(),
             edge: crate::server::EdgeConfig { data_dir: config.data_dir.clone(), ..config.edge.clone() },
             blob_quota: Default::default(),
+            free_space: crate::api::FreeSpace::new(config.data_dir.clone()),
         }));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await

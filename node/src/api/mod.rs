@@ -72,6 +72,39 @@ pub struct AppInner {
     pub edge: crate::server::EdgeConfig,
     /// Blob quota checks and charges run one at a time.
     pub blob_quota: tokio::sync::Mutex<()>,
+    /// Free space of the data dir's filesystem, for the 507 reserve.
+    pub free_space: FreeSpace,
+}
+
+/// Free bytes of a directory's filesystem. A measurement with room to spare is reused
+/// for [`FreeSpace::EVERY`] (space changes slowly, requests come fast); one under the
+/// reserve is always taken again, so freed space is seen at once.
+pub struct FreeSpace {
+    dir: std::path::PathBuf,
+    last: std::sync::Mutex<Option<(Instant, u64)>>,
+}
+
+impl FreeSpace {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+    /// Watches the filesystem `dir` lives on.
+    pub fn new(dir: std::path::PathBuf) -> Self {
+        FreeSpace { dir, last: std::sync::Mutex::new(None) }
+    }
+
+    /// The free bytes, when they are under `reserve` (None: enough, or no answer).
+    pub fn under(&self, reserve: u64) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, free)) = *last
+            && at.elapsed() < Self::EVERY
+            && free >= reserve
+        {
+            return None;
+        }
+        let free = rustix::fs::statvfs(&self.dir).ok().map(|s| s.f_bavail.saturating_mul(s.f_frsize))?;
+        *last = Some((Instant::now(), free));
+        (free < reserve).then_some(free)
+    }
 }
 
 /// Shared handler state.
@@ -205,10 +238,7 @@ async fn observe(req: Request, next: Next) -> Response {
 async fn reserve_space(axum::extract::State(app): axum::extract::State<App>, req: Request, next: Next) -> Response {
     let mutating = matches!(*req.method(), axum::http::Method::POST | axum::http::Method::PUT);
     if mutating && !req.uri().path().starts_with("/v1/auth/") && app.edge.min_free_bytes > 0 {
-        let free = rustix::fs::statvfs(&app.edge.data_dir).map(|s| s.f_bavail.saturating_mul(s.f_frsize));
-        if let Ok(free) = free
-            && free < app.edge.min_free_bytes
-        {
+        if let Some(free) = app.free_space.under(app.edge.min_free_bytes) {
             metrics::counter!("dispatch_requests_refused_for_space_total").increment(1);
             return ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
