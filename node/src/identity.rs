@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 use crate::api::AppInner;
 use crate::api::error::ApiError;
+use crate::clock::now_ms;
 
 /// Lifetime of an access token from a login.
 pub const ACCESS_TTL_SECONDS: i64 = 15 * 60;
@@ -114,10 +115,6 @@ impl Default for LoginLimits {
             per_client: Limiter::new(30, Duration::from_secs(60)),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// An audit event caused by `actor` through `tool`.

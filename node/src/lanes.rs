@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use actors::lane::LaneCommand;
 use actors::lane::actor::{LaneRequest, Lanes};
 use actors::lane::store::{self, DLQ, OUTBOX, SECRETS, TimerKind};
@@ -17,10 +18,6 @@ use sha2::Sha256;
 use storage::{Append, IndexOp, Log, LogWriter};
 
 const TICK: Duration = Duration::from_millis(200);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Fires due timers on their lanes, forever.
 pub async fn run_timers(log: Log, lanes: Lanes) {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod capabilities;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod credentials;
 pub mod datadir;
 pub mod http;

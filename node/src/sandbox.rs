@@ -10,8 +10,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::clock::now_ms;
 use actors::task::{JobResult, JobSpec, NetworkPolicy, RESERVED_ENV, valid_workspace_path};
 use bollard::Docker;
 use bollard::container::LogOutput;
@@ -47,10 +48,6 @@ pub enum SandboxError {
     Invalid(String),
     #[error("workspace: {0}")]
     Io(#[from] std::io::Error),
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A Docker-backed job runner.

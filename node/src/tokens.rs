@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use crate::api::AppInner;
 use crate::api::error::ApiError;
 use crate::auth::{Claims, RETIRED_KEYS_INDEX, SUPERSEDED_KEYS_INDEX};
+use crate::clock::now_ms;
 use crate::identity::{ACCESS_TTL_SECONDS, event, revocation};
 
 /// Most entries one page of a listing returns.
@@ -44,10 +45,6 @@ pub struct SessionView {
 
 fn storage_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal("reading tokens and sessions", e)
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Appends `events` with `index_ops` to `stream`, retrying when another writer got there first.

@@ -18,16 +18,13 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
 use super::{App, authorize_route, origin};
+pub(super) use crate::clock::now_ms;
 
 /// The published schema of the v1 event envelope.
 pub const ENVELOPE_SCHEMA: &str = include_str!("../../schemas/event-envelope.v1.json");
 pub(super) const SETTINGS: &str = "settings";
 pub(super) const FROZEN: &str = "lanes_frozen";
 pub(super) const MAX_WAIT_SECONDS: u64 = 60;
-
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 impl From<LaneFailure> for ApiError {
     fn from(e: LaneFailure) -> Self {
