@@ -237,20 +237,18 @@ async fn observe(req: Request, next: Next) -> Response {
 /// sign-out stay open.
 async fn reserve_space(axum::extract::State(app): axum::extract::State<App>, req: Request, next: Next) -> Response {
     let mutating = matches!(*req.method(), axum::http::Method::POST | axum::http::Method::PUT);
-    if mutating && !req.uri().path().starts_with("/v1/auth/") && app.edge.min_free_bytes > 0 {
-        if let Some(free) = app.free_space.under(app.edge.min_free_bytes) {
-            metrics::counter!("dispatch_requests_refused_for_space_total").increment(1);
-            return ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "INSUFFICIENT_STORAGE",
-                format!(
-                    "the data dir's filesystem has {} KiB free, under the {} KiB kept for the log; free space or raise the disk",
-                    free >> 10,
-                    app.edge.min_free_bytes >> 10
-                ),
-            )
-            .into_response();
-        }
+    if mutating
+        && !req.uri().path().starts_with("/v1/auth/")
+        && app.edge.min_free_bytes > 0
+        && let Some(free) = app.free_space.under(app.edge.min_free_bytes)
+    {
+        metrics::counter!("dispatch_requests_refused_for_space_total").increment(1);
+        let message = format!(
+            "the data dir's filesystem has {} KiB free, under the {} KiB kept for the log; free space or raise the disk",
+            free >> 10,
+            app.edge.min_free_bytes >> 10
+        );
+        return ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "INSUFFICIENT_STORAGE", message).into_response();
     }
     next.run(req).await
 }
