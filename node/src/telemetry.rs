@@ -57,6 +57,20 @@ fn describe() {
         "HTTP request latency by route template."
     );
     describe_counter!("dispatch_api_errors_total", "Refused or failed API requests, by error code.");
+    describe_counter!(
+        "dispatch_http_connections_refused_total",
+        "HTTP connections closed at once: the cap was reached."
+    );
+    describe_counter!(
+        "dispatch_requests_refused_for_space_total",
+        "Mutations refused with 507: the data dir's free space is under the reserve."
+    );
+    describe_counter!("dispatch_log_commit_failures_total", "Log commits that failed (nothing of them acknowledged).");
+    describe_counter!("dispatch_log_reopens_total", "Times the log file was reopened after a failed write.");
+    describe_counter!(
+        "dispatch_cluster_connections_refused_total",
+        "Cluster peers refused before their handshake: too many unauthenticated at once."
+    );
     describe_counter!("dispatch_ticket_transitions_total", "Durable ticket state changes, by from and to state.");
     describe_counter!("dispatch_idempotency_replays_total", "Retried requests answered from the stored response.");
     describe_counter!("dispatch_idempotency_conflicts_total", "Idempotency keys reused with a different request.");
