@@ -15,6 +15,7 @@ mod lanes;
 mod nodes;
 mod openapi;
 mod paging;
+mod routes;
 mod system;
 mod tasks;
 mod tickets;
@@ -30,7 +31,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 use storage::{BlobStore, IdempotencyKey, Log, LogWriter};
@@ -120,81 +120,7 @@ impl std::ops::Deref for App {
 
 /// The whole HTTP surface.
 pub fn router(app: App) -> Router {
-    let v1 = Router::new()
-        .route("/v1/tickets", post(tickets::create).get(tickets::list))
-        .route("/v1/tickets/{id}", get(tickets::get))
-        .route("/v1/tickets/{id}/timeline", get(tickets::timeline))
-        .route("/v1/tickets/{id}/evidence", post(tickets::add_evidence).get(tickets::evidence))
-        .route("/v1/tickets/{id}/triage", post(tickets::triage))
-        .route("/v1/tickets/{id}/schedule/propose", post(tickets::propose_schedule))
-        .route("/v1/tickets/{id}/schedule/confirm", post(tickets::confirm_schedule))
-        .route("/v1/tickets/{id}/assignment/dispatch", post(tickets::dispatch))
-        .route("/v1/tickets/{id}/assignment/bypass-confirmation", post(tickets::confirm_bypass))
-        .route("/v1/tickets/{id}/tech/check-in", post(tickets::check_in))
-        .route("/v1/tickets/{id}/tech/request-change", post(tickets::request_change))
-        .route("/v1/tickets/{id}/approval/decide", post(tickets::decide_approval))
-        .route("/v1/tickets/{id}/tech/complete", post(tickets::complete))
-        .route("/v1/tickets/{id}/qa/verify", post(tickets::verify))
-        .route("/v1/tickets/{id}/billing/generate-invoice", post(tickets::generate_invoice))
-        .route("/v1/tickets/{id}/close", post(tickets::close))
-        .route("/v1/tickets/{id}/cancel", post(tickets::cancel))
-        .route("/v1/incident-templates", get(tickets::incident_templates))
-        .route("/v1/blobs", post(blobs::upload).layer(DefaultBodyLimit::max(BLOB_BODY_LIMIT)))
-        .route("/v1/ux/dispatcher/cockpit", get(ux::cockpit))
-        .route("/v1/ux/technician/job-packet/{id}", get(ux::job_packet))
-        .route("/v1/admin/tokens", post(admin::mint_token).get(access::list_tokens))
-        .route("/v1/admin/tokens/{jti}/revoke", post(access::revoke_token))
-        .route("/v1/admin/signing-keys", post(accounts::rotate_signing_key))
-        .route("/v1/admin/signing-keys/{kid}/retire", post(access::retire_signing_key))
-        .route("/v1/join-tokens", post(nodes::create_token).get(nodes::list_tokens))
-        .route("/v1/join-tokens/{id}/revoke", post(nodes::revoke_token))
-        .route("/v1/nodes", get(nodes::list))
-        .route("/v1/nodes/{id}", get(nodes::get))
-        .route("/v1/nodes/{id}/drain", post(nodes::drain))
-        .route("/v1/nodes/{id}/remove", post(nodes::remove))
-        .route("/v1/nodes/{id}/config", put(nodes::set_config))
-        .route("/v1/tasks", post(tasks::create).get(tasks::list))
-        .route("/v1/tasks/{id}", get(tasks::get))
-        .route("/v1/tasks/{id}/result", get(tasks::result))
-        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/v1/lanes", post(lanes::create))
-        .route("/v1/lanes/{id}", get(lanes::get))
-        .route("/v1/lanes/{id}/timeline", get(lanes::timeline))
-        .route("/v1/lanes/{id}/checkpoints", post(lanes::checkpoint))
-        .route("/v1/lanes/{id}/handoffs", post(lanes::request_handoff))
-        .route("/v1/lanes/{id}/decision", get(handoffs::wait_decision))
-        .route("/v1/lanes/{id}/escalate", post(lanes::escalate))
-        .route("/v1/lanes/{id}/assign-owner", post(lanes::assign_owner))
-        .route("/v1/lanes/{id}/reassign-owner", post(lanes::reassign_owner))
-        .route("/v1/lanes/{id}/owner", get(lanes::owner))
-        .route("/v1/lanes/{id}/unblock", post(lanes::unblock))
-        .route("/v1/lanes/{id}/override-close", post(lanes::override_close))
-        .route("/v1/events", post(envelopes::events))
-        .route("/v1/schemas/event-envelope.v1.json", get(envelopes::envelope_schema))
-        .route("/v1/handoffs", get(handoffs::queue))
-        .route("/v1/handoffs/{id}", get(handoffs::handoff))
-        .route("/v1/handoffs/{id}/decision", post(handoffs::decide))
-        .route("/v1/admin/lanes/freeze", post(lanes::freeze))
-        .route("/v1/admin/lanes/unfreeze", post(lanes::unfreeze))
-        .route("/v1/dlq", get(dlq::dlq))
-        .route("/v1/dlq/{id}/replay", post(dlq::dlq_replay))
-        .route("/v1/insights/handoffs", get(insights::insights))
-        .route("/v1/auth/login", post(accounts::login))
-        .route("/v1/auth/refresh", post(accounts::refresh))
-        .route("/v1/auth/logout", post(accounts::logout))
-        .route("/v1/auth/keys", get(accounts::keys))
-        .route("/v1/me", get(accounts::me))
-        .route("/v1/tools", get(accounts::tools))
-        .route("/v1/users", post(accounts::create_user).get(accounts::list_users))
-        .route("/v1/users/{username}/disable", post(accounts::disable_user))
-        .route("/v1/users/{username}/role", post(accounts::set_role))
-        .route("/v1/users/{username}/password", post(accounts::reset_password))
-        .route("/v1/users/{username}/sessions", get(access::list_sessions))
-        .route("/v1/users/{username}/sessions/revoke", post(access::revoke_sessions))
-        .route("/v1/openapi.json", get(openapi::document))
-        .route("/health", get(system::health))
-        .route("/ready", get(system::ready))
-        .route("/metrics", get(system::metrics));
+    let (v1, _) = routes::routes().split_for_parts();
     v1.fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed on this route")
