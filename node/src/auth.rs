@@ -270,6 +270,12 @@ impl Auth {
     }
 
     fn verify_signature(&self, token: &str) -> Result<Claims, AuthError> {
+        self.decode(token, &self.validation)
+    }
+
+    /// Checks algorithm, key id (a known key, not retired) and signature, then the
+    /// claims against `validation`: the one way any token of ours is read.
+    fn decode<C: serde::de::DeserializeOwned>(&self, token: &str, validation: &Validation) -> Result<C, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::Invalid("algorithm must be EdDSA".into()));
@@ -281,7 +287,7 @@ impl Auth {
         if key.retired {
             return Err(AuthError::Invalid("the signing key of this token was retired".into()));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
+        let data = jsonwebtoken::decode::<C>(token, &key.decoding, validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         Ok(data.claims)
     }
@@ -311,18 +317,11 @@ impl Auth {
     /// Checks a bypass confirmation: our signature, its audience, unexpired, for `ticket`,
     /// from a manager whose tokens are not revoked.
     pub fn verify_bypass(&self, token: &str, ticket: &str) -> Result<BypassClaims, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let keys = read(&self.keys);
-        let kid = header.kid.ok_or_else(|| AuthError::Invalid("no key id".into()))?;
-        let key =
-            keys.iter().find(|k| k.kid == kid && !k.retired).ok_or_else(|| AuthError::Invalid("unknown key".into()))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[BYPASS_AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let claims = jsonwebtoken::decode::<BypassClaims>(token, &key.decoding, &validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?
-            .claims;
+        let claims: BypassClaims = self.decode(token, &validation)?;
         if claims.ticket != ticket {
             return Err(AuthError::Invalid("the confirmation is for another ticket".into()));
         }

@@ -134,6 +134,27 @@ pub(crate) fn event(actor: &Principal, tool: &str, kind: &str, payload: Vec<u8>)
     }
 }
 
+/// Appends what `build` makes to `stream` (one the node keeps outside the entity
+/// actors: token records, revocations, blob usage), retrying when another writer got
+/// there first.
+pub(crate) async fn append_to(
+    app: &AppInner,
+    stream: &str,
+    build: impl Fn() -> (Vec<NewEvent>, Vec<IndexOp>),
+) -> Result<(), ApiError> {
+    for _ in 0..5 {
+        let expected_seq = app.log.stream_head(stream).map_err(storage_err)?.0;
+        let (events, index_ops) = build();
+        let append = Append { stream: stream.into(), expected_seq, events, index_ops, ..Default::default() };
+        match app.writer.append(append).await {
+            Ok(_) => return Ok(()),
+            Err(AppendError::SequenceConflict { .. }) => continue,
+            Err(e) => return Err(ApiError::unavailable(e.to_string())),
+        }
+    }
+    Err(ApiError::unavailable(format!("{stream} kept changing; retry")))
+}
+
 pub(crate) fn revocation(kind: RevokedKind, value: &str, at: i64) -> IndexOp {
     IndexOp::Put {
         index: session::REVOKED_INDEX.into(),

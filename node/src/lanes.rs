@@ -140,11 +140,6 @@ pub fn outbox(log: &Log) -> Vec<Delivery> {
     entries(log, OUTBOX)
 }
 
-/// Deliveries in the dead-letter queue.
-pub fn dead_letters(log: &Log) -> Vec<Delivery> {
-    entries(log, DLQ)
-}
-
 fn put(index: &str, d: &Delivery) -> IndexOp {
     IndexOp::Put { index: index.into(), key: d.id.clone(), value: serde_json::to_vec(d).unwrap_or_default() }
 }

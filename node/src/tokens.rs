@@ -6,17 +6,17 @@ use actors::policy::Principal;
 use actors::session::{self, MINTED_TOKENS_INDEX, RevokedKind, USER_SESSIONS_INDEX};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use storage::{Append, AppendError, IndexOp, NewEvent};
+use storage::IndexOp;
 use utoipa::ToSchema;
 
 use crate::api::AppInner;
 use crate::api::error::ApiError;
 use crate::auth::{Claims, RETIRED_KEYS_INDEX, SUPERSEDED_KEYS_INDEX};
 use crate::clock::now_ms;
-use crate::identity::{ACCESS_TTL_SECONDS, event, revocation};
+use crate::identity::{ACCESS_TTL_SECONDS, append_to, event, revocation};
 
-/// Most entries one page of a listing returns.
-pub const MAX_PAGE: usize = 200;
+/// Records read per page while looking for a key's live tokens.
+const SCAN_PAGE: usize = 200;
 
 /// A token minted by an admin or for a service account, as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -47,25 +47,6 @@ fn storage_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal("reading tokens and sessions", e)
 }
 
-/// Appends `events` with `index_ops` to `stream`, retrying when another writer got there first.
-async fn append_to(
-    app: &AppInner,
-    stream: &str,
-    build: impl Fn() -> (Vec<NewEvent>, Vec<IndexOp>),
-) -> Result<(), ApiError> {
-    for _ in 0..5 {
-        let expected_seq = app.log.stream_head(stream).map_err(storage_err)?.0;
-        let (events, index_ops) = build();
-        let append = Append { stream: stream.into(), expected_seq, events, index_ops, ..Default::default() };
-        match app.writer.append(append).await {
-            Ok(_) => return Ok(()),
-            Err(AppendError::SequenceConflict { .. }) => continue,
-            Err(e) => return Err(ApiError::unavailable(e.to_string())),
-        }
-    }
-    Err(ApiError::unavailable("the token records kept changing; retry"))
-}
-
 /// Records a token minted by `by` (durably, before the token is handed out).
 pub async fn record_minted(app: &AppInner, by: &Principal, token: &str, claims: &Claims) -> Result<(), ApiError> {
     let kid = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).unwrap_or_default();
@@ -91,9 +72,9 @@ fn minted(bytes: &[u8]) -> Option<MintedRecord> {
     serde_json::from_slice(bytes).ok()
 }
 
-/// A page of minted tokens in jti order, after `cursor`.
+/// A page of at most `limit` minted tokens in jti order, after `cursor`.
 pub fn list_minted(app: &AppInner, cursor: Option<&str>, limit: usize) -> Result<Vec<MintedRecord>, ApiError> {
-    let page = app.log.index_page(MINTED_TOKENS_INDEX, "", cursor, limit.clamp(1, MAX_PAGE)).map_err(storage_err)?;
+    let page = app.log.index_page(MINTED_TOKENS_INDEX, "", cursor, limit).map_err(storage_err)?;
     Ok(page
         .iter()
         .filter_map(|(_, v)| minted(v))
@@ -115,7 +96,7 @@ pub async fn revoke_minted(app: &AppInner, by: &Principal, jti: &str) -> Result<
     Ok(MintedRecord { revoked: true, ..record })
 }
 
-/// A page of `username`'s login sessions, after the session id `cursor`.
+/// A page of at most `limit` of `username`'s login sessions, after the session id `cursor`.
 pub fn list_sessions(
     app: &AppInner,
     username: &str,
@@ -124,10 +105,7 @@ pub fn list_sessions(
 ) -> Result<Vec<SessionView>, ApiError> {
     let prefix = session::user_session_key(username, "");
     let after = cursor.map(|c| session::user_session_key(username, c));
-    let page = app
-        .log
-        .index_page(USER_SESSIONS_INDEX, &prefix, after.as_deref(), limit.clamp(1, MAX_PAGE))
-        .map_err(storage_err)?;
+    let page = app.log.index_page(USER_SESSIONS_INDEX, &prefix, after.as_deref(), limit).map_err(storage_err)?;
     let mut out = Vec::with_capacity(page.len());
     for (_, sid) in page {
         let Ok(sid) = String::from_utf8(sid) else { continue };
@@ -182,12 +160,12 @@ fn live_tokens_of(app: &AppInner, kid: &str, now_ms: i64) -> Result<Option<Strin
     }
     let mut cursor: Option<String> = None;
     loop {
-        let page = list_minted(app, cursor.as_deref(), MAX_PAGE)?;
+        let page = list_minted(app, cursor.as_deref(), SCAN_PAGE)?;
         if let Some(r) = page.iter().find(|r| r.kid == kid && !r.revoked && r.expires_at * 1000 > now_ms) {
             return Ok(Some(format!("minted token {} for {} is live until {}", r.jti, r.sub, r.expires_at)));
         }
         match page.last() {
-            Some(last) if page.len() == MAX_PAGE => cursor = Some(last.jti.clone()),
+            Some(last) if page.len() == SCAN_PAGE => cursor = Some(last.jti.clone()),
             _ => return Ok(None),
         }
     }

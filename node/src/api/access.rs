@@ -7,24 +7,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
+use super::paging::Page;
 use super::{App, authorize_route};
 use crate::tokens::{self, MintedRecord, SessionView};
-
-/// Paging of an admin listing.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Page {
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// At most this many (1..=200, default 100).
-    pub limit: Option<usize>,
-}
-
-impl Page {
-    fn limit(&self) -> usize {
-        self.limit.unwrap_or(100)
-    }
-}
 
 /// A page of minted tokens.
 #[derive(Serialize, ToSchema)]
@@ -32,10 +17,6 @@ pub struct MintedList {
     pub tokens: Vec<MintedRecord>,
     /// Pass as `cursor` for the next page; absent on the last one.
     pub next_cursor: Option<String>,
-}
-
-fn next_cursor<T>(items: &[T], limit: usize, key: impl Fn(&T) -> String) -> Option<String> {
-    (items.len() >= limit.clamp(1, tokens::MAX_PAGE)).then(|| items.last().map(key)).flatten()
 }
 
 #[utoipa::path(get, path = "/v1/admin/tokens", tag = "admin", params(Page),
@@ -49,7 +30,7 @@ pub(super) async fn list_tokens(
 ) -> Result<Json<MintedList>, ApiError> {
     authorize_route(&caller, &ctx, "admin.tokens.list")?;
     let tokens = tokens::list_minted(&app, page.cursor.as_deref(), page.limit())?;
-    let next_cursor = next_cursor(&tokens, page.limit(), |t| t.jti.clone());
+    let next_cursor = page.next_after(&tokens, |t| t.jti.clone());
     Ok(Json(MintedList { tokens, next_cursor }))
 }
 
@@ -85,7 +66,7 @@ pub(super) async fn list_sessions(
 ) -> Result<Json<SessionList>, ApiError> {
     authorize_route(&caller, &ctx, "user.sessions.list")?;
     let sessions = tokens::list_sessions(&app, &username, page.cursor.as_deref(), page.limit())?;
-    let next_cursor = next_cursor(&sessions, page.limit(), |s| s.id.clone());
+    let next_cursor = page.next_after(&sessions, |s| s.id.clone());
     Ok(Json(SessionList { sessions, next_cursor }))
 }
 

@@ -76,18 +76,12 @@ async fn store_charged(app: &App, caller: &Principal, bytes: axum::body::Bytes) 
     if new {
         let payload = serde_json::json!({ "bytes": size, "total": used + size }).to_string().into_bytes();
         let usage = (used + size).to_le_bytes().to_vec();
-        let append = storage::Append {
-            stream: format!("blob-usage/{}", caller.sub),
-            expected_seq: app
-                .log
-                .stream_head(&format!("blob-usage/{}", caller.sub))
-                .map_err(|e| ApiError::internal("blob usage", e))?
-                .0,
-            events: vec![crate::identity::event(caller, "blob.upload", "blob.stored", payload)],
-            index_ops: vec![storage::IndexOp::Put { index: USAGE_INDEX.into(), key: caller.sub.clone(), value: usage }],
-            ..Default::default()
-        };
-        app.writer.append(append).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        crate::identity::append_to(app, &format!("blob-usage/{}", caller.sub), || {
+            let event = crate::identity::event(caller, "blob.upload", "blob.stored", payload.clone());
+            let op = storage::IndexOp::Put { index: USAGE_INDEX.into(), key: caller.sub.clone(), value: usage.clone() };
+            (vec![event], vec![op])
+        })
+        .await?;
     }
     Ok(())
 }

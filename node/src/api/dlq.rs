@@ -6,26 +6,14 @@ use actors::policy::Principal;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, RequestCtx};
 use super::lanes::{load_lane, queue_visible};
+use super::paging::Page;
 use super::{App, authorize_route};
 use crate::lanes::Delivery;
-
-/// Paging of the DLQ.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DlqPage {
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// Entries examined per page (1..=200, default 100); deliveries outside the
-    /// caller's queues are left out, so a page may hold fewer.
-    pub limit: Option<usize>,
-}
 
 /// Whether `caller` may see `d`: its handoff's queue now is one of the caller's.
 async fn visible(app: &App, caller: &Principal, d: &Delivery) -> bool {
@@ -37,22 +25,23 @@ async fn visible(app: &App, caller: &Principal, d: &Delivery) -> bool {
     queue.is_some_and(|q| queue_visible(caller, &q))
 }
 
-#[utoipa::path(get, path = "/v1/dlq", tag = "handoffs", params(DlqPage),
+#[utoipa::path(get, path = "/v1/dlq", tag = "handoffs", params(Page),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
-/// Callback deliveries that used up their attempts, in the caller's queues.
+/// Callback deliveries that used up their attempts, in the caller's queues. A page
+/// examines `limit` entries; those outside the caller's queues are left out, so it may
+/// hold fewer.
 pub(super) async fn dlq(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
-    Query(page): Query<DlqPage>,
+    Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     authorize_route(&caller, &ctx, "dlq.list")?;
-    let limit = page.limit.unwrap_or(100).clamp(1, 200);
     let entries = app
         .log
-        .index_page(actors::lane::store::DLQ, "", page.cursor.as_deref(), limit)
+        .index_page(actors::lane::store::DLQ, "", page.cursor.as_deref(), page.limit())
         .map_err(|e| ApiError::internal("reading the DLQ", e))?;
-    let next_cursor = (entries.len() == limit).then(|| entries.last().map(|(k, _)| k.clone())).flatten();
+    let next_cursor = page.next_after(&entries, |(k, _)| k.clone());
     let mut deliveries = Vec::new();
     for (_, v) in entries {
         let Ok(d) = serde_json::from_slice::<Delivery>(&v) else { continue };

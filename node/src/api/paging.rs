@@ -25,6 +25,12 @@ impl Page {
         self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
     }
 
+    /// The next page's cursor for a page read from an index after `cursor` with
+    /// [`Page::limit`]: the last key, when the page came back full.
+    pub fn next_after<T>(&self, items: &[T], key: impl Fn(&T) -> String) -> Option<String> {
+        (items.len() >= self.limit()).then(|| items.last().map(key)).flatten()
+    }
+
     /// The entries of `items` in `key` order after the cursor, at most `limit`, with
     /// the cursor of the next page when more may follow.
     pub fn slice<T>(&self, items: Vec<T>, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
