@@ -140,11 +140,19 @@ impl Log {
 
     /// Events of `stream` with `seq > after`, in order.
     pub fn read_stream(&self, stream: &str, after: u64) -> Result<Vec<EventRecord>, StorageError> {
+        self.read_range(stream, after.saturating_add(1), u64::MAX)
+    }
+
+    /// Events of `stream` with `first <= seq <= last`, in order.
+    pub fn read_range(&self, stream: &str, first: u64, last: u64) -> Result<Vec<EventRecord>, StorageError> {
         let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
-        for entry in table.range((stream, after.saturating_add(1))..=(stream, u64::MAX))? {
+        if first > last {
+            return Ok(out);
+        }
+        for entry in table.range((stream, first)..=(stream, last))? {
             let (_, v) = entry?;
             out.push(EventRecord::decode(v.value())?);
         }

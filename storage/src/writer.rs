@@ -53,6 +53,9 @@ pub enum StoredResponse {
     /// The body was the state of `stream` right after event `seq`; the owner of the
     /// stream rebuilds it by replaying, so the state is not stored a second time.
     StreamState { stream: String, seq: u64 },
+    /// The answer was a command's outcome: the events `first..=last` of `stream` and
+    /// the state right after `last`, both rebuilt from the log.
+    Command { stream: String, first: u64, last: u64 },
 }
 
 impl IdempotencyRecord {
