@@ -17,9 +17,9 @@ use tokio::sync::Mutex;
 
 const LANES: usize = 100;
 const STEPS_PER_PHASE: usize = 10;
-/// Operators start deciding only this long after a phase starts: until then every
-/// handoff waits, and lanes without one must still finish.
-const OPERATOR_DELAY: Duration = Duration::from_millis(1500);
+/// How long lanes without a handoff may take to finish while every handoff waits
+/// undecided (generous: a lane blocked behind another never finishes at all).
+const FREE_LANES_WITHIN: Duration = Duration::from_secs(60);
 
 /// About 3% of steps raise a handoff (deterministic, so runs repeat).
 fn raises(lane: usize, step: usize) -> bool {
@@ -40,15 +40,22 @@ async fn post(http: &reqwest::Client, url: &str, token: &str, key: &str, body: V
 }
 
 /// One phase: every lane runs its steps concurrently; operators decide the handoffs
-/// that will not time out, but only after `OPERATOR_DELAY`.
+/// that will not time out, but only once every lane without a handoff has finished:
+/// if a lane waited on another's handoff, that never happens.
 async fn phase(s: &Server, agent: &str, operator: &str, phase: usize, sent: Arc<Mutex<Sent>>) {
     let http = support::client_builder().pool_max_idle_per_host(0).build().unwrap();
     let started = Instant::now();
+    let steps = phase * STEPS_PER_PHASE..(phase + 1) * STEPS_PER_PHASE;
+    let free_lanes = (0..LANES).filter(|&l| !steps.clone().any(|s| raises(l, s))).count();
+    assert!(free_lanes > 0 && free_lanes < LANES, "some lanes raise handoffs, some do not");
+    // (lanes without a handoff finished, all lanes finished)
+    let (done_tx, done_rx) = tokio::sync::watch::channel((0usize, 0usize));
+    let done_tx = Arc::new(done_tx);
     let finished: Arc<Mutex<BTreeMap<usize, (Duration, bool)>>> = Arc::default();
     let mut lanes = Vec::new();
     for lane in 0..LANES {
-        let (http, url, agent, sent, finished) =
-            (http.clone(), s.url.clone(), agent.to_owned(), sent.clone(), finished.clone());
+        let (http, url, agent, sent, finished, done_tx) =
+            (http.clone(), s.url.clone(), agent.to_owned(), sent.clone(), finished.clone(), done_tx.clone());
         lanes.push(tokio::spawn(async move {
             let id = format!("lane-{lane:03}");
             let mut waited = false;
@@ -84,12 +91,20 @@ async fn phase(s: &Server, agent: &str, operator: &str, phase: usize, sent: Arc<
                 }
             }
             finished.lock().await.insert(lane, (started.elapsed(), waited));
+            done_tx.send_modify(|(free, all)| {
+                *free += usize::from(!waited);
+                *all += 1;
+            });
         }));
     }
     let operator_task = {
-        let (http, url, operator) = (http.clone(), s.url.clone(), operator.to_owned());
+        let (http, url, operator, mut done_rx) = (http.clone(), s.url.clone(), operator.to_owned(), done_rx.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(OPERATOR_DELAY).await;
+            let free_done = tokio::time::timeout(FREE_LANES_WITHIN, done_rx.wait_for(|(free, _)| *free == free_lanes));
+            assert!(
+                free_done.await.is_ok(),
+                "lanes without a handoff did not finish while every handoff waited undecided: a lane waited on another"
+            );
             let deciding_started = started.elapsed();
             loop {
                 let q: Value = http
@@ -114,10 +129,12 @@ async fn phase(s: &Server, agent: &str, operator: &str, phase: usize, sent: Arc<
                         .await;
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if q["handoffs"].as_array().unwrap().is_empty() && started.elapsed() > OPERATOR_DELAY * 3 {
+                if q["handoffs"].as_array().unwrap().is_empty() && done_rx.borrow().1 == LANES {
                     return deciding_started;
                 }
+                // The queue is polled, as an operator's screen would; the lanes' own
+                // long-polls are what wake them.
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
@@ -127,7 +144,7 @@ async fn phase(s: &Server, agent: &str, operator: &str, phase: usize, sent: Arc<
     let deciding_started = operator_task.await.unwrap();
     let finished = finished.lock().await;
     let free: Vec<Duration> = finished.values().filter(|(_, waited)| !waited).map(|(t, _)| *t).collect();
-    assert!(!free.is_empty() && free.len() < LANES, "some lanes raise handoffs, some do not");
+    assert_eq!(free.len(), free_lanes);
     let slowest_free = free.iter().max().unwrap();
     assert!(
         *slowest_free < deciding_started,
