@@ -2,6 +2,7 @@
 //! the authorization policy they share with the API, and the ractor actors that
 //! sequence the rules with the log.
 
+pub mod kernel;
 pub mod labels;
 pub mod lane;
 pub mod node;

@@ -374,7 +374,13 @@ impl Dispatch {
         for event in &events {
             let from = next.as_ref().map(|t| t.state.as_str());
             next = lifecycle::apply(next, id, now, event);
-            records.push(origin.event(event.kind(), from, next.as_ref().map(|t| t.state.as_str()), event));
+            let states = (from, next.as_ref().map(|t| t.state.as_str()));
+            let stamp = (uuid::Uuid::now_v7(), now);
+            records.push(
+                origin
+                    .event(stamp, event.kind(), states, event)
+                    .map_err(|_| Persist::Failed(DispatchError::Unavailable))?,
+            );
         }
         let after = next.ok_or(Persist::Failed(DispatchError::Unavailable))?;
         let append = Append {

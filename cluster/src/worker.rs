@@ -142,10 +142,11 @@ impl WorkerStore {
         let (seq, _) = self.log.stream_head(stream).map_err(|e| WorkerError::Store(e.to_string()))?;
         let origin = Origin {
             actor: storage::ActorRef { kind: "system".into(), id: "worker".into(), role: "worker".into() },
-            tool: kind.into(),
-            request_id: String::new(),
+            ..Origin::system(kind)
         };
-        let event = origin.event(kind, None, None, value);
+        let event = origin
+            .event((uuid::Uuid::now_v7(), now_ms()), kind, (None, None), value)
+            .map_err(|e| WorkerError::Store(e.to_string()))?;
         let append =
             Append { stream: stream.into(), expected_seq: seq, events: vec![event], index_ops, ..Default::default() };
         let writer = self.writer.as_ref().ok_or_else(|| WorkerError::Store("store closed".into()))?;

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::now_ms;
+use actors::kernel::Origin;
+use actors::kernel::Request;
 use actors::lane::LaneCommand;
-use actors::lane::actor::{LaneRequest, Lanes};
+use actors::lane::LaneHandle;
 use actors::lane::store::{self, DLQ, OUTBOX, SECRETS, TimerKind};
-use actors::node::Origin;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -20,7 +21,7 @@ use storage::{Append, IndexOp, Log, LogWriter};
 const TICK: Duration = Duration::from_millis(200);
 
 /// Fires due timers on their lanes, forever.
-pub async fn run_timers(log: Log, lanes: Lanes) {
+pub async fn run_timers(log: Log, lanes: LaneHandle) {
     loop {
         tokio::time::sleep(TICK).await;
         let due = match store::due_timers(&log, now_ms()) {
@@ -36,8 +37,8 @@ pub async fn run_timers(log: Log, lanes: Lanes) {
                 TimerKind::Sla => LaneCommand::SlaDue { handoff_id: t.handoff.clone(), now_ms: now },
                 TimerKind::Deadline => LaneCommand::DeadlineDue { handoff_id: t.handoff.clone(), now_ms: now },
             };
-            let request = LaneRequest {
-                lane_id: t.lane.clone(),
+            let request = Request {
+                id: t.lane.clone(),
                 command,
                 origin: Origin::system("lane.timer"),
                 idempotency: None,
@@ -111,9 +112,11 @@ pub fn new_secret(lane: &str) -> (String, IndexOp) {
 
 /// Records what happened to a delivery and moves it between outbox and dead letters.
 async fn record(writer: &LogWriter, d: &Delivery, kind: &str, ops: Vec<IndexOp>) -> Result<(), String> {
-    let event = Origin::system("lane.callback").event(kind, None, None, &serde_json::json!({
-        "delivery_id": d.id, "lane_id": d.lane_id, "handoff_id": d.handoff_id, "attempts": d.attempts, "error": d.last_error,
-    }));
+    let event = Origin::system("lane.callback")
+        .event((uuid::Uuid::now_v7(), now_ms()), kind, (None, None), &serde_json::json!({
+            "delivery_id": d.id, "lane_id": d.lane_id, "handoff_id": d.handoff_id, "attempts": d.attempts, "error": d.last_error,
+        }))
+        .map_err(|e| e.to_string())?;
     let append = Append {
         stream: format!("delivery/{}", d.id),
         expected_seq: d.events,

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::lane::actor::{LaneDeps, Lanes};
+use actors::kernel::{Entities, Kernel, RandomIds, SupervisorConfig, SystemClock};
+use actors::lane::LaneDeps;
 use actors::node::{Membership, MembershipConfig};
-use actors::ticket::{SupervisorConfig, Templates, TicketDeps, TicketSupervisor};
+use actors::ticket::{Templates, TicketDeps};
 use anyhow::Context;
 use cluster::dispatch::{DispatchConfig, Dispatcher};
 use cluster::orchestrator::OrchestratorCluster;
-use ractor::Actor;
 use storage::{BlobStore, Log, LogWriter};
 use tokio::sync::oneshot;
 
@@ -28,6 +28,7 @@ pub struct ServerConfig {
     pub dev_headers: bool,
     /// Incident templates file replacing the built-in set.
     pub templates_file: Option<PathBuf>,
+    /// How many ticket actors stay awake.
     pub supervisor: SupervisorConfig,
     /// How long a retry with the same Idempotency-Key replays the first answer.
     pub idempotency_retention: Duration,
@@ -44,7 +45,7 @@ pub struct ServerConfig {
     /// Limits at the edges: HTTP connections and deadlines, trusted proxies, storage.
     pub edge: EdgeConfig,
     /// How many lane actors stay awake.
-    pub lanes: actors::lane::actor::LaneSupervisorConfig,
+    pub lanes: SupervisorConfig,
 }
 
 /// Limits at the edges of the orchestrator.
@@ -117,14 +118,11 @@ impl Orchestrator {
         let (writer, writer_thread) = LogWriter::start(&log).context("starting the log writer")?;
         let auth = Auth::load_or_create(&log)?;
         let templates = Arc::new(templates);
-        let deps = Arc::new(TicketDeps {
-            log: log.clone(),
-            writer: writer.clone(),
-            blobs: blobs.clone(),
-            templates: templates.clone(),
-        });
-        let (tickets, tickets_task) =
-            Actor::spawn(None, TicketSupervisor, (deps, config.supervisor)).await.context("starting ticket actors")?;
+        let kernel =
+            Kernel { log: log.clone(), writer: writer.clone(), clock: Arc::new(SystemClock), ids: Arc::new(RandomIds) };
+        let deps = Arc::new(TicketDeps { blobs: blobs.clone(), templates: templates.clone() });
+        let tickets =
+            Entities::start(kernel.clone(), deps, config.supervisor).await.context("starting ticket actors")?;
         let (cluster, endpoint) = start_cluster(&config, &log, &writer).await?;
         let tasks = Dispatcher::start(
             log.clone(),
@@ -136,12 +134,9 @@ impl Orchestrator {
         .await
         .context("starting task dispatch")?;
         cluster.attach_dispatcher(tasks.clone());
-        let lane_deps = Arc::new(LaneDeps {
-            log: log.clone(),
-            writer: writer.clone(),
-            changes: tokio::sync::broadcast::channel(1024).0,
-        });
-        let lanes = Lanes::start(lane_deps, config.lanes).await.context("starting lane actors")?;
+        let lane_deps = Arc::new(LaneDeps { changes: tokio::sync::broadcast::channel(1024).0 });
+        let lanes =
+            actors::lane::start(kernel.clone(), lane_deps, config.lanes).await.context("starting lane actors")?;
         let lane_timers = tokio::spawn(crate::lanes::run_timers(log.clone(), lanes.clone()));
         let deliveries =
             tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery.clone()));
@@ -149,6 +144,7 @@ impl Orchestrator {
         let app = App(Arc::new(AppInner {
             log,
             writer,
+            kernel,
             blobs,
             templates,
             tickets: tickets.clone(),
@@ -182,12 +178,12 @@ impl Orchestrator {
             // In-flight requests are done: stop the actors, then let the writer drain.
             purger.abort();
             let _ = purger.await;
-            tickets.stop(Some("shutdown".into()));
-            let _ = tickets_task.await;
+            tickets.stop().await;
+            drop(tickets);
             lane_timers.abort();
             deliveries.abort();
             let _ = (lane_timers.await, deliveries.await);
-            lanes.stop();
+            lanes.stop().await;
             // The handle holds a log writer: let go of it before waiting for the writer.
             drop(lanes);
             tasks.stop();

@@ -426,7 +426,7 @@ async fn revocations_survive_a_restart() {
 
 #[tokio::test]
 async fn lane_actors_passivate_and_caller_chosen_labels_stay_bounded() {
-    let lanes = actors::lane::actor::LaneSupervisorConfig { max_live: 2, ..Default::default() };
+    let lanes = actors::kernel::SupervisorConfig { max_live: 2, ..Default::default() };
     let env = start_with(|c| ServerConfig { lanes, ..c }).await;
     let agent = env.token("agent", "bot", &["*"]);
     for i in 0..70 {

@@ -4,7 +4,7 @@
 
 use storage::{IndexOp, Log, StorageError};
 
-use super::lifecycle::{Lane, LaneEvent, apply};
+use super::lifecycle::{Lane, LaneEvent};
 
 /// Every lane: key `id`.
 pub const LANES: &str = "lanes";
@@ -25,28 +25,6 @@ pub const SEP: char = '\u{1f}';
 /// The log stream of one lane.
 pub fn stream(id: &str) -> String {
     format!("lane/{id}")
-}
-
-/// Why a stored lane could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("lane {id}: stored event does not decode: {reason}")]
-    Corrupt { id: String, reason: String },
-}
-
-/// The lane and its stream's last sequence number; `None` if it never existed.
-pub fn load(log: &Log, id: &str) -> Result<Option<(Lane, u64)>, LoadError> {
-    let mut lane = None;
-    let mut seq = 0;
-    for r in log.read_stream(&stream(id), 0)? {
-        let event: LaneEvent = serde_json::from_slice(&r.payload)
-            .map_err(|e| LoadError::Corrupt { id: id.to_owned(), reason: e.to_string() })?;
-        lane = apply(lane, id, r.time_ms, &event);
-        seq = r.seq;
-    }
-    Ok(lane.map(|l| (l, seq)))
 }
 
 /// Every lane id.

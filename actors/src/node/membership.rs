@@ -33,49 +33,18 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Who caused a membership event, for the log.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub actor: storage::ActorRef,
-    pub tool: String,
-    pub request_id: String,
-}
+pub use crate::kernel::Origin;
 
-impl Origin {
-    /// The orchestrator itself (timers, joins).
-    pub fn system(tool: &str) -> Self {
-        Origin {
-            actor: storage::ActorRef { kind: "system".into(), id: "orchestrator".into(), role: "system".into() },
-            tool: tool.into(),
-            request_id: String::new(),
-        }
-    }
-
-    /// A node speaking over its authenticated connection.
-    pub fn node(id: &str, tool: &str) -> Self {
-        Origin {
-            actor: storage::ActorRef { kind: "node".into(), id: id.into(), role: "node".into() },
-            tool: tool.into(),
-            request_id: String::new(),
-        }
-    }
-
-    /// A log event of `kind` caused by this origin, with the entity's state before and after.
-    pub fn event(&self, kind: &str, from: Option<&str>, to: Option<&str>, payload: &impl Serialize) -> NewEvent {
-        NewEvent {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            time_ms: now_ms(),
-            actor: self.actor.clone(),
-            tool: self.tool.clone(),
-            request_id: self.request_id.clone(),
-            correlation_id: None,
-            trace_id: None,
-            kind: kind.into(),
-            from_state: from.map(str::to_owned),
-            to_state: to.map(str::to_owned),
-            payload: serde_json::to_vec(payload).unwrap_or_default(),
-        }
-    }
+/// A log event caused by `origin`, stamped now.
+fn stamped(
+    origin: &Origin,
+    kind: &str,
+    states: (Option<&str>, Option<&str>),
+    payload: &impl Serialize,
+) -> Result<NewEvent, MembershipError> {
+    origin
+        .event((uuid::Uuid::now_v7(), now_ms()), kind, states, payload)
+        .map_err(|e| MembershipError::Storage(e.to_string()))
 }
 
 /// Why a membership request failed.
@@ -314,12 +283,12 @@ impl NodeActor {
         for event in &events {
             let before = next.as_ref().map(|n| n.state);
             next = lifecycle::apply(next, &st.node.id, now, event);
-            records.push(origin.event(
+            records.push(stamped(
+                origin,
                 event.kind(),
-                before.map(NodeState::as_str),
-                next.as_ref().map(|n| n.state.as_str()),
+                (before.map(NodeState::as_str), next.as_ref().map(|n| n.state.as_str())),
                 event,
-            ));
+            )?);
         }
         let append =
             Append { stream: node_stream(&st.node.id), expected_seq: st.seq, events: records, ..Default::default() };
@@ -558,7 +527,7 @@ impl Registry {
         let append = Append {
             stream: token_stream(&id),
             expected_seq: 0,
-            events: vec![origin.event(event.kind(), None, None, &event)],
+            events: vec![stamped(origin, event.kind(), (None, None), &event)?],
             index_ops: vec![IndexOp::Put { index: TOKENS.into(), key: id.clone(), value: Vec::new() }],
             ..Default::default()
         };
@@ -581,7 +550,7 @@ impl Registry {
         let append = Append {
             stream: token_stream(id),
             expected_seq: seq,
-            events: vec![origin.event(event.kind(), None, None, &event)],
+            events: vec![stamped(origin, event.kind(), (None, None), &event)?],
             ..Default::default()
         };
         self.writer.append(append).await.map_err(|e| MembershipError::Storage(e.to_string()))?;
@@ -623,7 +592,7 @@ impl Registry {
         let mut records = Vec::new();
         for event in &events {
             node = lifecycle::apply(node, &id, now_ms(), event);
-            records.push(origin.event(event.kind(), None, node.as_ref().map(|n| n.state.as_str()), event));
+            records.push(stamped(&origin, event.kind(), (None, node.as_ref().map(|n| n.state.as_str())), event)?);
         }
         let append = Append {
             stream: node_stream(&id),

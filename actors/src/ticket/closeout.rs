@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::lifecycle::{Ticket, TicketError};
+use super::model::{Ticket, TicketError};
 
 /// The templates shipped with this build.
 pub const BUILTIN_TEMPLATES: &str = include_str!("../../templates/incident_templates.v1.json");

@@ -1,37 +1,35 @@
-//! The supervisor against a real log: waking, passivation bounds, restart, replay.
+//! Tickets on the kernel against a real log: waking, passivation bounds, restart, replay.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef};
 use storage::{BlobStore, IdempotencyKey, Log, LogWriter};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::*;
+use crate::kernel::{Entities, Failure, Kernel, Origin, Outcome, RandomIds, Request, SupervisorConfig, SystemClock};
 use crate::policy::{Principal, Role};
-use crate::ticket::{
-    CommandError, CommandMeta, CommandOutcome, CreateTicket, Templates, Ticket, TicketCommand, TicketRequest,
-    TicketState,
-};
+use crate::ticket::{CreateTicket, Templates, TicketCommand, TicketDeps, TicketState, Tickets};
+
+type CommandOutcome = Outcome<Tickets>;
+type CommandError = Failure<Tickets>;
 
 struct Fixture {
     _dir: tempfile::TempDir,
     log: Log,
-    sup: ActorRef<SupervisorMsg>,
+    sup: Entities<Tickets>,
 }
 
 async fn fixture(config: SupervisorConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path().join("log.redb")).unwrap();
     let (writer, _h) = LogWriter::start(&log).unwrap();
+    let kernel = Kernel { log: log.clone(), writer, clock: Arc::new(SystemClock), ids: Arc::new(RandomIds) };
     let deps = Arc::new(TicketDeps {
-        log: log.clone(),
-        writer,
         blobs: BlobStore::open(dir.path().join("blobs")).unwrap(),
         templates: Arc::new(Templates::builtin()),
     });
-    let (sup, _) = Actor::spawn(None, TicketSupervisor, (deps, config)).await.unwrap();
+    let sup = Entities::start(kernel, deps, config).await.unwrap();
     Fixture { _dir: dir, log, sup }
 }
 
@@ -47,7 +45,7 @@ fn dispatcher() -> Principal {
 }
 
 async fn send(
-    sup: &ActorRef<SupervisorMsg>,
+    sup: &Entities<Tickets>,
     id: Uuid,
     command: TicketCommand,
     key: &str,
@@ -58,26 +56,16 @@ async fn send(
 
 async fn send_as(
     principal: Principal,
-    sup: &ActorRef<SupervisorMsg>,
+    sup: &Entities<Tickets>,
     id: Uuid,
     command: TicketCommand,
     key: &str,
     hash: u8,
 ) -> Result<CommandOutcome, CommandError> {
-    let (tx, rx) = ractor::concurrency::oneshot();
-    let meta = CommandMeta {
-        principal,
-        request_id: key.into(),
-        correlation_id: None,
-        trace_id: None,
-        now: OffsetDateTime::now_utc(),
-        idempotency: IdempotencyKey { principal: "d1".into(), route: command.tool().into(), key: key.into() },
-        request_hash: [hash; 32],
-    };
-    sup.cast(SupervisorMsg::Dispatch(Box::new(TicketRequest { ticket_id: id, command, meta, reply: tx.into() })))
-        .unwrap();
-    // A dropped reply port means the actor died with the request queued.
-    rx.await.unwrap_or_else(|_| Err(CommandError::Unavailable("actor stopped".into())))
+    let origin = Origin::caller(&principal, command.tool(), key);
+    let idempotency = IdempotencyKey { principal: "d1".into(), route: command.tool().into(), key: key.into() };
+    let request = Request { idempotency: Some((idempotency, [hash; 32])), ..Request::new(id, command, origin) };
+    sup.run(request).await
 }
 
 fn create() -> TicketCommand {
@@ -94,8 +82,8 @@ fn cancel() -> TicketCommand {
     TicketCommand::Cancel(crate::ticket::Cancel { reason: "dup".into() })
 }
 
-async fn live(sup: &ActorRef<SupervisorMsg>) -> usize {
-    ractor::call!(sup, SupervisorMsg::LiveCount).unwrap()
+async fn live(sup: &Entities<Tickets>) -> usize {
+    sup.live_count().await.unwrap()
 }
 
 #[tokio::test]
@@ -112,7 +100,7 @@ async fn live_actors_stay_bounded_while_touching_many_tickets() {
     assert!(peak <= 50, "peak of {peak} live actors exceeds the bound of 50");
     // A passivated ticket wakes from its snapshot and keeps its history.
     let out = send(&f.sup, ids[0], cancel(), "x0", 2).await.unwrap();
-    let ticket: Ticket = serde_json::from_slice(&out.body).unwrap();
+    let ticket = out.state;
     assert_eq!((ticket.state, ticket.version), (TicketState::Cancelled, 2));
     assert_eq!(f.log.global_len().unwrap(), 401);
 }
@@ -124,7 +112,7 @@ async fn idle_actors_are_passivated_by_the_sweep() {
         send(&f.sup, Uuid::now_v7(), create(), &format!("c{i}"), 1).await.unwrap();
     }
     // The sweep is driven explicitly rather than waited for.
-    f.sup.cast(SupervisorMsg::Sweep).unwrap();
+    f.sup.sweep();
     assert_eq!(live(&f.sup).await, 0);
 }
 
@@ -133,7 +121,7 @@ async fn a_failed_actor_is_restarted_from_the_log() {
     let f = fixture(SupervisorConfig::default()).await;
     let id = Uuid::now_v7();
     send(&f.sup, id, create(), "c", 1).await.unwrap();
-    f.sup.cast(SupervisorMsg::Crash(id)).unwrap();
+    f.sup.crash(&id);
     // A command queued behind the crash is lost with the actor and answered as
     // unavailable; the client's retry with the same key reaches the restarted actor.
     let mut attempts = 0;
@@ -141,11 +129,11 @@ async fn a_failed_actor_is_restarted_from_the_log() {
         attempts += 1;
         match send(&f.sup, id, cancel(), "x", 2).await {
             Ok(out) => break out,
-            Err(CommandError::Unavailable(_)) if attempts < 5 => continue,
+            Err(Failure::Unavailable(_)) if attempts < 5 => continue,
             Err(e) => panic!("retry {attempts} failed: {e}"),
         }
     };
-    let ticket: Ticket = serde_json::from_slice(&out.body).unwrap();
+    let ticket = out.state;
     assert_eq!((ticket.state, ticket.version), (TicketState::Cancelled, 2), "state rebuilt after the crash");
     assert!(f.log.verify_all().unwrap().is_empty());
 }
@@ -157,8 +145,8 @@ async fn a_retried_command_is_replayed_and_writes_nothing() {
     let first = send(&f.sup, id, create(), "k", 1).await.unwrap();
     let again = send(&f.sup, id, create(), "k", 1).await.unwrap();
     assert!(again.replayed && !first.replayed);
-    assert_eq!(again.body, first.body);
-    assert!(matches!(send(&f.sup, id, create(), "k", 9).await, Err(CommandError::IdempotencyKeyReused)));
+    assert_eq!(again.state, first.state);
+    assert!(matches!(send(&f.sup, id, create(), "k", 9).await, Err(Failure::KeyReused)));
     assert_eq!(f.log.global_len().unwrap(), 1);
 }
 
@@ -201,18 +189,19 @@ async fn a_long_ticket_wakes_from_its_snapshot_and_old_retries_replay_their_own_
     }
     assert_eq!(f.log.snapshot(&store::stream(id)).unwrap().map(|(seq, _)| seq), Some(16), "one snapshot per 16 events");
 
-    f.sup.cast(SupervisorMsg::Sweep).unwrap();
+    f.sup.sweep();
     assert_eq!(live(&f.sup).await, 0);
-    let latest: Ticket = serde_json::from_slice(&answers[19].body).unwrap();
+    let latest = answers[19].state.clone();
     assert_eq!(store::load(&f.log, id).unwrap(), Some(latest.clone()), "snapshot + tail equals the live ticket");
     assert_eq!(latest.version, 25);
 
     // Retries long after: each replays exactly the answer its first attempt got.
     let again = send(&f.sup, id, create(), "c", 1).await.unwrap();
     assert!(again.replayed);
-    assert_eq!(again.body, created.body);
+    assert_eq!(again.state, created.state);
+    assert!(again.created, "a replayed create still says it created");
     let again = send_as(agent, &f.sup, id, evidence(2), "e2", 3).await.unwrap();
-    assert_eq!(again.body, answers[2].body);
+    assert_eq!(again.state, answers[2].state);
     assert_eq!(f.log.global_len().unwrap(), 25, "replays wrote nothing");
 }
 
@@ -226,6 +215,6 @@ async fn a_finished_ticket_is_passivated_at_once() {
     send(&f.sup, done, cancel(), "x2", 2).await.unwrap();
     assert_eq!(live(&f.sup).await, 1, "the cancelled ticket's actor is gone, the open one stays");
     // Waking it again (a refused command) works and lets it go again.
-    assert!(matches!(send(&f.sup, done, cancel(), "x3", 3).await, Err(CommandError::Rejected(_))));
+    assert!(matches!(send(&f.sup, done, cancel(), "x3", 3).await, Err(Failure::Rejected(_))));
     assert_eq!(live(&f.sup).await, 1);
 }

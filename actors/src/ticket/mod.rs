@@ -1,16 +1,21 @@
 //! Tickets: field-service work orders with a strict lifecycle.
 //!
-//! `lifecycle.rs` holds the whole rule set (read it top to bottom); `closeout.rs` the
-//! evidence/checklist gate; `actor.rs` and `supervisor.rs` the ractor shell that
-//! sequences the rules with the log; `store.rs` how tickets map onto log streams.
+//! `model.rs` says what a ticket is; `rules.rs` holds the whole rule set (decide and
+//! apply, read it top to bottom); `closeout.rs` the evidence/checklist gate;
+//! `entity.rs` plugs them into the kernel (which runs every command); `store.rs` how
+//! tickets map onto log streams and indexes.
 
-mod actor;
 pub mod closeout;
-mod lifecycle;
+mod entity;
+mod model;
+mod rules;
 pub mod store;
-mod supervisor;
 
-pub use actor::{CommandError, CommandMeta, CommandOutcome, TicketRequest};
 pub use closeout::{CloseoutStatus, IncidentTemplate, Templates, TemplatesError};
-pub use lifecycle::*;
-pub use supervisor::{SupervisorConfig, SupervisorMsg, TicketDeps, TicketSupervisor};
+pub use entity::{TicketDeps, Tickets};
+pub use model::*;
+pub use rules::{DecideContext, apply, decide};
+
+#[cfg(test)]
+#[path = "entity_tests.rs"]
+mod tests;

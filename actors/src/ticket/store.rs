@@ -1,11 +1,13 @@
 //! How tickets live in the log: stream names, index keys, and rebuilding a ticket
 //! from its snapshot and the events after it. Reads used by the API go here too.
 
-use storage::{EventRecord, IndexOp, Log, StorageError};
+use storage::{IndexOp, Log, StorageError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::lifecycle::{Ticket, TicketEvent, TicketState, apply};
+use super::entity::Tickets;
+use super::model::{Ticket, TicketState};
+use crate::kernel::{self, LoadError};
 
 /// Index of tickets by state: key `STATE␟id`.
 pub const BY_STATE: &str = "ticket_by_state";
@@ -16,20 +18,6 @@ const SEP: char = '\u{1f}';
 /// The log stream of one ticket.
 pub fn stream(id: Uuid) -> String {
     format!("ticket/{id}")
-}
-
-/// Why a stored ticket could not be read back.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("ticket {id}: stored data does not decode: {reason}")]
-    Corrupt { id: Uuid, reason: String },
-}
-
-/// Decodes a stored ticket event.
-pub fn decode_event(record: &EventRecord) -> Result<TicketEvent, serde_json::Error> {
-    serde_json::from_slice(&record.payload)
 }
 
 /// A snapshot is stored every this many events, so waking a ticket replays at most
@@ -43,29 +31,12 @@ pub fn time_of(ms: i64) -> OffsetDateTime {
 
 /// The current ticket: its snapshot plus any events after it. `None` if it never existed.
 pub fn load(log: &Log, id: Uuid) -> Result<Option<Ticket>, LoadError> {
-    let stream = stream(id);
-    let corrupt = |reason: String| LoadError::Corrupt { id, reason };
-    let (mut ticket, after) = match log.snapshot(&stream)? {
-        Some((seq, bytes)) => {
-            (Some(serde_json::from_slice::<Ticket>(&bytes).map_err(|e| corrupt(e.to_string()))?), seq)
-        }
-        None => (None, 0),
-    };
-    for record in log.read_stream(&stream, after)? {
-        let event = decode_event(&record).map_err(|e| corrupt(e.to_string()))?;
-        ticket = apply(ticket, id, record.seq, time_of(record.time_ms), &event);
-    }
-    Ok(ticket)
+    Ok(kernel::load::<Tickets>(log, &id)?.state)
 }
 
 /// The ticket as it was right after event `seq`, rebuilt from its events alone.
 pub fn load_at(log: &Log, id: Uuid, seq: u64) -> Result<Option<Ticket>, LoadError> {
-    let mut ticket = None;
-    for record in log.read_stream(&stream(id), 0)?.into_iter().take_while(|r| r.seq <= seq) {
-        let event = decode_event(&record).map_err(|e| LoadError::Corrupt { id, reason: e.to_string() })?;
-        ticket = apply(ticket, id, record.seq, time_of(record.time_ms), &event);
-    }
-    Ok(ticket)
+    kernel::load_at::<Tickets>(log, &id, seq)
 }
 
 /// The ticket id of a ticket stream name.

@@ -1,7 +1,7 @@
 //! The v1 event envelope over HTTP: `POST /v1/events` (`handoff.requested`,
 //! `handoff.decided`, answered with an `audit.receipt`) and its JSON Schema.
 
-use actors::lane::actor::LaneRequest;
+use actors::kernel::Request;
 use actors::node::Origin;
 use axum::Json;
 use axum::extract::State;
@@ -88,16 +88,16 @@ pub(super) async fn events(
         route: "POST /v1/events".into(),
         key: format!("{request_id}@{version}"),
     };
-    let request = LaneRequest {
-        lane_id: lane_id.clone(),
+    let request = Request {
+        id: lane_id.clone(),
         command,
         origin: Origin { request_id: request_id.clone(), ..origin(&caller, &ctx, "events.submit") },
         idempotency: Some((key, body.canonical_hash)),
         index_ops: vec![],
     };
     let outcome = run(&app, request).await?;
-    let replayed = outcome.replayed.is_some();
-    let first = outcome.replayed.as_ref().or(outcome.records.first()).map(receipt_of);
+    let replayed = outcome.replayed;
+    let first = outcome.records.first().map(receipt_of);
     let receipt = json!({
         "type": "audit.receipt", "version": "1.0", "id": uuid::Uuid::now_v7().to_string(), "request_id": request_id,
         "lane_id": lane_id, "correlation_id": env.get("correlation_id"), "trace_id": env.get("trace_id"),

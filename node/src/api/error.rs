@@ -1,8 +1,9 @@
 //! The API's error body and its stable codes (DESIGN.md §7). Every refusal goes
 //! through here, so each one is counted and logged the same way.
 
+use actors::kernel::{Entity, Failure};
 use actors::policy::PolicyDimension;
-use actors::ticket::{CommandError, TicketError};
+use actors::ticket::TicketError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -141,16 +142,26 @@ impl From<TicketError> for ApiError {
     }
 }
 
-impl From<CommandError> for ApiError {
-    fn from(e: CommandError) -> Self {
+impl From<actors::lane::freeze::FreezeError> for ApiError {
+    fn from(e: actors::lane::freeze::FreezeError) -> Self {
+        ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+    }
+}
+
+/// Every entity's command failures map the same way; its refusals map by its own `From`.
+impl<E: Entity> From<Failure<E>> for ApiError
+where
+    ApiError: From<E::Error>,
+{
+    fn from(e: Failure<E>) -> Self {
         match e {
-            CommandError::Rejected(t) => t.into(),
-            CommandError::IdempotencyKeyReused => ApiError::new(
+            Failure::Rejected(t) => t.into(),
+            Failure::KeyReused => ApiError::new(
                 StatusCode::CONFLICT,
                 "IDEMPOTENCY_KEY_REUSED",
                 "this Idempotency-Key was already used with a different request",
             ),
-            CommandError::Unavailable(m) => ApiError::unavailable(m),
+            Failure::Unavailable(m) => ApiError::unavailable(m),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actors::lane::actor::LaneRequest;
+use actors::kernel::Request;
 use actors::lane::store;
 use actors::lane::{DecisionAction, Handoff, HandoffStatus, Lane, LaneCommand};
 use actors::policy::{Principal, Role};
@@ -163,8 +163,8 @@ pub(super) async fn decide(
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
     let (lane, _) = handoff_for(&app, &caller, &id).await?;
     let command = decision_command(&app, &caller, &lane.id, &id, body.value).await?;
-    let request = LaneRequest {
-        lane_id: lane.id,
+    let request = Request {
+        id: lane.id,
         command,
         origin: origin(&caller, &ctx, "handoff.decide"),
         idempotency: Some(idem),
@@ -192,7 +192,7 @@ pub(super) async fn wait_decision(
     Query(q): Query<WaitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     // Subscribe before reading, so a decision in between is not missed.
-    let mut changes = app.lanes.deps.changes.subscribe();
+    let mut changes = app.lanes.deps().changes.subscribe();
     let mut lane = lane_for(&app, &caller, &ctx, &id, "lane.decision").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECONDS));
     while lane.open_handoff().is_some() {

@@ -2,9 +2,10 @@
 //! operator controls and lane freezing, plus the helpers the other lane modules
 //! share (`handoffs`, `envelopes`, `insights`, `dlq`).
 
-use actors::lane::actor::{LaneFailure, LaneOutcome, LaneRequest};
+use actors::kernel::{Outcome, Request};
 use actors::lane::store;
 use actors::lane::{HandoffRequest, Lane, LaneCommand, LaneError, TimeoutAction};
+use actors::lane::{Lanes, freeze};
 use actors::policy::{Principal, Role};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use storage::{Append, EventRecord, IndexOp};
+use storage::EventRecord;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
@@ -22,39 +23,29 @@ pub(super) use crate::clock::now_ms;
 
 /// The published schema of the v1 event envelope.
 pub const ENVELOPE_SCHEMA: &str = include_str!("../../schemas/event-envelope.v1.json");
-pub(super) const SETTINGS: &str = "settings";
-pub(super) const FROZEN: &str = "lanes_frozen";
 pub(super) const MAX_WAIT_SECONDS: u64 = 60;
 
-impl From<LaneFailure> for ApiError {
-    fn from(e: LaneFailure) -> Self {
+impl From<LaneError> for ApiError {
+    fn from(e: LaneError) -> Self {
         let conflict = |code, m: String| ApiError::new(StatusCode::CONFLICT, code, m);
         match e {
-            LaneFailure::Rejected(LaneError::NotFound) => {
-                ApiError::new(StatusCode::NOT_FOUND, "LANE_NOT_FOUND", "lane not found")
-            }
-            LaneFailure::Rejected(LaneError::UnknownHandoff) => {
+            LaneError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "LANE_NOT_FOUND", "lane not found"),
+            LaneError::UnknownHandoff => {
                 ApiError::new(StatusCode::NOT_FOUND, "HANDOFF_NOT_FOUND", "no such handoff on this lane")
             }
-            LaneFailure::Rejected(e @ LaneError::UnknownCheckpoint(_)) => {
+            e @ LaneError::UnknownCheckpoint(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_CHECKPOINT", e.to_string())
             }
-            LaneFailure::Rejected(e @ LaneError::Invalid(_)) => {
-                ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-            }
-            LaneFailure::Rejected(e @ LaneError::HandoffOpen) => conflict("HANDOFF_ALREADY_OPEN", e.to_string()),
-            LaneFailure::Rejected(e @ LaneError::HandoffNotOpen(_)) => conflict("HANDOFF_NOT_OPEN", e.to_string()),
-            LaneFailure::Rejected(e @ LaneError::Closed) => conflict("LANE_CLOSED", e.to_string()),
-            LaneFailure::Rejected(e @ LaneError::LimitReached { .. }) => conflict("LIMIT_REACHED", e.to_string()),
-            LaneFailure::Rejected(e @ LaneError::HandoffIdTaken(_)) => conflict("HANDOFF_ID_TAKEN", e.to_string()),
-            LaneFailure::Rejected(e @ LaneError::Exists) => conflict("LANE_EXISTS", e.to_string()),
-            LaneFailure::Rejected(e @ (LaneError::OwnerExists(_) | LaneError::NoOwner | LaneError::NotBlocked)) => {
+            e @ LaneError::Invalid(_) => ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            e @ LaneError::HandoffOpen => conflict("HANDOFF_ALREADY_OPEN", e.to_string()),
+            e @ LaneError::HandoffNotOpen(_) => conflict("HANDOFF_NOT_OPEN", e.to_string()),
+            e @ LaneError::Closed => conflict("LANE_CLOSED", e.to_string()),
+            e @ LaneError::LimitReached { .. } => conflict("LIMIT_REACHED", e.to_string()),
+            e @ LaneError::HandoffIdTaken(_) => conflict("HANDOFF_ID_TAKEN", e.to_string()),
+            e @ LaneError::Exists => conflict("LANE_EXISTS", e.to_string()),
+            e @ (LaneError::OwnerExists(_) | LaneError::NoOwner | LaneError::NotBlocked) => {
                 conflict("INVALID_LANE_STATE", e.to_string())
             }
-            LaneFailure::KeyReused => {
-                conflict("IDEMPOTENCY_KEY_REUSED", "this key was used for a different request".into())
-            }
-            LaneFailure::Unavailable(m) => ApiError::unavailable(m),
         }
     }
 }
@@ -70,7 +61,7 @@ pub(super) fn queue_forbidden(queue: &str) -> ApiError {
 
 /// The lane as its actor holds it: reads never replay the lane's stream.
 pub(super) async fn load_lane(app: &App, id: &str) -> Result<Lane, ApiError> {
-    app.lanes.get(id).await?.ok_or_else(|| ApiError::from(LaneFailure::Rejected(LaneError::NotFound)))
+    app.lanes.get(&id.to_owned()).await?.ok_or_else(|| ApiError::from(LaneError::NotFound))
 }
 
 /// Agents see their own lanes; operators the lanes whose handoff is in their queues; admins all.
@@ -84,7 +75,7 @@ pub(super) fn may_see(caller: &Principal, lane: &Lane) -> bool {
     }
 }
 
-pub(super) async fn run(app: &App, request: LaneRequest) -> Result<LaneOutcome, ApiError> {
+pub(super) async fn run(app: &App, request: Request<Lanes>) -> Result<Outcome<Lanes>, ApiError> {
     Ok(app.lanes.run(request).await?)
 }
 
@@ -94,14 +85,15 @@ pub(super) fn receipt_of(r: &EventRecord) -> Value {
 }
 
 /// The lane and what was written (or replayed), with `Idempotent-Replayed` when replayed.
-pub(super) fn answer(status: StatusCode, outcome: LaneOutcome, extra: Value) -> Response {
-    let written: Vec<Value> = outcome.records.iter().chain(outcome.replayed.as_ref()).map(receipt_of).collect();
-    let mut body = json!({ "lane": outcome.lane, "events": written });
+pub(super) fn answer(status: StatusCode, outcome: Outcome<Lanes>, extra: Value) -> Response {
+    let written: Vec<Value> = outcome.records.iter().map(receipt_of).collect();
+    let mut body = json!({ "lane": outcome.state, "events": written });
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
-    let replayed = outcome.replayed.is_some();
-    let mut response = (if replayed { StatusCode::OK } else { status }, Json(body)).into_response();
+    // A replay answers as the first request was answered, marked as a replay.
+    let replayed = outcome.replayed;
+    let mut response = (status, Json(body)).into_response();
     if replayed {
         response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     }
@@ -109,7 +101,8 @@ pub(super) fn answer(status: StatusCode, outcome: LaneOutcome, extra: Value) -> 
 }
 
 pub(super) fn frozen(app: &App) -> Result<Option<String>, ApiError> {
-    let v = app.log.index_get(SETTINGS, FROZEN).map_err(|e| ApiError::internal("reading settings", e))?;
+    let v =
+        app.log.index_get(freeze::SETTINGS, freeze::FROZEN).map_err(|e| ApiError::internal("reading settings", e))?;
     Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
@@ -161,8 +154,8 @@ pub(super) async fn create(
         if caller.role == Role::Agent { caller.sub.clone() } else { b.agent.unwrap_or_else(|| caller.sub.clone()) };
     let (secret, secret_op) = crate::lanes::new_secret(&id);
     let command = LaneCommand::Create { agent, ticket_id: b.ticket_id, callback_url: b.callback_url };
-    let request = LaneRequest {
-        lane_id: id.clone(),
+    let request = Request {
+        id: id.clone(),
         command,
         origin: origin(&caller, &ctx, "lane.create"),
         idempotency: Some(idem),
@@ -171,10 +164,8 @@ pub(super) async fn create(
     let outcome = run(&app, request).await?;
     // A replay answers with the secret stored by the first request.
     let secret = match outcome.replayed {
-        Some(_) => {
-            app.log.index_get(store::SECRETS, &id).ok().flatten().map(|s| String::from_utf8_lossy(&s).into_owned())
-        }
-        None => Some(secret),
+        true => app.log.index_get(store::SECRETS, &id).ok().flatten().map(|s| String::from_utf8_lossy(&s).into_owned()),
+        false => Some(secret),
     };
     Ok(answer(StatusCode::CREATED, outcome, json!({ "callback_secret": secret })))
 }
@@ -247,8 +238,8 @@ pub(super) async fn checkpoint(
     lane_for(&app, &caller, &ctx, &id, "lane.checkpoint").await?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
     let command = LaneCommand::Checkpoint { name: body.value.name, state: body.value.state, now_ms: now_ms() };
-    let request = LaneRequest {
-        lane_id: id,
+    let request = Request {
+        id,
         command,
         origin: origin(&caller, &ctx, "lane.checkpoint"),
         idempotency: Some(idem),
@@ -316,8 +307,8 @@ pub(super) async fn request_handoff(
     lane_for(&app, &caller, &ctx, &id, "handoff.request").await?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
     let command = body.value.into_command(uuid::Uuid::now_v7().to_string())?;
-    let request = LaneRequest {
-        lane_id: id,
+    let request = Request {
+        id,
         command,
         origin: origin(&caller, &ctx, "handoff.request"),
         idempotency: Some(idem),
@@ -359,8 +350,8 @@ async fn control(
         "lane.unblock" => LaneCommand::Unblock { by, reason },
         _ => LaneCommand::OverrideClose { by, reason },
     };
-    let request = LaneRequest {
-        lane_id: id.to_owned(),
+    let request = Request {
+        id: id.to_owned(),
         command,
         origin: origin(caller, ctx, tool),
         idempotency: Some(idem),
@@ -437,26 +428,9 @@ async fn set_frozen(
     freeze: bool,
 ) -> Result<Json<Value>, ApiError> {
     authorize_route(caller, ctx, tool)?;
-    if reason.trim().is_empty() {
-        return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "a reason is required"));
-    }
-    let stream = "settings/lanes";
-    let (seq, _) = app.log.stream_head(stream).map_err(|e| ApiError::internal("reading settings", e))?;
-    let kind = if freeze { "lanes.frozen" } else { "lanes.unfrozen" };
-    let event = origin(caller, ctx, tool).event(kind, None, None, &json!({ "reason": reason }));
-    let op = if freeze {
-        IndexOp::Put { index: SETTINGS.into(), key: FROZEN.into(), value: reason.clone().into_bytes() }
-    } else {
-        IndexOp::Delete { index: SETTINGS.into(), key: FROZEN.into() }
-    };
-    let append = Append {
-        stream: stream.into(),
-        expected_seq: seq,
-        events: vec![event],
-        index_ops: vec![op],
-        ..Default::default()
-    };
-    app.writer.append(append).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let command = freeze::SetFreeze { frozen: freeze, reason: reason.clone() };
+    let request = Request::<freeze::LaneFreeze>::new("lanes".into(), command, origin(caller, ctx, tool));
+    actors::kernel::run_once(&app.kernel, &(), &request).await?;
     tracing::info!(by = %caller.sub, freeze, %reason, "lane creation freeze changed");
     Ok(Json(json!({ "frozen": freeze, "reason": reason })))
 }

@@ -24,15 +24,15 @@ mod ux;
 use std::sync::Arc;
 use std::time::Instant;
 
+use actors::kernel::Origin;
 use actors::policy::{self, Principal, ToolSpec};
-use actors::ticket::{SupervisorMsg, Templates, TicketError};
+use actors::ticket::{Templates, TicketError};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
-use ractor::ActorRef;
 use storage::{BlobStore, IdempotencyKey, Log, LogWriter};
 
 use crate::auth::Auth;
@@ -50,14 +50,16 @@ pub struct AppInner {
     pub writer: LogWriter,
     pub blobs: BlobStore,
     pub templates: Arc<Templates>,
-    pub tickets: ActorRef<SupervisorMsg>,
+    /// The command path every entity runs on: log, writer, clock, ids.
+    pub kernel: actors::kernel::Kernel,
+    pub tickets: actors::kernel::Entities<actors::ticket::Tickets>,
     /// Joins, node connections and membership.
     pub cluster: Arc<cluster::orchestrator::OrchestratorCluster>,
     /// Puts tasks on nodes.
     pub tasks: cluster::dispatch::Dispatcher,
     pub inference: crate::server::InferenceConfig,
     /// The lane actors.
-    pub lanes: actors::lane::actor::Lanes,
+    pub lanes: actors::lane::LaneHandle,
     pub auth: Auth,
     /// Accept `X-Actor-*` identity headers (development only).
     pub dev_headers: bool,
@@ -231,19 +233,12 @@ fn idempotency(
 
 /// Who caused an event, for the log: the caller (an agent or a person), the tool and
 /// the request.
-fn origin(caller: &Principal, ctx: &RequestCtx, tool: &str) -> actors::node::Origin {
-    let kind = if caller.role == actors::policy::Role::Agent { "agent" } else { "user" };
-    actors::node::Origin {
-        actor: storage::ActorRef { kind: kind.into(), id: caller.sub.clone(), role: caller.role.as_str().into() },
-        tool: tool.into(),
-        request_id: ctx.request_id.clone(),
+fn origin(caller: &Principal, ctx: &RequestCtx, tool: &str) -> Origin {
+    Origin {
+        correlation_id: ctx.correlation_id.clone(),
+        trace_id: ctx.trace_id.clone(),
+        ..Origin::caller(caller, tool, &ctx.request_id)
     }
-}
-
-/// A JSON response from already-serialized bytes.
-fn json_bytes(status: u16, body: Vec<u8>) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// A timestamp as the API writes it (RFC 3339, UTC).

@@ -2,22 +2,22 @@
 
 use actors::policy::Principal;
 use actors::ticket::{
-    self, AddEvidence, Cancel, CommandMeta, Complete, ConfirmSchedule, CreateTicket, DecideApproval,
-    DispatchAssignment, Empty, Evidence, GenerateInvoice, ProposeSchedule, RequestChange, Templates, Ticket,
-    TicketCommand, TicketRequest, TicketState, Triage, Verify, store,
+    self, AddEvidence, Cancel, Complete, ConfirmSchedule, CreateTicket, DecideApproval, DispatchAssignment, Empty,
+    Evidence, GenerateInvoice, ProposeSchedule, RequestChange, Templates, Ticket, TicketCommand, TicketState, Triage,
+    Verify, store,
 };
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
-use super::{App, authorize_route, json_bytes, rfc3339};
+use super::{App, authorize_route, rfc3339};
+use actors::kernel::Request;
 
 /// Parses a path segment as a ticket id.
 pub(super) fn parse_ticket_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -34,25 +34,12 @@ async fn run(
     body_hash: [u8; 32],
 ) -> Result<Response, ApiError> {
     authorize_route(&caller, &ctx, command.tool())?;
-    let (idempotency, request_hash) = super::idempotency(&caller, &ctx, body_hash)?;
-    let meta = CommandMeta {
-        idempotency,
-        principal: caller,
-        request_id: ctx.request_id,
-        correlation_id: ctx.correlation_id,
-        trace_id: ctx.trace_id,
-        now: OffsetDateTime::now_utc(),
-        request_hash,
-    };
-    let (tx, rx) = ractor::concurrency::oneshot();
-    let request = TicketRequest { ticket_id: id, command, meta, reply: tx.into() };
-    app.tickets
-        .cast(ticket::SupervisorMsg::Dispatch(Box::new(request)))
-        .map_err(|_| ApiError::unavailable("ticket actors are shutting down"))?;
-    let outcome = rx.await.map_err(|_| {
-        ApiError::unavailable("the ticket's actor stopped before answering; retry with the same Idempotency-Key")
-    })??;
-    let mut response = json_bytes(outcome.status, outcome.body);
+    let idempotency = super::idempotency(&caller, &ctx, body_hash)?;
+    let origin = super::origin(&caller, &ctx, command.tool());
+    let request = Request { idempotency: Some(idempotency), ..Request::new(id, command, origin) };
+    let outcome = app.tickets.run(request).await?;
+    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut response = (status, Json(outcome.state)).into_response();
     if outcome.replayed {
         response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     }

@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use actors::kernel::SupervisorConfig;
 use actors::node::{MembershipConfig, NodeConfig};
 use actors::policy::{Principal, Role};
-use actors::ticket::SupervisorConfig;
 use clap::{Args, ValueEnum};
 
 use super::generate_password;
