@@ -1,0 +1,106 @@
+//! The crates depend on each other only in the directions the design draws
+//! (DESIGN.md §3, docs/ARCHITECTURE.md): a new arrow fails this test, and so does a
+//! listed debt that was paid without being struck from the list.
+
+#![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+/// The arrows the design draws: crate → the workspace crates it may use.
+const DESIGN: &[(&str, &[&str])] = &[
+    ("dispatch-storage", &[]),
+    ("dispatch-certs", &[]),
+    ("dispatch-actors", &["dispatch-storage"]),
+    ("dispatch-cluster", &["dispatch-certs"]),
+    ("dispatch", &["dispatch-actors", "dispatch-cluster"]),
+    ("dispatch-sim", &["dispatch"]),
+    ("dispatch-benches", &["dispatch"]),
+];
+
+/// Arrows that exist today and are not in the design, each to be removed by moving
+/// code (see docs/ARCHITECTURE.md, "Known debts"). Nothing may be added here.
+const DEBTS: &[(&str, &str)] = &[
+    // The task dispatcher actor, the worker's store and the membership calls of the
+    // orchestrator's connection handler still live in `cluster`.
+    ("dispatch-cluster", "dispatch-actors"),
+    ("dispatch-cluster", "dispatch-storage"),
+    // `node` names storage and certificate types directly instead of through
+    // `actors` and `cluster`.
+    ("dispatch", "dispatch-storage"),
+    ("dispatch", "dispatch-certs"),
+    // The simulator and the load generators still wire the parts by hand.
+    ("dispatch-sim", "dispatch-actors"),
+    ("dispatch-sim", "dispatch-certs"),
+    ("dispatch-sim", "dispatch-cluster"),
+    ("dispatch-sim", "dispatch-storage"),
+    ("dispatch-benches", "dispatch-actors"),
+    ("dispatch-benches", "dispatch-certs"),
+    ("dispatch-benches", "dispatch-cluster"),
+];
+
+/// Each workspace crate's normal (non-dev, non-build) dependencies on other workspace crates.
+fn actual() -> BTreeMap<String, BTreeSet<String>> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = meta["packages"].as_array().unwrap();
+    let members: BTreeSet<String> = packages.iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+    packages
+        .iter()
+        .map(|p| {
+            let deps = p["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["kind"].is_null())
+                .map(|d| d["name"].as_str().unwrap().to_owned())
+                .filter(|name| members.contains(name))
+                .collect();
+            (p["name"].as_str().unwrap().to_owned(), deps)
+        })
+        .collect()
+}
+
+#[test]
+fn crates_depend_only_in_the_designed_directions() {
+    let actual = actual();
+    let design: BTreeMap<&str, &[&str]> = DESIGN.iter().copied().collect();
+    assert_eq!(
+        actual.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        design.keys().copied().collect::<BTreeSet<_>>(),
+        "every workspace crate has a row in DESIGN"
+    );
+    let mut forbidden = Vec::new();
+    for (krate, deps) in &actual {
+        for dep in deps {
+            let designed = design[krate.as_str()].contains(&dep.as_str());
+            let owed = DEBTS.contains(&(krate.as_str(), dep.as_str()));
+            if !designed && !owed {
+                forbidden.push(format!("{krate} → {dep}"));
+            }
+        }
+    }
+    assert!(forbidden.is_empty(), "dependencies the design forbids: {forbidden:?}");
+    let paid: Vec<_> = DEBTS.iter().filter(|(k, d)| !actual[*k].contains(*d)).collect();
+    assert!(paid.is_empty(), "debts paid: strike them from DEBTS: {paid:?}");
+}
+
+#[test]
+fn the_domain_knows_nothing_of_http_or_quic() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "-p", "dispatch-actors", "-e", "normal", "--prefix", "none", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8_lossy(&out.stdout);
+    for edge in ["axum ", "hyper ", "quinn ", "reqwest ", "dispatch-cluster "] {
+        assert!(!tree.lines().any(|l| l.starts_with(edge)), "dispatch-actors depends on {edge}");
+    }
+}
