@@ -11,3 +11,7 @@ pub mod session;
 pub mod task;
 pub mod ticket;
 pub mod user;
+
+/// The log the domain persists to, for the node's wiring (so `node` depends on
+/// `actors`, not past it).
+pub use storage;

@@ -5,6 +5,10 @@
 //! round trips. Prints one JSON report; with `--pid`, the orchestrator's CPU use
 //! over the heartbeat phase (from /proc, user + system).
 
+use dispatch_node::actors;
+use dispatch_node::cluster;
+use dispatch_node::cluster::certs;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -15,3 +15,6 @@ pub mod token;
 pub mod transport;
 pub mod wire;
 pub mod worker;
+
+/// The certificates the transport is built on, for the node's wiring.
+pub use certs;

@@ -7,12 +7,12 @@ use std::sync::{Mutex, RwLock};
 
 use actors::policy::{Principal, Role};
 use actors::session;
+use actors::storage::Log;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use storage::Log;
 use uuid::Uuid;
 
 /// `iss` of every token this orchestrator mints.
@@ -190,7 +190,7 @@ impl Auth {
     /// Loads the signing keys and the revocation set from the log, creating the
     /// first key on first start.
     pub fn load_or_create(log: &Log) -> Result<Auth, AuthError> {
-        let storage = |e: storage::StorageError| AuthError::Key(e.to_string());
+        let storage = |e: actors::storage::StorageError| AuthError::Key(e.to_string());
         let first = log.meta_get_or_insert(KEY_META, &generate_key()?).map_err(storage)?;
         let mut keys = vec![Key::from_pkcs8(&first)?];
         for (_, der) in log.index_scan(ROTATED_KEYS_INDEX, "", usize::MAX).map_err(storage)? {

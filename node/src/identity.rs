@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use actors::policy::Principal;
 use actors::session::{self, RefreshDecision, RevokedKind, SessionEvent};
+use actors::storage::{ActorRef, Append, AppendError, IndexOp, NewEvent};
 use actors::user::{self, User, UserCommand, UserError, UserEvent};
 use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -17,7 +18,6 @@ use axum::http::StatusCode;
 use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use storage::{ActorRef, Append, AppendError, IndexOp, NewEvent};
 use utoipa::ToSchema;
 
 use crate::api::AppInner;

@@ -13,10 +13,10 @@ use actors::kernel::Request;
 use actors::lane::LaneCommand;
 use actors::lane::LaneHandle;
 use actors::lane::store::{self, DLQ, OUTBOX, SECRETS, TimerKind};
+use actors::storage::{Append, IndexOp, Log, LogWriter};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use storage::{Append, IndexOp, Log, LogWriter};
 
 const TICK: Duration = Duration::from_millis(200);
 

@@ -1,6 +1,11 @@
 //! The `dispatch` binary's library: roles, HTTP API, CLI. Kept as a library so
 //! tests and simulations can run the real orchestrator in-process.
 
+/// The domain and the cluster as the node wires them; simulations and load
+/// generators reach them through here (`sim → node`, `benches → node`).
+pub use actors;
+pub use cluster;
+
 pub mod api;
 pub mod auth;
 pub mod capabilities;

@@ -9,11 +9,11 @@ use std::time::Duration;
 use actors::kernel::{Entities, Kernel, RandomIds, SupervisorConfig, SystemClock};
 use actors::lane::LaneDeps;
 use actors::node::{Membership, MembershipConfig};
+use actors::storage::{BlobStore, Log, LogWriter};
 use actors::ticket::{Templates, TicketDeps};
 use anyhow::Context;
 use cluster::dispatch::{DispatchConfig, Dispatcher};
 use cluster::orchestrator::OrchestratorCluster;
-use storage::{BlobStore, Log, LogWriter};
 use tokio::sync::oneshot;
 
 use crate::api::{self, App, AppInner};
@@ -218,7 +218,7 @@ async fn start_cluster(
     log: &Log,
     writer: &LogWriter,
 ) -> anyhow::Result<(Arc<OrchestratorCluster>, quinn::Endpoint)> {
-    let ca = certs::open_or_create_ca(&config.data_dir.join("ca"), std::time::SystemTime::now())
+    let ca = cluster::certs::open_or_create_ca(&config.data_dir.join("ca"), std::time::SystemTime::now())
         .context("opening the cluster CA")?;
     let token_key = log
         .meta_get_or_insert("cluster.join_token_key", &rand::random::<[u8; 32]>())

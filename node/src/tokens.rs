@@ -4,9 +4,9 @@
 
 use actors::policy::Principal;
 use actors::session::{self, MINTED_TOKENS_INDEX, RevokedKind, USER_SESSIONS_INDEX};
+use actors::storage::IndexOp;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use storage::IndexOp;
 use utoipa::ToSchema;
 
 use crate::api::AppInner;

@@ -26,18 +26,6 @@ const DEBTS: &[(&str, &str)] = &[
     // orchestrator's connection handler still live in `cluster`.
     ("dispatch-cluster", "dispatch-actors"),
     ("dispatch-cluster", "dispatch-storage"),
-    // `node` names storage and certificate types directly instead of through
-    // `actors` and `cluster`.
-    ("dispatch", "dispatch-storage"),
-    ("dispatch", "dispatch-certs"),
-    // The simulator and the load generators still wire the parts by hand.
-    ("dispatch-sim", "dispatch-actors"),
-    ("dispatch-sim", "dispatch-certs"),
-    ("dispatch-sim", "dispatch-cluster"),
-    ("dispatch-sim", "dispatch-storage"),
-    ("dispatch-benches", "dispatch-actors"),
-    ("dispatch-benches", "dispatch-certs"),
-    ("dispatch-benches", "dispatch-cluster"),
 ];
 
 /// Each workspace crate's normal (non-dev, non-build) dependencies on other workspace crates.

@@ -7,6 +7,11 @@
 //!   keeping its files in a real temp dir that survives crashes, and reads the
 //!   orchestrator's log to check invariants and build a trace of domain events.
 
+use dispatch_node::actors;
+use dispatch_node::actors::storage;
+use dispatch_node::cluster;
+use dispatch_node::cluster::certs;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
 
+use dispatch_node::actors;
+
 use std::time::Duration;
 
 use actors::node::{ConfigOutcome, NodeConfig, NodeState};

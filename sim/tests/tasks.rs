@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
 
+use dispatch_node::actors;
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 

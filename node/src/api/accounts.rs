@@ -367,7 +367,7 @@ pub(super) async fn rotate_signing_key(
     let der = crate::auth::generate_key().map_err(|e| ApiError::internal("generating a key", e))?;
     let name = format!("{:06}", app.auth.rotated_key_count() + 1);
     let outgoing = app.auth.current_kid();
-    let append = storage::Append {
+    let append = actors::storage::Append {
         stream: "auth/signing-keys".into(),
         expected_seq: app.log.stream_head("auth/signing-keys").map_err(|e| ApiError::internal("rotation", e))?.0,
         events: vec![identity::event(
@@ -377,7 +377,11 @@ pub(super) async fn rotate_signing_key(
             serde_json::json!({ "name": name }).to_string().into_bytes(),
         )],
         index_ops: vec![
-            storage::IndexOp::Put { index: crate::auth::ROTATED_KEYS_INDEX.into(), key: name, value: der.clone() },
+            actors::storage::IndexOp::Put {
+                index: crate::auth::ROTATED_KEYS_INDEX.into(),
+                key: name,
+                value: der.clone(),
+            },
             crate::tokens::superseded(&outgoing),
         ],
         ..Default::default()

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use actors::policy::Principal;
-use storage::BlobUri;
+use actors::storage::BlobUri;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, RawBody, RequestCtx};
@@ -78,7 +78,11 @@ async fn store_charged(app: &App, caller: &Principal, bytes: axum::body::Bytes) 
         let usage = (used + size).to_le_bytes().to_vec();
         crate::identity::append_to(app, &format!("blob-usage/{}", caller.sub), || {
             let event = crate::identity::event(caller, "blob.upload", "blob.stored", payload.clone());
-            let op = storage::IndexOp::Put { index: USAGE_INDEX.into(), key: caller.sub.clone(), value: usage.clone() };
+            let op = actors::storage::IndexOp::Put {
+                index: USAGE_INDEX.into(),
+                key: caller.sub.clone(),
+                value: usage.clone(),
+            };
             (vec![event], vec![op])
         })
         .await?;

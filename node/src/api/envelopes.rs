@@ -83,7 +83,7 @@ pub(super) async fn events(
     if kind == "handoff.requested" && !may_see(&caller, &lane) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "this lane is not the caller's"));
     }
-    let key = storage::IdempotencyKey {
+    let key = actors::storage::IdempotencyKey {
         principal: "events".into(),
         route: "POST /v1/events".into(),
         key: format!("{request_id}@{version}"),

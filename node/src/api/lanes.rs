@@ -7,13 +7,13 @@ use actors::lane::store;
 use actors::lane::{HandoffRequest, Lane, LaneCommand, LaneError, TimeoutAction};
 use actors::lane::{Lanes, freeze};
 use actors::policy::{Principal, Role};
+use actors::storage::EventRecord;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use storage::EventRecord;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};

@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use actors::kernel::Origin;
 use actors::policy::{self, Principal, ToolSpec};
+use actors::storage::{BlobStore, IdempotencyKey, Log, LogWriter};
 use actors::ticket::{Templates, TicketError};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -33,7 +34,6 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
-use storage::{BlobStore, IdempotencyKey, Log, LogWriter};
 
 use crate::auth::Auth;
 use error::{ApiError, REQUEST_ID};

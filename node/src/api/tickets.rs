@@ -265,9 +265,9 @@ pub(super) fn timeline_of(app: &App, caller: &Principal, id: Uuid) -> Result<Vec
     Ok(records.into_iter().map(TimelineEntry::from).collect())
 }
 
-impl From<storage::EventRecord> for TimelineEntry {
+impl From<actors::storage::EventRecord> for TimelineEntry {
     /// A stored event as every timeline shows it (tickets, tasks, lanes).
-    fn from(r: storage::EventRecord) -> Self {
+    fn from(r: actors::storage::EventRecord) -> Self {
         TimelineEntry {
             stream: r.stream,
             seq: r.seq,
