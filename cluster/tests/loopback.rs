@@ -33,7 +33,13 @@ async fn orchestrator(cert_lifetime: Duration) -> Orchestrator {
         default_config: NodeConfig { heartbeat_interval_ms: 100, ..NodeConfig::default() },
         ..Default::default()
     };
-    let membership = Membership::start(log.clone(), writer.clone(), config).await.unwrap();
+    let kernel = actors::kernel::Kernel {
+        log: log.clone(),
+        writer: writer.clone(),
+        clock: Arc::new(actors::kernel::SystemClock),
+        ids: Arc::new(actors::kernel::RandomIds),
+    };
+    let membership = Membership::start(kernel, config).await.unwrap();
     let ca = Arc::new(certs::open_or_create_ca(&dir.path().join("ca"), SystemTime::now()).unwrap());
     let socket = transport::udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = socket.local_addr().unwrap();

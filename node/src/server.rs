@@ -123,7 +123,7 @@ impl Orchestrator {
         let deps = Arc::new(TicketDeps { blobs: blobs.clone(), templates: templates.clone() });
         let tickets =
             Entities::start(kernel.clone(), deps, config.supervisor).await.context("starting ticket actors")?;
-        let (cluster, endpoint) = start_cluster(&config, &log, &writer).await?;
+        let (cluster, endpoint) = start_cluster(&config, &kernel).await?;
         let tasks = Dispatcher::start(
             log.clone(),
             writer.clone(),
@@ -215,17 +215,16 @@ impl Orchestrator {
 /// QUIC listener that workers join and connect to.
 async fn start_cluster(
     config: &ServerConfig,
-    log: &Log,
-    writer: &LogWriter,
+    kernel: &Kernel,
 ) -> anyhow::Result<(Arc<OrchestratorCluster>, quinn::Endpoint)> {
     let ca = cluster::certs::open_or_create_ca(&config.data_dir.join("ca"), std::time::SystemTime::now())
         .context("opening the cluster CA")?;
-    let token_key = log
+    let token_key = kernel
+        .log
         .meta_get_or_insert("cluster.join_token_key", &rand::random::<[u8; 32]>())
         .context("reading the join token key")?;
-    let membership = Membership::start(log.clone(), writer.clone(), config.membership.clone())
-        .await
-        .context("starting node actors")?;
+    let membership =
+        Membership::start(kernel.clone(), config.membership.clone()).await.context("starting node actors")?;
     let socket = cluster::transport::udp_socket(config.cluster_addr)
         .with_context(|| format!("binding the cluster listener on {}", config.cluster_addr))?;
     let bound = socket.local_addr()?;

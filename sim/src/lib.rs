@@ -19,11 +19,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use actors::kernel::{Clock, Kernel, SeededIds};
 use actors::node::membership::{history, load_nodes, load_tokens};
 use actors::node::{Capabilities, Membership, MembershipConfig, Node, NodeCommand, NodeConfig, Origin};
 use actors::task::store as task_store;
@@ -204,6 +205,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The simulation's clock: simulated time since the run's first reading, from a fixed
+/// epoch, so event times repeat run to run and never go back across a restart.
+#[derive(Default)]
+struct SimClock {
+    start: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+/// 2026-01-01T00:00:00Z.
+const SIM_EPOCH_MS: i64 = 1_767_225_600_000;
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        let start = self.start.get_or_init(tokio::time::Instant::now);
+        SIM_EPOCH_MS + start.elapsed().as_millis() as i64
+    }
+}
+
 /// Per-host quinn seed from the scenario seed, so runs repeat.
 fn quinn_seed(seed: u64, host: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -278,12 +296,14 @@ impl Harness {
         let dir = self.root.join(ORCHESTRATOR);
         let disk: Arc<Mutex<Option<WriterHandle>>> = Arc::default();
         let (seed, uses) = (quinn_seed(setup.seed, ORCHESTRATOR), setup.token_uses);
+        let (clock, scenario_seed, lives) = (Arc::new(SimClock::default()), setup.seed, Arc::new(AtomicU64::new(0)));
         let config = MembershipConfig {
             default_config: NodeConfig { heartbeat_interval_ms: setup.heartbeat_interval_ms, ..NodeConfig::default() },
             ..MembershipConfig::default()
         };
         self.sim.host(ORCHESTRATOR, move || {
             let (shared, dir, disk, config) = (shared.clone(), dir.clone(), disk.clone(), config.clone());
+            let (clock, life) = (clock.clone(), lives.fetch_add(1, Ordering::SeqCst));
             async move {
                 // A restart after a crash: the previous life's log must be closed first.
                 drop(lock(&shared.log).take());
@@ -295,7 +315,15 @@ impl Harness {
                 let (writer, handle) = LogWriter::start(&log)?;
                 *lock(&disk) = Some(handle);
                 lock(&shared.writes).insert(ORCHESTRATOR.into(), writer.in_flight());
-                let membership = Membership::start(log.clone(), writer.clone(), config).await?;
+                // Time and ids from the simulation: the same seed writes the same log.
+                let kernel = Kernel {
+                    log: log.clone(),
+                    writer: writer.clone(),
+                    clock,
+                    // Each life mints from its own sequence: ids never repeat across a restart.
+                    ids: SeededIds::new(scenario_seed ^ (life << 48)),
+                };
+                let membership = Membership::start(kernel, config).await?;
                 let ca = certs::open_or_create_ca(&dir.join("ca"), SystemTime::now())?;
                 let advertise = SocketAddr::new(turmoil::lookup(ORCHESTRATOR), CLUSTER_PORT).to_string();
                 let cluster = OrchestratorCluster::new(membership, Arc::new(ca), b"sim key".to_vec(), vec![advertise]);

@@ -1,51 +1,23 @@
-//! The node actors and their supervisor. One actor per joined node keeps its state,
-//! notices silence (UNREACHABLE, then LOST) on its own timer, and publishes the
-//! configuration its connection must deliver. The supervisor (the membership) admits
-//! new nodes with a bootstrap token, finds a node by its certificate, and restarts a
-//! node actor that fails, from the log.
+//! The membership: the supervisor of the node actors (`node_actor.rs`). It admits
+//! new nodes with a bootstrap token, finds a node by its certificate, keeps the
+//! tokens, and restarts a node actor that fails, from the log. Every change runs
+//! through the kernel's command path.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::Serialize;
-use storage::{Append, IndexOp, Log, LogWriter, NewEvent};
+use storage::Log;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use super::lifecycle::{
-    self, Capabilities, ConfigAck, Node, NodeCert, NodeCommand, NodeConfig, NodeError, NodeEvent, NodeState,
-};
-use super::token::{self, JoinToken, TokenEvent, TokenRefusal};
-
-const NODES: &str = "nodes";
-const TOKENS: &str = "join_tokens";
-
-fn node_stream(id: &str) -> String {
-    format!("node/{id}")
-}
-
-fn token_stream(id: &str) -> String {
-    format!("join-token/{id}")
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use super::entity::{JoinTokens, NODES, Nodes, TOKENS};
+use super::lifecycle::{Capabilities, ConfigAck, Node, NodeCert, NodeCommand, NodeConfig, NodeError};
+use super::node_actor::{NodeActor, NodeMsg};
+use super::token::{self, JoinToken, TokenCommand, TokenRefusal};
+use crate::kernel::{self, Failure, Kernel, Loaded, Request};
 
 pub use crate::kernel::Origin;
-
-/// A log event caused by `origin`, stamped now.
-fn stamped(
-    origin: &Origin,
-    kind: &str,
-    states: (Option<&str>, Option<&str>),
-    payload: &impl Serialize,
-) -> Result<NewEvent, MembershipError> {
-    origin
-        .event((uuid::Uuid::now_v7(), now_ms()), kind, states, payload)
-        .map_err(|e| MembershipError::Storage(e.to_string()))
-}
 
 /// Why a membership request failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -96,243 +68,49 @@ pub struct Joined {
     pub config_version: u64,
 }
 
-/// Signs a certificate for the new node id: the membership does not hold the CA.
-pub type IssueCert = Box<dyn FnOnce(&str) -> Result<(NodeCert, Vec<u8>), String> + Send>;
-
-/// Configuration version and contents, as published to the node's connection.
-pub type DesiredConfig = (u64, NodeConfig);
-
-// ---------------------------------------------------------------- node actor
-
-enum NodeMsg {
-    Command {
-        command: Box<NodeCommand>,
-        origin: Origin,
-        reply: RpcReplyPort<Result<Node, MembershipError>>,
-    },
-    /// The node is alive; answers whether it may stay connected.
-    Heartbeat(RpcReplyPort<Result<(), MembershipError>>),
-    Subscribe(RpcReplyPort<watch::Receiver<DesiredConfig>>),
-    Get(RpcReplyPort<NodeView>),
-    Tick,
-}
-
-struct NodeActor {
-    log: Log,
-    writer: LogWriter,
-    config: MembershipConfig,
-}
-
-struct NodeActorState {
-    node: Node,
-    seq: u64,
-    last_seen: Option<Instant>,
-    started: Instant,
-    desired: watch::Sender<DesiredConfig>,
-    ticker: Option<tokio::task::JoinHandle<()>>,
-    tick_every: Duration,
-}
-
-fn load_node(log: &Log, id: &str) -> Result<Option<(Node, u64)>, MembershipError> {
-    let records = log.read_stream(&node_stream(id), 0).map_err(|e| MembershipError::Storage(e.to_string()))?;
-    let mut node = None;
-    let mut seq = 0;
-    for r in records {
-        let event: NodeEvent = serde_json::from_slice(&r.payload)
-            .map_err(|e| MembershipError::Storage(format!("node {id} seq {}: {e}", r.seq)))?;
-        node = lifecycle::apply(node, id, r.time_ms, &event);
-        seq = r.seq;
+impl From<Failure<JoinTokens>> for MembershipError {
+    fn from(f: Failure<JoinTokens>) -> Self {
+        match f {
+            Failure::Rejected(e) => MembershipError::Token(e),
+            Failure::KeyReused => MembershipError::Invalid(f.to_string()),
+            Failure::Unavailable(why) => MembershipError::Storage(why),
+        }
     }
-    Ok(node.map(|n| (n, seq)))
+}
+
+fn storage_error(e: impl std::fmt::Display) -> MembershipError {
+    MembershipError::Storage(e.to_string())
 }
 
 /// Every node as stored in the log (durable state, as it would be recovered).
 pub fn load_nodes(log: &Log) -> Result<Vec<Node>, MembershipError> {
-    let ids = log.index_scan(NODES, "", usize::MAX).map_err(|e| MembershipError::Storage(e.to_string()))?;
     let mut nodes = Vec::new();
-    for (id, _) in ids {
-        if let Some((node, _)) = load_node(log, &id)? {
-            nodes.push(node);
-        }
+    for (id, _) in log.index_scan(NODES, "", usize::MAX).map_err(storage_error)? {
+        nodes.extend(kernel::load::<Nodes>(log, &id).map_err(storage_error)?.state);
     }
     Ok(nodes)
 }
 
 /// Every bootstrap token as stored, with its stream's last sequence number.
 pub fn load_tokens(log: &Log) -> Result<Vec<(JoinToken, u64)>, MembershipError> {
-    let storage = |e: &dyn std::fmt::Display| MembershipError::Storage(e.to_string());
     let mut tokens = Vec::new();
-    for (id, _) in log.index_scan(TOKENS, "", usize::MAX).map_err(|e| storage(&e))? {
-        let mut token = None;
-        let mut seq = 0;
-        for r in log.read_stream(&token_stream(&id), 0).map_err(|e| storage(&e))? {
-            let event: TokenEvent = serde_json::from_slice(&r.payload).map_err(|e| storage(&e))?;
-            token = token::apply(token, &id, r.time_ms, &event);
-            seq = r.seq;
-        }
-        if let Some(t) = token {
-            tokens.push((t, seq));
-        }
+    for (id, _) in log.index_scan(TOKENS, "", usize::MAX).map_err(storage_error)? {
+        let loaded = kernel::load::<JoinTokens>(log, &id).map_err(storage_error)?;
+        tokens.extend(loaded.state.map(|t| (t, loaded.seq)));
     }
     Ok(tokens)
 }
 
 /// A node's stored events, oldest first.
 pub fn history(log: &Log, id: &str) -> Result<Vec<storage::EventRecord>, MembershipError> {
-    log.read_stream(&node_stream(id), 0).map_err(|e| MembershipError::Storage(e.to_string()))
+    log.read_stream(&<Nodes as kernel::Entity>::stream(&id.to_owned()), 0).map_err(storage_error)
 }
 
-impl Actor for NodeActor {
-    type Msg = NodeMsg;
-    type State = NodeActorState;
-    type Arguments = String;
+/// Signs a certificate for the new node id: the membership does not hold the CA.
+pub type IssueCert = Box<dyn FnOnce(&str) -> Result<(NodeCert, Vec<u8>), String> + Send>;
 
-    async fn pre_start(&self, me: ActorRef<NodeMsg>, id: String) -> Result<NodeActorState, ActorProcessingErr> {
-        let (node, seq) = load_node(&self.log, &id)?.ok_or_else(|| format!("node {id} has no events"))?;
-        let (desired, _) = watch::channel((node.config_version, node.config.clone()));
-        let mut st = NodeActorState {
-            node,
-            seq,
-            last_seen: None,
-            started: Instant::now(),
-            desired,
-            ticker: None,
-            tick_every: Duration::ZERO,
-        };
-        st.retime(&me);
-        count_state(st.node.state, 1.0);
-        Ok(st)
-    }
-
-    async fn post_stop(&self, _me: ActorRef<NodeMsg>, st: &mut NodeActorState) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = st.ticker.take() {
-            t.abort();
-        }
-        count_state(st.node.state, -1.0);
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        me: ActorRef<NodeMsg>,
-        msg: NodeMsg,
-        st: &mut NodeActorState,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            NodeMsg::Command { command, origin, reply } => {
-                if matches!(*command, NodeCommand::Connect { .. }) {
-                    st.last_seen = Some(Instant::now());
-                }
-                let result = self.run(st, &command, &origin).await;
-                st.retime(&me);
-                let _ = reply.send(result);
-            }
-            NodeMsg::Heartbeat(reply) => {
-                st.last_seen = Some(Instant::now());
-                let result = match st.node.state {
-                    NodeState::Removed => Err(NodeError::Removed.into()),
-                    NodeState::Unreachable | NodeState::Lost => {
-                        // The same connection came back (a partition healed).
-                        let back = NodeCommand::Connect { capabilities: st.node.capabilities.clone() };
-                        self.run(st, &back, &Origin::node(&st.node.id, "node.heartbeat")).await.map(|_| ())
-                    }
-                    _ => Ok(()),
-                };
-                metrics::counter!("dispatch_node_heartbeats_total").increment(1);
-                let _ = reply.send(result);
-            }
-            NodeMsg::Subscribe(reply) => {
-                let _ = reply.send(st.desired.subscribe());
-            }
-            NodeMsg::Get(reply) => {
-                let last_seen_ms_ago = st.last_seen.map(|t| t.elapsed().as_millis() as u64);
-                let _ = reply.send(NodeView { node: st.node.clone(), last_seen_ms_ago });
-            }
-            NodeMsg::Tick => {
-                let interval = st.node.config.heartbeat_interval_ms;
-                let silent_ms = st.last_seen.unwrap_or(st.started).elapsed().as_millis() as u64;
-                let check = NodeCommand::CheckSilence {
-                    silent_ms,
-                    unreachable_after_ms: interval * u64::from(self.config.unreachable_after_beats),
-                    lost_after_ms: interval * u64::from(self.config.lost_after_beats),
-                };
-                if let Err(e) = self.run(st, &check, &Origin::system("node.heartbeat_timeout")).await {
-                    tracing::warn!(node = %st.node.id, error = %e, "silence check not recorded");
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl NodeActor {
-    /// decide → append (fsynced) → apply; the node's state changes only once durable.
-    async fn run(
-        &self,
-        st: &mut NodeActorState,
-        command: &NodeCommand,
-        origin: &Origin,
-    ) -> Result<Node, MembershipError> {
-        let events = lifecycle::decide(Some(&st.node), command)?;
-        if events.is_empty() {
-            return Ok(st.node.clone());
-        }
-        let mut next = Some(st.node.clone());
-        let mut records = Vec::new();
-        let now = now_ms();
-        for event in &events {
-            let before = next.as_ref().map(|n| n.state);
-            next = lifecycle::apply(next, &st.node.id, now, event);
-            records.push(stamped(
-                origin,
-                event.kind(),
-                (before.map(NodeState::as_str), next.as_ref().map(|n| n.state.as_str())),
-                event,
-            )?);
-        }
-        let append =
-            Append { stream: node_stream(&st.node.id), expected_seq: st.seq, events: records, ..Default::default() };
-        let appended = self.writer.append(append).await.map_err(|e| MembershipError::Storage(e.to_string()))?;
-        st.seq += appended.records.len() as u64;
-        let node = next.ok_or(MembershipError::Unavailable)?;
-        for event in &events {
-            tracing::info!(node = %node.id, event = event.kind(), state = node.state.as_str(), "node event");
-            metrics::counter!("dispatch_node_events_total", "kind" => event.kind()).increment(1);
-        }
-        if node.state != st.node.state {
-            count_state(st.node.state, -1.0);
-            count_state(node.state, 1.0);
-        }
-        st.node = node.clone();
-        if st.desired.borrow().0 != node.config_version {
-            st.desired.send_replace((node.config_version, node.config.clone()));
-        }
-        Ok(node)
-    }
-}
-
-/// `dispatch_nodes{state}` follows every node actor's state as it changes.
-fn count_state(state: NodeState, delta: f64) {
-    metrics::gauge!("dispatch_nodes", "state" => state.as_str()).increment(delta);
-}
-
-impl NodeActorState {
-    /// Checks for silence once per heartbeat interval (re-armed when the interval changes).
-    fn retime(&mut self, me: &ActorRef<NodeMsg>) {
-        let every = Duration::from_millis(self.node.config.heartbeat_interval_ms);
-        let stopped = self.node.state == NodeState::Removed;
-        if (every == self.tick_every && self.ticker.is_some()) && !stopped {
-            return;
-        }
-        if let Some(t) = self.ticker.take() {
-            t.abort();
-        }
-        self.tick_every = every;
-        if !stopped {
-            self.ticker = Some(me.send_interval(every, || NodeMsg::Tick));
-        }
-    }
-}
+/// Configuration version and contents, as published to the node's connection.
+pub type DesiredConfig = (u64, NodeConfig);
 
 // ---------------------------------------------------------------- supervisor
 
@@ -373,8 +151,7 @@ enum RegistryMsg {
 }
 
 struct Registry {
-    log: Log,
-    writer: LogWriter,
+    kernel: Kernel,
     config: MembershipConfig,
 }
 
@@ -384,7 +161,7 @@ struct RegistryState {
     by_cert: HashMap<String, String>,
     /// (token id, key hash) → node, so a retried join finds its node.
     by_key: HashMap<(String, String), String>,
-    tokens: BTreeMap<String, (JoinToken, u64)>,
+    tokens: BTreeMap<String, Loaded<JoinTokens>>,
     next_node: u64,
 }
 
@@ -402,11 +179,12 @@ impl Actor for Registry {
             tokens: BTreeMap::new(),
             next_node: 1,
         };
-        for (token, seq) in load_tokens(&self.log)? {
-            st.tokens.insert(token.id.clone(), (token, seq));
+        let log = &self.kernel.log;
+        for (token, seq) in load_tokens(log)? {
+            st.tokens.insert(token.id.clone(), Loaded { state: Some(token), seq });
         }
-        for (id, _) in self.log.index_scan(NODES, "", usize::MAX)? {
-            let Some((node, _)) = load_node(&self.log, &id)? else { continue };
+        for node in load_nodes(log)? {
+            let id = node.id.clone();
             if let Some(n) = id.strip_prefix("node-").and_then(|n| n.parse::<u64>().ok()) {
                 st.next_node = st.next_node.max(n + 1);
             }
@@ -428,13 +206,13 @@ impl Actor for Registry {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RegistryMsg::CreateToken { labels, uses, ttl, origin, reply } => {
-                let _ = reply.send(self.create_token(st, labels, uses, ttl, &origin).await);
+                let _ = reply.send(self.create_token(st, labels, uses, ttl, origin).await);
             }
             RegistryMsg::Tokens(reply) => {
-                let _ = reply.send(st.tokens.values().map(|(t, _)| t.clone()).collect());
+                let _ = reply.send(st.tokens.values().filter_map(|t| t.state.clone()).collect());
             }
             RegistryMsg::RevokeToken { id, origin, reply } => {
-                let _ = reply.send(self.token_event(st, &id, TokenEvent::Revoked, &origin).await);
+                let _ = reply.send(self.token_command(st, &id, TokenCommand::Revoke, origin).await);
             }
             RegistryMsg::Join { token_id, key_sha256, capabilities, issue, reply } => {
                 let result = match st.by_key.get(&(token_id.clone(), key_sha256.clone())).cloned() {
@@ -498,7 +276,7 @@ impl Registry {
         st: &mut RegistryState,
         id: String,
     ) -> Result<(), ActorProcessingErr> {
-        let actor = NodeActor { log: self.log.clone(), writer: self.writer.clone(), config: self.config.clone() };
+        let actor = NodeActor { kernel: self.kernel.clone(), config: self.config.clone() };
         let (actor, _) = Actor::spawn_linked(None, actor, id.clone(), me.get_cell()).await?;
         st.by_actor.insert(actor.get_id(), id.clone());
         st.nodes.insert(id, actor);
@@ -512,51 +290,35 @@ impl Registry {
         labels: BTreeMap<String, String>,
         uses: u32,
         ttl: Duration,
-        origin: &Origin,
+        origin: Origin,
     ) -> Result<JoinToken, MembershipError> {
         if uses == 0 || ttl.is_zero() {
             return Err(MembershipError::Invalid("a token needs at least one use and a positive ttl".into()));
         }
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let event = TokenEvent::Created {
+        let id = self.kernel.ids.next_id().simple().to_string();
+        let command = TokenCommand::Create {
             labels,
             uses_allowed: uses,
-            expires_ms: now_ms() + ttl.as_millis() as i64,
+            expires_ms: self.kernel.clock.now_ms() + ttl.as_millis() as i64,
             created_by: origin.actor.id.clone(),
         };
-        let append = Append {
-            stream: token_stream(&id),
-            expected_seq: 0,
-            events: vec![stamped(origin, event.kind(), (None, None), &event)?],
-            index_ops: vec![IndexOp::Put { index: TOKENS.into(), key: id.clone(), value: Vec::new() }],
-            ..Default::default()
-        };
-        let appended = self.writer.append(append).await.map_err(|e| MembershipError::Storage(e.to_string()))?;
-        let time = appended.records.first().map_or_else(now_ms, |r| r.time_ms);
-        let token = token::apply(None, &id, time, &event).ok_or(MembershipError::Unavailable)?;
-        st.tokens.insert(id, (token.clone(), 1));
+        let mut loaded = Loaded { state: None, seq: 0 };
+        let token = kernel::execute(&self.kernel, &(), &mut loaded, &Request::new(id.clone(), command, origin)).await?;
+        st.tokens.insert(id, loaded);
         report_states(st);
-        Ok(token)
+        Ok(token.state)
     }
 
-    async fn token_event(
+    async fn token_command(
         &self,
         st: &mut RegistryState,
         id: &str,
-        event: TokenEvent,
-        origin: &Origin,
+        command: TokenCommand,
+        origin: Origin,
     ) -> Result<JoinToken, MembershipError> {
-        let (token, seq) = st.tokens.get(id).cloned().ok_or(TokenRefusal::Unknown)?;
-        let append = Append {
-            stream: token_stream(id),
-            expected_seq: seq,
-            events: vec![stamped(origin, event.kind(), (None, None), &event)?],
-            ..Default::default()
-        };
-        self.writer.append(append).await.map_err(|e| MembershipError::Storage(e.to_string()))?;
-        let token = token::apply(Some(token), id, now_ms(), &event).ok_or(MembershipError::Unavailable)?;
-        st.tokens.insert(id.to_owned(), (token.clone(), seq + 1));
-        Ok(token)
+        let loaded = st.tokens.get_mut(id).ok_or(TokenRefusal::Unknown)?;
+        let request = Request::new(id.to_owned(), command, origin);
+        Ok(kernel::execute(&self.kernel, &(), loaded, &request).await?.state)
     }
 
     /// Uses the token (durably) before the node exists, so a crash in between can
@@ -570,13 +332,13 @@ impl Registry {
         capabilities: Capabilities,
         issue: IssueCert,
     ) -> Result<Joined, MembershipError> {
-        let token = st.tokens.get(&token_id).map(|(t, _)| t.clone());
-        token::check_use(token.as_ref(), now_ms())?;
+        let token = st.tokens.get(&token_id).and_then(|t| t.state.clone());
+        token::check_use(token.as_ref(), self.kernel.clock.now_ms())?;
         let token_labels = token.map(|t| t.labels).unwrap_or_default();
         let id = format!("node-{}", st.next_node);
         let (cert, cert_der) = issue(&id).map_err(MembershipError::Certificate)?;
         let origin = Origin::system("node.join");
-        self.token_event(st, &token_id, TokenEvent::Used { node_id: id.clone() }, &origin).await?;
+        self.token_command(st, &token_id, TokenCommand::Use { node_id: id.clone() }, origin.clone()).await?;
         st.next_node += 1;
         st.by_key.insert((token_id.clone(), key_sha256.clone()), id.clone());
         let command = NodeCommand::Join {
@@ -587,26 +349,13 @@ impl Registry {
             cert: cert.clone(),
             config: self.config.default_config.clone(),
         };
-        let events = lifecycle::decide(None, &command)?;
-        let mut node = None;
-        let mut records = Vec::new();
-        for event in &events {
-            node = lifecycle::apply(node, &id, now_ms(), event);
-            records.push(stamped(&origin, event.kind(), (None, node.as_ref().map(|n| n.state.as_str())), event)?);
-        }
-        let append = Append {
-            stream: node_stream(&id),
-            expected_seq: 0,
-            events: records,
-            index_ops: vec![IndexOp::Put { index: NODES.into(), key: id.clone(), value: Vec::new() }],
-            ..Default::default()
-        };
-        self.writer.append(append).await.map_err(|e| MembershipError::Storage(e.to_string()))?;
+        let mut loaded = Loaded { state: None, seq: 0 };
+        let request = Request::<Nodes>::new(id.clone(), command, origin);
+        let node = kernel::execute(&self.kernel, &(), &mut loaded, &request).await?;
         tracing::info!(node = %id, "node joined");
-        metrics::counter!("dispatch_node_events_total", "kind" => "node.joined").increment(1);
         st.by_cert.insert(cert.fingerprint.clone(), id.clone());
         self.spawn(me, st, id.clone()).await.map_err(|e| MembershipError::Storage(e.to_string()))?;
-        let config_version = node.map_or(1, |n| n.config_version);
+        let config_version = node.state.config_version;
         Ok(Joined { node_id: id, cert_der, cert, config_version })
     }
 }
@@ -645,8 +394,8 @@ fn gone<T>(_: T) -> MembershipError {
 
 impl Membership {
     /// Loads every node and token from the log and starts their actors.
-    pub async fn start(log: Log, writer: LogWriter, config: MembershipConfig) -> Result<Self, MembershipError> {
-        let (registry, _) = Actor::spawn(None, Registry { log, writer, config }, ())
+    pub async fn start(kernel: Kernel, config: MembershipConfig) -> Result<Self, MembershipError> {
+        let (registry, _) = Actor::spawn(None, Registry { kernel, config }, ())
             .await
             .map_err(|e| MembershipError::Storage(e.to_string()))?;
         Ok(Membership { registry })
@@ -734,8 +483,12 @@ impl Membership {
 impl NodeHandle {
     /// Runs a command on this node.
     pub async fn command(&self, command: NodeCommand, origin: Origin) -> Result<Node, MembershipError> {
-        ractor::call!(self.actor, |reply| NodeMsg::Command { command: Box::new(command), origin, reply })
-            .map_err(gone)?
+        ractor::call!(self.actor, |reply| NodeMsg::Command {
+            command: Box::new(command),
+            origin: Box::new(origin),
+            reply
+        })
+        .map_err(gone)?
     }
 
     /// The node opened an authenticated connection with these capabilities; returns

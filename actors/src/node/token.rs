@@ -85,6 +85,40 @@ pub fn check_use(token: Option<&JoinToken>, now_ms: i64) -> Result<(), TokenRefu
     }
 }
 
+/// What can be done to a token.
+#[derive(Debug, Clone)]
+pub enum TokenCommand {
+    Create {
+        labels: BTreeMap<String, String>,
+        uses_allowed: u32,
+        expires_ms: i64,
+        created_by: String,
+    },
+    /// Admit one node (refused once used up, expired or revoked).
+    Use {
+        node_id: String,
+    },
+    Revoke,
+}
+
+/// The events a command causes on `token` (None before creation), at `now_ms`.
+pub fn decide(token: Option<&JoinToken>, command: &TokenCommand, now_ms: i64) -> Result<Vec<TokenEvent>, TokenRefusal> {
+    Ok(vec![match (token, command) {
+        (None, TokenCommand::Create { labels, uses_allowed, expires_ms, created_by }) => TokenEvent::Created {
+            labels: labels.clone(),
+            uses_allowed: *uses_allowed,
+            expires_ms: *expires_ms,
+            created_by: created_by.clone(),
+        },
+        (_, TokenCommand::Use { node_id }) => {
+            check_use(token, now_ms)?;
+            TokenEvent::Used { node_id: node_id.clone() }
+        }
+        (Some(_), TokenCommand::Revoke) => TokenEvent::Revoked,
+        (Some(_), TokenCommand::Create { .. }) | (None, TokenCommand::Revoke) => return Err(TokenRefusal::Unknown),
+    }])
+}
+
 /// The token after `event`.
 pub fn apply(token: Option<JoinToken>, id: &str, now_ms: i64, event: &TokenEvent) -> Option<JoinToken> {
     match event {
