@@ -4,7 +4,9 @@
 //! revocation entries that make access tokens die before their `exp`.
 
 use serde::{Deserialize, Serialize};
-use storage::{Log, StorageError};
+use storage::{IndexOp, Log, StorageError};
+
+use crate::kernel::{At, Context, Entity};
 
 /// Index from a refresh token's hash (hex) to its session id.
 pub const REFRESH_INDEX: &str = "refresh_tokens";
@@ -113,13 +115,7 @@ pub fn stream(id: &str) -> String {
 
 /// The session as stored.
 pub fn load(log: &Log, id: &str) -> Result<Option<Session>, StorageError> {
-    let mut session = None;
-    for r in log.read_stream(&stream(id), 0)? {
-        let event: SessionEvent = serde_json::from_slice(&r.payload)
-            .map_err(|e| StorageError::Corrupt { table: "events", reason: format!("session event: {e}") })?;
-        session = apply(session, id, r.seq, &event);
-    }
-    Ok(session)
+    Ok(crate::kernel::load::<Sessions>(log, &id.to_owned()).map_err(StorageError::from)?.state)
 }
 
 /// Revocation index key for a token id, a session or a subject.
@@ -141,6 +137,144 @@ pub enum RevokedKind {
     Session,
     /// Every token of a subject issued before the value (ms); `i64::MAX` for a disabled user.
     Subject,
+}
+
+/// The durable entry that makes tokens of `kind`/`value` issued before `at` invalid.
+pub fn revocation(kind: RevokedKind, value: &str, at: i64) -> IndexOp {
+    IndexOp::Put { index: REVOKED_INDEX.into(), key: revoked_key(kind, value), value: at.to_le_bytes().to_vec() }
+}
+
+/// What can be done to a login session.
+#[derive(Debug, Clone)]
+pub enum SessionCommand {
+    Start {
+        username: String,
+        token_hash: String,
+        expires_ms: i64,
+    },
+    /// Trade the presented refresh token (by hash) for `new_hash`: rotated when it is
+    /// the current one, the whole session revoked when it was already used.
+    Refresh {
+        presented_hash: String,
+        new_hash: String,
+        expires_ms: i64,
+    },
+    Revoke {
+        reason: String,
+    },
+}
+
+/// Why a session command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionRefusal {
+    #[error("unknown session")]
+    Unknown,
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The reason recorded when a used refresh token comes back.
+pub const REUSED: &str = "refresh token reused";
+
+/// The login-session kind on the kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct Sessions;
+
+impl Entity for Sessions {
+    const KIND: &'static str = "session";
+
+    type Id = String;
+    type State = Session;
+    type Command = SessionCommand;
+    type Event = SessionEvent;
+    type Error = SessionRefusal;
+    type Deps = ();
+
+    fn stream(id: &String) -> String {
+        stream(id)
+    }
+
+    fn id_of(s: &str) -> Option<String> {
+        s.strip_prefix("session/").map(str::to_owned)
+    }
+
+    fn creates(command: &SessionCommand) -> bool {
+        matches!(command, SessionCommand::Start { .. })
+    }
+
+    fn not_found() -> SessionRefusal {
+        SessionRefusal::Unknown
+    }
+
+    fn decide(
+        _: &(),
+        cx: &Context<'_, Self>,
+        session: Option<&Session>,
+        command: &SessionCommand,
+    ) -> Result<Vec<SessionEvent>, SessionRefusal> {
+        let event = match (session, command) {
+            (None, SessionCommand::Start { username, token_hash, expires_ms }) => SessionEvent::Started {
+                username: username.clone(),
+                token_hash: token_hash.clone(),
+                expires_ms: *expires_ms,
+            },
+            (None, _) | (Some(_), SessionCommand::Start { .. }) => return Err(SessionRefusal::Unknown),
+            (Some(s), SessionCommand::Refresh { presented_hash, new_hash, expires_ms }) => {
+                match decide_refresh(s, presented_hash, cx.now_ms) {
+                    RefreshDecision::Refused(why) => return Err(SessionRefusal::Refused(why)),
+                    RefreshDecision::ReuseDetected => SessionEvent::Revoked { reason: REUSED.into() },
+                    RefreshDecision::Rotate => {
+                        SessionEvent::Rotated { token_hash: new_hash.clone(), expires_ms: *expires_ms }
+                    }
+                }
+            }
+            (Some(_), SessionCommand::Revoke { reason }) => SessionEvent::Revoked { reason: reason.clone() },
+        };
+        Ok(vec![event])
+    }
+
+    fn apply(session: Option<Session>, at: At<'_, String>, event: &SessionEvent) -> Option<Session> {
+        apply(session, at.id, at.seq, event)
+    }
+
+    fn event_kind(event: &SessionEvent) -> &'static str {
+        event.kind()
+    }
+
+    fn state_name(session: &Session) -> &'static str {
+        if session.revoked.is_some() { "REVOKED" } else { "ACTIVE" }
+    }
+
+    /// The refresh-token index follows the current token; a revoked session is
+    /// recorded as revoked (so every access token of it dies too).
+    fn index_ops(
+        cx: &Context<'_, Self>,
+        _: Option<&Session>,
+        after: &Session,
+        events: &[SessionEvent],
+    ) -> Vec<IndexOp> {
+        let refresh = |hash: &str| IndexOp::Put {
+            index: REFRESH_INDEX.into(),
+            key: hash.to_owned(),
+            value: after.id.clone().into_bytes(),
+        };
+        let mut ops = Vec::new();
+        for event in events {
+            match event {
+                SessionEvent::Started { username, token_hash, .. } => {
+                    ops.push(refresh(token_hash));
+                    ops.push(IndexOp::Put {
+                        index: USER_SESSIONS_INDEX.into(),
+                        key: user_session_key(username, &after.id),
+                        value: after.id.clone().into_bytes(),
+                    });
+                }
+                SessionEvent::Rotated { token_hash, .. } => ops.push(refresh(token_hash)),
+                SessionEvent::Revoked { .. } => ops.push(revocation(RevokedKind::Session, &after.id, cx.now_ms)),
+            }
+        }
+        ops
+    }
 }
 
 #[cfg(test)]

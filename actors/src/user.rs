@@ -187,13 +187,7 @@ pub fn stream(username: &str) -> String {
 
 /// The account as stored, rebuilt from its events.
 pub fn load(log: &Log, username: &str) -> Result<Option<User>, StorageError> {
-    let mut user = None;
-    for r in log.read_stream(&stream(username), 0)? {
-        let event: UserEvent = serde_json::from_slice(&r.payload)
-            .map_err(|e| StorageError::Corrupt { table: "events", reason: format!("user event: {e}") })?;
-        user = apply(user, r.seq, r.time_ms, &event);
-    }
-    Ok(user)
+    Ok(crate::kernel::load::<Users>(log, &username.to_owned()).map_err(StorageError::from)?.state)
 }
 
 /// Every account, by username.
@@ -212,6 +206,67 @@ pub fn index_ops(before: Option<&User>, after: &User) -> Vec<IndexOp> {
     match before {
         None => vec![IndexOp::Put { index: INDEX.into(), key: after.account.username.clone(), value: Vec::new() }],
         Some(_) => Vec::new(),
+    }
+}
+
+/// The account kind on the kernel (rare commands: run with `kernel::run_once`).
+#[derive(Debug, Clone, Copy)]
+pub struct Users;
+
+impl crate::kernel::Entity for Users {
+    const KIND: &'static str = "user";
+
+    type Id = String;
+    type State = User;
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Deps = ();
+
+    fn stream(username: &String) -> String {
+        stream(username)
+    }
+
+    fn id_of(s: &str) -> Option<String> {
+        s.strip_prefix("user/").map(str::to_owned)
+    }
+
+    fn creates(command: &UserCommand) -> bool {
+        matches!(command, UserCommand::Create { .. })
+    }
+
+    fn not_found() -> UserError {
+        UserError::NotFound
+    }
+
+    fn decide(
+        _: &(),
+        _: &crate::kernel::Context<'_, Self>,
+        user: Option<&User>,
+        command: &UserCommand,
+    ) -> Result<Vec<UserEvent>, UserError> {
+        decide(user, command)
+    }
+
+    fn apply(user: Option<User>, at: crate::kernel::At<'_, String>, event: &UserEvent) -> Option<User> {
+        apply(user, at.seq, at.time_ms, event)
+    }
+
+    fn event_kind(event: &UserEvent) -> &'static str {
+        event.kind()
+    }
+
+    fn state_name(user: &User) -> &'static str {
+        if user.disabled { "DISABLED" } else { "ACTIVE" }
+    }
+
+    fn index_ops(
+        _: &crate::kernel::Context<'_, Self>,
+        before: Option<&User>,
+        after: &User,
+        _: &[UserEvent],
+    ) -> Vec<IndexOp> {
+        index_ops(before, after)
     }
 }
 

@@ -1,7 +1,9 @@
-//! The wall clock of this process, in milliseconds since the Unix epoch: one home for
-//! the reading the node's edges stamp records with (domain rules take time as input).
+//! Wall-clock milliseconds for the node's edges (request deadlines, timer scans,
+//! receipts). Commands take their time from the kernel's injected `Clock` instead.
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
+use actors::kernel::{Clock, SystemClock};
+
+/// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemClock.now_ms()
 }

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use actors::kernel::{self, Origin, Request};
 use actors::policy::Principal;
-use actors::session::{self, RefreshDecision, RevokedKind, SessionEvent};
+use actors::session::{self, RevokedKind, SessionCommand, SessionRefusal, Sessions};
 use actors::storage::{ActorRef, Append, AppendError, IndexOp, NewEvent};
-use actors::user::{self, User, UserCommand, UserError, UserEvent};
+use actors::user::{self, User, UserCommand, UserError, Users};
 use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -22,7 +23,6 @@ use utoipa::ToSchema;
 
 use crate::api::AppInner;
 use crate::api::error::ApiError;
-use crate::clock::now_ms;
 
 /// Lifetime of an access token from a login.
 pub const ACCESS_TTL_SECONDS: i64 = 15 * 60;
@@ -117,11 +117,12 @@ impl Default for LoginLimits {
     }
 }
 
-/// An audit event caused by `actor` through `tool`.
-pub(crate) fn event(actor: &Principal, tool: &str, kind: &str, payload: Vec<u8>) -> NewEvent {
+/// An audit event caused by `actor` through `tool`, for the node's own streams
+/// (minted tokens, blob usage, signing keys), stamped by the kernel's clock and ids.
+pub(crate) fn event(app: &AppInner, actor: &Principal, tool: &str, kind: &str, payload: Vec<u8>) -> NewEvent {
     NewEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        time_ms: now_ms(),
+        event_id: app.kernel.ids.next_id().to_string(),
+        time_ms: app.kernel.clock.now_ms(),
         actor: ActorRef { kind: "user".into(), id: actor.sub.clone(), role: actor.role.as_str().into() },
         tool: tool.into(),
         request_id: crate::api::error::REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
@@ -155,19 +156,34 @@ pub(crate) async fn append_to(
     Err(ApiError::unavailable(format!("{stream} kept changing; retry")))
 }
 
-pub(crate) fn revocation(kind: RevokedKind, value: &str, at: i64) -> IndexOp {
-    IndexOp::Put {
-        index: session::REVOKED_INDEX.into(),
-        key: session::revoked_key(kind, value),
-        value: at.to_le_bytes().to_vec(),
-    }
-}
-
 fn storage_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal("reading accounts", e)
 }
 
-/// Runs an account command by `actor`, writing its events and the revocations it
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "USER_NOT_FOUND", "user not found"),
+            UserError::AlreadyExists => {
+                ApiError::new(StatusCode::CONFLICT, "USER_EXISTS", "a user with this name exists")
+            }
+            UserError::Invalid(m) => ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, m),
+        }
+    }
+}
+
+impl From<SessionRefusal> for ApiError {
+    fn from(e: SessionRefusal) -> Self {
+        refresh_refused(&e.to_string())
+    }
+}
+
+/// The audit origin of a change `actor` makes through `tool`, tied to the request.
+fn origin_of(actor: &Principal, tool: &str) -> Origin {
+    Origin::caller(actor, tool, &crate::api::error::REQUEST_ID.try_with(Clone::clone).unwrap_or_default())
+}
+
+/// Runs an account command by `actor` through the kernel, with the revocations it
 /// implies (disable, new role or password: older tokens of that user stop working).
 pub async fn user_command(
     app: &AppInner,
@@ -175,60 +191,31 @@ pub async fn user_command(
     username: &str,
     command: UserCommand,
 ) -> Result<User, ApiError> {
-    for _ in 0..3 {
-        let before = user::load(&app.log, username).map_err(storage_err)?;
-        let events = user::decide(before.as_ref(), &command).map_err(|e| match e {
-            UserError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "USER_NOT_FOUND", "user not found"),
-            UserError::AlreadyExists => {
-                ApiError::new(StatusCode::CONFLICT, "USER_EXISTS", "a user with this name exists")
-            }
-            UserError::Invalid(m) => ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, m),
-        })?;
-        let expected_seq = before.as_ref().map_or(0, |u| u.version);
-        let mut after = before.clone();
-        let mut new_events = Vec::new();
-        for (i, e) in events.iter().enumerate() {
-            after = user::apply(after, expected_seq + i as u64 + 1, now_ms(), e);
-            let payload = serde_json::to_vec(e).map_err(storage_err)?;
-            new_events.push(event(actor, "user.admin", e.kind(), payload));
-        }
-        let after = after.ok_or_else(|| ApiError::internal("applying an account event", "no user"))?;
-        let mut index_ops = user::index_ops(before.as_ref(), &after);
-        let revoke_before = match &events[..] {
-            [UserEvent::Disabled {}] => Some(i64::MAX),
-            [UserEvent::RoleSet { .. }] | [UserEvent::PasswordReset { .. }] => Some(now_ms()),
-            _ => None,
-        };
-        // Every login session ends too: a refresh token taken before the change must
-        // not mint new access tokens after it.
-        let mut sessions = Vec::new();
-        if let Some(at) = revoke_before {
-            index_ops.push(revocation(RevokedKind::Subject, username, at));
-            sessions = session_ids(app, username)?;
-            index_ops.extend(sessions.iter().map(|sid| revocation(RevokedKind::Session, sid, now_ms())));
-        }
-        let append = Append {
-            stream: user::stream(username),
-            expected_seq,
-            events: new_events,
-            index_ops,
-            ..Default::default()
-        };
-        match app.writer.append(append).await {
-            Ok(_) => {
-                if let Some(at) = revoke_before {
-                    app.auth.revoke(RevokedKind::Subject, username, at);
-                }
-                for sid in &sessions {
-                    app.auth.revoke(RevokedKind::Session, sid, now_ms());
-                }
-                return Ok(after);
-            }
-            Err(AppendError::SequenceConflict { .. }) => continue,
-            Err(e) => return Err(ApiError::unavailable(e.to_string())),
-        }
+    let now = app.kernel.clock.now_ms();
+    let revoke_before = match &command {
+        UserCommand::Disable => Some(i64::MAX),
+        UserCommand::SetRole(_) | UserCommand::ResetPassword(_) => Some(now),
+        UserCommand::Create { .. } => None,
+    };
+    // Every login session ends too: a refresh token taken before the change must
+    // not mint new access tokens after it.
+    let mut index_ops = Vec::new();
+    let mut sessions = Vec::new();
+    if let Some(at) = revoke_before {
+        index_ops.push(session::revocation(RevokedKind::Subject, username, at));
+        sessions = session_ids(app, username)?;
+        index_ops.extend(sessions.iter().map(|sid| session::revocation(RevokedKind::Session, sid, now)));
     }
-    Err(ApiError::unavailable("the account kept changing; retry"))
+    let origin = origin_of(actor, "user.admin");
+    let request = Request { index_ops, ..Request::<Users>::new(username.to_owned(), command, origin) };
+    let user = kernel::run_once(&app.kernel, &(), &request).await?.state;
+    if let Some(at) = revoke_before {
+        app.auth.revoke(RevokedKind::Subject, username, at);
+    }
+    for sid in &sessions {
+        app.auth.revoke(RevokedKind::Session, sid, now);
+    }
+    Ok(user)
 }
 
 /// The ids of every login session `username` ever started.
@@ -285,34 +272,16 @@ pub async fn login(app: &AppInner, username: &str, password: &str, client: &str)
         return Err(invalid_login());
     };
     app.login_limits.per_user.clear(username);
-    let sid = uuid::Uuid::new_v4().to_string();
+    let sid = app.kernel.ids.next_id().to_string();
     let (refresh, hash) = new_refresh_token();
-    let started = SessionEvent::Started {
+    let command = SessionCommand::Start {
         username: user.account.username.clone(),
-        token_hash: hash.clone(),
-        expires_ms: now_ms() + REFRESH_TTL_SECONDS * 1000,
+        token_hash: hash,
+        expires_ms: app.kernel.clock.now_ms() + REFRESH_TTL_SECONDS * 1000,
     };
     let principal = principal_of(&user);
-    let append = Append {
-        stream: session::stream(&sid),
-        expected_seq: 0,
-        events: vec![event(
-            &principal,
-            "auth.login",
-            started.kind(),
-            serde_json::to_vec(&started).map_err(storage_err)?,
-        )],
-        index_ops: vec![
-            IndexOp::Put { index: session::REFRESH_INDEX.into(), key: hash, value: sid.clone().into_bytes() },
-            IndexOp::Put {
-                index: session::USER_SESSIONS_INDEX.into(),
-                key: session::user_session_key(&user.account.username, &sid),
-                value: sid.clone().into_bytes(),
-            },
-        ],
-        ..Default::default()
-    };
-    app.writer.append(append).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let request = Request::<Sessions>::new(sid.clone(), command, origin_of(&principal, "auth.login"));
+    kernel::run_once(&app.kernel, &(), &request).await?;
     metrics::counter!("dispatch_auth_logins_total", "outcome" => "success").increment(1);
     tracing::info!(username, session = %sid, "login");
     access_pair(app, &principal, sid, refresh)
@@ -351,67 +320,33 @@ pub async fn refresh(app: &AppInner, refresh_token: &str) -> Result<TokenPair, A
         .map_err(storage_err)?
         .and_then(|v| String::from_utf8(v).ok())
         .ok_or_else(|| refresh_refused("unknown refresh token"))?;
-    for _ in 0..3 {
-        let s = session::load(&app.log, &sid)
-            .map_err(storage_err)?
-            .ok_or_else(|| refresh_refused("unknown refresh token"))?;
-        if app.auth.session_revoked(&sid) {
-            return Err(refresh_refused("the session was ended (logout, password reset, role change or revocation)"));
-        }
-        let user = user::load(&app.log, &s.username).map_err(storage_err)?.filter(|u| !u.disabled);
-        let Some(user) = user else { return Err(refresh_refused("the account is disabled")) };
-        let principal = principal_of(&user);
-        let (next, append, outcome) = match session::decide_refresh(&s, &presented, now_ms()) {
-            RefreshDecision::Refused(why) => return Err(refresh_refused(&why)),
-            RefreshDecision::ReuseDetected => {
-                let revoked = SessionEvent::Revoked { reason: "refresh token reused".into() };
-                let op = revocation(RevokedKind::Session, &sid, now_ms());
-                (None, session_append(&principal, &s, &revoked, op)?, "reuse_detected")
-            }
-            RefreshDecision::Rotate => {
-                let (token, hash) = new_refresh_token();
-                let rotated = SessionEvent::Rotated {
-                    token_hash: hash.clone(),
-                    expires_ms: now_ms() + REFRESH_TTL_SECONDS * 1000,
-                };
-                let op =
-                    IndexOp::Put { index: session::REFRESH_INDEX.into(), key: hash, value: sid.clone().into_bytes() };
-                (Some(token), session_append(&principal, &s, &rotated, op)?, "rotated")
-            }
-        };
-        match app.writer.append(append).await {
-            Ok(_) => {
-                metrics::counter!("dispatch_auth_refresh_total", "outcome" => outcome).increment(1);
-                return match next {
-                    Some(token) => access_pair(app, &principal, sid, token),
-                    None => {
-                        app.auth.revoke(RevokedKind::Session, &sid, now_ms());
-                        tracing::warn!(session = %sid, username = %s.username, "refresh token reused: session revoked");
-                        Err(ApiError::new(
-                            StatusCode::UNAUTHORIZED,
-                            "REFRESH_TOKEN_REUSED",
-                            "this refresh token was already used; the session is revoked",
-                        ))
-                    }
-                };
-            }
-            // Two refreshes raced: decide again on the new state (the loser is a reuse).
-            Err(AppendError::SequenceConflict { .. }) => continue,
-            Err(e) => return Err(ApiError::unavailable(e.to_string())),
-        }
+    let s = session::load(&app.log, &sid).map_err(storage_err)?;
+    let s = s.ok_or_else(|| refresh_refused("unknown refresh token"))?;
+    if app.auth.session_revoked(&sid) {
+        return Err(refresh_refused("the session was ended (logout, password reset, role change or revocation)"));
     }
-    Err(ApiError::unavailable("the session kept changing; retry"))
-}
-
-/// The next event of a session, with the index change it brings.
-fn session_append(actor: &Principal, s: &session::Session, e: &SessionEvent, op: IndexOp) -> Result<Append, ApiError> {
-    Ok(Append {
-        stream: session::stream(&s.id),
-        expected_seq: s.version,
-        events: vec![event(actor, "auth.refresh", e.kind(), serde_json::to_vec(e).map_err(storage_err)?)],
-        index_ops: vec![op],
-        ..Default::default()
-    })
+    let user = user::load(&app.log, &s.username).map_err(storage_err)?.filter(|u| !u.disabled);
+    let Some(user) = user else { return Err(refresh_refused("the account is disabled")) };
+    let principal = principal_of(&user);
+    let (token, new_hash) = new_refresh_token();
+    let expires_ms = app.kernel.clock.now_ms() + REFRESH_TTL_SECONDS * 1000;
+    let command = SessionCommand::Refresh { presented_hash: presented, new_hash, expires_ms };
+    // Two refreshes racing are serialized by the kernel's sequence check: the loser
+    // decides again on the rotated session and is seen as a reuse.
+    let request = Request::<Sessions>::new(sid.clone(), command, origin_of(&principal, "auth.refresh"));
+    let session = kernel::run_once(&app.kernel, &(), &request).await?.state;
+    if session.revoked.as_deref() == Some(session::REUSED) {
+        metrics::counter!("dispatch_auth_refresh_total", "outcome" => "reuse_detected").increment(1);
+        app.auth.revoke(RevokedKind::Session, &sid, app.kernel.clock.now_ms());
+        tracing::warn!(session = %sid, username = %s.username, "refresh token reused: session revoked");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "REFRESH_TOKEN_REUSED",
+            "this refresh token was already used; the session is revoked",
+        ));
+    }
+    metrics::counter!("dispatch_auth_refresh_total", "outcome" => "rotated").increment(1);
+    access_pair(app, &principal, sid, token)
 }
 
 /// Ends a session (found by the access token's `sid` or by a refresh token) and
@@ -435,13 +370,8 @@ pub async fn logout(
     if sid.is_none() && access.is_none() {
         return Err(ApiError::unauthorized("give a bearer token or a refresh token to log out"));
     }
-    let mut index_ops = Vec::new();
-    if let Some(c) = access {
-        index_ops.push(revocation(RevokedKind::Jti, &c.jti, c.exp));
-    }
-    if let Some(sid) = &sid {
-        index_ops.push(revocation(RevokedKind::Session, sid, now_ms()));
-    }
+    let now = app.kernel.clock.now_ms();
+    let jti = access.map(|c| session::revocation(RevokedKind::Jti, &c.jti, c.exp));
     let actor = Principal {
         sub: access.map_or("anonymous".into(), |c| c.sub.clone()),
         role: access.map_or(actors::policy::Role::Agent, |c| c.role),
@@ -450,22 +380,30 @@ pub async fn logout(
         tools: None,
         queues: vec![],
     };
-    let (stream, expected_seq, events) = match &sid {
-        Some(sid) => {
-            let s = session::load(&app.log, sid).map_err(storage_err)?;
-            let revoked = SessionEvent::Revoked { reason: "logout".into() };
-            let ev = event(&actor, "auth.logout", revoked.kind(), serde_json::to_vec(&revoked).map_err(storage_err)?);
-            (session::stream(sid), s.map_or(0, |s| s.version), vec![ev])
-        }
-        None => ("auth/logouts".to_owned(), app.log.stream_head("auth/logouts").map_err(storage_err)?.0, vec![]),
+    let known = match &sid {
+        Some(sid) => session::load(&app.log, sid).map_err(storage_err)?.map(|_| sid.clone()),
+        None => None,
     };
-    let append = Append { stream, expected_seq, events, index_ops, ..Default::default() };
-    app.writer.append(append).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    match known {
+        // The session's revocation entry comes with its event (the entity's index ops).
+        Some(sid) => {
+            let command = SessionCommand::Revoke { reason: "logout".into() };
+            let origin = origin_of(&actor, "auth.logout");
+            let request =
+                Request { index_ops: jti.into_iter().collect(), ..Request::<Sessions>::new(sid, command, origin) };
+            kernel::run_once(&app.kernel, &(), &request).await?;
+        }
+        None => {
+            let mut ops: Vec<IndexOp> = jti.into_iter().collect();
+            ops.extend(sid.iter().map(|sid| session::revocation(RevokedKind::Session, sid, now)));
+            append_to(app, "auth/logouts", || (Vec::new(), ops.clone())).await?;
+        }
+    }
     if let Some(c) = access {
         app.auth.revoke(RevokedKind::Jti, &c.jti, c.exp);
     }
     if let Some(sid) = &sid {
-        app.auth.revoke(RevokedKind::Session, sid, now_ms());
+        app.auth.revoke(RevokedKind::Session, sid, now);
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::api::AppInner;
 use crate::api::error::ApiError;
 use crate::auth::{Claims, RETIRED_KEYS_INDEX, SUPERSEDED_KEYS_INDEX};
 use crate::clock::now_ms;
-use crate::identity::{ACCESS_TTL_SECONDS, append_to, event, revocation};
+use crate::identity::{ACCESS_TTL_SECONDS, append_to, event};
 
 /// Records read per page while looking for a key's live tokens.
 const SCAN_PAGE: usize = 200;
@@ -63,7 +63,7 @@ pub async fn record_minted(app: &AppInner, by: &Principal, token: &str, claims: 
     let body = serde_json::to_vec(&record).map_err(storage_err)?;
     append_to(app, "auth/minted-tokens", || {
         let put = IndexOp::Put { index: MINTED_TOKENS_INDEX.into(), key: record.jti.clone(), value: body.clone() };
-        (vec![event(by, "admin.tokens.create", "token.minted", body.clone())], vec![put])
+        (vec![event(app, by, "admin.tokens.create", "token.minted", body.clone())], vec![put])
     })
     .await
 }
@@ -88,8 +88,8 @@ pub async fn revoke_minted(app: &AppInner, by: &Principal, jti: &str) -> Result<
     let record = found.ok_or_else(|| ApiError::not_found("minted token"))?;
     let payload = serde_json::json!({ "jti": jti }).to_string().into_bytes();
     append_to(app, "auth/minted-tokens", || {
-        let op = revocation(RevokedKind::Jti, jti, record.expires_at);
-        (vec![event(by, "admin.tokens.revoke", "token.revoked", payload.clone())], vec![op])
+        let op = session::revocation(RevokedKind::Jti, jti, record.expires_at);
+        (vec![event(app, by, "admin.tokens.revoke", "token.revoked", payload.clone())], vec![op])
     })
     .await?;
     app.auth.revoke(RevokedKind::Jti, jti, record.expires_at);
@@ -133,8 +133,8 @@ pub async fn revoke_sessions(
     let payload = serde_json::json!({ "username": username, "sessions": ended }).to_string().into_bytes();
     let at = now_ms();
     append_to(app, "auth/session-revocations", || {
-        let ops = ended.iter().map(|sid| revocation(RevokedKind::Session, sid, at)).collect();
-        (vec![event(by, "user.sessions.revoke", "sessions.revoked", payload.clone())], ops)
+        let ops = ended.iter().map(|sid| session::revocation(RevokedKind::Session, sid, at)).collect();
+        (vec![event(app, by, "user.sessions.revoke", "sessions.revoked", payload.clone())], ops)
     })
     .await?;
     for sid in &ended {
@@ -190,7 +190,7 @@ pub async fn retire_key(app: &AppInner, by: &Principal, kid: &str, force: bool) 
     append_to(app, "auth/signing-keys", || {
         let op =
             IndexOp::Put { index: RETIRED_KEYS_INDEX.into(), key: kid.into(), value: now_ms().to_le_bytes().to_vec() };
-        (vec![event(by, "admin.signing_keys.retire", "signing_key.retired", payload.clone())], vec![op])
+        (vec![event(app, by, "admin.signing_keys.retire", "signing_key.retired", payload.clone())], vec![op])
     })
     .await?;
     app.auth.retire(kid).map_err(|e| ApiError::internal("retiring a key", e))?;

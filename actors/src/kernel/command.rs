@@ -92,6 +92,17 @@ pub enum LoadError {
     Corrupt { stream: String, reason: String },
 }
 
+impl From<LoadError> for StorageError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Storage(e) => e,
+            LoadError::Corrupt { stream, reason } => {
+                StorageError::Corrupt { table: "events", reason: format!("{stream}: {reason}") }
+            }
+        }
+    }
+}
+
 /// An entity as its actor holds it: the state (None before creation) and the
 /// sequence number of the stream's last event.
 pub struct Loaded<E: Entity> {
@@ -102,13 +113,14 @@ pub struct Loaded<E: Entity> {
 /// The entity now: its snapshot (if the kind keeps them) plus the events after it.
 pub fn load<E: Entity>(log: &Log, id: &E::Id) -> Result<Loaded<E>, LoadError> {
     let stream = E::stream(id);
-    let corrupt = |e: serde_json::Error| LoadError::Corrupt { stream: stream.clone(), reason: e.to_string() };
-    let (mut state, mut seq) = match E::SNAPSHOT_EVERY.map(|_| log.snapshot(&stream)).transpose()?.flatten() {
-        Some((seq, bytes)) => (Some(serde_json::from_slice::<E::State>(&bytes).map_err(corrupt)?), seq),
+    let corrupt = |e: &dyn fmt::Display| LoadError::Corrupt { stream: stream.clone(), reason: e.to_string() };
+    let snapshot = E::SNAPSHOT_EVERY.map(|_| log.snapshot(&stream)).transpose()?.flatten();
+    let (mut state, mut seq) = match snapshot.and_then(|(seq, bytes)| Some((seq, E::from_snapshot(&bytes)?))) {
+        Some((seq, decoded)) => (Some(decoded.map_err(|e| corrupt(&e))?), seq),
         None => (None, 0),
     };
     for record in log.read_stream(&stream, seq)? {
-        state = replay_one::<E>(state, id, &record).map_err(corrupt)?;
+        state = replay_one::<E>(state, id, &record).map_err(|e| corrupt(&e))?;
         seq = record.seq;
     }
     Ok(Loaded { state, seq })
@@ -205,7 +217,7 @@ fn plan<E: Entity>(
     let stream = E::stream(cx.id);
     let (first, last) = (loaded.seq + 1, loaded.seq + events.len() as u64);
     let snapshot = match E::SNAPSHOT_EVERY {
-        Some(every) if last / every > loaded.seq / every => Some(serde_json::to_vec(&after).map_err(unavailable)?),
+        Some(every) if last / every > loaded.seq / every => E::to_snapshot(&after).transpose().map_err(unavailable)?,
         _ => None,
     };
     let mut index_ops = req.index_ops.clone();

@@ -37,11 +37,12 @@ pub trait Entity: Sized + Send + Sync + Clone + Debug + 'static {
     /// The kind, in metric labels and log lines.
     const KIND: &'static str;
     /// Store the state as the stream's snapshot every this many events, so waking
-    /// replays at most this many; `None` replays the whole stream.
+    /// replays at most this many; `None` replays the whole stream. A kind that sets it
+    /// implements `to_snapshot` and `from_snapshot`.
     const SNAPSHOT_EVERY: Option<u64> = None;
 
     type Id: Clone + Eq + Hash + Display + Debug + Send + Sync + 'static;
-    type State: Clone + Serialize + DeserializeOwned + Send + Sync + 'static;
+    type State: Clone + Send + Sync + 'static;
     type Command: Send + Sync + 'static;
     /// Stored in the log as JSON.
     type Event: Serialize + DeserializeOwned + Send + Sync + 'static;
@@ -78,6 +79,16 @@ pub trait Entity: Sized + Send + Sync + Clone + Debug + 'static {
 
     /// The event's kind as recorded in the log (`ticket.triaged`, ...).
     fn event_kind(event: &Self::Event) -> &'static str;
+
+    /// The state as stored in a snapshot.
+    fn to_snapshot(_state: &Self::State) -> Option<Result<Vec<u8>, String>> {
+        None
+    }
+
+    /// A snapshot back to the state.
+    fn from_snapshot(_bytes: &[u8]) -> Option<Result<Self::State, String>> {
+        None
+    }
 
     /// The state's name in the audit record's from/to columns.
     fn state_name(state: &Self::State) -> &'static str;

@@ -68,6 +68,12 @@ impl Entity for Counter {
             (s, _) => s,
         }
     }
+    fn to_snapshot(c: &Count) -> Option<Result<Vec<u8>, String>> {
+        Some(serde_json::to_vec(c).map_err(|e| e.to_string()))
+    }
+    fn from_snapshot(bytes: &[u8]) -> Option<Result<Count, String>> {
+        Some(serde_json::from_slice(bytes).map_err(|e| e.to_string()))
+    }
     fn event_kind(e: &Ev) -> &'static str {
         match e {
             Ev::Created => "counter.created",

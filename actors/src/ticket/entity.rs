@@ -74,6 +74,14 @@ impl Entity for Tickets {
         apply(ticket, *at.id, at.seq, store::time_of(at.time_ms), event)
     }
 
+    fn to_snapshot(ticket: &Ticket) -> Option<Result<Vec<u8>, String>> {
+        Some(serde_json::to_vec(ticket).map_err(|e| e.to_string()))
+    }
+
+    fn from_snapshot(bytes: &[u8]) -> Option<Result<Ticket, String>> {
+        Some(serde_json::from_slice(bytes).map_err(|e| e.to_string()))
+    }
+
     fn event_kind(event: &TicketEvent) -> &'static str {
         event.kind()
     }

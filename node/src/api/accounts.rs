@@ -367,26 +367,17 @@ pub(super) async fn rotate_signing_key(
     let der = crate::auth::generate_key().map_err(|e| ApiError::internal("generating a key", e))?;
     let name = format!("{:06}", app.auth.rotated_key_count() + 1);
     let outgoing = app.auth.current_kid();
-    let append = actors::storage::Append {
-        stream: "auth/signing-keys".into(),
-        expected_seq: app.log.stream_head("auth/signing-keys").map_err(|e| ApiError::internal("rotation", e))?.0,
-        events: vec![identity::event(
-            &caller,
-            "admin.signing_keys.rotate",
-            "signing_key.added",
-            serde_json::json!({ "name": name }).to_string().into_bytes(),
-        )],
-        index_ops: vec![
-            actors::storage::IndexOp::Put {
-                index: crate::auth::ROTATED_KEYS_INDEX.into(),
-                key: name,
-                value: der.clone(),
-            },
-            crate::tokens::superseded(&outgoing),
-        ],
-        ..Default::default()
-    };
-    app.writer.append(append).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let payload = serde_json::json!({ "name": name }).to_string().into_bytes();
+    identity::append_to(&app, "auth/signing-keys", || {
+        let event = identity::event(&app, &caller, "admin.signing_keys.rotate", "signing_key.added", payload.clone());
+        let key = actors::storage::IndexOp::Put {
+            index: crate::auth::ROTATED_KEYS_INDEX.into(),
+            key: name.clone(),
+            value: der.clone(),
+        };
+        (vec![event], vec![key, crate::tokens::superseded(&outgoing)])
+    })
+    .await?;
     let kid = app.auth.add_key(&der).map_err(|e| ApiError::internal("rotation", e))?;
     tracing::info!(kid, by = %caller.sub, "signing key rotated");
     Ok((StatusCode::CREATED, Json(RotatedKey { kid })))
