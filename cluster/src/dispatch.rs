@@ -10,23 +10,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use actors::kernel::{self, Failure, Kernel, Loaded, Request};
 use actors::node::{Membership, NodeView, Origin};
 use actors::task::store::{self, LoadError};
-use actors::task::{JobResult, JobSpec, Task, TaskCommand, TaskError, TaskSpec, TaskState, lifecycle};
+use actors::task::{JobResult, JobSpec, Task, TaskCommand, TaskError, TaskSpec, TaskState, Tasks, lifecycle};
 use quinn::Connection;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use storage::{Append, AppendError, Hash, IdempotencyKey, IdempotencyRecord, Log, LogWriter, StoredResponse};
+use storage::{Hash, IdempotencyKey};
 use tokio::time::Instant;
 
 use crate::proto::{JobAnswer, Push, PushReply};
 use crate::transport::REQUEST_TIMEOUT;
 use crate::wire;
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// The live connection of each node, for pushing jobs to it.
 #[derive(Default)]
@@ -91,6 +88,16 @@ pub enum DispatchError {
     NotYours(String),
 }
 
+impl From<Failure<Tasks>> for DispatchError {
+    fn from(f: Failure<Tasks>) -> Self {
+        match f {
+            Failure::Rejected(e) => DispatchError::Task(e),
+            Failure::KeyReused => DispatchError::KeyReused,
+            Failure::Unavailable(why) => DispatchError::Storage(why),
+        }
+    }
+}
+
 impl From<LoadError> for DispatchError {
     fn from(e: LoadError) -> Self {
         DispatchError::Storage(e.to_string())
@@ -136,8 +143,7 @@ enum Msg {
 }
 
 struct Dispatch {
-    log: Log,
-    writer: LogWriter,
+    kernel: Kernel,
     membership: Membership,
     links: Arc<Links>,
     config: DispatchConfig,
@@ -169,8 +175,8 @@ impl Actor for Dispatch {
         // After a restart every attempt in flight gets a fresh lease: its worker may
         // still be running it and will renew; if not, it expires one lease from now.
         let grace = Instant::now() + self.config.tick * 50;
-        for id in store::open_ids(&self.log)? {
-            if let Some((task, seq)) = store::load(&self.log, &id)? {
+        for id in store::open_ids(&self.kernel.log)? {
+            if let Some((task, seq)) = store::load(&self.kernel.log, &id)? {
                 if task.current().is_some() {
                     leases.insert(id.clone(), grace);
                 }
@@ -193,7 +199,7 @@ impl Actor for Dispatch {
     async fn handle(&self, me: ActorRef<Msg>, msg: Msg, st: &mut State) -> Result<(), ActorProcessingErr> {
         match msg {
             Msg::Submit { id, spec, origin, idempotency, reply } => {
-                let _ = reply.send(self.submit(st, id, *spec, &origin, idempotency).await);
+                let _ = reply.send(self.submit(st, id, *spec, origin, idempotency).await);
                 // Place it now rather than at the next tick.
                 self.place(&me, st).await;
             }
@@ -202,14 +208,14 @@ impl Actor for Dispatch {
                 let _ = reply.send(result);
             }
             Msg::Answer { task, attempt, answer } => {
-                let now = now_ms();
+                let now = self.kernel.clock.now_ms();
                 let command = match answer {
                     JobAnswer::Accepted => TaskCommand::Start { attempt },
                     JobAnswer::AlreadyFinished(result) => TaskCommand::Finish { attempt, result, now_ms: now },
                     JobAnswer::Refused(reason) => TaskCommand::Refuse { attempt, reason, now_ms: now },
                     JobAnswer::Unknown => return Ok(()),
                 };
-                self.run_logged(st, &task, &command, &Origin::system("task.dispatch")).await;
+                self.run_logged(st, &task, command, &Origin::system("task.dispatch")).await;
             }
             Msg::Finished { node, job_id, result, reply } => {
                 let holder = parse_job_id(&job_id).and_then(|(task, n)| {
@@ -224,8 +230,9 @@ impl Actor for Dispatch {
                     }
                     Some((task, attempt)) if st.open.contains_key(task) => {
                         let task = task.to_owned();
-                        let command = TaskCommand::Finish { attempt, result: *result, now_ms: now_ms() };
-                        self.run(st, &task, &command, &Origin::system("task.finished")).await.map(|_| ())
+                        let command =
+                            TaskCommand::Finish { attempt, result: *result, now_ms: self.kernel.clock.now_ms() };
+                        self.run(st, &task, command, &Origin::system("task.finished")).await.map(|_| ())
                     }
                     // Final already, or not ours: recorded as far as anyone will ever need.
                     _ => Ok(()),
@@ -264,62 +271,28 @@ fn report(st: &mut State) {
 }
 
 impl Dispatch {
+    /// A new task through the kernel (which answers a retry with the first answer).
     async fn submit(
         &self,
         st: &mut State,
         id: String,
         spec: TaskSpec,
-        origin: &Origin,
+        origin: Origin,
         idempotency: Option<(IdempotencyKey, Hash)>,
     ) -> Result<Submitted, DispatchError> {
-        if let Some((key, hash)) = &idempotency
-            && let Some(stored) = self.log.idempotency(key).map_err(|e| DispatchError::Storage(e.to_string()))?
-        {
-            return self.replay(&stored, hash);
-        }
-        let record = idempotency.map(|(key, hash)| {
-            let body = serde_json::to_vec(&serde_json::json!({ "task_id": id })).unwrap_or_default();
-            (
-                key,
-                IdempotencyRecord {
-                    request_hash: hash,
-                    status: 202,
-                    response: StoredResponse::Body(body),
-                    created_ms: now_ms(),
-                },
-            )
-        });
-        let replay_hash = record.as_ref().map(|(_, r)| r.request_hash);
-        match self.persist(st, &id, None, &TaskCommand::Create { spec }, origin, record).await {
-            Ok(task) => Ok(Submitted { task, replayed: false }),
-            Err(Persist::KeyExists(stored)) => self.replay(&stored, &replay_hash.unwrap_or_default()),
-            Err(Persist::Failed(e)) => Err(e),
-        }
-    }
-
-    fn replay(&self, stored: &IdempotencyRecord, hash: &Hash) -> Result<Submitted, DispatchError> {
-        if stored.request_hash != *hash {
-            metrics::counter!("dispatch_idempotency_conflicts_total").increment(1);
-            return Err(DispatchError::KeyReused);
-        }
-        let StoredResponse::Body(body) = &stored.response else { return Err(DispatchError::KeyReused) };
-        let id = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["task_id"].as_str().map(str::to_owned))
-            .ok_or_else(|| DispatchError::Storage("stored answer has no task id".into()))?;
-        let (task, _) = store::load(&self.log, &id)?.ok_or(TaskError::NotFound)?;
-        metrics::counter!("dispatch_idempotency_replays_total").increment(1);
-        Ok(Submitted { task, replayed: true })
+        let request = Request { idempotency, ..Request::new(id, TaskCommand::Create { spec }, origin) };
+        let outcome = self.persist(st, None, request).await?;
+        Ok(Submitted { task: outcome.state, replayed: outcome.replayed })
     }
 
     async fn cancel(&self, st: &mut State, id: &str, origin: &Origin) -> Result<Task, DispatchError> {
         if !st.open.contains_key(id) {
             // Final (or unknown): the rules say which, from the stored task.
-            let (task, _) = store::load(&self.log, id)?.ok_or(TaskError::NotFound)?;
+            let (task, _) = store::load(&self.kernel.log, id)?.ok_or(TaskError::NotFound)?;
             lifecycle::decide(Some(&task), &TaskCommand::Cancel)?;
             return Ok(task);
         }
-        let task = self.run(st, id, &TaskCommand::Cancel, origin).await?;
+        let task = self.run(st, id, TaskCommand::Cancel, origin).await?;
         if let Some(attempt) = task.current() {
             self.push(&attempt.node, Push::CancelJob { job_id: attempt.job_id.clone() });
         }
@@ -331,72 +304,38 @@ impl Dispatch {
         &self,
         st: &mut State,
         id: &str,
-        command: &TaskCommand,
+        command: TaskCommand,
         origin: &Origin,
     ) -> Result<Task, DispatchError> {
-        let (task, seq) = st.open.get(id).cloned().ok_or(TaskError::NotFound)?;
-        match self.persist(st, id, Some((task, seq)), command, origin, None).await {
-            Ok(t) => Ok(t),
-            Err(Persist::Failed(e)) => Err(e),
-            Err(Persist::KeyExists(_)) => Err(DispatchError::Unavailable),
-        }
+        let current = st.open.get(id).cloned().ok_or(TaskError::NotFound)?;
+        let request = Request::new(id.to_owned(), command, origin.clone());
+        Ok(self.persist(st, Some(current), request).await?.state)
     }
 
     /// [`Self::run`] for the dispatcher's own commands: failures are logged, not returned.
-    async fn run_logged(&self, st: &mut State, id: &str, command: &TaskCommand, origin: &Origin) {
+    async fn run_logged(&self, st: &mut State, id: &str, command: TaskCommand, origin: &Origin) {
         if let Err(e) = self.run(st, id, command, origin).await {
             tracing::warn!(task = %id, error = %e, "task command not recorded");
         }
     }
 
-    /// decide → append (fsynced, with index changes) → apply; the dispatcher's view
+    /// The kernel's command path; the scheduler's view of open tasks and leases
     /// changes only once the events are durable.
     async fn persist(
         &self,
         st: &mut State,
-        id: &str,
         current: Option<(Task, u64)>,
-        command: &TaskCommand,
-        origin: &Origin,
-        idempotency: Option<(IdempotencyKey, IdempotencyRecord)>,
-    ) -> Result<Task, Persist> {
-        let (before, seq) = match current {
-            Some((t, s)) => (Some(t), s),
-            None => (None, 0),
+        request: Request<Tasks>,
+    ) -> Result<kernel::Outcome<Tasks>, DispatchError> {
+        let mut loaded = match current {
+            Some((task, seq)) => Loaded { state: Some(task), seq },
+            None => Loaded { state: None, seq: 0 },
         };
-        let events = lifecycle::decide(before.as_ref(), command).map_err(|e| Persist::Failed(e.into()))?;
-        if events.is_empty() {
-            return before.ok_or(Persist::Failed(TaskError::NotFound.into()));
+        let outcome = kernel::execute(&self.kernel, &(), &mut loaded, &request).await?;
+        if outcome.replayed {
+            return Ok(outcome);
         }
-        let now = now_ms();
-        let mut next = before.clone();
-        let mut records = Vec::new();
-        for event in &events {
-            let from = next.as_ref().map(|t| t.state.as_str());
-            next = lifecycle::apply(next, id, now, event);
-            let states = (from, next.as_ref().map(|t| t.state.as_str()));
-            let stamp = (uuid::Uuid::now_v7(), now);
-            records.push(
-                origin
-                    .event(stamp, event.kind(), states, event)
-                    .map_err(|_| Persist::Failed(DispatchError::Unavailable))?,
-            );
-        }
-        let after = next.ok_or(Persist::Failed(DispatchError::Unavailable))?;
-        let append = Append {
-            stream: store::stream(id),
-            expected_seq: seq,
-            events: records,
-            index_ops: store::index_ops(before.as_ref(), &after),
-            idempotency,
-            ..Default::default()
-        };
-        match self.writer.append(append).await {
-            Ok(_) => {}
-            Err(AppendError::IdempotencyKeyExists(stored)) => return Err(Persist::KeyExists(stored)),
-            Err(e) => return Err(Persist::Failed(DispatchError::Storage(e.to_string()))),
-        }
-        observe(before.as_ref(), &after, &events);
+        let (id, after) = (&request.id, &outcome.state);
         if after.state.is_terminal() {
             st.open.remove(id);
             st.leases.remove(id);
@@ -404,9 +343,9 @@ impl Dispatch {
             if after.current().is_none() {
                 st.leases.remove(id);
             }
-            st.open.insert(id.to_owned(), (after.clone(), seq + events.len() as u64));
+            st.open.insert(id.clone(), (after.clone(), loaded.seq));
         }
-        Ok(after)
+        Ok(outcome)
     }
 
     /// Extends the leases of the node's jobs; asks it to stop any job that is not the
@@ -423,13 +362,8 @@ impl Dispatch {
                     st.leases.insert(task.clone(), Instant::now() + lease);
                     if state == TaskState::Dispatched {
                         // Its "accepted" answer was lost; the heartbeat says it runs.
-                        self.run_logged(
-                            st,
-                            &task,
-                            &TaskCommand::Start { attempt: n },
-                            &Origin::system("task.dispatch"),
-                        )
-                        .await;
+                        self.run_logged(st, &task, TaskCommand::Start { attempt: n }, &Origin::system("task.dispatch"))
+                            .await;
                     }
                 }
                 None => {
@@ -448,13 +382,13 @@ impl Dispatch {
             let Some(attempt) = st.open.get(&id).and_then(|(t, _)| t.current().map(|a| a.n)) else { continue };
             tracing::warn!(task = %id, attempt, "lease expired; the attempt is lost");
             metrics::counter!("dispatch_leases_expired_total").increment(1);
-            let command = TaskCommand::ExpireLease { attempt, now_ms: now_ms() };
-            self.run_logged(st, &id, &command, &Origin::system("task.lease_expired")).await;
+            let command = TaskCommand::ExpireLease { attempt, now_ms: self.kernel.clock.now_ms() };
+            self.run_logged(st, &id, command, &Origin::system("task.lease_expired")).await;
         }
     }
 
     async fn place(&self, me: &ActorRef<Msg>, st: &mut State) {
-        let now = now_ms();
+        let now = self.kernel.clock.now_ms();
         let mut queued: Vec<(i64, String)> = st
             .open
             .values()
@@ -478,7 +412,7 @@ impl Dispatch {
             let (node_id, config) = (node.node.id.clone(), node.node.config.clone());
             let command = TaskCommand::Dispatch { node: node_id.clone(), now_ms: now };
             let waited = (now - task.not_before_ms.max(task.created_ms)).max(0);
-            let task = match self.run(st, &id, &command, &Origin::system("task.dispatch")).await {
+            let task = match self.run(st, &id, command, &Origin::system("task.dispatch")).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(task = %id, error = %e, "dispatch not recorded");
@@ -519,33 +453,6 @@ impl Dispatch {
         tokio::spawn(async move {
             offer(&links, &node, &push).await;
         });
-    }
-}
-
-enum Persist {
-    KeyExists(IdempotencyRecord),
-    Failed(DispatchError),
-}
-
-/// Metrics for a task that changed: outcomes, retries, run times.
-fn observe(before: Option<&Task>, after: &Task, events: &[actors::task::TaskEvent]) {
-    use actors::task::TaskEvent as E;
-    for e in events {
-        match e {
-            E::Finished { result, .. } if result.finished_ms > result.started_ms => {
-                metrics::histogram!("dispatch_job_run_seconds")
-                    .record((result.finished_ms - result.started_ms) as f64 / 1e3);
-            }
-            E::Finished { retry_at: Some(_), .. }
-            | E::AttemptLost { retry_at: Some(_), .. }
-            | E::AttemptRefused { retry_at: Some(_), .. } => {
-                metrics::counter!("dispatch_task_retries_total").increment(1)
-            }
-            _ => {}
-        }
-    }
-    if after.state.is_terminal() && before.is_none_or(|b| !b.state.is_terminal()) {
-        metrics::counter!("dispatch_tasks_total", "outcome" => after.state.as_str()).increment(1);
     }
 }
 
@@ -611,13 +518,12 @@ fn gone<T>(_: T) -> DispatchError {
 impl Dispatcher {
     /// Loads open tasks from the log and starts placing them.
     pub async fn start(
-        log: Log,
-        writer: LogWriter,
+        kernel: Kernel,
         membership: Membership,
         links: Arc<Links>,
         config: DispatchConfig,
     ) -> Result<Self, DispatchError> {
-        let (actor, _) = Actor::spawn(None, Dispatch { log, writer, membership, links, config }, ())
+        let (actor, _) = Actor::spawn(None, Dispatch { kernel, membership, links, config }, ())
             .await
             .map_err(|e| DispatchError::Storage(e.to_string()))?;
         Ok(Dispatcher { actor })

@@ -21,7 +21,7 @@ struct Orchestrator {
     cluster: Arc<OrchestratorCluster>,
     endpoint: quinn::Endpoint,
     log: Log,
-    writer: LogWriter,
+    kernel: actors::kernel::Kernel,
     _dir: tempfile::TempDir,
 }
 
@@ -39,7 +39,7 @@ async fn orchestrator(cert_lifetime: Duration) -> Orchestrator {
         clock: Arc::new(actors::kernel::SystemClock),
         ids: Arc::new(actors::kernel::RandomIds),
     };
-    let membership = Membership::start(kernel, config).await.unwrap();
+    let membership = Membership::start(kernel.clone(), config).await.unwrap();
     let ca = Arc::new(certs::open_or_create_ca(&dir.path().join("ca"), SystemTime::now()).unwrap());
     let socket = transport::udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = socket.local_addr().unwrap();
@@ -49,7 +49,7 @@ async fn orchestrator(cert_lifetime: Duration) -> Orchestrator {
     let endpoint = transport::endpoint(socket, Some(tls), None).unwrap();
     let cluster = Arc::new(cluster);
     tokio::spawn(cluster.clone().serve(endpoint.clone()));
-    Orchestrator { cluster, endpoint, log, writer, _dir: dir }
+    Orchestrator { cluster, endpoint, log, kernel, _dir: dir }
 }
 
 fn client_endpoint() -> quinn::Endpoint {
@@ -338,8 +338,7 @@ async fn a_node_cannot_report_another_nodes_job() {
     use dispatch_cluster::dispatch::{DispatchConfig, Dispatcher};
     let o = orchestrator(Duration::from_secs(3600)).await;
     let dispatcher = Dispatcher::start(
-        o.log.clone(),
-        o.writer.clone(),
+        o.kernel.clone(),
         o.cluster.membership.clone(),
         o.cluster.links.clone(),
         DispatchConfig { tick: Duration::from_millis(50), ..DispatchConfig::default() },

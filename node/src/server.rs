@@ -125,8 +125,7 @@ impl Orchestrator {
             Entities::start(kernel.clone(), deps, config.supervisor).await.context("starting ticket actors")?;
         let (cluster, endpoint) = start_cluster(&config, &kernel).await?;
         let tasks = Dispatcher::start(
-            log.clone(),
-            writer.clone(),
+            kernel.clone(),
             cluster.membership.clone(),
             cluster.links.clone(),
             DispatchConfig::default(),

@@ -323,7 +323,7 @@ impl Harness {
                     // Each life mints from its own sequence: ids never repeat across a restart.
                     ids: SeededIds::new(scenario_seed ^ (life << 48)),
                 };
-                let membership = Membership::start(kernel, config).await?;
+                let membership = Membership::start(kernel.clone(), config).await?;
                 let ca = certs::open_or_create_ca(&dir.join("ca"), SystemTime::now())?;
                 let advertise = SocketAddr::new(turmoil::lookup(ORCHESTRATOR), CLUSTER_PORT).to_string();
                 let cluster = OrchestratorCluster::new(membership, Arc::new(ca), b"sim key".to_vec(), vec![advertise]);
@@ -334,14 +334,9 @@ impl Harness {
                 )?;
                 let cluster = Arc::new(cluster);
                 let dispatch = DispatchConfig { output_cap: 4_096, ..DispatchConfig::default() };
-                let tasks = Dispatcher::start(
-                    log.clone(),
-                    writer.clone(),
-                    cluster.membership.clone(),
-                    cluster.links.clone(),
-                    dispatch,
-                )
-                .await?;
+                let tasks =
+                    Dispatcher::start(kernel.clone(), cluster.membership.clone(), cluster.links.clone(), dispatch)
+                        .await?;
                 cluster.attach_dispatcher(tasks.clone());
                 if lock(&shared.token).is_none() {
                     let ttl = Duration::from_secs(3_600);

@@ -250,6 +250,8 @@ fn replay<E: Entity>(
     let (stream, first, last) = match &stored.response {
         StoredResponse::Command { stream, first, last } => (stream, *first, *last),
         StoredResponse::StreamState { stream, seq } => (stream, *seq, *seq),
+        // Written by a path outside the kernel (task submissions before it): the
+        // answer cannot be rebuilt, so the retry is refused rather than run twice.
         StoredResponse::Body(_) => return Err(Failure::KeyReused),
     };
     let id = E::id_of(stream).ok_or_else(|| unavailable(format!("replaying {stream}: not a {} stream", E::KIND)))?;

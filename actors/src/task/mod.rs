@@ -1,8 +1,10 @@
 //! Tasks: work run as sandboxed jobs on worker nodes.
 
+mod entity;
 mod job;
 pub mod lifecycle;
 pub mod store;
 
+pub use entity::Tasks;
 pub use job::{JobResult, JobSpec, NetworkPolicy, RESERVED_ENV, valid_workspace_path};
 pub use lifecycle::{Attempt, AttemptOutcome, Task, TaskCommand, TaskError, TaskEvent, TaskSpec, TaskState};

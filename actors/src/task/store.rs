@@ -3,7 +3,7 @@
 
 use storage::{EventRecord, IndexOp, Log, StorageError};
 
-use super::lifecycle::{Task, TaskEvent, apply};
+use super::lifecycle::{Task, TaskEvent};
 
 /// Tasks not yet in a final state: key `id`.
 pub const OPEN: &str = "task_open";
@@ -41,13 +41,11 @@ pub fn events(log: &Log, id: &str) -> Result<Vec<(EventRecord, TaskEvent)>, Load
 
 /// The task and its stream's last sequence number; `None` if it never existed.
 pub fn load(log: &Log, id: &str) -> Result<Option<(Task, u64)>, LoadError> {
-    let mut task = None;
-    let mut seq = 0;
-    for (r, e) in events(log, id)? {
-        task = apply(task, id, r.time_ms, &e);
-        seq = r.seq;
-    }
-    Ok(task.map(|t| (t, seq)))
+    let loaded = crate::kernel::load::<super::Tasks>(log, &id.to_owned()).map_err(|e| match e {
+        crate::kernel::LoadError::Storage(e) => LoadError::Storage(e),
+        crate::kernel::LoadError::Corrupt { reason, .. } => LoadError::Corrupt { id: id.to_owned(), reason },
+    })?;
+    Ok(loaded.state.map(|t| (t, loaded.seq)))
 }
 
 /// Ids of tasks not yet final (what the scheduler picks up after a restart).
