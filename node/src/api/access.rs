@@ -19,7 +19,7 @@ pub struct MintedList {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/admin/tokens", tag = "admin", params(Page),
+#[utoipa::path(operation_id = "admin.tokens.list", get, path = "/v1/admin/tokens", tag = "admin", params(Page),
     responses((status = 200, body = MintedList), (status = "4XX", body = ErrorBody)))]
 /// Tokens minted by admins or for service accounts: who, for whom, until when, revoked or not.
 pub(super) async fn list_tokens(
@@ -34,7 +34,7 @@ pub(super) async fn list_tokens(
     Ok(Json(MintedList { tokens, next_cursor }))
 }
 
-#[utoipa::path(post, path = "/v1/admin/tokens/{jti}/revoke", tag = "admin", params(("jti" = String, Path)),
+#[utoipa::path(operation_id = "admin.tokens.revoke", post, path = "/v1/admin/tokens/{jti}/revoke", tag = "admin", params(("jti" = String, Path)),
     responses((status = 200, body = MintedRecord), (status = "4XX", body = ErrorBody)))]
 /// Revoke a minted token: it stops working at once.
 pub(super) async fn revoke_token(
@@ -54,7 +54,7 @@ pub struct SessionList {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/users/{username}/sessions", tag = "users", params(("username" = String, Path), Page),
+#[utoipa::path(operation_id = "user.sessions.list", get, path = "/v1/users/{username}/sessions", tag = "users", params(("username" = String, Path), Page),
     responses((status = 200, body = SessionList), (status = "4XX", body = ErrorBody)))]
 /// A user's login sessions.
 pub(super) async fn list_sessions(
@@ -84,7 +84,7 @@ pub struct RevokedSessions {
     pub revoked: Vec<String>,
 }
 
-#[utoipa::path(post, path = "/v1/users/{username}/sessions/revoke", tag = "users", params(("username" = String, Path)),
+#[utoipa::path(operation_id = "user.sessions.revoke", post, path = "/v1/users/{username}/sessions/revoke", tag = "users", params(("username" = String, Path)),
     request_body = RevokeSessions, responses((status = 200, body = RevokedSessions), (status = "4XX", body = ErrorBody)))]
 /// End one or all of a user's login sessions (refresh and access tokens alike).
 pub(super) async fn revoke_sessions(
@@ -115,7 +115,7 @@ pub struct RetiredKey {
     pub retired: bool,
 }
 
-#[utoipa::path(post, path = "/v1/admin/signing-keys/{kid}/retire", tag = "admin", params(("kid" = String, Path), Retire),
+#[utoipa::path(operation_id = "admin.signing_keys.retire", post, path = "/v1/admin/signing-keys/{kid}/retire", tag = "admin", params(("kid" = String, Path), Retire),
     responses((status = 200, body = RetiredKey), (status = "4XX", body = ErrorBody)))]
 /// Retire a signing key: tokens it signed verify no more. Refused (409) while some may
 /// still be live, unless `force`; the current key is never retired (rotate first).

@@ -24,7 +24,7 @@ pub struct Login {
     pub password: String,
 }
 
-#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Login, security(()),
+#[utoipa::path(operation_id = "auth.login", post, path = "/v1/auth/login", tag = "auth", request_body = Login, security(()),
     responses((status = 200, body = TokenPair), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 /// Exchange a username and password for a short-lived access token and a refresh token.
 pub(super) async fn login(
@@ -56,7 +56,7 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
-#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, security(()),
+#[utoipa::path(operation_id = "auth.refresh", post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, security(()),
     responses((status = 200, body = TokenPair), (status = 401, body = ErrorBody)))]
 /// Rotate a refresh token. Each one works once; reusing one revokes the session.
 pub(super) async fn refresh(
@@ -73,7 +73,7 @@ pub struct Logout {
     pub refresh_token: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = Logout,
+#[utoipa::path(operation_id = "auth.logout", post, path = "/v1/auth/logout", tag = "auth", request_body = Logout,
     responses((status = 204), (status = 401, body = ErrorBody)))]
 /// End the session of the bearer token (or of the given refresh token) and revoke the bearer token.
 pub(super) async fn logout(
@@ -91,7 +91,7 @@ pub struct KeySet {
     pub keys: Vec<PublicKey>,
 }
 
-#[utoipa::path(get, path = "/v1/auth/keys", tag = "auth", security(()), responses((status = 200, body = KeySet)))]
+#[utoipa::path(operation_id = "auth.keys", get, path = "/v1/auth/keys", tag = "auth", security(()), responses((status = 200, body = KeySet)))]
 /// The Ed25519 keys tokens are verified with, by `kid` (newest last).
 pub(super) async fn keys(State(app): State<App>) -> Json<KeySet> {
     Json(KeySet { keys: app.auth.public_keys() })
@@ -107,7 +107,7 @@ pub struct Me {
     pub session: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/me", tag = "auth", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+#[utoipa::path(operation_id = "auth.me", get, path = "/v1/me", tag = "auth", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
 /// Who the server thinks the caller is.
 pub(super) async fn me(
     Caller(caller): Caller,
@@ -145,7 +145,7 @@ pub struct Catalogue {
     pub tools: Vec<ToolEntry>,
 }
 
-#[utoipa::path(get, path = "/v1/tools", tag = "auth", responses((status = 200, body = Catalogue), (status = 401, body = ErrorBody)))]
+#[utoipa::path(operation_id = "tools.list", get, path = "/v1/tools", tag = "auth", responses((status = 200, body = Catalogue), (status = 401, body = ErrorBody)))]
 /// The closed catalogue of tools this caller may use, from the policy table the
 /// server enforces and the OpenAPI schemas of their bodies.
 pub(super) async fn tools(Caller(caller): Caller, ctx: RequestCtx) -> Result<Json<Catalogue>, ApiError> {
@@ -155,11 +155,13 @@ pub(super) async fn tools(Caller(caller): Caller, ctx: RequestCtx) -> Result<Jso
         .iter()
         .filter(|spec| policy::authorize(&caller, spec, None).is_ok())
         .map(|spec| {
-            let schema = &doc["paths"][spec.path][spec.method.to_lowercase()]["requestBody"]["content"]["application/json"]["schema"];
+            let (method, path) = super::openapi::route_of(spec.name).unwrap_or(("", ""));
+            let schema =
+                &doc["paths"][path][method.to_lowercase()]["requestBody"]["content"]["application/json"]["schema"];
             ToolEntry {
                 name: spec.name,
-                method: spec.method,
-                path: spec.path,
+                method,
+                path,
                 summary: spec.summary,
                 mutating: spec.mutating,
                 allowed_states: spec.from_states.to_vec(),
@@ -233,7 +235,7 @@ async fn hash(password: String) -> Result<String, ApiError> {
         .map_err(|e| ApiError::internal("hashing", e))?
 }
 
-#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUser,
+#[utoipa::path(operation_id = "user.create", post, path = "/v1/users", tag = "users", request_body = CreateUser,
     responses((status = 201, body = CreatedUser), (status = "4XX", body = ErrorBody)))]
 /// Create an account (admin only).
 pub(super) async fn create_user(
@@ -278,7 +280,7 @@ pub struct UserList {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/users", tag = "users", params(super::paging::Page),
+#[utoipa::path(operation_id = "user.list", get, path = "/v1/users", tag = "users", params(super::paging::Page),
     responses((status = 200, body = UserList), (status = "4XX", body = ErrorBody)))]
 /// List accounts (admin only).
 pub(super) async fn list_users(
@@ -293,7 +295,7 @@ pub(super) async fn list_users(
     Ok(Json(UserList { users, next_cursor }))
 }
 
-#[utoipa::path(post, path = "/v1/users/{username}/disable", tag = "users", params(("username" = String, Path)),
+#[utoipa::path(operation_id = "user.disable", post, path = "/v1/users/{username}/disable", tag = "users", params(("username" = String, Path)),
     responses((status = 200, body = UserView), (status = "4XX", body = ErrorBody)))]
 /// Disable an account; its tokens stop working at once.
 pub(super) async fn disable_user(
@@ -313,7 +315,7 @@ pub struct SetRole {
     pub role: Role,
 }
 
-#[utoipa::path(post, path = "/v1/users/{username}/role", tag = "users", params(("username" = String, Path)), request_body = SetRole,
+#[utoipa::path(operation_id = "user.set_role", post, path = "/v1/users/{username}/role", tag = "users", params(("username" = String, Path)), request_body = SetRole,
     responses((status = 200, body = UserView), (status = "4XX", body = ErrorBody)))]
 /// Change an account's role; tokens with the old role stop working.
 pub(super) async fn set_role(
@@ -334,7 +336,7 @@ pub struct ResetPassword {
     pub password: String,
 }
 
-#[utoipa::path(post, path = "/v1/users/{username}/password", tag = "users", params(("username" = String, Path)), request_body = ResetPassword,
+#[utoipa::path(operation_id = "user.reset_password", post, path = "/v1/users/{username}/password", tag = "users", params(("username" = String, Path)), request_body = ResetPassword,
     responses((status = 200, body = UserView), (status = "4XX", body = ErrorBody)))]
 /// Set a new password; the account's existing tokens stop working.
 pub(super) async fn reset_password(
@@ -356,7 +358,7 @@ pub struct RotatedKey {
     pub kid: String,
 }
 
-#[utoipa::path(post, path = "/v1/admin/signing-keys", tag = "admin", responses((status = 201, body = RotatedKey), (status = "4XX", body = ErrorBody)))]
+#[utoipa::path(operation_id = "admin.signing_keys.rotate", post, path = "/v1/admin/signing-keys", tag = "admin", responses((status = 201, body = RotatedKey), (status = "4XX", body = ErrorBody)))]
 /// Start signing with a new key; tokens signed by earlier keys stay valid until they expire.
 pub(super) async fn rotate_signing_key(
     State(app): State<App>,

@@ -36,7 +36,7 @@ pub struct MintedToken {
     pub expires_at: i64,
 }
 
-#[utoipa::path(post, path = "/v1/admin/tokens", tag = "admin", request_body = MintToken,
+#[utoipa::path(operation_id = "admin.tokens.create", post, path = "/v1/admin/tokens", tag = "admin", request_body = MintToken,
     responses((status = 201, body = MintedToken), (status = "4XX", body = ErrorBody)))]
 /// Mint an access token for a user or service (admin only). The token is recorded
 /// (jti, subject, expiry, who minted it) so it can be listed and revoked; no

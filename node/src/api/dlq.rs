@@ -25,7 +25,7 @@ async fn visible(app: &App, caller: &Principal, d: &Delivery) -> bool {
     queue.is_some_and(|q| queue_visible(caller, &q))
 }
 
-#[utoipa::path(get, path = "/v1/dlq", tag = "handoffs", params(Page),
+#[utoipa::path(operation_id = "dlq.list", get, path = "/v1/dlq", tag = "handoffs", params(Page),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Callback deliveries that used up their attempts, in the caller's queues. A page
 /// examines `limit` entries; those outside the caller's queues are left out, so it may
@@ -52,7 +52,7 @@ pub(super) async fn dlq(
     Ok(Json(json!({ "deliveries": deliveries, "next_cursor": next_cursor })))
 }
 
-#[utoipa::path(post, path = "/v1/dlq/{id}/replay", tag = "handoffs", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "dlq.replay", post, path = "/v1/dlq/{id}/replay", tag = "handoffs", params(("id" = String, Path)),
     responses((status = 202, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Send a dead-lettered delivery again (a fresh round of attempts).
 pub(super) async fn dlq_replay(

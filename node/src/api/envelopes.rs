@@ -15,7 +15,7 @@ use super::handoffs::{DecisionBody, decision_command};
 use super::lanes::{ENVELOPE_SCHEMA, RequestHandoff, load_lane, may_see, now_ms, receipt_of, run};
 use super::{App, authorize_route, origin};
 
-#[utoipa::path(post, path = "/v1/events", tag = "lanes", request_body = Object,
+#[utoipa::path(operation_id = "events.submit", post, path = "/v1/events", tag = "lanes", request_body = Object,
     responses((status = 202, body = Object, description = "an audit.receipt"), (status = "4XX", body = ErrorBody)))]
 /// Intake of the v1 envelope (`/v1/schemas/event-envelope.v1.json`): `handoff.requested`
 /// and `handoff.decided`, answered with an `audit.receipt`. The idempotency key is

@@ -33,7 +33,7 @@ pub struct QueueQuery {
     pub limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/v1/handoffs", tag = "handoffs", params(QueueQuery),
+#[utoipa::path(operation_id = "handoff.list", get, path = "/v1/handoffs", tag = "handoffs", params(QueueQuery),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Handoffs in the caller's queues (content included: operators decide on it).
 pub(super) async fn queue(
@@ -93,7 +93,7 @@ async fn handoff_for(app: &App, caller: &Principal, handoff_id: &str) -> Result<
     Ok((lane, h))
 }
 
-#[utoipa::path(get, path = "/v1/handoffs/{id}", tag = "handoffs", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "handoff.get", get, path = "/v1/handoffs/{id}", tag = "handoffs", params(("id" = String, Path)),
     responses((status = 200, body = Handoff), (status = "4XX", body = ErrorBody)))]
 /// One handoff, if it is in the caller's queues.
 pub(super) async fn handoff(
@@ -147,7 +147,7 @@ pub(super) async fn decision_command(
     })
 }
 
-#[utoipa::path(post, path = "/v1/handoffs/{id}/decision", tag = "handoffs", request_body = DecisionBody,
+#[utoipa::path(operation_id = "handoff.decide", post, path = "/v1/handoffs/{id}/decision", tag = "handoffs", request_body = DecisionBody,
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// approve | reject (the lane resumes from the handoff's checkpoint), reroute (to a queue
@@ -180,7 +180,7 @@ pub struct WaitQuery {
     pub wait: Option<u64>,
 }
 
-#[utoipa::path(get, path = "/v1/lanes/{id}/decision", tag = "lanes", params(("id" = String, Path), WaitQuery),
+#[utoipa::path(operation_id = "lane.decision", get, path = "/v1/lanes/{id}/decision", tag = "lanes", params(("id" = String, Path), WaitQuery),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// The agent's long-poll: the lane's latest handoff and its decision, waiting up to
 /// `wait` seconds while it is still open. `decided: false` when the wait ran out.

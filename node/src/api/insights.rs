@@ -41,7 +41,7 @@ fn pct(sorted: &[i64], p: f64) -> Option<i64> {
     (!sorted.is_empty()).then(|| sorted[((sorted.len() - 1) as f64 * p).round() as usize])
 }
 
-#[utoipa::path(get, path = "/v1/insights/handoffs", tag = "handoffs",
+#[utoipa::path(operation_id = "insights.handoffs", get, path = "/v1/insights/handoffs", tag = "handoffs",
     responses((status = 200, body = Insights), (status = "4XX", body = ErrorBody)))]
 /// The engineering view: HITL rate, decision mix, first-response and decision latency by trigger class.
 pub(super) async fn insights(

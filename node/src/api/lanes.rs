@@ -121,7 +121,7 @@ pub struct CreateLane {
     pub callback_url: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/lanes", tag = "lanes", request_body = CreateLane,
+#[utoipa::path(operation_id = "lane.create", post, path = "/v1/lanes", tag = "lanes", request_body = CreateLane,
     params(("Idempotency-Key" = String, Header, description = "required")),
     responses((status = 201, body = Object), (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)))]
 /// Open a lane. Answers with `callback_secret`, the key of the callbacks' HMAC signature.
@@ -186,7 +186,7 @@ pub(super) async fn lane_for(
     Ok(lane)
 }
 
-#[utoipa::path(get, path = "/v1/lanes/{id}", tag = "lanes", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "lane.get", get, path = "/v1/lanes/{id}", tag = "lanes", params(("id" = String, Path)),
     responses((status = 200, body = Lane), (status = "4XX", body = ErrorBody)))]
 /// A lane: status, checkpoints, current and earlier handoffs, owner.
 pub(super) async fn get(
@@ -198,7 +198,7 @@ pub(super) async fn get(
     Ok(Json(lane_for(&app, &caller, &ctx, &id, "lane.get").await?))
 }
 
-#[utoipa::path(get, path = "/v1/lanes/{id}/timeline", tag = "lanes", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "lane.timeline", get, path = "/v1/lanes/{id}/timeline", tag = "lanes", params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// A lane's audit timeline, hash-linked, oldest first.
 pub(super) async fn timeline(
@@ -224,7 +224,7 @@ pub struct NewCheckpoint {
     pub state: Value,
 }
 
-#[utoipa::path(post, path = "/v1/lanes/{id}/checkpoints", tag = "lanes", request_body = NewCheckpoint,
+#[utoipa::path(operation_id = "lane.checkpoint", post, path = "/v1/lanes/{id}/checkpoints", tag = "lanes", request_body = NewCheckpoint,
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Record a checkpoint the lane can resume from.
@@ -293,7 +293,7 @@ impl RequestHandoff {
     }
 }
 
-#[utoipa::path(post, path = "/v1/lanes/{id}/handoffs", tag = "lanes", request_body = RequestHandoff,
+#[utoipa::path(operation_id = "handoff.request", post, path = "/v1/lanes/{id}/handoffs", tag = "lanes", request_body = RequestHandoff,
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
     responses((status = 201, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Pause the lane for a human decision at a recorded checkpoint.
@@ -362,7 +362,7 @@ async fn control(
 
 macro_rules! lane_control {
     ($name:ident, $path:literal, $tool:literal, $doc:literal) => {
-        #[utoipa::path(post, path = $path, tag = "lanes", request_body = Control,
+        #[utoipa::path(operation_id = $tool, post, path = $path, tag = "lanes", request_body = Control,
                     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
                     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
         #[doc = $doc]
@@ -399,7 +399,7 @@ lane_control!(
     "Close the lane by hand; the reason must start with `human_override:`."
 );
 
-#[utoipa::path(get, path = "/v1/lanes/{id}/owner", tag = "lanes", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "lane.owner", get, path = "/v1/lanes/{id}/owner", tag = "lanes", params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// The lane's escalation owner.
 pub(super) async fn owner(
@@ -435,7 +435,7 @@ async fn set_frozen(
     Ok(Json(json!({ "frozen": freeze, "reason": reason })))
 }
 
-#[utoipa::path(post, path = "/v1/admin/lanes/freeze", tag = "admin", request_body = Reason,
+#[utoipa::path(operation_id = "admin.lanes.freeze", post, path = "/v1/admin/lanes/freeze", tag = "admin", request_body = Reason,
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Refuse new lanes (503 `LANES_FROZEN`); reads, decisions and existing lanes keep working.
 pub(super) async fn freeze(
@@ -447,7 +447,7 @@ pub(super) async fn freeze(
     set_frozen(&app, &caller, &ctx, "admin.lanes.freeze", body.value.reason, true).await
 }
 
-#[utoipa::path(post, path = "/v1/admin/lanes/unfreeze", tag = "admin", request_body = Reason,
+#[utoipa::path(operation_id = "admin.lanes.unfreeze", post, path = "/v1/admin/lanes/unfreeze", tag = "admin", request_body = Reason,
     responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
 /// Accept new lanes again.
 pub(super) async fn unfreeze(

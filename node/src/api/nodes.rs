@@ -59,7 +59,7 @@ pub struct CreatedJoinToken {
     pub record: JoinToken,
 }
 
-#[utoipa::path(post, path = "/v1/join-tokens", tag = "nodes", request_body = CreateJoinToken,
+#[utoipa::path(operation_id = "join_token.create", post, path = "/v1/join-tokens", tag = "nodes", request_body = CreateJoinToken,
     responses((status = 201, body = CreatedJoinToken), (status = "4XX", body = ErrorBody)))]
 /// Create a bootstrap token for `dispatch agent --role worker --join … --token …`.
 /// A retry creates another token (harmless: unused tokens expire), so no
@@ -96,7 +96,7 @@ pub struct JoinTokenList {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/join-tokens", tag = "nodes", params(super::paging::Page),
+#[utoipa::path(operation_id = "join_token.list", get, path = "/v1/join-tokens", tag = "nodes", params(super::paging::Page),
     responses((status = 200, body = JoinTokenList), (status = "4XX", body = ErrorBody)))]
 /// List bootstrap tokens with their remaining uses.
 pub(super) async fn list_tokens(
@@ -110,7 +110,7 @@ pub(super) async fn list_tokens(
     Ok(Json(JoinTokenList { tokens, next_cursor }))
 }
 
-#[utoipa::path(post, path = "/v1/join-tokens/{id}/revoke", tag = "nodes", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "join_token.revoke", post, path = "/v1/join-tokens/{id}/revoke", tag = "nodes", params(("id" = String, Path)),
     responses((status = 200, body = JoinToken), (status = "4XX", body = ErrorBody)))]
 /// Revoke a bootstrap token: no node can join with it any more.
 pub(super) async fn revoke_token(
@@ -132,7 +132,7 @@ pub struct NodeList {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", params(super::paging::Page),
+#[utoipa::path(operation_id = "node.list", get, path = "/v1/nodes", tag = "nodes", params(super::paging::Page),
     responses((status = 200, body = NodeList), (status = "4XX", body = ErrorBody)))]
 /// List worker nodes with their state, capabilities and configuration.
 pub(super) async fn list(
@@ -148,7 +148,7 @@ pub(super) async fn list(
     Ok(Json(NodeList { nodes, next_cursor }))
 }
 
-#[utoipa::path(get, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "node.get", get, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = String, Path)),
     responses((status = 200, body = NodeView), (status = "4XX", body = ErrorBody)))]
 /// Read one node.
 pub(super) async fn get(
@@ -176,7 +176,7 @@ async fn command(
     Ok(Json(node))
 }
 
-#[utoipa::path(post, path = "/v1/nodes/{id}/drain", tag = "nodes", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "node.drain", post, path = "/v1/nodes/{id}/drain", tag = "nodes", params(("id" = String, Path)),
     responses((status = 200, body = Node), (status = "4XX", body = ErrorBody)))]
 /// Drain a node: it keeps running what it has but gets no new work. Repeating is a no-op.
 pub(super) async fn drain(
@@ -188,7 +188,7 @@ pub(super) async fn drain(
     command(&app, &caller, &ctx, &id, "node.drain", NodeCommand::Drain).await
 }
 
-#[utoipa::path(post, path = "/v1/nodes/{id}/remove", tag = "nodes", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "node.remove", post, path = "/v1/nodes/{id}/remove", tag = "nodes", params(("id" = String, Path)),
     responses((status = 200, body = Node), (status = "4XX", body = ErrorBody)))]
 /// Remove a node for good: its connection is closed and its certificate refused.
 pub(super) async fn remove(
@@ -226,7 +226,7 @@ impl ConfigChange {
     }
 }
 
-#[utoipa::path(put, path = "/v1/nodes/{id}/config", tag = "nodes", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "node.config.set", put, path = "/v1/nodes/{id}/config", tag = "nodes", params(("id" = String, Path)),
     request_body = ConfigChange, responses((status = 200, body = Node), (status = "4XX", body = ErrorBody)))]
 /// Change a node's configuration. A real change bumps `config_version`; the node
 /// gets it over its connection (or when it reconnects) and acknowledges it.

@@ -159,7 +159,7 @@ fn scope_forbidden() -> ApiError {
         .policy(actors::policy::PolicyDimension::Scope)
 }
 
-#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = CreateTask,
+#[utoipa::path(operation_id = "task.create", post, path = "/v1/tasks", tag = "tasks", request_body = CreateTask,
     params(("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
     responses((status = 202, body = Accepted), (status = "4XX", body = ErrorBody)))]
 /// Accept a task: it is durable when this answers, and runs as soon as a node can take it.
@@ -213,7 +213,7 @@ fn load_for(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool: &st
     Ok(task)
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "task.get", get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
     responses((status = 200, body = Task), (status = "4XX", body = ErrorBody)))]
 /// A task: its state, every attempt (node, times, outcome) and its spec.
 pub(super) async fn get(
@@ -235,7 +235,7 @@ pub struct TaskResult {
     pub reason: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/result", tag = "tasks", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "task.result", get, path = "/v1/tasks/{id}/result", tag = "tasks", params(("id" = String, Path)),
     responses((status = 200, body = TaskResult), (status = "4XX", body = ErrorBody)))]
 /// Output, exit code and flags of a finished task; 409 `TASK_NOT_FINISHED` before that.
 pub(super) async fn result(
@@ -255,7 +255,7 @@ pub(super) async fn result(
     Ok(Json(TaskResult { task_id: task.id, state: task.state, result: task.result, reason: task.reason }))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "task.cancel", post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path)),
     responses((status = 200, body = Task), (status = "4XX", body = ErrorBody)))]
 /// Cancel: a queued task ends at once; a running job is killed on its node first.
 pub(super) async fn cancel(
@@ -288,7 +288,7 @@ pub struct TaskList {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(ListQuery),
+#[utoipa::path(operation_id = "task.list", get, path = "/v1/tasks", tag = "tasks", params(ListQuery),
     responses((status = 200, body = TaskList), (status = "4XX", body = ErrorBody)))]
 /// Tasks by state, oldest first.
 pub(super) async fn list(

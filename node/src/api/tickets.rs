@@ -63,7 +63,7 @@ pub(super) fn load_for(
     Ok(ticket)
 }
 
-#[utoipa::path(post, path = "/v1/tickets", tag = "tickets", request_body = CreateTicket,
+#[utoipa::path(operation_id = "ticket.create", post, path = "/v1/tickets", tag = "tickets", request_body = CreateTicket,
     params(("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
     responses((status = 201, description = "created", body = Ticket), (status = "4XX", description = "refused", body = ErrorBody)))]
 /// Open a work order.
@@ -77,8 +77,8 @@ pub(super) async fn create(
 }
 
 macro_rules! ticket_command {
-    ($(#[$doc:meta])* $name:ident, $path:literal, $body:ty, $variant:ident) => {
-        #[utoipa::path(post, path = $path, tag = "tickets", request_body = $body,
+    ($(#[$doc:meta])* $name:ident, $tool:literal, $path:literal, $body:ty, $variant:ident) => {
+        #[utoipa::path(operation_id = $tool, post, path = $path, tag = "tickets", request_body = $body,
             params(("id" = String, Path, description = "ticket id (UUID)"),
                    ("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
             responses((status = 200, description = "the ticket after the command", body = Ticket),
@@ -98,12 +98,12 @@ macro_rules! ticket_command {
 }
 
 ticket_command!(/// Triage a NEW ticket.
-    triage, "/v1/tickets/{id}/triage", Triage, Triage);
+    triage, "ticket.triage", "/v1/tickets/{id}/triage", Triage, Triage);
 ticket_command!(/// Propose service windows.
-    propose_schedule, "/v1/tickets/{id}/schedule/propose", ProposeSchedule, ProposeSchedule);
+    propose_schedule, "schedule.propose", "/v1/tickets/{id}/schedule/propose", ProposeSchedule, ProposeSchedule);
 ticket_command!(/// Confirm one proposed window.
-    confirm_schedule, "/v1/tickets/{id}/schedule/confirm", ConfirmSchedule, ConfirmSchedule);
-#[utoipa::path(post, path = "/v1/tickets/{id}/assignment/dispatch", tag = "tickets", request_body = DispatchAssignment,
+    confirm_schedule, "schedule.confirm", "/v1/tickets/{id}/schedule/confirm", ConfirmSchedule, ConfirmSchedule);
+#[utoipa::path(operation_id = "assignment.dispatch", post, path = "/v1/tickets/{id}/assignment/dispatch", tag = "tickets", request_body = DispatchAssignment,
     params(("id" = String, Path, description = "ticket id (UUID)"),
            ("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
     responses((status = 200, description = "the ticket after the command", body = Ticket),
@@ -154,7 +154,7 @@ pub struct BypassConfirmation {
     pub expires_at: i64,
 }
 
-#[utoipa::path(post, path = "/v1/tickets/{id}/assignment/bypass-confirmation", tag = "tickets", request_body = BypassRequest,
+#[utoipa::path(operation_id = "assignment.confirm_bypass", post, path = "/v1/tickets/{id}/assignment/bypass-confirmation", tag = "tickets", request_body = BypassRequest,
     params(("id" = String, Path, description = "ticket id (UUID)")),
     responses((status = 201, body = BypassConfirmation), (status = "4XX", body = ErrorBody)))]
 /// A manager confirms an emergency bypass of this ticket: a signed confirmation valid
@@ -178,25 +178,25 @@ pub(super) async fn confirm_bypass(
     Ok((StatusCode::CREATED, Json(BypassConfirmation { confirmation, manager: claims.sub, expires_at: claims.exp })))
 }
 ticket_command!(/// The assigned technician checks in on site.
-    check_in, "/v1/tickets/{id}/tech/check-in", Empty, CheckIn);
+    check_in, "tech.check_in", "/v1/tickets/{id}/tech/check-in", Empty, CheckIn);
 ticket_command!(/// The assigned technician asks for approval of a change.
-    request_change, "/v1/tickets/{id}/tech/request-change", RequestChange, RequestChange);
+    request_change, "tech.request_change", "/v1/tickets/{id}/tech/request-change", RequestChange, RequestChange);
 ticket_command!(/// A manager approves or denies.
-    decide_approval, "/v1/tickets/{id}/approval/decide", DecideApproval, DecideApproval);
+    decide_approval, "approval.decide", "/v1/tickets/{id}/approval/decide", DecideApproval, DecideApproval);
 ticket_command!(/// Attach evidence (a `blob:sha256:` URI from `POST /v1/blobs`).
-    add_evidence, "/v1/tickets/{id}/evidence", AddEvidence, AddEvidence);
+    add_evidence, "closeout.add_evidence", "/v1/tickets/{id}/evidence", AddEvidence, AddEvidence);
 ticket_command!(/// Complete the work; refused until closeout is ready.
-    complete, "/v1/tickets/{id}/tech/complete", Complete, Complete);
+    complete, "tech.complete", "/v1/tickets/{id}/tech/complete", Complete, Complete);
 ticket_command!(/// Verify completed work; closeout is checked again.
-    verify, "/v1/tickets/{id}/qa/verify", Verify, Verify);
+    verify, "qa.verify", "/v1/tickets/{id}/qa/verify", Verify, Verify);
 ticket_command!(/// Invoice verified work.
-    generate_invoice, "/v1/tickets/{id}/billing/generate-invoice", GenerateInvoice, GenerateInvoice);
+    generate_invoice, "billing.generate_invoice", "/v1/tickets/{id}/billing/generate-invoice", GenerateInvoice, GenerateInvoice);
 ticket_command!(/// Close an invoiced ticket.
-    close, "/v1/tickets/{id}/close", Empty, Close);
+    close, "ticket.close", "/v1/tickets/{id}/close", Empty, Close);
 ticket_command!(/// Cancel an open ticket (reason required).
-    cancel, "/v1/tickets/{id}/cancel", Cancel, Cancel);
+    cancel, "ticket.cancel", "/v1/tickets/{id}/cancel", Cancel, Cancel);
 
-#[utoipa::path(get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "ticket.get", get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path)),
     responses((status = 200, body = Ticket), (status = "4XX", body = ErrorBody)))]
 /// Read a ticket.
 pub(super) async fn get(
@@ -289,7 +289,7 @@ impl From<actors::storage::EventRecord> for TimelineEntry {
     }
 }
 
-#[utoipa::path(get, path = "/v1/tickets/{id}/timeline", tag = "tickets", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "ticket.timeline", get, path = "/v1/tickets/{id}/timeline", tag = "tickets", params(("id" = String, Path)),
     responses((status = 200, body = Timeline), (status = "4XX", body = ErrorBody)))]
 /// A ticket's audit timeline, oldest first, with each event's hash-chain link.
 pub(super) async fn timeline(
@@ -308,7 +308,7 @@ pub struct EvidenceList {
     pub evidence: Vec<Evidence>,
 }
 
-#[utoipa::path(get, path = "/v1/tickets/{id}/evidence", tag = "tickets", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "ticket.evidence", get, path = "/v1/tickets/{id}/evidence", tag = "tickets", params(("id" = String, Path)),
     responses((status = 200, body = EvidenceList), (status = "4XX", body = ErrorBody)))]
 /// A ticket's evidence, in the order it was added.
 pub(super) async fn evidence(
@@ -342,7 +342,7 @@ pub struct TicketList {
     pub next_after: Option<Uuid>,
 }
 
-#[utoipa::path(get, path = "/v1/tickets", tag = "tickets", params(ListQuery),
+#[utoipa::path(operation_id = "ticket.list", get, path = "/v1/tickets", tag = "tickets", params(ListQuery),
     responses((status = 200, body = TicketList), (status = "4XX", body = ErrorBody)))]
 /// Tickets in the caller's scope, by state and/or site, oldest first.
 pub(super) async fn list(
@@ -378,7 +378,7 @@ pub(super) async fn list(
     Ok(Json(TicketList { tickets, next_after }))
 }
 
-#[utoipa::path(get, path = "/v1/incident-templates", tag = "tickets",
+#[utoipa::path(operation_id = "incident_templates.list", get, path = "/v1/incident-templates", tag = "tickets",
     responses((status = 200, body = Templates), (status = "4XX", body = ErrorBody)))]
 /// The closeout templates in force: required evidence keys and checklist per incident type.
 pub(super) async fn incident_templates(

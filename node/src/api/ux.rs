@@ -2,7 +2,7 @@
 //! Both list the actions the caller may take, and why the others are disabled,
 //! from the same policy table the API enforces.
 
-use actors::policy::{ActionAvailability, ticket_actions};
+use actors::policy::{DisabledReason, ticket_actions};
 use actors::ticket::{CloseoutStatus, Priority, Ticket, TicketState, closeout, store};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -89,7 +89,37 @@ pub struct CockpitRow {
     pub assignee: Option<String>,
     pub last_update: String,
     pub sla: Sla,
-    pub actions: Vec<ActionAvailability>,
+    pub actions: Vec<Action>,
+}
+
+/// An action on the ticket: its tool and route, and whether the caller may take it
+/// now (and if not, the rule that says no).
+#[derive(Serialize, ToSchema)]
+pub struct Action {
+    pub tool: &'static str,
+    pub method: &'static str,
+    /// The route with the ticket id filled in.
+    pub path: String,
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<DisabledReason>,
+}
+
+/// The policy's verdicts joined with the route table.
+fn actions(caller: &actors::policy::Principal, t: &Ticket) -> Vec<Action> {
+    ticket_actions(caller, t)
+        .into_iter()
+        .map(|a| {
+            let (method, path) = super::openapi::route_of(a.tool).unwrap_or(("", ""));
+            Action {
+                tool: a.tool,
+                method,
+                path: path.replace("{id}", &t.id.to_string()),
+                enabled: a.enabled,
+                disabled_reason: a.disabled_reason,
+            }
+        })
+        .collect()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -112,7 +142,7 @@ const QUEUE_STATES: [TicketState; 9] = [
     TicketState::CompletedPendingVerification,
 ];
 
-#[utoipa::path(get, path = "/v1/ux/dispatcher/cockpit", tag = "ux",
+#[utoipa::path(operation_id = "dispatcher.cockpit", get, path = "/v1/ux/dispatcher/cockpit", tag = "ux",
     responses((status = 200, body = Cockpit), (status = "4XX", body = ErrorBody)))]
 /// The dispatcher's queue with SLA timers and the actions the caller may take.
 pub(super) async fn cockpit(
@@ -131,7 +161,7 @@ pub(super) async fn cockpit(
             rows.push(CockpitRow {
                 ticket: TicketHeader::of(&t),
                 sla: sla(&t, now),
-                actions: ticket_actions(&caller, &t),
+                actions: actions(&caller, &t),
                 last_update: rfc3339(t.updated_at),
                 assignee: t.technician_id,
             });
@@ -160,10 +190,10 @@ pub struct JobPacket {
     pub closeout: CloseoutStatus,
     pub evidence: Vec<actors::ticket::Evidence>,
     pub timeline: Vec<TimelineEntry>,
-    pub actions: Vec<ActionAvailability>,
+    pub actions: Vec<Action>,
 }
 
-#[utoipa::path(get, path = "/v1/ux/technician/job-packet/{id}", tag = "ux", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "tech.job_packet", get, path = "/v1/ux/technician/job-packet/{id}", tag = "ux", params(("id" = String, Path)),
     responses((status = 200, body = JobPacket), (status = "4XX", body = ErrorBody)))]
 /// Everything a technician needs on site, including what still blocks closeout.
 pub(super) async fn job_packet(
@@ -196,7 +226,7 @@ pub(super) async fn job_packet(
         checklist,
         closeout: status,
         timeline: timeline_of(&app, &caller, t.id)?,
-        actions: ticket_actions(&caller, &t),
+        actions: actions(&caller, &t),
         evidence: t.evidence,
     }))
 }
