@@ -125,15 +125,20 @@ impl<E: Entity> State<E> {
     async fn route(&mut self, me: &ActorRef<SupervisorMsg<E>>, id: E::Id, mut msg: EntityMsg<E>) {
         // Two tries: a child can stop between lookup and send; the second wakes a fresh one.
         for _ in 0..2 {
-            let actor = match self.children.get_mut(&id) {
-                Some(c) => {
-                    c.last_used = Instant::now();
-                    c.actor.clone()
+            let live = self.children.get_mut(&id).map(|c| {
+                c.last_used = Instant::now();
+                c.actor.clone()
+            });
+            let actor = match live {
+                Some(actor) => actor,
+                None => {
+                    let Some(wakes) = self.may_wake(&id, msg) else { return };
+                    msg = wakes;
+                    match self.spawn(me, id.clone()).await {
+                        Ok(a) => a,
+                        Err(e) => return refuse(msg, format!("{} actor did not start: {e}", E::KIND)),
+                    }
                 }
-                None => match self.spawn(me, id.clone()).await {
-                    Ok(a) => a,
-                    Err(e) => return refuse(msg, format!("{} actor did not start: {e}", E::KIND)),
-                },
             };
             match actor.send_message(msg) {
                 Ok(()) => return,
@@ -145,6 +150,32 @@ impl<E: Entity> State<E> {
             }
         }
         refuse(msg, format!("{} actor unavailable; retry", E::KIND));
+    }
+
+    /// Whether an asleep id may be woken for `msg`: an id that was never created gets
+    /// no actor (an unknown id must not cost memory), and its caller is answered here.
+    /// Checked only on waking, so a command to a live actor reads nothing extra.
+    fn may_wake(&self, id: &E::Id, msg: EntityMsg<E>) -> Option<EntityMsg<E>> {
+        if let EntityMsg::Run(request, _) = &msg
+            && E::creates(&request.command)
+        {
+            return Some(msg);
+        }
+        let exists = self.kernel.log.stream_head(&E::stream(id)).map(|(seq, _)| seq > 0);
+        match (exists, msg) {
+            (Ok(true), msg) => return Some(msg),
+            (Ok(false), EntityMsg::Run(_, reply)) => {
+                let _ = reply.send(Err(Failure::Rejected(E::not_found())));
+            }
+            (Ok(false), EntityMsg::Get(reply)) => {
+                let _ = reply.send(None);
+            }
+            (Err(e), EntityMsg::Run(_, reply)) => {
+                let _ = reply.send(Err(Failure::Unavailable(e.to_string())));
+            }
+            (Ok(false) | Err(_), _) => {}
+        }
+        None
     }
 
     async fn spawn(
@@ -245,18 +276,8 @@ impl<E: Entity> Entities<E> {
         &self.deps
     }
 
-    /// Whether the entity was ever created (an unknown id must not cost an actor).
-    pub fn exists(&self, id: &E::Id) -> Result<bool, storage::StorageError> {
-        Ok(self.kernel.log.stream_head(&E::stream(id))?.0 > 0)
-    }
-
     /// Runs a command on its entity's actor and waits for the durable outcome.
     pub async fn run(&self, request: Request<E>) -> Result<Outcome<E>, Failure<E>> {
-        if !E::creates(&request.command)
-            && !self.exists(&request.id).map_err(|e| Failure::Unavailable(e.to_string()))?
-        {
-            return Err(Failure::Rejected(E::not_found()));
-        }
         let (tx, rx) = ractor::concurrency::oneshot();
         let id = request.id.clone();
         self.supervisor
@@ -273,9 +294,6 @@ impl<E: Entity> Entities<E> {
     /// The entity as its actor holds it (woken from the log if asleep); `None` if it
     /// never existed.
     pub async fn get(&self, id: &E::Id) -> Result<Option<E::State>, Failure<E>> {
-        if !self.exists(id).map_err(|e| Failure::Unavailable(e.to_string()))? {
-            return Ok(None);
-        }
         let (tx, rx) = ractor::concurrency::oneshot();
         self.supervisor
             .cast(SupervisorMsg::Route(id.clone(), EntityMsg::Get(tx.into())))

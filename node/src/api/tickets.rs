@@ -39,7 +39,9 @@ async fn run(
     let request = Request { idempotency: Some(idempotency), ..Request::new(id, command, origin) };
     let outcome = app.tickets.run(request).await?;
     let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
-    let mut response = (status, Json(outcome.state)).into_response();
+    // Serialized in one piece (axum's `Json` writes through a growing buffer).
+    let body = serde_json::to_vec(&outcome.state).map_err(|e| ApiError::internal("encoding the ticket", e))?;
+    let mut response = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
     if outcome.replayed {
         response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     }
