@@ -363,93 +363,11 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
             }
             _ => vec![],
         },
-        C::DeadlineDue { handoff_id, now_ms } => match open(handoff_id) {
-            Some(h) if *now_ms >= h.request.deadline_ms => match h.request.timeout_action {
-                TimeoutAction::Reject => vec![E::HandoffExpired {
-                    decision: Decision {
-                        handoff_id: handoff_id.clone(),
-                        action: DecisionAction::Reject,
-                        reason: "deadline passed undecided".into(),
-                        by: "system".into(),
-                        at_ms: *now_ms,
-                        resume_from: h.request.checkpoint.clone(),
-                    },
-                }],
-                TimeoutAction::Escalate if !h.escalated => vec![E::Escalated {
-                    handoff_id: Some(handoff_id.clone()),
-                    reason: "deadline passed undecided".into(),
-                    by: "system".into(),
-                }],
-                TimeoutAction::Escalate => vec![],
-            },
-            _ => vec![],
-        },
+        C::DeadlineDue { handoff_id, now_ms } => deadline_due(lane, handoff_id, *now_ms),
         _ if closed => return Err(LaneError::Closed),
-        C::Checkpoint { name, state, now_ms } => {
-            require(!name.trim().is_empty() && name.len() <= 128, "checkpoint name must be 1..=128 characters")?;
-            let state_len = serde_json::to_vec(state).map_or(usize::MAX, |v| v.len());
-            require(state_len <= MAX_CHECKPOINT_STATE, "checkpoint state must be at most 65536 bytes of JSON")?;
-            let known = lane.checkpoints.iter().any(|c| c.name == *name);
-            if !known && lane.checkpoints.len() >= MAX_CHECKPOINTS {
-                return Err(LaneError::LimitReached { what: "checkpoints", limit: MAX_CHECKPOINTS });
-            }
-            vec![E::CheckpointRecorded {
-                checkpoint: Checkpoint { name: name.clone(), state: state.clone(), at_ms: *now_ms },
-            }]
-        }
-        C::RequestHandoff { request } => {
-            if lane.open_handoff().is_some() {
-                return Err(LaneError::HandoffOpen);
-            }
-            if lane.all_handoffs().count() >= MAX_HANDOFFS {
-                return Err(LaneError::LimitReached { what: "handoffs", limit: MAX_HANDOFFS });
-            }
-            if !lane.checkpoints.iter().any(|c| c.name == request.checkpoint) {
-                return Err(LaneError::UnknownCheckpoint(request.checkpoint.clone()));
-            }
-            require(!request.queue.trim().is_empty(), "queue must not be empty")?;
-            require(!request.trigger_class.trim().is_empty(), "trigger_class must not be empty")?;
-            require(request.deadline_ms >= request.sla_due_ms, "the deadline cannot come before the SLA")?;
-            vec![E::HandoffRequested { request: request.clone() }]
-        }
-        C::Decide { handoff_id, action, reason, reroute_to, context, by, now_ms } => {
-            let h = match &lane.handoff {
-                Some(h) if h.request.handoff_id == *handoff_id => h,
-                _ => return Err(LaneError::UnknownHandoff),
-            };
-            if h.status != HandoffStatus::Open {
-                return Err(LaneError::HandoffNotOpen(h.status.as_str()));
-            }
-            require(!reason.trim().is_empty(), "a decision needs a reason")?;
-            match action {
-                DecisionAction::AddContext => {
-                    let context =
-                        context.clone().ok_or_else(|| LaneError::Invalid("add_context needs context".into()))?;
-                    vec![E::ContextAdded {
-                        handoff_id: handoff_id.clone(),
-                        note: ContextNote { by: by.clone(), at_ms: *now_ms, context },
-                    }]
-                }
-                DecisionAction::Reroute => {
-                    let queue = reroute_to
-                        .clone()
-                        .filter(|q| !q.trim().is_empty())
-                        .ok_or_else(|| LaneError::Invalid("reroute needs reroute_to".into()))?;
-                    require(queue != h.request.queue, "reroute_to is the handoff's queue already")?;
-                    vec![E::Rerouted { handoff_id: handoff_id.clone(), queue, by: by.clone(), reason: reason.clone() }]
-                }
-                DecisionAction::Approve | DecisionAction::Reject => vec![E::HandoffDecided {
-                    decision: Decision {
-                        handoff_id: handoff_id.clone(),
-                        action: *action,
-                        reason: reason.clone(),
-                        by: by.clone(),
-                        at_ms: *now_ms,
-                        resume_from: h.request.checkpoint.clone(),
-                    },
-                }],
-            }
-        }
+        C::Checkpoint { name, state, now_ms } => checkpoint(lane, name, state, *now_ms)?,
+        C::RequestHandoff { request } => request_handoff(lane, request)?,
+        C::Decide { .. } => decide_handoff(lane, command)?,
         C::Escalate { by, reason } => {
             require(!reason.trim().is_empty(), "escalation needs a reason")?;
             vec![E::Escalated {
@@ -483,6 +401,104 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
     })
 }
 
+/// A decision deadline came due: expire (reject) or escalate the handoff if still open.
+fn deadline_due(lane: &Lane, handoff_id: &str, now_ms: i64) -> Vec<LaneEvent> {
+    let Some(h) = lane.open_handoff().filter(|h| h.request.handoff_id == handoff_id) else { return vec![] };
+    if now_ms < h.request.deadline_ms {
+        return vec![];
+    }
+    match h.request.timeout_action {
+        TimeoutAction::Reject => vec![LaneEvent::HandoffExpired {
+            decision: Decision {
+                handoff_id: handoff_id.to_owned(),
+                action: DecisionAction::Reject,
+                reason: "deadline passed undecided".into(),
+                by: "system".into(),
+                at_ms: now_ms,
+                resume_from: h.request.checkpoint.clone(),
+            },
+        }],
+        TimeoutAction::Escalate if !h.escalated => vec![LaneEvent::Escalated {
+            handoff_id: Some(handoff_id.to_owned()),
+            reason: "deadline passed undecided".into(),
+            by: "system".into(),
+        }],
+        TimeoutAction::Escalate => vec![],
+    }
+}
+
+fn checkpoint(lane: &Lane, name: &str, state: &serde_json::Value, now_ms: i64) -> Result<Vec<LaneEvent>, LaneError> {
+    require(!name.trim().is_empty() && name.len() <= 128, "checkpoint name must be 1..=128 characters")?;
+    let state_len = serde_json::to_vec(state).map_or(usize::MAX, |v| v.len());
+    require(state_len <= MAX_CHECKPOINT_STATE, "checkpoint state must be at most 65536 bytes of JSON")?;
+    let known = lane.checkpoints.iter().any(|c| c.name == name);
+    if !known && lane.checkpoints.len() >= MAX_CHECKPOINTS {
+        return Err(LaneError::LimitReached { what: "checkpoints", limit: MAX_CHECKPOINTS });
+    }
+    Ok(vec![LaneEvent::CheckpointRecorded {
+        checkpoint: Checkpoint { name: name.to_owned(), state: state.clone(), at_ms: now_ms },
+    }])
+}
+
+fn request_handoff(lane: &Lane, request: &HandoffRequest) -> Result<Vec<LaneEvent>, LaneError> {
+    if lane.open_handoff().is_some() {
+        return Err(LaneError::HandoffOpen);
+    }
+    if lane.all_handoffs().count() >= MAX_HANDOFFS {
+        return Err(LaneError::LimitReached { what: "handoffs", limit: MAX_HANDOFFS });
+    }
+    if !lane.checkpoints.iter().any(|c| c.name == request.checkpoint) {
+        return Err(LaneError::UnknownCheckpoint(request.checkpoint.clone()));
+    }
+    require(!request.queue.trim().is_empty(), "queue must not be empty")?;
+    require(!request.trigger_class.trim().is_empty(), "trigger_class must not be empty")?;
+    require(request.deadline_ms >= request.sla_due_ms, "the deadline cannot come before the SLA")?;
+    Ok(vec![LaneEvent::HandoffRequested { request: request.clone() }])
+}
+
+/// A person's answer to the open handoff: context, a reroute, or the decision.
+fn decide_handoff(lane: &Lane, command: &LaneCommand) -> Result<Vec<LaneEvent>, LaneError> {
+    use LaneEvent as E;
+    let LaneCommand::Decide { handoff_id, action, reason, reroute_to, context, by, now_ms } = command else {
+        return Ok(vec![]);
+    };
+    let h = match &lane.handoff {
+        Some(h) if h.request.handoff_id == *handoff_id => h,
+        _ => return Err(LaneError::UnknownHandoff),
+    };
+    if h.status != HandoffStatus::Open {
+        return Err(LaneError::HandoffNotOpen(h.status.as_str()));
+    }
+    require(!reason.trim().is_empty(), "a decision needs a reason")?;
+    Ok(match action {
+        DecisionAction::AddContext => {
+            let context = context.clone().ok_or_else(|| LaneError::Invalid("add_context needs context".into()))?;
+            vec![E::ContextAdded {
+                handoff_id: handoff_id.clone(),
+                note: ContextNote { by: by.clone(), at_ms: *now_ms, context },
+            }]
+        }
+        DecisionAction::Reroute => {
+            let queue = reroute_to
+                .clone()
+                .filter(|q| !q.trim().is_empty())
+                .ok_or_else(|| LaneError::Invalid("reroute needs reroute_to".into()))?;
+            require(queue != h.request.queue, "reroute_to is the handoff's queue already")?;
+            vec![E::Rerouted { handoff_id: handoff_id.clone(), queue, by: by.clone(), reason: reason.clone() }]
+        }
+        DecisionAction::Approve | DecisionAction::Reject => vec![E::HandoffDecided {
+            decision: Decision {
+                handoff_id: handoff_id.clone(),
+                action: *action,
+                reason: reason.clone(),
+                by: by.clone(),
+                at_ms: *now_ms,
+                resume_from: h.request.checkpoint.clone(),
+            },
+        }],
+    })
+}
+
 /// The lane after `event`, at `now_ms`.
 pub fn apply(lane: Option<Lane>, id: &str, now_ms: i64, event: &LaneEvent) -> Option<Lane> {
     use LaneEvent as E;
@@ -504,6 +520,13 @@ pub fn apply(lane: Option<Lane>, id: &str, now_ms: i64, event: &LaneEvent) -> Op
     }
     let mut l = lane?;
     l.updated_ms = now_ms;
+    fold(&mut l, now_ms, event);
+    Some(l)
+}
+
+/// What an event changes on an existing lane (`now_ms` is the event's time).
+fn fold(l: &mut Lane, now_ms: i64, event: &LaneEvent) {
+    use LaneEvent as E;
     let first_response = |h: &mut Handoff| {
         h.first_response_ms.get_or_insert(now_ms);
     };
@@ -571,7 +594,6 @@ pub fn apply(lane: Option<Lane>, id: &str, now_ms: i64, event: &LaneEvent) -> Op
             l.status = LaneStatus::Closed;
         }
     }
-    Some(l)
 }
 
 #[cfg(test)]

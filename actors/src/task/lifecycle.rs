@@ -283,6 +283,13 @@ pub fn apply(task: Option<Task>, id: &str, now_ms: i64, event: &TaskEvent) -> Op
     }
     let mut t = task?;
     t.updated_ms = now_ms;
+    fold(&mut t, id, now_ms, event);
+    Some(t)
+}
+
+/// What an event changes on an existing task (`now_ms` is the event's time).
+fn fold(t: &mut Task, id: &str, now_ms: i64, event: &TaskEvent) {
+    use TaskEvent as E;
     // After an attempt closes: retry, or end (cancelled if asked, else failed).
     let close = |t: &mut Task, retry_at: Option<i64>, reason: Option<String>| match retry_at {
         Some(at) => {
@@ -326,7 +333,7 @@ pub fn apply(task: Option<Task>, id: &str, now_ms: i64, event: &TaskEvent) -> Op
             } else if result.cancelled {
                 t.state = TaskState::Cancelled;
             } else {
-                close(&mut t, *retry_at, None);
+                close(t, *retry_at, None);
             }
         }
         E::AttemptLost { retry_at, .. } => {
@@ -334,14 +341,14 @@ pub fn apply(task: Option<Task>, id: &str, now_ms: i64, event: &TaskEvent) -> Op
                 a.finished_ms = Some(now_ms);
                 a.outcome = Some(AttemptOutcome::Lost);
             }
-            close(&mut t, *retry_at, Some("attempts used up: the node running it was lost".into()));
+            close(t, *retry_at, Some("attempts used up: the node running it was lost".into()));
         }
         E::AttemptRefused { reason, retry_at, .. } => {
             if let Some(a) = t.attempts.last_mut() {
                 a.finished_ms = Some(now_ms);
                 a.outcome = Some(AttemptOutcome::Refused { reason: reason.clone() });
             }
-            close(&mut t, *retry_at, Some(format!("attempts used up; last refusal: {reason}")));
+            close(t, *retry_at, Some(format!("attempts used up; last refusal: {reason}")));
         }
         E::CancelRequested => t.cancel_requested = true,
         E::Cancelled => {
@@ -349,7 +356,6 @@ pub fn apply(task: Option<Task>, id: &str, now_ms: i64, event: &TaskEvent) -> Op
             t.state = TaskState::Cancelled;
         }
     }
-    Some(t)
 }
 
 #[cfg(test)]
