@@ -7,6 +7,10 @@
 //!   keeping its files in a real temp dir that survives crashes, and reads the
 //!   orchestrator's log to check invariants and build a trace of domain events.
 
+mod determinism;
+
+use determinism::{SimClock, quinn_seed};
+
 use dispatch_node::actors;
 use dispatch_node::actors::storage;
 use dispatch_node::cluster;
@@ -24,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use actors::kernel::{Clock, Kernel, SeededIds};
+use actors::kernel::{Kernel, SeededIds};
 use actors::node::membership::{history, load_nodes, load_tokens};
 use actors::node::{Capabilities, Membership, MembershipConfig, Node, NodeCommand, NodeConfig, Origin};
 use actors::task::store as task_store;
@@ -203,39 +207,6 @@ struct Shared {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The simulation's clock: simulated time since the run's first reading, from a fixed
-/// epoch, so event times repeat run to run and never go back across a restart.
-#[derive(Default)]
-struct SimClock {
-    start: std::sync::OnceLock<tokio::time::Instant>,
-}
-
-/// 2026-01-01T00:00:00Z.
-const SIM_EPOCH_MS: i64 = 1_767_225_600_000;
-
-impl Clock for SimClock {
-    fn now_ms(&self) -> i64 {
-        let start = self.start.get_or_init(tokio::time::Instant::now);
-        SIM_EPOCH_MS + start.elapsed().as_millis() as i64
-    }
-}
-
-/// Per-host quinn seed from the scenario seed, so runs repeat.
-fn quinn_seed(seed: u64, host: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
-    for b in host.bytes() {
-        x = (x ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    for chunk in out.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    out
 }
 
 /// A simulation of one orchestrator and its workers.
@@ -548,13 +519,21 @@ impl Harness {
         }
     }
 
-    /// The domain events of every node, in order: `node-1 node.joined → JOINING`, …
+    /// The domain events of every node, in order, with their ids:
+    /// `node-1 node.joined → JOINING (event …)`, …
     pub fn trace(&self) -> Vec<String> {
         let Some(log) = lock(&self.shared.log).clone() else { return Vec::new() };
         let mut trace = Vec::new();
         for node in load_nodes(&log).unwrap_or_default() {
             for r in history(&log, &node.id).unwrap_or_default() {
-                trace.push(format!("{} {} → {}", node.id, r.kind, r.to_state.unwrap_or_default()));
+                // Ids are seeded; times are not compared (the log writer is a real thread).
+                trace.push(format!(
+                    "{} {} → {} (event {})",
+                    node.id,
+                    r.kind,
+                    r.to_state.unwrap_or_default(),
+                    r.event_id
+                ));
             }
         }
         trace

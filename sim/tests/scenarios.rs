@@ -187,7 +187,8 @@ fn a_steady_cluster_raises_no_false_alarms() {
     assert!(settled(&h, "w1"));
 }
 
-/// Same seed, same story: the trace of domain events repeats exactly.
+/// Same seed, same story: the trace of domain events repeats exactly, down to each
+/// event's id (the kernel takes ids from the seeded source).
 #[test]
 fn the_same_seed_gives_the_same_trace() {
     dispatch_sim::init_logs();
