@@ -182,6 +182,7 @@ pub struct Sessions;
 
 impl Entity for Sessions {
     const KIND: &'static str = "session";
+    const STREAM: &'static str = "session";
 
     type Id = String;
     type State = Session;
@@ -189,14 +190,6 @@ impl Entity for Sessions {
     type Event = SessionEvent;
     type Error = SessionRefusal;
     type Deps = ();
-
-    fn stream(id: &String) -> String {
-        stream(id)
-    }
-
-    fn id_of(s: &str) -> Option<String> {
-        s.strip_prefix("session/").map(str::to_owned)
-    }
 
     fn creates(command: &SessionCommand) -> bool {
         matches!(command, SessionCommand::Start { .. })

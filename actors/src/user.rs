@@ -215,6 +215,7 @@ pub struct Users;
 
 impl crate::kernel::Entity for Users {
     const KIND: &'static str = "user";
+    const STREAM: &'static str = "user";
 
     type Id = String;
     type State = User;
@@ -222,14 +223,6 @@ impl crate::kernel::Entity for Users {
     type Event = UserEvent;
     type Error = UserError;
     type Deps = ();
-
-    fn stream(username: &String) -> String {
-        stream(username)
-    }
-
-    fn id_of(s: &str) -> Option<String> {
-        s.strip_prefix("user/").map(str::to_owned)
-    }
 
     fn creates(command: &UserCommand) -> bool {
         matches!(command, UserCommand::Create { .. })

@@ -4,6 +4,7 @@
 
 use std::fmt::{Debug, Display};
 use std::hash::Hash;
+use std::str::FromStr;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -41,7 +42,7 @@ pub trait Entity: Sized + Send + Sync + Clone + Debug + 'static {
     /// implements `to_snapshot` and `from_snapshot`.
     const SNAPSHOT_EVERY: Option<u64> = None;
 
-    type Id: Clone + Eq + Hash + Display + Debug + Send + Sync + 'static;
+    type Id: Clone + Eq + Hash + Display + FromStr + Debug + Send + Sync + 'static;
     type State: Clone + Send + Sync + 'static;
     type Command: Send + Sync + 'static;
     /// Stored in the log as JSON.
@@ -51,12 +52,19 @@ pub trait Entity: Sized + Send + Sync + Clone + Debug + 'static {
     /// shared by every actor of the kind.
     type Deps: Send + Sync + 'static;
 
+    /// The kind's streams are `<STREAM>/<id>` (`ticket/…`, `lane/…`).
+    const STREAM: &'static str;
+
     /// The log stream of one entity.
-    fn stream(id: &Self::Id) -> String;
+    fn stream(id: &Self::Id) -> String {
+        format!("{}/{id}", Self::STREAM)
+    }
 
     /// The id a stream name belongs to (the inverse of `stream`): a retried create
     /// carries a freshly minted id, so its replay finds the entity by the stored stream.
-    fn id_of(stream: &str) -> Option<Self::Id>;
+    fn id_of(stream: &str) -> Option<Self::Id> {
+        stream.strip_prefix(Self::STREAM)?.strip_prefix('/')?.parse().ok()
+    }
 
     /// Whether the command may bring a new entity into existence (others on an
     /// unknown id are refused without waking an actor).

@@ -31,6 +31,7 @@ enum Ev {
 
 impl Entity for Counter {
     const KIND: &'static str = "counter";
+    const STREAM: &'static str = "counter";
     const SNAPSHOT_EVERY: Option<u64> = Some(4);
     type Id = String;
     type State = Count;
@@ -39,12 +40,6 @@ impl Entity for Counter {
     type Error = String;
     type Deps = ();
 
-    fn stream(id: &String) -> String {
-        format!("counter/{id}")
-    }
-    fn id_of(stream: &str) -> Option<String> {
-        stream.strip_prefix("counter/").map(str::to_owned)
-    }
     fn creates(c: &Cmd) -> bool {
         matches!(c, Cmd::Create)
     }

@@ -29,6 +29,7 @@ pub type LaneHandle = Entities<Lanes>;
 
 impl Entity for Lanes {
     const KIND: &'static str = "lane";
+    const STREAM: &'static str = "lane";
 
     type Id = String;
     type State = Lane;
@@ -36,14 +37,6 @@ impl Entity for Lanes {
     type Event = LaneEvent;
     type Error = LaneError;
     type Deps = LaneDeps;
-
-    fn stream(id: &String) -> String {
-        store::stream(id)
-    }
-
-    fn id_of(stream: &str) -> Option<String> {
-        stream.strip_prefix("lane/").map(str::to_owned)
-    }
 
     fn creates(command: &LaneCommand) -> bool {
         matches!(command, LaneCommand::Create { .. })

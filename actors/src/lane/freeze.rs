@@ -48,6 +48,7 @@ pub struct LaneFreeze;
 
 impl Entity for LaneFreeze {
     const KIND: &'static str = "setting";
+    const STREAM: &'static str = "settings";
     type Id = String;
     type State = FreezeState;
     type Command = SetFreeze;
@@ -55,12 +56,6 @@ impl Entity for LaneFreeze {
     type Error = FreezeError;
     type Deps = ();
 
-    fn stream(id: &String) -> String {
-        format!("settings/{id}")
-    }
-    fn id_of(stream: &str) -> Option<String> {
-        stream.strip_prefix("settings/").map(str::to_owned)
-    }
     fn creates(_: &SetFreeze) -> bool {
         true
     }

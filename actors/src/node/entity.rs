@@ -19,6 +19,7 @@ pub struct Nodes;
 
 impl Entity for Nodes {
     const KIND: &'static str = "node";
+    const STREAM: &'static str = "node";
 
     type Id = String;
     type State = Node;
@@ -26,14 +27,6 @@ impl Entity for Nodes {
     type Event = NodeEvent;
     type Error = NodeError;
     type Deps = ();
-
-    fn stream(id: &String) -> String {
-        format!("node/{id}")
-    }
-
-    fn id_of(stream: &str) -> Option<String> {
-        stream.strip_prefix("node/").map(str::to_owned)
-    }
 
     fn creates(command: &NodeCommand) -> bool {
         matches!(command, NodeCommand::Join { .. })
@@ -97,6 +90,7 @@ pub struct JoinTokens;
 
 impl Entity for JoinTokens {
     const KIND: &'static str = "join_token";
+    const STREAM: &'static str = "join-token";
 
     type Id = String;
     type State = JoinToken;
@@ -104,14 +98,6 @@ impl Entity for JoinTokens {
     type Event = TokenEvent;
     type Error = TokenRefusal;
     type Deps = ();
-
-    fn stream(id: &String) -> String {
-        format!("join-token/{id}")
-    }
-
-    fn id_of(stream: &str) -> Option<String> {
-        stream.strip_prefix("join-token/").map(str::to_owned)
-    }
 
     fn creates(command: &TokenCommand) -> bool {
         matches!(command, TokenCommand::Create { .. })

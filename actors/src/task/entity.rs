@@ -14,6 +14,7 @@ pub struct Tasks;
 
 impl Entity for Tasks {
     const KIND: &'static str = "task";
+    const STREAM: &'static str = "task";
 
     type Id = String;
     type State = Task;
@@ -21,14 +22,6 @@ impl Entity for Tasks {
     type Event = TaskEvent;
     type Error = TaskError;
     type Deps = ();
-
-    fn stream(id: &String) -> String {
-        store::stream(id)
-    }
-
-    fn id_of(stream: &str) -> Option<String> {
-        stream.strip_prefix("task/").map(str::to_owned)
-    }
 
     fn creates(command: &TaskCommand) -> bool {
         matches!(command, TaskCommand::Create { .. })

@@ -26,6 +26,7 @@ pub struct Tickets;
 
 impl Entity for Tickets {
     const KIND: &'static str = "ticket";
+    const STREAM: &'static str = "ticket";
     /// Most tickets live and close within one interval.
     const SNAPSHOT_EVERY: Option<u64> = Some(store::SNAPSHOT_EVERY);
 
@@ -35,14 +36,6 @@ impl Entity for Tickets {
     type Event = TicketEvent;
     type Error = TicketError;
     type Deps = TicketDeps;
-
-    fn stream(id: &Uuid) -> String {
-        store::stream(*id)
-    }
-
-    fn id_of(stream: &str) -> Option<Uuid> {
-        store::id_of(stream)
-    }
 
     fn creates(command: &TicketCommand) -> bool {
         matches!(command, TicketCommand::Create(_))
