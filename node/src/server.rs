@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::kernel::{Entities, Kernel, RandomIds, SupervisorConfig, SystemClock};
-use actors::lane::LaneDeps;
+use actors::lane::{LaneDeps, LaneHandle};
 use actors::node::{Membership, MembershipConfig};
 use actors::storage::{BlobStore, Log, LogWriter};
-use actors::ticket::{Templates, TicketDeps};
+use actors::ticket::{Templates, TicketDeps, Tickets};
 use anyhow::Context;
 use cluster::dispatch::{DispatchConfig, Dispatcher};
 use cluster::orchestrator::OrchestratorCluster;
@@ -104,20 +104,13 @@ impl Orchestrator {
     /// Opens everything and starts serving.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Orchestrator> {
         crate::datadir::prepare(&config.data_dir)?;
-        let templates = match &config.templates_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                Templates::parse(&text).with_context(|| format!("loading {}", path.display()))?
-            }
-            None => Templates::builtin(),
-        };
+        let templates = Arc::new(load_templates(&config)?);
         let path = log_path(&config.data_dir);
         let log = Log::open(&path)
             .with_context(|| format!("opening {} (is another dispatch using this data dir?)", path.display()))?;
         let blobs = BlobStore::open(config.data_dir.join("blobs")).context("opening the blob store")?;
         let (writer, writer_thread) = LogWriter::start(&log).context("starting the log writer")?;
         let auth = Auth::load_or_create(&log)?;
-        let templates = Arc::new(templates);
         let kernel =
             Kernel { log: log.clone(), writer: writer.clone(), clock: Arc::new(SystemClock), ids: Arc::new(RandomIds) };
         let deps = Arc::new(TicketDeps { blobs: blobs.clone(), templates: templates.clone() });
@@ -136,10 +129,11 @@ impl Orchestrator {
         let lane_deps = Arc::new(LaneDeps { changes: tokio::sync::broadcast::channel(1024).0 });
         let lanes =
             actors::lane::start(kernel.clone(), lane_deps, config.lanes).await.context("starting lane actors")?;
-        let lane_timers = tokio::spawn(crate::lanes::run_timers(log.clone(), lanes.clone()));
-        let deliveries =
-            tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery.clone()));
-        let cluster_addr = endpoint.local_addr()?;
+        let background = vec![
+            tokio::spawn(crate::lanes::run_timers(log.clone(), lanes.clone())),
+            tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery.clone())),
+            tokio::spawn(purge_idempotency_records(writer.clone(), config.idempotency_retention)),
+        ];
         let app = App(Arc::new(AppInner {
             log,
             writer,
@@ -161,36 +155,31 @@ impl Orchestrator {
             blob_quota: Default::default(),
             free_space: crate::api::FreeSpace::new(config.data_dir.clone()),
         }));
+        let running = Running { tickets, lanes, tasks, cluster, background, writer_thread };
+        Self::serve(config, app, endpoint, running).await
+    }
+
+    /// Serves the API until asked to stop, then stops what runs behind it, in order.
+    async fn serve(
+        config: ServerConfig,
+        app: App,
+        endpoint: quinn::Endpoint,
+        running: Running,
+    ) -> anyhow::Result<Orchestrator> {
+        let cluster_addr = endpoint.local_addr()?;
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding {}", config.http_addr))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = api::router(app.clone());
-        let http_limits = config.edge.http.clone();
-        let purger = tokio::spawn(purge_idempotency_records(app.writer.clone(), config.idempotency_retention));
+        let (router, http_limits) = (api::router(app.clone()), config.edge.http.clone());
         let task = tokio::spawn(async move {
             crate::http::serve(listener, router, http_limits, async move {
                 let _ = stopped.await;
             })
             .await;
             // In-flight requests are done: stop the actors, then let the writer drain.
-            purger.abort();
-            let _ = purger.await;
-            tickets.stop().await;
-            drop(tickets);
-            lane_timers.abort();
-            deliveries.abort();
-            let _ = (lane_timers.await, deliveries.await);
-            lanes.stop().await;
-            // The handle holds a log writer: let go of it before waiting for the writer.
-            drop(lanes);
-            tasks.stop();
-            cluster.membership.stop();
-            let joined = tokio::task::spawn_blocking(move || writer_thread.join());
-            if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
-                tracing::warn!("log writer did not stop within 10s; every acknowledged write is already durable");
-            }
+            running.stop().await;
             Ok(())
         });
         if config.dev_headers {
@@ -212,6 +201,46 @@ impl Orchestrator {
 
 /// Opens the cluster CA (created on first start), starts the node actors and the
 /// QUIC listener that workers join and connect to.
+/// What runs behind the API; stopped after the last request, in order.
+struct Running {
+    tickets: Entities<Tickets>,
+    lanes: LaneHandle,
+    tasks: Dispatcher,
+    cluster: Arc<OrchestratorCluster>,
+    /// Lane timers, callback deliveries, the idempotency purge.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    writer_thread: actors::storage::WriterHandle,
+}
+
+impl Running {
+    async fn stop(self) {
+        for task in &self.background {
+            task.abort();
+        }
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.tickets.stop().await;
+        self.lanes.stop().await;
+        // The handles hold log writers: let go of them before waiting for the writer.
+        drop((self.tickets, self.lanes));
+        self.tasks.stop();
+        self.cluster.membership.stop();
+        let writer_thread = self.writer_thread;
+        let joined = tokio::task::spawn_blocking(move || writer_thread.join());
+        if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
+            tracing::warn!("log writer did not stop within 10s; every acknowledged write is already durable");
+        }
+    }
+}
+
+/// The incident templates: the file given, or the built-in set.
+fn load_templates(config: &ServerConfig) -> anyhow::Result<Templates> {
+    let Some(path) = &config.templates_file else { return Ok(Templates::builtin()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Templates::parse(&text).with_context(|| format!("loading {}", path.display()))
+}
+
 async fn start_cluster(
     config: &ServerConfig,
     kernel: &Kernel,

@@ -345,38 +345,44 @@ pub fn decide(node: Option<&Node>, command: &NodeCommand) -> Result<Vec<NodeEven
             NodeState::Unreachable if silent_ms >= lost_after_ms => vec![E::Lost { silent_ms: *silent_ms }],
             _ => vec![],
         },
-        C::SetConfig { config } => {
-            config.validate().map_err(NodeError::InvalidConfig)?;
-            if *config == node.config {
-                vec![]
-            } else {
-                vec![E::ConfigSet { version: node.config_version + 1, config: config.clone() }]
-            }
-        }
-        C::AcknowledgeConfig { ack } => {
-            if ack.version > node.config_version {
-                return Err(NodeError::UnknownConfigVersion { acked: ack.version, current: node.config_version });
-            }
-            // An older or repeated acknowledgement changes nothing.
-            if node.config_ack.as_ref().is_some_and(|a| a.version > ack.version || a == ack) {
-                vec![]
-            } else {
-                vec![E::ConfigAcknowledged { ack: ack.clone() }]
-            }
-        }
+        C::SetConfig { config } => set_config(node, config)?,
+        C::AcknowledgeConfig { ack } => acknowledge_config(node, ack)?,
         C::Drain if node.draining => vec![],
         C::Drain => vec![E::DrainStarted],
         C::Remove => vec![E::Removed],
         C::IssueCert { cert } => vec![E::CertIssued { cert: cert.clone() }],
-        C::UseCert { fingerprint } => {
-            if !node.accepts_cert(fingerprint) {
-                return Err(NodeError::CertReplaced);
-            }
-            let newest = node.certs.last().is_some_and(|c| c.fingerprint == *fingerprint);
-            let older_live = node.certs.iter().rev().skip(1).any(|c| !c.retired);
-            if newest && older_live { vec![E::OlderCertsRetired] } else { vec![] }
-        }
+        C::UseCert { fingerprint } => use_cert(node, fingerprint)?,
     })
+}
+
+fn set_config(node: &Node, config: &NodeConfig) -> Result<Vec<NodeEvent>, NodeError> {
+    config.validate().map_err(NodeError::InvalidConfig)?;
+    if *config == node.config {
+        return Ok(vec![]);
+    }
+    Ok(vec![NodeEvent::ConfigSet { version: node.config_version + 1, config: config.clone() }])
+}
+
+fn acknowledge_config(node: &Node, ack: &ConfigAck) -> Result<Vec<NodeEvent>, NodeError> {
+    if ack.version > node.config_version {
+        return Err(NodeError::UnknownConfigVersion { acked: ack.version, current: node.config_version });
+    }
+    // An older or repeated acknowledgement changes nothing.
+    if node.config_ack.as_ref().is_some_and(|a| a.version > ack.version || a == ack) {
+        return Ok(vec![]);
+    }
+    Ok(vec![NodeEvent::ConfigAcknowledged { ack: ack.clone() }])
+}
+
+/// A connection authenticated with this certificate: refused once it was replaced; the
+/// first use of the newest one retires the older ones.
+fn use_cert(node: &Node, fingerprint: &str) -> Result<Vec<NodeEvent>, NodeError> {
+    if !node.accepts_cert(fingerprint) {
+        return Err(NodeError::CertReplaced);
+    }
+    let newest = node.certs.last().is_some_and(|c| c.fingerprint == fingerprint);
+    let older_live = node.certs.iter().rev().skip(1).any(|c| !c.retired);
+    Ok(if newest && older_live { vec![NodeEvent::OlderCertsRetired] } else { vec![] })
 }
 
 /// The node after `event`, at time `now_ms`.
