@@ -2,7 +2,9 @@
 //! `handoff.decided`, answered with an `audit.receipt`) and its JSON Schema.
 
 use actors::kernel::Request;
+use actors::lane::LaneCommand;
 use actors::node::Origin;
+use actors::policy::Principal;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,7 +14,7 @@ use serde_json::{Value, json};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
 use super::handoffs::{DecisionBody, decision_command};
-use super::lanes::{ENVELOPE_SCHEMA, RequestHandoff, load_lane, may_see, now_ms, receipt_of, run};
+use super::lanes::{ENVELOPE_SCHEMA, RequestHandoff, load_lane, may_see, receipt_of, run};
 use super::{App, authorize_route, origin};
 
 #[utoipa::path(operation_id = "events.submit", post, path = "/v1/events", tag = "lanes", request_body = Object,
@@ -30,7 +32,53 @@ pub(super) async fn events(
 ) -> Result<Response, ApiError> {
     authorize_route(&caller, &ctx, "events.submit")?;
     let env = body.value;
-    let malformed = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_ENVELOPE", m.to_owned());
+    let Header { version, kind, id, request_id, lane_id } = header(&env)?;
+    let command = command_of(&app, &caller, &kind, &id, &lane_id, &env).await?;
+    let lane = load_lane(&app, &lane_id).await?;
+    if kind == "handoff.requested" && !may_see(&caller, &lane) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "this lane is not the caller's"));
+    }
+    let key = actors::storage::IdempotencyKey {
+        principal: "events".into(),
+        route: "POST /v1/events".into(),
+        key: format!("{request_id}@{version}"),
+    };
+    let request = Request {
+        id: lane_id.clone(),
+        command,
+        origin: Origin { request_id: request_id.clone(), ..origin(&caller, &ctx, "events.submit") },
+        idempotency: Some((key, body.canonical_hash)),
+        index_ops: vec![],
+    };
+    let outcome = run(&app, request).await?;
+    let replayed = outcome.replayed;
+    let first = outcome.records.first().map(receipt_of);
+    let receipt = json!({
+        "type": "audit.receipt", "version": "1.0", "id": app.kernel.ids.next_id().to_string(), "request_id": request_id,
+        "lane_id": lane_id, "correlation_id": env.get("correlation_id"), "trace_id": env.get("trace_id"),
+        "occurred_at_ms": app.kernel.clock.now_ms(), "data": first,
+    });
+    let mut response = (if replayed { StatusCode::OK } else { StatusCode::ACCEPTED }, Json(receipt)).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn malformed(m: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_ENVELOPE", m.to_owned())
+}
+
+/// What every envelope must say about itself.
+struct Header {
+    version: String,
+    kind: String,
+    id: String,
+    request_id: String,
+    lane_id: String,
+}
+
+fn header(env: &Value) -> Result<Header, ApiError> {
     let field = |k: &str| env.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
     let version = match env.get("version") {
         Some(Value::String(v)) => v.clone(),
@@ -56,12 +104,24 @@ pub(super) async fn events(
     {
         return Err(malformed("occurred_at, actor (object) and data (object) are required"));
     }
+    Ok(Header { version, kind, id, request_id, lane_id })
+}
+
+/// The lane command an envelope asks for.
+async fn command_of(
+    app: &App,
+    caller: &Principal,
+    kind: &str,
+    id: &str,
+    lane_id: &str,
+    env: &Value,
+) -> Result<LaneCommand, ApiError> {
     let data = env["data"].clone();
     let bad_data =
         |e: serde_json::Error| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_ENVELOPE", format!("data: {e}"));
-    let command = match kind.as_str() {
+    Ok(match kind {
         "handoff.requested" => {
-            serde_json::from_value::<RequestHandoff>(data).map_err(bad_data)?.into_command(id.clone())?
+            serde_json::from_value::<RequestHandoff>(data).map_err(bad_data)?.into_command(id.to_owned())?
         }
         "handoff.decided" => {
             let d = serde_json::from_value::<DecisionBody>(data).map_err(bad_data)?;
@@ -69,7 +129,7 @@ pub(super) async fn events(
                 .as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| malformed("data.handoff_id is required"))?;
-            decision_command(&app, &caller, &lane_id, &handoff_id, d).await?
+            decision_command(app, caller, lane_id, &handoff_id, d).await?
         }
         other => {
             return Err(ApiError::new(
@@ -78,36 +138,7 @@ pub(super) async fn events(
                 format!("unknown event type {other:?} (handoff.requested, handoff.decided)"),
             ));
         }
-    };
-    let lane = load_lane(&app, &lane_id).await?;
-    if kind == "handoff.requested" && !may_see(&caller, &lane) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "this lane is not the caller's"));
-    }
-    let key = actors::storage::IdempotencyKey {
-        principal: "events".into(),
-        route: "POST /v1/events".into(),
-        key: format!("{request_id}@{version}"),
-    };
-    let request = Request {
-        id: lane_id.clone(),
-        command,
-        origin: Origin { request_id: request_id.clone(), ..origin(&caller, &ctx, "events.submit") },
-        idempotency: Some((key, body.canonical_hash)),
-        index_ops: vec![],
-    };
-    let outcome = run(&app, request).await?;
-    let replayed = outcome.replayed;
-    let first = outcome.records.first().map(receipt_of);
-    let receipt = json!({
-        "type": "audit.receipt", "version": "1.0", "id": uuid::Uuid::now_v7().to_string(), "request_id": request_id,
-        "lane_id": lane_id, "correlation_id": env.get("correlation_id"), "trace_id": env.get("trace_id"),
-        "occurred_at_ms": now_ms(), "data": first,
-    });
-    let mut response = (if replayed { StatusCode::OK } else { StatusCode::ACCEPTED }, Json(receipt)).into_response();
-    if replayed {
-        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    })
 }
 
 /// `GET /v1/schemas/event-envelope.v1.json`.
