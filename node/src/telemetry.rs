@@ -49,6 +49,13 @@ pub fn metrics() -> PrometheusHandle {
 }
 
 fn describe() {
+    describe_api_and_log();
+    describe_cluster_and_tasks();
+    describe_lanes();
+}
+
+/// The API, the log and the entity actors.
+fn describe_api_and_log() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!("dispatch_http_requests_total", "HTTP requests served, by method, route template and status.");
     describe_histogram!(
@@ -83,6 +90,11 @@ fn describe() {
     describe_counter!("dispatch_log_commits_total", "Group commits of the event log.");
     describe_gauge!("dispatch_live_actors", "Entity actors awake in memory, by kind.");
     describe_counter!("dispatch_actor_restarts_total", "Entity actors restarted after a failure, by kind.");
+}
+
+/// Nodes, workers, tasks and jobs.
+fn describe_cluster_and_tasks() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     // Cluster: the orchestrator's side.
     describe_gauge!("dispatch_cluster_connections", "Open QUIC connections from workers (joining or joined).");
     describe_counter!("dispatch_cluster_requests_total", "Requests from joined nodes, by request.");
@@ -122,6 +134,11 @@ fn describe() {
         "Attempts that ended in a retry (lost, refused, or failed when asked)."
     );
     describe_counter!("dispatch_leases_expired_total", "Job leases that ran out (the node stopped renewing them).");
+}
+
+/// Lanes, handoffs and callbacks.
+fn describe_lanes() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     // Lanes and handoffs.
     describe_counter!("dispatch_handoffs_requested_total", "Handoffs requested, by trigger class.");
     describe_counter!("dispatch_handoff_decisions_total", "Handoff decisions (approve, reject), by action.");
