@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{ClientArgs, connect, print};
-use crate::client::ClientError;
+use crate::client::{Client, ClientError};
 
 #[derive(Subcommand)]
 pub(super) enum TicketCmd {
@@ -158,40 +158,11 @@ pub(super) fn window(s: &str) -> anyhow::Result<Value> {
 
 pub(super) async fn ticket(args: ClientArgs, command: TicketCmd) -> anyhow::Result<()> {
     let client = connect(&args).await?;
-    let key = args.idempotency_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let post = |path: String, body: Value| {
-        let client = &client;
-        let key = key.clone();
-        async move { client.call(Method::POST, &path, Some(body), Some(&key)).await }
-    };
-    let t = |id: &str, action: &str| format!("/v1/tickets/{id}/{action}");
-    let result: Result<Value, ClientError> = match command {
-        TicketCmd::Create { account, site, incident_type, summary, priority } => {
-            post("/v1/tickets".into(), json!({ "account_id": account, "site_id": site, "incident_type": incident_type, "summary": summary, "priority": priority })).await
+    let (path, body) = match command {
+        TicketCmd::Timeline { .. } | TicketCmd::List { .. } | TicketCmd::ConfirmBypass { .. } => {
+            return read(&args, &client, command).await;
         }
-        TicketCmd::Triage { id, outcome, priority, notes } => {
-            post(t(&id, "triage"), json!({ "workflow_outcome": outcome, "priority": priority, "notes": notes })).await
-        }
-        TicketCmd::Propose { id, windows } => {
-            let windows = windows.iter().map(|w| window(w)).collect::<anyhow::Result<Vec<_>>>()?;
-            post(t(&id, "schedule/propose"), json!({ "windows": windows })).await
-        }
-        TicketCmd::Confirm { id, window: w } => post(t(&id, "schedule/confirm"), json!({ "window": window(&w)? })).await,
-        TicketCmd::ConfirmBypass { id, reason } => {
-            let out = client.call(Method::POST, &t(&id, "assignment/bypass-confirmation"), Some(json!({ "reason": reason })), None).await?;
-            print(&args, &out, |v| v["confirmation"].as_str().unwrap_or_default().to_owned());
-            return Ok(());
-        }
-        TicketCmd::Dispatch { id, technician, emergency_reason, manager_confirmation } => {
-            let mode = if emergency_reason.is_some() { "EMERGENCY_BYPASS" } else { "STANDARD" };
-            post(t(&id, "assignment/dispatch"), json!({ "technician_id": technician, "dispatch_mode": mode, "reason": emergency_reason, "manager_confirmation": manager_confirmation })).await
-        }
-        TicketCmd::CheckIn { id } => post(t(&id, "tech/check-in"), json!({})).await,
-        TicketCmd::RequestChange { id, reason, summary } => {
-            post(t(&id, "tech/request-change"), json!({ "reason": reason, "change_summary": summary })).await
-        }
-        TicketCmd::Decide { id, decision, reason } => post(t(&id, "approval/decide"), json!({ "decision": decision, "reason": reason })).await,
-        TicketCmd::Evidence { id, key: evidence_key, kind, file, uri } => {
+        TicketCmd::Evidence { id, key, kind, file, uri } => {
             let uri = match (file, uri) {
                 (Some(file), _) => {
                     let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
@@ -200,54 +171,16 @@ pub(super) async fn ticket(args: ClientArgs, command: TicketCmd) -> anyhow::Resu
                 (None, Some(uri)) => uri,
                 (None, None) => anyhow::bail!("give --file to upload or --uri of a stored blob"),
             };
-            post(t(&id, "evidence"), json!({ "kind": kind, "uri": uri, "evidence_key": evidence_key })).await
+            (format!("/v1/tickets/{id}/evidence"), Some(json!({ "kind": kind, "uri": uri, "evidence_key": key })))
         }
-        TicketCmd::Complete { id, done, no_signature_reason } => {
-            let checklist: serde_json::Map<String, Value> = done.into_iter().map(|i| (i, Value::Bool(true))).collect();
-            post(t(&id, "tech/complete"), json!({ "checklist": checklist, "no_signature_reason": no_signature_reason })).await
-        }
-        TicketCmd::Verify { id, notes } => post(t(&id, "qa/verify"), json!({ "notes": notes })).await,
-        TicketCmd::Invoice { id, amount_cents, currency } => {
-            post(t(&id, "billing/generate-invoice"), json!({ "amount_cents": amount_cents, "currency": currency })).await
-        }
-        TicketCmd::Close { id } => post(t(&id, "close"), json!({})).await,
-        TicketCmd::Cancel { id, reason } => post(t(&id, "cancel"), json!({ "reason": reason })).await,
-        TicketCmd::Get { id } => client.call(Method::GET, &format!("/v1/tickets/{id}"), None, None).await,
-        TicketCmd::Timeline { id } => {
-            let out = client.call(Method::GET, &t(&id, "timeline"), None, None).await?;
-            print(&args, &out, |v| {
-                v["events"].as_array().into_iter().flatten().map(|e| format!(
-                    "#{:<3} {}  {:<28} {:>30} -> {:<30} {} ({})",
-                    e["seq"], e["occurred_at"].as_str().unwrap_or(""), e["kind"].as_str().unwrap_or(""),
-                    e["before_state"].as_str().unwrap_or("-"), e["after_state"].as_str().unwrap_or("-"),
-                    e["actor"]["id"].as_str().unwrap_or(""), e["actor"]["role"].as_str().unwrap_or(""),
-                )).collect::<Vec<_>>().join("\n")
-            });
-            return Ok(());
-        }
-        TicketCmd::List { state, site, after } => {
-            let mut path = "/v1/tickets?limit=1000".to_owned();
-            if let Some(a) = after {
-                path.push_str(&format!("&after={a}"));
-            }
-            if let Some(s) = state {
-                path.push_str(&format!("&state={s}"));
-            }
-            if let Some(s) = site {
-                path.push_str(&format!("&site_id={s}"));
-            }
-            let out = client.call(Method::GET, &path, None, None).await?;
-            print(&args, &out, |v| {
-                let mut lines: Vec<String> = v["tickets"].as_array().into_iter().flatten().map(ticket_line).collect();
-                if let Some(next) = v["next_after"].as_str() {
-                    lines.push(format!("… more: dispatch ticket list --after {next}"));
-                }
-                lines.join("\n")
-            });
-            return Ok(());
-        }
+        command => command_request(command)?,
     };
-    match result {
+    let key = args.idempotency_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let answer = match body {
+        Some(body) => client.call(Method::POST, &path, Some(body), Some(&key)).await,
+        None => client.call(Method::GET, &path, None, None).await,
+    };
+    match answer {
         Ok(out) => {
             print(&args, &out, ticket_line);
             Ok(())
@@ -265,4 +198,105 @@ pub(super) async fn ticket(args: ClientArgs, command: TicketCmd) -> anyhow::Resu
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The route and body of a ticket command (no body: a read of the ticket).
+fn command_request(command: TicketCmd) -> anyhow::Result<(String, Option<Value>)> {
+    let t = |id: &str, action: &str| format!("/v1/tickets/{id}/{action}");
+    let (path, body) = match command {
+        TicketCmd::Get { id } => return Ok((format!("/v1/tickets/{id}"), None)),
+        TicketCmd::Create { account, site, incident_type, summary, priority } => (
+            "/v1/tickets".into(),
+            json!({ "account_id": account, "site_id": site, "incident_type": incident_type, "summary": summary, "priority": priority }),
+        ),
+        TicketCmd::Triage { id, outcome, priority, notes } => {
+            (t(&id, "triage"), json!({ "workflow_outcome": outcome, "priority": priority, "notes": notes }))
+        }
+        TicketCmd::Propose { id, windows } => {
+            let windows = windows.iter().map(|w| window(w)).collect::<anyhow::Result<Vec<_>>>()?;
+            (t(&id, "schedule/propose"), json!({ "windows": windows }))
+        }
+        TicketCmd::Confirm { id, window: w } => (t(&id, "schedule/confirm"), json!({ "window": window(&w)? })),
+        TicketCmd::Dispatch { id, technician, emergency_reason, manager_confirmation } => {
+            let mode = if emergency_reason.is_some() { "EMERGENCY_BYPASS" } else { "STANDARD" };
+            (
+                t(&id, "assignment/dispatch"),
+                json!({ "technician_id": technician, "dispatch_mode": mode, "reason": emergency_reason, "manager_confirmation": manager_confirmation }),
+            )
+        }
+        TicketCmd::CheckIn { id } => (t(&id, "tech/check-in"), json!({})),
+        TicketCmd::RequestChange { id, reason, summary } => {
+            (t(&id, "tech/request-change"), json!({ "reason": reason, "change_summary": summary }))
+        }
+        TicketCmd::Decide { id, decision, reason } => {
+            (t(&id, "approval/decide"), json!({ "decision": decision, "reason": reason }))
+        }
+        TicketCmd::Complete { id, done, no_signature_reason } => {
+            let checklist: serde_json::Map<String, Value> = done.into_iter().map(|i| (i, Value::Bool(true))).collect();
+            (t(&id, "tech/complete"), json!({ "checklist": checklist, "no_signature_reason": no_signature_reason }))
+        }
+        TicketCmd::Verify { id, notes } => (t(&id, "qa/verify"), json!({ "notes": notes })),
+        TicketCmd::Invoice { id, amount_cents, currency } => {
+            (t(&id, "billing/generate-invoice"), json!({ "amount_cents": amount_cents, "currency": currency }))
+        }
+        TicketCmd::Close { id } => (t(&id, "close"), json!({})),
+        TicketCmd::Cancel { id, reason } => (t(&id, "cancel"), json!({ "reason": reason })),
+        TicketCmd::Evidence { .. }
+        | TicketCmd::Timeline { .. }
+        | TicketCmd::List { .. }
+        | TicketCmd::ConfirmBypass { .. } => anyhow::bail!("not a ticket command"),
+    };
+    Ok((path, Some(body)))
+}
+
+/// Reads (and the bypass confirmation, which a manager signs without a key).
+async fn read(args: &ClientArgs, client: &Client, command: TicketCmd) -> anyhow::Result<()> {
+    match command {
+        TicketCmd::ConfirmBypass { id, reason } => {
+            let path = format!("/v1/tickets/{id}/assignment/bypass-confirmation");
+            let out = client.call(Method::POST, &path, Some(json!({ "reason": reason })), None).await?;
+            print(args, &out, |v| v["confirmation"].as_str().unwrap_or_default().to_owned());
+        }
+        TicketCmd::Timeline { id } => {
+            let out = client.call(Method::GET, &format!("/v1/tickets/{id}/timeline"), None, None).await?;
+            print(args, &out, |v| {
+                v["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        format!(
+                            "#{:<3} {}  {:<28} {:>30} -> {:<30} {} ({})",
+                            e["seq"],
+                            e["occurred_at"].as_str().unwrap_or(""),
+                            e["kind"].as_str().unwrap_or(""),
+                            e["before_state"].as_str().unwrap_or("-"),
+                            e["after_state"].as_str().unwrap_or("-"),
+                            e["actor"]["id"].as_str().unwrap_or(""),
+                            e["actor"]["role"].as_str().unwrap_or(""),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        TicketCmd::List { state, site, after } => {
+            let mut path = "/v1/tickets?limit=1000".to_owned();
+            for (name, value) in [("after", after), ("state", state), ("site_id", site)] {
+                if let Some(v) = value {
+                    path.push_str(&format!("&{name}={v}"));
+                }
+            }
+            let out = client.call(Method::GET, &path, None, None).await?;
+            print(args, &out, |v| {
+                let mut lines: Vec<String> = v["tickets"].as_array().into_iter().flatten().map(ticket_line).collect();
+                if let Some(next) = v["next_after"].as_str() {
+                    lines.push(format!("… more: dispatch ticket list --after {next}"));
+                }
+                lines.join("\n")
+            });
+        }
+        _ => anyhow::bail!("not a read"),
+    }
+    Ok(())
 }
