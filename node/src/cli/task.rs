@@ -5,6 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{ClientArgs, connect, parse_label, print, strip_nulls};
+use crate::client::Client;
 
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
@@ -78,6 +79,47 @@ pub(super) fn task_line(t: &Value) -> String {
     )
 }
 
+/// Waits for the task to end, prints its output, and answers the exit code to leave with.
+async fn wait_and_report(args: &ClientArgs, client: &Client, id: &str) -> anyhow::Result<i32> {
+    let done = loop {
+        let t = client.call(Method::GET, &format!("/v1/tasks/{id}"), None, None).await?;
+        if matches!(t["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED")) {
+            break t;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let out = client.call(Method::GET, &format!("/v1/tasks/{id}/result"), None, None).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        use std::io::Write;
+        print!("{}", out["result"]["stdout"].as_str().unwrap_or_default());
+        eprint!("{}", out["result"]["stderr"].as_str().unwrap_or_default());
+        let _ = std::io::stdout().flush();
+        explain(&out, id, done["state"].as_str().unwrap_or("?"));
+    }
+    // The job's exit code is ours; a task that never ran exits 125 (like docker run).
+    Ok(out["result"]["exit_code"].as_i64().map_or(125, |c| c.clamp(0, 255) as i32))
+}
+
+/// Says on stderr what happened to the run besides its output.
+fn explain(out: &Value, id: &str, state: &str) {
+    for (flag, what) in [("stdout_truncated", "stdout"), ("stderr_truncated", "stderr")] {
+        if out["result"][flag] == true {
+            eprintln!("dispatch: {what} was cut at the output cap");
+        }
+    }
+    if out["result"]["timed_out"] == true {
+        eprintln!("dispatch: the task ran past its timeout and was killed");
+    }
+    if out["result"]["oom_killed"] == true {
+        eprintln!("dispatch: the task used more memory than its limit and was killed");
+    }
+    if let Some(e) = out["result"]["error"].as_str().or(out["reason"].as_str()) {
+        eprintln!("dispatch: task {id} {state}: {e}");
+    }
+}
+
 pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<()> {
     let client = connect(&args).await?;
     match command {
@@ -119,38 +161,7 @@ pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<(
                 print(&args, &accepted, |v| v["task_id"].as_str().unwrap_or_default().to_owned());
                 return Ok(());
             }
-            let done = loop {
-                let t = client.call(Method::GET, &format!("/v1/tasks/{id}"), None, None).await?;
-                if matches!(t["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED")) {
-                    break t;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            };
-            let out = client.call(Method::GET, &format!("/v1/tasks/{id}/result"), None, None).await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-            } else {
-                use std::io::Write;
-                print!("{}", out["result"]["stdout"].as_str().unwrap_or_default());
-                eprint!("{}", out["result"]["stderr"].as_str().unwrap_or_default());
-                let _ = std::io::stdout().flush();
-                for (flag, what) in [("stdout_truncated", "stdout"), ("stderr_truncated", "stderr")] {
-                    if out["result"][flag] == true {
-                        eprintln!("dispatch: {what} was cut at the output cap");
-                    }
-                }
-                if out["result"]["timed_out"] == true {
-                    eprintln!("dispatch: the task ran past its timeout and was killed");
-                }
-                if out["result"]["oom_killed"] == true {
-                    eprintln!("dispatch: the task used more memory than its limit and was killed");
-                }
-                if let Some(e) = out["result"]["error"].as_str().or(out["reason"].as_str()) {
-                    eprintln!("dispatch: task {} {}: {e}", id, done["state"].as_str().unwrap_or("?"));
-                }
-            }
-            // The job's exit code is ours; a task that never ran exits 125 (like docker run).
-            let code = out["result"]["exit_code"].as_i64().map_or(125, |c| c.clamp(0, 255) as i32);
+            let code = wait_and_report(&args, &client, &id).await?;
             std::process::exit(code);
         }
         TaskCmd::Status { id } => {
