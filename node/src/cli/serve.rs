@@ -97,39 +97,7 @@ impl ServeArgs {
 
 pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyhow::Result<()> {
     crate::telemetry::init_logs(args.log_json);
-    let config = ServerConfig {
-        data_dir: args.data_dir.clone(),
-        http_addr: args.http_addr,
-        dev_headers: args.dev_headers,
-        templates_file: args.templates.clone(),
-        supervisor: SupervisorConfig::default(),
-        idempotency_retention: std::time::Duration::from_secs(args.idempotency_retention_hours.max(1) * 3600),
-        cluster_addr: args.cluster_addr,
-        advertise_addr: args.advertise_addr.clone(),
-        membership: MembershipConfig {
-            default_config: NodeConfig { heartbeat_interval_ms: args.node_heartbeat_ms, ..NodeConfig::default() },
-            ..MembershipConfig::default()
-        },
-        inference: InferenceConfig { required: args.inference_required, provider: args.inference_provider.clone() },
-        delivery: crate::lanes::DeliveryPolicy {
-            first_backoff: std::time::Duration::from_millis(args.callback_backoff_ms),
-            allow_hosts: args.callback_allow_host.clone(),
-            timeout: std::time::Duration::from_millis(args.callback_timeout_ms),
-            extra_roots: match &args.callback_ca_file {
-                Some(path) => crate::outbound::read_roots(path)?,
-                None => vec![],
-            },
-            ..Default::default()
-        },
-        edge: crate::server::EdgeConfig {
-            http: crate::http::HttpLimits { max_connections: args.max_connections, ..Default::default() },
-            trusted_proxies: args.trusted_proxy.clone(),
-            min_free_bytes: args.min_free_mb << 20,
-            blob_quota_bytes: args.blob_quota_mb << 20,
-            data_dir: args.data_dir.clone(),
-        },
-        lanes: Default::default(),
-    };
+    let config = server_config(&args)?;
     let orchestrator = Orchestrator::start(config).await?;
     let local_worker = match embedded {
         true => Some(start_local_worker(&orchestrator, &args.data_dir.join("worker"), &args.worker_host()).await?),
@@ -138,22 +106,7 @@ pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyh
     let url = format!("http://{}", orchestrator.addr);
     // The admin token exists on disk before anyone is told where to connect.
     let token_file = args.data_dir.join("admin-token");
-    let fresh_token = match !token_file.exists() {
-        true => {
-            let admin = Principal {
-                sub: "admin".into(),
-                role: Role::Admin,
-                accounts: vec!["*".into()],
-                sites: vec!["*".into()],
-                tools: None,
-                queues: vec![],
-            };
-            let (token, _) = orchestrator.app.auth.mint(&admin, 365 * 24 * 3600)?;
-            write_secret(&token_file, &token)?;
-            Some(token)
-        }
-        false => None,
-    };
+    let fresh_token = mint_admin_token(&orchestrator, &token_file)?;
     let first_admin = match embedded {
         true => first_admin(&orchestrator, args.admin_password_file.as_deref()).await?,
         false => None,
@@ -192,6 +145,61 @@ pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyh
         let _ = worker.await;
     }
     orchestrator.shutdown().await
+}
+
+/// The orchestrator's configuration from the command line.
+fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    Ok(ServerConfig {
+        data_dir: args.data_dir.clone(),
+        http_addr: args.http_addr,
+        dev_headers: args.dev_headers,
+        templates_file: args.templates.clone(),
+        supervisor: SupervisorConfig::default(),
+        idempotency_retention: std::time::Duration::from_secs(args.idempotency_retention_hours.max(1) * 3600),
+        cluster_addr: args.cluster_addr,
+        advertise_addr: args.advertise_addr.clone(),
+        membership: MembershipConfig {
+            default_config: NodeConfig { heartbeat_interval_ms: args.node_heartbeat_ms, ..NodeConfig::default() },
+            ..MembershipConfig::default()
+        },
+        inference: InferenceConfig { required: args.inference_required, provider: args.inference_provider.clone() },
+        delivery: crate::lanes::DeliveryPolicy {
+            first_backoff: std::time::Duration::from_millis(args.callback_backoff_ms),
+            allow_hosts: args.callback_allow_host.clone(),
+            timeout: std::time::Duration::from_millis(args.callback_timeout_ms),
+            extra_roots: match &args.callback_ca_file {
+                Some(path) => crate::outbound::read_roots(path)?,
+                None => vec![],
+            },
+            ..Default::default()
+        },
+        edge: crate::server::EdgeConfig {
+            http: crate::http::HttpLimits { max_connections: args.max_connections, ..Default::default() },
+            trusted_proxies: args.trusted_proxy.clone(),
+            min_free_bytes: args.min_free_mb << 20,
+            blob_quota_bytes: args.blob_quota_mb << 20,
+            data_dir: args.data_dir.clone(),
+        },
+        lanes: Default::default(),
+    })
+}
+
+/// The admin token, minted and saved (0600) at the first start only; `Some` when new.
+fn mint_admin_token(orchestrator: &Orchestrator, token_file: &std::path::Path) -> anyhow::Result<Option<String>> {
+    if token_file.exists() {
+        return Ok(None);
+    }
+    let admin = Principal {
+        sub: "admin".into(),
+        role: Role::Admin,
+        accounts: vec!["*".into()],
+        sites: vec!["*".into()],
+        tools: None,
+        queues: vec![],
+    };
+    let (token, _) = orchestrator.app.auth.mint(&admin, 365 * 24 * 3600)?;
+    write_secret(token_file, &token)?;
+    Ok(Some(token))
 }
 
 pub(super) type LocalWorkerTask = (String, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>);
