@@ -352,102 +352,125 @@ fn first_taken(
 
 /// Validates and writes every append in one transaction, then commits with fsync.
 /// An append that fails validation is skipped whole; the others still commit.
+/// The tables one commit writes, opened once per transaction.
+struct Tables<'t> {
+    events: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    global: redb::Table<'t, u64, (&'static str, u64)>,
+    streams: redb::Table<'t, &'static str, &'static [u8]>,
+    idem: redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
+    snapshots: redb::Table<'t, &'static str, (u64, &'static [u8])>,
+    indexes: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+}
+
+/// What the appends of one batch have done so far.
+struct Batch {
+    next_global: u64,
+    heads: HashMap<String, (u64, Hash)>,
+    keys: HashSet<IdempotencyKey>,
+}
+
 fn commit(log: &Log, appends: Vec<Append>) -> Result<Vec<Result<Appended, AppendError>>, StorageError> {
     let db = log.db()?;
     let txn = db.begin_write()?;
     let mut results = Vec::with_capacity(appends.len());
     {
-        let mut events = txn.open_table(EVENTS)?;
-        let mut global = txn.open_table(GLOBAL)?;
-        let mut streams = txn.open_table(STREAMS)?;
-        let mut idem = txn.open_table(IDEMPOTENCY)?;
-        let mut snapshots = txn.open_table(SNAPSHOTS)?;
-        let mut indexes = txn.open_table(INDEXES)?;
-
-        let mut next_global = match global.last()? {
+        let mut t = Tables {
+            events: txn.open_table(EVENTS)?,
+            global: txn.open_table(GLOBAL)?,
+            streams: txn.open_table(STREAMS)?,
+            idem: txn.open_table(IDEMPOTENCY)?,
+            snapshots: txn.open_table(SNAPSHOTS)?,
+            indexes: txn.open_table(INDEXES)?,
+        };
+        let next_global = match t.global.last()? {
             Some((k, _)) => k.value() + 1,
             None => 1,
         };
-        let mut heads: HashMap<String, (u64, Hash)> = HashMap::new();
-        let mut keys_in_batch: HashSet<IdempotencyKey> = HashSet::new();
-
+        let mut batch = Batch { next_global, heads: HashMap::new(), keys: HashSet::new() };
         for append in appends {
             // Validate first: nothing of a refused append is written.
-            let head = match heads.get(&append.stream) {
+            let head = match batch.heads.get(&append.stream) {
                 Some(h) => *h,
-                None => match streams.get(append.stream.as_str())? {
+                None => match t.streams.get(append.stream.as_str())? {
                     Some(v) => StreamHead::decode(v.value())?.into(),
                     None => (0, [0; 32]),
                 },
             };
-            if head.0 != append.expected_seq {
-                results.push(Err(AppendError::SequenceConflict {
-                    stream: append.stream,
-                    expected: append.expected_seq,
-                    actual: head.0,
-                }));
-                continue;
-            }
-            if let Some((key, _)) = &append.idempotency {
-                if let Some(existing) = idem.get(key.as_tuple())? {
-                    results.push(Err(AppendError::IdempotencyKeyExists(IdempotencyRecord::decode(existing.value())?)));
-                    continue;
-                }
-                if keys_in_batch.contains(key) {
-                    // Only possible for concurrent duplicates; the caller re-reads the record.
-                    results.push(Err(AppendError::SequenceConflict {
-                        stream: append.stream,
-                        expected: append.expected_seq,
-                        actual: head.0,
-                    }));
-                    continue;
-                }
-            }
-
-            if let Some((index, key)) = first_taken(&indexes, &append.index_ops)? {
-                results.push(Err(AppendError::Taken { index, key }));
-                continue;
-            }
-
-            let (mut seq, mut prev) = head;
-            let mut records = Vec::with_capacity(append.events.len());
-            for e in append.events {
-                seq += 1;
-                let record = EventRecord::seal(&append.stream, seq, next_global, prev, e);
-                events.insert((append.stream.as_str(), seq), record.encode().as_slice())?;
-                global.insert(next_global, (append.stream.as_str(), seq))?;
-                next_global += 1;
-                prev = record.hash;
-                records.push(record);
-            }
-            if seq != head.0 {
-                let encoded = bincode::encode_to_vec(StreamHead { seq, hash: prev }, config())
-                    .expect("encoding plain fields into a Vec is infallible");
-                streams.insert(append.stream.as_str(), encoded.as_slice())?;
-                heads.insert(append.stream.clone(), (seq, prev));
-            }
-            if let Some(state) = &append.snapshot {
-                snapshots.insert(append.stream.as_str(), (seq, state.as_slice()))?;
-            }
-            for op in &append.index_ops {
-                match op {
-                    IndexOp::Put { index, key, value } | IndexOp::Claim { index, key, value } => {
-                        indexes.insert((index.as_str(), key.as_str()), value.as_slice())?;
-                    }
-                    IndexOp::Delete { index, key } => {
-                        indexes.remove((index.as_str(), key.as_str()))?;
-                    }
-                }
-            }
-            if let Some((key, record)) = append.idempotency {
-                let encoded =
-                    bincode::encode_to_vec(&record, config()).expect("encoding plain fields into a Vec is infallible");
-                idem.insert(key.as_tuple(), encoded.as_slice())?;
-                keys_in_batch.insert(key);
-            }
-            results.push(Ok(Appended { records }));
+            results.push(match refusal(&t, &batch, &append, head)? {
+                Some(refused) => Err(refused),
+                None => Ok(write(&mut t, &mut batch, append, head)?),
+            });
         }
     }
     txn.commit()?;
     Ok(results)
+}
+
+/// Why `append` cannot be written on top of `head`, if it cannot.
+fn refusal(
+    t: &Tables<'_>,
+    batch: &Batch,
+    append: &Append,
+    head: (u64, Hash),
+) -> Result<Option<AppendError>, StorageError> {
+    let conflict = || AppendError::SequenceConflict {
+        stream: append.stream.clone(),
+        expected: append.expected_seq,
+        actual: head.0,
+    };
+    if head.0 != append.expected_seq {
+        return Ok(Some(conflict()));
+    }
+    if let Some((key, _)) = &append.idempotency {
+        if let Some(existing) = t.idem.get(key.as_tuple())? {
+            return Ok(Some(AppendError::IdempotencyKeyExists(IdempotencyRecord::decode(existing.value())?)));
+        }
+        if batch.keys.contains(key) {
+            // Only possible for concurrent duplicates; the caller re-reads the record.
+            return Ok(Some(conflict()));
+        }
+    }
+    Ok(first_taken(&t.indexes, &append.index_ops)?.map(|(index, key)| AppendError::Taken { index, key }))
+}
+
+/// Writes a validated append: its events (sealed into the stream's hash chain and the
+/// global order), the stream head, snapshot, index changes and idempotency record.
+fn write(t: &mut Tables<'_>, batch: &mut Batch, append: Append, head: (u64, Hash)) -> Result<Appended, StorageError> {
+    let (mut seq, mut prev) = head;
+    let mut records = Vec::with_capacity(append.events.len());
+    for e in append.events {
+        seq += 1;
+        let record = EventRecord::seal(&append.stream, seq, batch.next_global, prev, e);
+        t.events.insert((append.stream.as_str(), seq), record.encode().as_slice())?;
+        t.global.insert(batch.next_global, (append.stream.as_str(), seq))?;
+        batch.next_global += 1;
+        prev = record.hash;
+        records.push(record);
+    }
+    if seq != head.0 {
+        let encoded = bincode::encode_to_vec(StreamHead { seq, hash: prev }, config())
+            .map_err(|e| StorageError::Corrupt { table: "streams", reason: e.to_string() })?;
+        t.streams.insert(append.stream.as_str(), encoded.as_slice())?;
+        batch.heads.insert(append.stream.clone(), (seq, prev));
+    }
+    if let Some(state) = &append.snapshot {
+        t.snapshots.insert(append.stream.as_str(), (seq, state.as_slice()))?;
+    }
+    for op in &append.index_ops {
+        match op {
+            IndexOp::Put { index, key, value } | IndexOp::Claim { index, key, value } => {
+                t.indexes.insert((index.as_str(), key.as_str()), value.as_slice())?;
+            }
+            IndexOp::Delete { index, key } => {
+                t.indexes.remove((index.as_str(), key.as_str()))?;
+            }
+        }
+    }
+    if let Some((key, record)) = append.idempotency {
+        let encoded = bincode::encode_to_vec(&record, config())
+            .map_err(|e| StorageError::Corrupt { table: "idempotency", reason: e.to_string() })?;
+        t.idem.insert(key.as_tuple(), encoded.as_slice())?;
+        batch.keys.insert(key);
+    }
+    Ok(Appended { records })
 }
