@@ -217,40 +217,7 @@ impl Sandbox {
             .docker
             .remove_container(name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
             .await;
-        let mut env: Vec<String> = job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.extend([
-            format!("DISPATCH_TASK_ID={}", job.task_id),
-            format!("DISPATCH_JOB_ID={}", job.job_id),
-            "DISPATCH_WORKSPACE=/workspace".to_owned(),
-            "PATH=/bin:/usr/bin:/sbin:/usr/sbin".to_owned(),
-            "HOME=/workspace".to_owned(),
-        ]);
-        let memory = job.memory_bytes as i64;
-        let host = HostConfig {
-            network_mode: Some(network.into()),
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            nano_cpus: Some(i64::from(job.cpu_millis) * 1_000_000),
-            pids_limit: Some(i64::from(job.pids)),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            tmpfs: Some(HashMap::from([("/tmp".into(), "rw,nosuid,nodev,size=64m".into())])),
-            binds: Some(vec![format!("{}:/workspace:rw", workspace.display())]),
-            ..Default::default()
-        };
-        let body = ContainerCreateBody {
-            image: Some(job.image.clone()),
-            cmd: Some(job.command.clone()),
-            env: Some(env),
-            working_dir: Some("/workspace".into()),
-            user: Some(SANDBOX_USER.into()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            labels: Some(HashMap::from([(JOB_LABEL.into(), job.job_id.clone())])),
-            host_config: Some(host),
-            ..Default::default()
-        };
+        let body = container_body(job, network, workspace);
         let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
         self.docker.create_container(Some(options), body).await?;
         let attach = AttachContainerOptions { stream: true, stdout: true, stderr: true, ..Default::default() };
@@ -476,6 +443,46 @@ fn is_static_elf(bytes: &[u8]) -> bool {
         let at = phoff as usize + i * phentsize;
         bytes.get(at..at + 4).is_some_and(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) != 3)
     })
+}
+
+/// The container a job runs in: read-only root, no capabilities, no new privileges,
+/// its limits, the workspace bind-mounted, and only the job's own environment.
+fn container_body(job: &JobSpec, network: &str, workspace: &Path) -> ContainerCreateBody {
+    let mut env: Vec<String> = job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.extend([
+        format!("DISPATCH_TASK_ID={}", job.task_id),
+        format!("DISPATCH_JOB_ID={}", job.job_id),
+        "DISPATCH_WORKSPACE=/workspace".to_owned(),
+        "PATH=/bin:/usr/bin:/sbin:/usr/sbin".to_owned(),
+        "HOME=/workspace".to_owned(),
+    ]);
+    let memory = job.memory_bytes as i64;
+    let host = HostConfig {
+        network_mode: Some(network.into()),
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        nano_cpus: Some(i64::from(job.cpu_millis) * 1_000_000),
+        pids_limit: Some(i64::from(job.pids)),
+        readonly_rootfs: Some(true),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        tmpfs: Some(HashMap::from([("/tmp".into(), "rw,nosuid,nodev,size=64m".into())])),
+        binds: Some(vec![format!("{}:/workspace:rw", workspace.display())]),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(job.image.clone()),
+        cmd: Some(job.command.clone()),
+        env: Some(env),
+        working_dir: Some("/workspace".into()),
+        user: Some(SANDBOX_USER.into()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        labels: Some(HashMap::from([(JOB_LABEL.into(), job.job_id.clone())])),
+        host_config: Some(host),
+        ..Default::default()
+    };
+    body
 }
 
 #[cfg(test)]
