@@ -120,49 +120,59 @@ fn explain(out: &Value, id: &str, state: &str) {
     }
 }
 
+/// Submits a task; unless detached, waits for it and answers the exit code to leave with.
+async fn run_task(args: &ClientArgs, client: &Client, command: TaskCmd) -> anyhow::Result<Option<i32>> {
+    let TaskCmd::Run {
+        image,
+        network,
+        memory_bytes,
+        cpus,
+        pids,
+        timeout_seconds,
+        env,
+        files,
+        labels,
+        account,
+        site,
+        ticket,
+        detach,
+        command,
+    } = command
+    else {
+        anyhow::bail!("not a run");
+    };
+    let mut contents = serde_json::Map::new();
+    for (path, local) in files {
+        let text = std::fs::read_to_string(&local).map_err(|e| anyhow::anyhow!("reading {local}: {e}"))?;
+        contents.insert(path, Value::String(text));
+    }
+    let map = |pairs: Vec<(String, String)>| {
+        pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<serde_json::Map<_, _>>()
+    };
+    let mut body = json!({
+        "command": command, "image": image, "network_policy": network,
+        "limits": { "memory_bytes": memory_bytes, "cpus": cpus, "pids": pids },
+        "timeout_seconds": timeout_seconds, "env": map(env), "files": contents, "labels": map(labels),
+        "account_id": account, "site_id": site, "ticket_id": ticket,
+    });
+    strip_nulls(&mut body);
+    let key = args.idempotency_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let accepted = client.call(Method::POST, "/v1/tasks", Some(body), Some(&key)).await?;
+    let id = accepted["task_id"].as_str().unwrap_or_default().to_owned();
+    if detach {
+        print(args, &accepted, |v| v["task_id"].as_str().unwrap_or_default().to_owned());
+        return Ok(None);
+    }
+    wait_and_report(args, client, &id).await.map(Some)
+}
+
 pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<()> {
     let client = connect(&args).await?;
     match command {
-        TaskCmd::Run {
-            image,
-            network,
-            memory_bytes,
-            cpus,
-            pids,
-            timeout_seconds,
-            env,
-            files,
-            labels,
-            account,
-            site,
-            ticket,
-            detach,
-            command,
-        } => {
-            let mut contents = serde_json::Map::new();
-            for (path, local) in files {
-                let text = std::fs::read_to_string(&local).map_err(|e| anyhow::anyhow!("reading {local}: {e}"))?;
-                contents.insert(path, Value::String(text));
+        run @ TaskCmd::Run { .. } => {
+            if let Some(code) = run_task(&args, &client, run).await? {
+                std::process::exit(code);
             }
-            let map = |pairs: Vec<(String, String)>| {
-                pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<serde_json::Map<_, _>>()
-            };
-            let mut body = json!({
-                "command": command, "image": image, "network_policy": network,
-                "limits": { "memory_bytes": memory_bytes, "cpus": cpus, "pids": pids },
-                "timeout_seconds": timeout_seconds, "env": map(env), "files": contents, "labels": map(labels),
-                "account_id": account, "site_id": site, "ticket_id": ticket,
-            });
-            strip_nulls(&mut body);
-            let key = args.idempotency_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let accepted = client.call(Method::POST, "/v1/tasks", Some(body), Some(&key)).await?;
-            let id = accepted["task_id"].as_str().unwrap_or_default().to_owned();
-            if detach {
-                print(&args, &accepted, |v| v["task_id"].as_str().unwrap_or_default().to_owned());
-                return Ok(());
-            }
-            let code = wait_and_report(&args, &client, &id).await?;
-            std::process::exit(code);
         }
         TaskCmd::Status { id } => {
             let out = client.call(Method::GET, &format!("/v1/tasks/{id}"), None, None).await?;
