@@ -470,7 +470,7 @@ fn container_body(job: &JobSpec, network: &str, workspace: &Path) -> ContainerCr
         binds: Some(vec![format!("{}:/workspace:rw", workspace.display())]),
         ..Default::default()
     };
-    let body = ContainerCreateBody {
+    ContainerCreateBody {
         image: Some(job.image.clone()),
         cmd: Some(job.command.clone()),
         env: Some(env),
@@ -481,8 +481,7 @@ fn container_body(job: &JobSpec, network: &str, workspace: &Path) -> ContainerCr
         labels: Some(HashMap::from([(JOB_LABEL.into(), job.job_id.clone())])),
         host_config: Some(host),
         ..Default::default()
-    };
-    body
+    }
 }
 
 #[cfg(test)]

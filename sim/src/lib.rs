@@ -7,8 +7,10 @@
 //!   keeping its files in a real temp dir that survives crashes, and reads the
 //!   orchestrator's log to check invariants and build a trace of domain events.
 
+mod control;
 mod determinism;
 
+use control::obey;
 use determinism::{SimClock, quinn_seed};
 
 use dispatch_node::actors;
@@ -30,14 +32,12 @@ use std::time::{Duration, SystemTime};
 
 use actors::kernel::{Kernel, SeededIds};
 use actors::node::membership::{history, load_nodes, load_tokens};
-use actors::node::{Capabilities, Membership, MembershipConfig, Node, NodeCommand, NodeConfig, Origin};
+use actors::node::{Capabilities, Membership, MembershipConfig, Node, NodeConfig, Origin};
 use actors::task::store as task_store;
 use actors::task::{JobResult, JobSpec, NetworkPolicy, Task, TaskSpec};
 use cluster::dispatch::{DispatchConfig, Dispatcher};
 use cluster::jobs::{Executor, JobRun};
 use cluster::orchestrator::OrchestratorCluster;
-use cluster::proto::{JobAnswer, Push, PushReply};
-use cluster::wire;
 use cluster::worker::{self, Worker, WorkerStatus, WorkerStore};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
@@ -318,25 +318,7 @@ impl Harness {
                 *lock(&shared.control) = Some(control);
                 *lock(&shared.log) = Some(log);
                 tokio::spawn(cluster.clone().serve(endpoint));
-                while let Some(command) = commands.recv().await {
-                    match command {
-                        Control::SetConfig { node, config } => {
-                            let set = NodeCommand::SetConfig { config };
-                            if let Err(e) = cluster.membership.command(&node, set, Origin::system("sim")).await {
-                                tracing::warn!(error = %e, "config change refused");
-                            }
-                        }
-                        Control::Submit { id, spec } => {
-                            if let Err(e) = tasks.submit(id, *spec, Origin::system("sim"), None).await {
-                                tracing::warn!(error = %e, "task refused");
-                            }
-                        }
-                        Control::Redeliver { job_id, node } => {
-                            let answer = redeliver(&cluster, &job_id, &node).await;
-                            lock(&shared.redelivered).push(answer);
-                        }
-                    }
-                }
+                obey(&shared, &cluster, &tasks, &mut commands).await;
                 Ok(())
             }
         });
@@ -537,38 +519,6 @@ impl Harness {
             }
         }
         trace
-    }
-}
-
-/// One push of `RunJob` for `job_id` straight to the node, and its answer.
-async fn redeliver(cluster: &OrchestratorCluster, job_id: &str, node: &str) -> String {
-    let Some(conn) = cluster.links.get(node) else { return "no connection".into() };
-    let (task_id, attempt) = job_id.rsplit_once('/').map_or((job_id, 0), |(t, n)| (t, n.parse().unwrap_or(0)));
-    let job = JobSpec {
-        job_id: job_id.to_owned(),
-        task_id: task_id.to_owned(),
-        attempt,
-        command: vec!["work".into(), "1000".into(), "0".into()],
-        image: "sim".into(),
-        network: NetworkPolicy::None,
-        memory_bytes: 0,
-        cpu_millis: 0,
-        pids: 0,
-        timeout_ms: 60_000,
-        env: BTreeMap::new(),
-        files: BTreeMap::new(),
-        output_cap: 4_096,
-    };
-    let exchange = async {
-        let (mut send, mut recv) = conn.open_bi().await.ok()?;
-        wire::write(&mut send, &Push::RunJob { job, lease_ms: 5_000 }).await.ok()?;
-        send.finish().ok()?;
-        wire::read::<PushReply>(&mut recv).await.ok()
-    };
-    match exchange.await {
-        Some(PushReply::Job(JobAnswer::AlreadyFinished(_))) => "already finished".into(),
-        Some(other) => format!("{other:?}"),
-        None => "no answer".into(),
     }
 }
 
