@@ -132,20 +132,7 @@ async fn main() -> anyhow::Result<()> {
         qa: api.mint(&admin, "bench-qa", "qa").await?,
         billing: api.mint(&admin, "bench-billing", "billing").await?,
     });
-    let uploader = api.mint(&admin, "bench-uploader", "technician").await?;
-    let mut uris = Vec::new();
-    for content in ["before", "after", "signature"] {
-        let resp = api
-            .http
-            .post(format!("{}/v1/blobs", api.base))
-            .bearer_auth(&uploader)
-            .body(format!("bench {content}"))
-            .send()
-            .await?;
-        let v: Value = resp.json().await?;
-        uris.push(v["uri"].as_str().context("blob uri")?.to_owned());
-    }
-    let uris: std::sync::Arc<[String; 3]> = std::sync::Arc::new([uris[0].clone(), uris[1].clone(), uris[2].clone()]);
+    let uris = std::sync::Arc::new(evidence(&api, &admin).await?);
 
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let started = Instant::now();
@@ -179,9 +166,32 @@ async fn main() -> anyhow::Result<()> {
         lifecycles += n;
         errors += e;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    println!("{}", report(&args, started.elapsed().as_secs_f64(), all, lifecycles, errors));
+    Ok(())
+}
+
+/// Three evidence blobs every lifecycle attaches (uploaded once).
+async fn evidence(api: &Api, admin: &str) -> anyhow::Result<[String; 3]> {
+    let uploader = api.mint(admin, "bench-uploader", "technician").await?;
+    let mut uris = Vec::new();
+    for content in ["before", "after", "signature"] {
+        let resp = api
+            .http
+            .post(format!("{}/v1/blobs", api.base))
+            .bearer_auth(&uploader)
+            .body(format!("bench {content}"))
+            .send()
+            .await?;
+        let v: Value = resp.json().await?;
+        uris.push(v["uri"].as_str().context("blob uri")?.to_owned());
+    }
+    Ok([uris[0].clone(), uris[1].clone(), uris[2].clone()])
+}
+
+/// The run's one JSON line.
+fn report(args: &Args, elapsed: f64, mut all: Vec<Duration>, lifecycles: u64, errors: u64) -> Value {
     all.sort_unstable();
-    let report = json!({
+    json!({
         "concurrency": args.concurrency,
         "duration_seconds": (elapsed * 100.0).round() / 100.0,
         "commands": all.len(),
@@ -191,7 +201,5 @@ async fn main() -> anyhow::Result<()> {
         "p50_ms": (percentile(&all, 0.50) * 100.0).round() / 100.0,
         "p99_ms": (percentile(&all, 0.99) * 100.0).round() / 100.0,
         "max_ms": (percentile(&all, 1.0) * 100.0).round() / 100.0,
-    });
-    println!("{report}");
-    Ok(())
+    })
 }
