@@ -99,35 +99,16 @@ async fn main() -> anyhow::Result<()> {
             let mut step = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 step += 1;
-                let lane = (c + step as usize * lane_stride(lanes)) % lanes;
-                let id = format!("soak-{run}-{lane}");
-                let handoff = step.is_multiple_of(50);
                 let t = Instant::now();
-                let ok = if handoff {
-                    let request_id = format!("{id}-{c}-{step}");
-                    let envelope = json!({ "type": "handoff.requested", "version": "1.0", "id": request_id, "request_id": request_id,
-                        "lane_id": id, "occurred_at": "2026-11-21T10:00:00Z", "actor": { "kind": "agent", "id": "soak" },
-                        "data": { "checkpoint": "step-0", "trigger_class": "soak", "reason": "r", "queue": "q", "sla_seconds": 600, "deadline_seconds": 600 } });
-                    let r = http.post(format!("{server}/v1/events")).bearer_auth(&agent).json(&envelope).send().await;
-                    match r {
-                        Ok(r) if r.status().as_u16() == 202 => {
-                            let lane: Value = match http.get(format!("{server}/v1/lanes/{id}")).bearer_auth(&agent).send().await {
-                                Ok(r) => r.json().await.unwrap_or(Value::Null),
-                                Err(_) => Value::Null,
-                            };
-                            let h = lane["handoff"]["handoff_id"].as_str().unwrap_or_default().to_owned();
-                            http.post(format!("{server}/v1/handoffs/{h}/decision")).bearer_auth(&operator).header("idempotency-key", format!("{h}-d"))
-                                .json(&json!({ "action": "approve", "reason": "ok" })).send().await.is_ok_and(|r| r.status().is_success())
-                        }
-                        // Another client's handoff on this lane is still open: a refusal, not an error.
-                        Ok(r) if r.status().as_u16() == 409 => true,
-                        _ => false,
-                    }
-                } else {
-                    let body = json!({ "name": format!("step-{}", step % 8), "state": { "n": step } });
-                    http.post(format!("{server}/v1/lanes/{id}/checkpoints")).bearer_auth(&agent)
-                        .header("idempotency-key", format!("{id}-{c}-{step}")).json(&body).send().await.is_ok_and(|r| r.status().is_success())
-                };
+                let ok = one_event(
+                    &http,
+                    &server,
+                    (&agent, &operator),
+                    &format!("soak-{run}-{}", (c + step as usize * lane_stride(lanes)) % lanes),
+                    c,
+                    step,
+                )
+                .await;
                 if ok {
                     events.fetch_add(1, Ordering::Relaxed);
                     window.lock().await.push(t.elapsed().as_secs_f64() * 1e3);
@@ -166,4 +147,52 @@ async fn main() -> anyhow::Result<()> {
 /// Spreads each client's steps over the lanes.
 fn lane_stride(lanes: usize) -> usize {
     (lanes / 7).max(1)
+}
+
+/// One lane event: a checkpoint, or (every 50th step) a handoff that an operator
+/// decides at once. Answers whether it was accepted.
+async fn one_event(
+    http: &reqwest::Client,
+    server: &str,
+    (agent, operator): (&str, &str),
+    id: &str,
+    c: usize,
+    step: u64,
+) -> bool {
+    let handoff = step.is_multiple_of(50);
+    if handoff {
+        let request_id = format!("{id}-{c}-{step}");
+        let envelope = json!({ "type": "handoff.requested", "version": "1.0", "id": request_id, "request_id": request_id,
+            "lane_id": id, "occurred_at": "2026-11-21T10:00:00Z", "actor": { "kind": "agent", "id": "soak" },
+            "data": { "checkpoint": "step-0", "trigger_class": "soak", "reason": "r", "queue": "q", "sla_seconds": 600, "deadline_seconds": 600 } });
+        let r = http.post(format!("{server}/v1/events")).bearer_auth(agent).json(&envelope).send().await;
+        match r {
+            Ok(r) if r.status().as_u16() == 202 => {
+                let lane: Value = match http.get(format!("{server}/v1/lanes/{id}")).bearer_auth(agent).send().await {
+                    Ok(r) => r.json().await.unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                };
+                let h = lane["handoff"]["handoff_id"].as_str().unwrap_or_default().to_owned();
+                http.post(format!("{server}/v1/handoffs/{h}/decision"))
+                    .bearer_auth(operator)
+                    .header("idempotency-key", format!("{h}-d"))
+                    .json(&json!({ "action": "approve", "reason": "ok" }))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+            // Another client's handoff on this lane is still open: a refusal, not an error.
+            Ok(r) if r.status().as_u16() == 409 => true,
+            _ => false,
+        }
+    } else {
+        let body = json!({ "name": format!("step-{}", step % 8), "state": { "n": step } });
+        http.post(format!("{server}/v1/lanes/{id}/checkpoints"))
+            .bearer_auth(agent)
+            .header("idempotency-key", format!("{id}-{c}-{step}"))
+            .json(&body)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
 }
