@@ -174,26 +174,8 @@ async fn main() -> anyhow::Result<()> {
 
     // Joins: latency of each (a handshake without client certificate + the join request,
     // which is two fsynced appends on the orchestrator).
-    let mut joined = Vec::with_capacity(args.nodes);
-    let mut join_ms = Vec::with_capacity(args.nodes);
     let started = Instant::now();
-    let mut in_flight = tokio::task::JoinSet::new();
-    for i in 0..args.nodes {
-        if in_flight.len() >= args.join_concurrency
-            && let Some(done) = in_flight.join_next().await
-        {
-            let (j, ms) = done??;
-            joined.push(j);
-            join_ms.push(ms);
-        }
-        let (endpoint, join_token, pin) = (endpoint.clone(), join_token.clone(), claims.ca_sha256.clone());
-        in_flight.spawn(async move { join(&endpoint, addr, &join_token, &pin, i).await });
-    }
-    while let Some(done) = in_flight.join_next().await {
-        let (j, ms) = done??;
-        joined.push(j);
-        join_ms.push(ms);
-    }
+    let (joined, join_ms) = join_all(&args, &endpoint, addr, &join_token, &claims.ca_sha256).await?;
     let join_wall = started.elapsed().as_secs_f64();
 
     // Heartbeats from every node at once; CPU of the orchestrator over the phase.
@@ -234,15 +216,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Round trips on one quiet connection (a fresh node joined for it).
     let (probe, _) = join(&endpoint, addr, &join_token, &claims.ca_sha256, args.nodes).await?;
-    let conn =
-        transport::connect(&endpoint, addr, certs::node_client_config(&probe.ca, &probe.cert, &probe.key)?).await?;
-    transport::call(&conn, &Request::Hello { capabilities: Capabilities::default() }).await?;
-    let mut ping_ms = Vec::with_capacity(args.pings);
-    for i in 0..args.pings {
-        let t = Instant::now();
-        transport::call(&conn, &Request::Ping { sent_ns: i as u64 }).await?;
-        ping_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
+    let ping_ms = pings(&endpoint, addr, &probe, args.pings).await?;
 
     let report = json!({
         "nodes": args.nodes,
@@ -259,4 +233,47 @@ async fn main() -> anyhow::Result<()> {
     });
     println!("{report}");
     Ok(())
+}
+
+/// Joins `args.nodes` nodes, `args.join_concurrency` at a time: each node and its join latency.
+async fn join_all(
+    args: &Args,
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    join_token: &str,
+    pin: &str,
+) -> anyhow::Result<(Vec<Joined>, Vec<f64>)> {
+    let mut joined = Vec::with_capacity(args.nodes);
+    let mut join_ms = Vec::with_capacity(args.nodes);
+    let mut in_flight = tokio::task::JoinSet::new();
+    for i in 0..args.nodes {
+        if in_flight.len() >= args.join_concurrency
+            && let Some(done) = in_flight.join_next().await
+        {
+            let (j, ms) = done??;
+            joined.push(j);
+            join_ms.push(ms);
+        }
+        let (endpoint, join_token, pin) = (endpoint.clone(), join_token.to_owned(), pin.to_owned());
+        in_flight.spawn(async move { join(&endpoint, addr, &join_token, &pin, i).await });
+    }
+    while let Some(done) = in_flight.join_next().await {
+        let (j, ms) = done??;
+        joined.push(j);
+        join_ms.push(ms);
+    }
+    Ok((joined, join_ms))
+}
+
+/// Round trips (ms) of `n` pings on one authenticated connection of `node`.
+async fn pings(endpoint: &quinn::Endpoint, addr: SocketAddr, node: &Joined, n: usize) -> anyhow::Result<Vec<f64>> {
+    let conn = transport::connect(endpoint, addr, certs::node_client_config(&node.ca, &node.cert, &node.key)?).await?;
+    transport::call(&conn, &Request::Hello { capabilities: Capabilities::default() }).await?;
+    let mut ping_ms = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        transport::call(&conn, &Request::Ping { sent_ns: i as u64 }).await?;
+        ping_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(ping_ms)
 }
