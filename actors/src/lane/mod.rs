@@ -6,6 +6,7 @@
 mod entity;
 pub mod freeze;
 pub mod lifecycle;
+mod model;
 pub mod store;
 
 pub use entity::{LaneDeps, LaneHandle, Lanes, start};
