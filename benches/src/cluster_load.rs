@@ -192,20 +192,7 @@ async fn main() -> anyhow::Result<()> {
     for (i, j) in joined.into_iter().enumerate() {
         tasks.push(tokio::spawn(run_node(shared.clone(), j, i)));
     }
-    let mut node_errors = 0;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                node_errors += 1;
-                eprintln!("node failed: {e}");
-            }
-            Err(e) => {
-                node_errors += 1;
-                eprintln!("node task failed: {e}");
-            }
-        }
-    }
+    let node_errors = await_nodes(tasks).await;
     let phase_secs = phase_started.elapsed().as_secs_f64();
     let cpu = match (args.pid, cpu_before) {
         (Some(pid), Some(before)) => Some((cpu_seconds(pid)? - before) / phase_secs),
@@ -276,4 +263,23 @@ async fn pings(endpoint: &quinn::Endpoint, addr: SocketAddr, node: &Joined, n: u
         ping_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(ping_ms)
+}
+
+/// Waits for every node's heartbeat loop; how many of them failed.
+async fn await_nodes(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>) -> usize {
+    let mut node_errors = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                node_errors += 1;
+                eprintln!("node failed: {e}");
+            }
+            Err(e) => {
+                node_errors += 1;
+                eprintln!("node task failed: {e}");
+            }
+        }
+    }
+    node_errors
 }

@@ -69,23 +69,7 @@ async fn main() -> anyhow::Result<()> {
     let agent = mint(&http, &args.server, &admin, "soak-agent", "agent").await?;
     let operator = mint(&http, &args.server, &admin, "soak-operator", "operator").await?;
     let run = uuid::Uuid::new_v4().simple().to_string();
-    for lane in 0..args.lanes {
-        let id = format!("soak-{run}-{lane}");
-        http.post(format!("{}/v1/lanes", args.server))
-            .bearer_auth(&agent)
-            .header("idempotency-key", format!("{id}-create"))
-            .json(&json!({ "lane_id": id }))
-            .send()
-            .await?
-            .error_for_status()?;
-        http.post(format!("{}/v1/lanes/{id}/checkpoints", args.server))
-            .bearer_auth(&agent)
-            .header("idempotency-key", format!("{id}-c0"))
-            .json(&json!({ "name": "step-0", "state": {} }))
-            .send()
-            .await?
-            .error_for_status()?;
-    }
+    create_lanes(&http, &args.server, &agent, &run, args.lanes).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let events = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -195,4 +179,32 @@ async fn one_event(
             .await
             .is_ok_and(|r| r.status().is_success())
     }
+}
+
+/// The soak's lanes, each with the checkpoint its handoffs name.
+async fn create_lanes(
+    http: &reqwest::Client,
+    server: &str,
+    agent: &str,
+    run: &str,
+    lanes: usize,
+) -> anyhow::Result<()> {
+    for lane in 0..lanes {
+        let id = format!("soak-{run}-{lane}");
+        http.post(format!("{}/v1/lanes", server))
+            .bearer_auth(agent)
+            .header("idempotency-key", format!("{id}-create"))
+            .json(&json!({ "lane_id": id }))
+            .send()
+            .await?
+            .error_for_status()?;
+        http.post(format!("{}/v1/lanes/{id}/checkpoints", server))
+            .bearer_auth(agent)
+            .header("idempotency-key", format!("{id}-c0"))
+            .json(&json!({ "name": "step-0", "state": {} }))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    Ok(())
 }
