@@ -9,6 +9,7 @@ pub mod closeout;
 mod entity;
 mod model;
 mod rules;
+pub mod sla;
 pub mod store;
 
 pub use closeout::{CloseoutStatus, IncidentTemplate, Templates, TemplatesError};

@@ -3,6 +3,7 @@
 //! from the same policy table the API enforces.
 
 use actors::policy::{DisabledReason, ticket_actions};
+use actors::ticket::sla::{self, SlaStatus};
 use actors::ticket::{CloseoutStatus, Priority, Ticket, TicketState, closeout, store};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,25 +17,6 @@ use super::extract::{Caller, RequestCtx};
 use super::tickets::{TimelineEntry, load_for, timeline_of};
 use super::{App, authorize_route, rfc3339};
 
-/// Time allowed from creation to completion, by priority.
-fn sla_target(p: Priority) -> time::Duration {
-    match p {
-        Priority::Emergency => time::Duration::hours(2),
-        Priority::High => time::Duration::hours(8),
-        Priority::Normal => time::Duration::hours(48),
-        Priority::Low => time::Duration::hours(120),
-    }
-}
-
-#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SlaStatus {
-    OnTrack,
-    /// Less than a quarter of the target time is left.
-    AtRisk,
-    Breached,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct Sla {
     pub due_at: String,
@@ -43,16 +25,7 @@ pub struct Sla {
 }
 
 fn sla(t: &Ticket, now: OffsetDateTime) -> Sla {
-    let target = sla_target(t.priority);
-    let due = t.created_at + target;
-    let remaining = due - now;
-    let status = if remaining.is_negative() {
-        SlaStatus::Breached
-    } else if remaining < target / 4 {
-        SlaStatus::AtRisk
-    } else {
-        SlaStatus::OnTrack
-    };
+    let (due, remaining, status) = sla::standing(t, now);
     Sla { due_at: rfc3339(due), remaining_seconds: remaining.whole_seconds(), status }
 }
 
