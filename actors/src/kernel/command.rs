@@ -159,7 +159,7 @@ pub async fn execute<E: Entity>(
         if let Some((key, hash)) = &req.idempotency
             && let Some(stored) = kernel.log.idempotency(key).map_err(unavailable)?
         {
-            return replay(kernel, &stored, hash);
+            return replay(kernel, (&req.id, loaded), &stored, hash);
         }
         let cx = Context { id: &req.id, now_ms: kernel.clock.now_ms(), origin: &req.origin, ids: &*kernel.ids };
         let events = E::decide(deps, &cx, loaded.state.as_ref(), &req.command).map_err(Failure::Rejected)?;
@@ -180,7 +180,7 @@ pub async fn execute<E: Entity>(
             Err(AppendError::SequenceConflict { .. }) => *loaded = load(&kernel.log, &req.id).map_err(unavailable)?,
             Err(AppendError::IdempotencyKeyExists(stored)) => {
                 let hash = req.idempotency.as_ref().map(|(_, h)| *h).unwrap_or_default();
-                return replay(kernel, &stored, &hash);
+                return replay(kernel, (&req.id, loaded), &stored, &hash);
             }
             Err(AppendError::Taken { key, .. }) => {
                 return Err(
@@ -240,6 +240,7 @@ const CHANGED: u16 = 200;
 /// under the same key is refused.
 fn replay<E: Entity>(
     kernel: &Kernel,
+    (held, loaded): (&E::Id, &Loaded<E>),
     stored: &IdempotencyRecord,
     request_hash: &Hash,
 ) -> Result<Outcome<E>, Failure<E>> {
@@ -255,7 +256,12 @@ fn replay<E: Entity>(
         StoredResponse::Body(_) => return Err(Failure::KeyReused),
     };
     let id = E::id_of(stream).ok_or_else(|| unavailable(format!("replaying {stream}: not a {} stream", E::KIND)))?;
-    let state = load_at::<E>(&kernel.log, &id, last).map_err(unavailable)?;
+    // A retry of the entity's latest command (the usual case) is answered from memory;
+    // an older one is rebuilt from the events up to it.
+    let state = match &loaded.state {
+        Some(current) if *held == id && loaded.seq == last => Some(current.clone()),
+        _ => load_at::<E>(&kernel.log, &id, last).map_err(unavailable)?,
+    };
     let state = state.ok_or_else(|| unavailable(format!("replaying {stream}#{last}: no such events")))?;
     let records = kernel.log.read_range(stream, first, last).map_err(unavailable)?;
     metrics::counter!("dispatch_idempotency_replays_total").increment(1);

@@ -268,10 +268,6 @@ impl<E: Entity> Entities<E> {
         Ok(Entities { supervisor, kernel, deps })
     }
 
-    pub fn kernel(&self) -> &Kernel {
-        &self.kernel
-    }
-
     pub fn deps(&self) -> &Arc<E::Deps> {
         &self.deps
     }
