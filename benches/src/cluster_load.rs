@@ -5,7 +5,6 @@
 //! round trips. Prints one JSON report; with `--pid`, the orchestrator's CPU use
 //! over the heartbeat phase (from /proc, user + system).
 
-use dispatch_node::actors;
 use dispatch_node::cluster;
 use dispatch_node::cluster::certs;
 
@@ -15,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actors::node::{Capabilities, ConfigAck, ConfigOutcome};
 use anyhow::{Context, bail};
 use clap::Parser;
+use cluster::proto::{Capabilities, ConfigAck, ConfigOutcome};
 use cluster::proto::{Push, PushReply, Request, Response};
 use cluster::{token, transport, wire};
 use serde_json::{Value, json};

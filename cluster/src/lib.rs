@@ -4,17 +4,17 @@
 //! - [`proto`]: the messages; one bidirectional stream per request.
 //! - [`token`]: bootstrap token strings (signed claims that pin the CA).
 //! - [`transport`]: endpoints over any UDP socket, so the simulator can supply one.
-//! - [`orchestrator`]: accepts joins and authenticated node connections.
-//! - [`worker`]: joins once, keeps its identity on disk, stays connected.
+//! - [`orchestrator`]: accepts joins and authenticated node connections and hands
+//!   each request to the [`orchestrator::Inbound`] handler the node implements.
+//!
+//! It knows nothing of tickets, tasks or the log: the node maps the protocol's
+//! types to its domain, and runs the worker's side (its store and job runner).
 
-pub mod dispatch;
-pub mod jobs;
 pub mod orchestrator;
 pub mod proto;
 pub mod token;
 pub mod transport;
 pub mod wire;
-pub mod worker;
 
 /// The certificates the transport is built on, for the node's wiring.
 pub use certs;

@@ -1,9 +1,14 @@
 //! The messages of the cluster protocol. The worker opens a stream per request
 //! ([`Request`] → [`Response`]); the orchestrator opens a stream to push
-//! configuration ([`Push`] → [`PushReply`]).
+//! configuration and jobs ([`Push`] → [`PushReply`]).
+//!
+//! The payloads are the protocol's own types, not the orchestrator's domain types:
+//! the wire changes only when the protocol does (a field added here is a protocol
+//! change), and this crate knows nothing of tickets, tasks or the log. The node maps
+//! them to and from its domain (`node/src/protocol.rs`).
 
-use actors::node::{Capabilities, ConfigAck, NodeConfig};
-use actors::task::{JobResult, JobSpec};
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Worker → orchestrator.
@@ -120,4 +125,98 @@ pub mod codes {
     pub const CERT_REPLACED: &str = "CERT_REPLACED";
     /// A report about a job whose attempt belongs to another node.
     pub const NOT_YOURS: &str = "NOT_YOURS";
+}
+
+/// What a node reports about itself at join and on every connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub hostname: String,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub arch: String,
+    pub os: String,
+    /// Docker Engine version, `None` when no engine answers on the node.
+    pub docker_version: Option<String>,
+    pub images: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// A local inference runtime is available on the node.
+    pub inference: bool,
+}
+
+/// The configuration the orchestrator wants a node to run with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    pub heartbeat_interval_ms: u64,
+    pub max_concurrent_jobs: u32,
+    pub sandbox_image: String,
+    pub allowed_network_policies: Vec<String>,
+    pub default_memory_bytes: u64,
+    pub default_cpu_millis: u32,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How a node answered a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigOutcome {
+    Applied,
+    Failed { error: String },
+}
+
+/// A node's acknowledgement of one configuration version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigAck {
+    pub version: u64,
+    pub outcome: ConfigOutcome,
+}
+
+/// How much network a job gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetworkPolicy {
+    /// No network at all.
+    #[default]
+    None,
+    /// An internal network with no route out.
+    Restricted,
+}
+
+/// Everything a worker needs to run one attempt, and nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// `<task id>/<attempt>`: the key of the worker's stored result.
+    pub job_id: String,
+    pub task_id: String,
+    pub attempt: u32,
+    pub command: Vec<String>,
+    pub image: String,
+    pub network: NetworkPolicy,
+    pub memory_bytes: u64,
+    pub cpu_millis: u32,
+    pub pids: u32,
+    pub timeout_ms: u64,
+    pub env: BTreeMap<String, String>,
+    /// Files written into the job's workspace before it starts (relative paths).
+    pub files: BTreeMap<String, String>,
+    /// Most bytes of stdout (and of stderr) kept.
+    pub output_cap: usize,
+}
+
+/// What running a job produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The process's exit code; `None` when it never ran (see `error`).
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub oom_killed: bool,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    /// Stopped by its worker, which could not renew the job's lease.
+    pub lease_lost: bool,
+    /// The sandbox could not run it (no engine, no image, bad spec).
+    pub error: Option<String>,
+    pub started_ms: i64,
+    pub finished_ms: i64,
 }

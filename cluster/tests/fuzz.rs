@@ -6,9 +6,10 @@
 
 #![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
 
-use actors::node::{Capabilities, ConfigAck, ConfigOutcome, NodeConfig};
-use actors::task::{JobResult, JobSpec, NetworkPolicy};
-use dispatch_cluster::proto::{Bootstrap, JobAnswer, Push, PushReply, Request, Response};
+use dispatch_cluster::proto::{
+    Bootstrap, Capabilities, ConfigAck, ConfigOutcome, JobAnswer, JobResult, JobSpec, NetworkPolicy, NodeConfig, Push,
+    PushReply, Request, Response,
+};
 use dispatch_cluster::{token, wire};
 use proptest::prelude::*;
 
@@ -18,6 +19,18 @@ fn cases() -> u32 {
 
 fn config() -> ProptestConfig {
     ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() }
+}
+
+fn node_config() -> NodeConfig {
+    NodeConfig {
+        heartbeat_interval_ms: 1_000,
+        max_concurrent_jobs: 2,
+        sandbox_image: "img".into(),
+        allowed_network_policies: vec!["none".into()],
+        default_memory_bytes: 1 << 20,
+        default_cpu_millis: 100,
+        labels: [("k".to_owned(), "v".to_owned())].into(),
+    }
 }
 
 fn job() -> JobSpec {
@@ -74,7 +87,7 @@ fn samples() -> Vec<Vec<u8>> {
             .unwrap(),
         ),
         body(wire::encode(&Response::Refused { code: "X".into(), message: "no".into() }).unwrap()),
-        body(wire::encode(&Push::ApplyConfig { version: 2, config: NodeConfig::default() }).unwrap()),
+        body(wire::encode(&Push::ApplyConfig { version: 2, config: node_config() }).unwrap()),
         body(wire::encode(&Push::RunJob { job: job(), lease_ms: 5_000 }).unwrap()),
         body(wire::encode(&PushReply::ConfigAck(ConfigAck { version: 2, outcome: ConfigOutcome::Applied })).unwrap()),
         body(wire::encode(&PushReply::Job(JobAnswer::AlreadyFinished(result))).unwrap()),

@@ -1,7 +1,7 @@
 //! What a worker host reports about itself: CPU, memory, disk, platform, and the
 //! local Docker Engine (version and images) or its absence.
 
-use actors::node::Capabilities;
+use cluster::proto::Capabilities;
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clock::now_ms;
-use actors::task::{JobResult, JobSpec, NetworkPolicy, RESERVED_ENV, valid_workspace_path};
+use actors::task::{RESERVED_ENV, valid_workspace_path};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
@@ -21,6 +21,7 @@ use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, CreateImageOptionsBuilder, KillContainerOptions,
     ListContainersOptions, RemoveContainerOptions,
 };
+use cluster::proto::{JobResult, JobSpec, NetworkPolicy};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
@@ -301,8 +302,8 @@ impl Sandbox {
     }
 }
 
-impl cluster::jobs::Executor for Sandbox {
-    fn run(&self, job: JobSpec, cancel: watch::Receiver<bool>) -> cluster::jobs::JobRun<'_> {
+impl crate::worker::Executor for Sandbox {
+    fn run(&self, job: JobSpec, cancel: watch::Receiver<bool>) -> crate::worker::JobRun<'_> {
         Box::pin(async move { Sandbox::run(self, &job, cancel).await })
     }
 }

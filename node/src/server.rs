@@ -12,12 +12,12 @@ use actors::node::{Membership, MembershipConfig};
 use actors::storage::{BlobStore, Log, LogWriter};
 use actors::ticket::{Templates, TicketDeps, Tickets};
 use anyhow::Context;
-use cluster::dispatch::{DispatchConfig, Dispatcher};
-use cluster::orchestrator::OrchestratorCluster;
 use tokio::sync::oneshot;
 
 use crate::api::{self, App, AppInner};
 use crate::auth::Auth;
+use crate::cluster_edge::OrchestratorCluster;
+use crate::dispatch::{DispatchConfig, Dispatcher};
 
 /// How to run an orchestrator.
 #[derive(Debug, Clone)]

@@ -1,6 +1,5 @@
 //! The crates depend on each other only in the directions the design draws
-//! (DESIGN.md §3, docs/ARCHITECTURE.md): a new arrow fails this test, and so does a
-//! listed debt that was paid without being struck from the list.
+//! (DESIGN.md §3, docs/ARCHITECTURE.md): a new arrow fails this test.
 
 #![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
 
@@ -17,15 +16,6 @@ const DESIGN: &[(&str, &[&str])] = &[
     ("dispatch", &["dispatch-actors", "dispatch-cluster"]),
     ("dispatch-sim", &["dispatch"]),
     ("dispatch-benches", &["dispatch"]),
-];
-
-/// Arrows that exist today and are not in the design, each to be removed by moving
-/// code (see docs/ARCHITECTURE.md, "Known debts"). Nothing may be added here.
-const DEBTS: &[(&str, &str)] = &[
-    // The task dispatcher actor, the worker's store and the membership calls of the
-    // orchestrator's connection handler still live in `cluster`.
-    ("dispatch-cluster", "dispatch-actors"),
-    ("dispatch-cluster", "dispatch-storage"),
 ];
 
 /// Each workspace crate's normal (non-dev, non-build) dependencies on other workspace crates.
@@ -68,27 +58,37 @@ fn crates_depend_only_in_the_designed_directions() {
     for (krate, deps) in &actual {
         for dep in deps {
             let designed = design[krate.as_str()].contains(&dep.as_str());
-            let owed = DEBTS.contains(&(krate.as_str(), dep.as_str()));
-            if !designed && !owed {
+            if !designed {
                 forbidden.push(format!("{krate} → {dep}"));
             }
         }
     }
     assert!(forbidden.is_empty(), "dependencies the design forbids: {forbidden:?}");
-    let paid: Vec<_> = DEBTS.iter().filter(|(k, d)| !actual[*k].contains(*d)).collect();
-    assert!(paid.is_empty(), "debts paid: strike them from DEBTS: {paid:?}");
 }
 
-#[test]
-fn the_domain_knows_nothing_of_http_or_quic() {
+/// Every crate `krate` uses, directly or not (normal dependencies only).
+fn tree(krate: &str) -> String {
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["tree", "-p", "dispatch-actors", "-e", "normal", "--prefix", "none", "--offline"])
+        .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--offline"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
     assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
-    let tree = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_domain_knows_nothing_of_http_or_quic() {
+    let tree = tree("dispatch-actors");
     for edge in ["axum ", "hyper ", "quinn ", "reqwest ", "dispatch-cluster "] {
         assert!(!tree.lines().any(|l| l.starts_with(edge)), "dispatch-actors depends on {edge}");
+    }
+}
+
+#[test]
+fn the_transport_knows_nothing_of_the_domain_or_the_log() {
+    let tree = tree("dispatch-cluster");
+    for edge in ["dispatch-actors ", "dispatch-storage ", "redb ", "ractor ", "axum "] {
+        assert!(!tree.lines().any(|l| l.starts_with(edge)), "dispatch-cluster depends on {edge}");
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use actors::task::{JobResult, JobSpec, NetworkPolicy};
+use cluster::proto::{JobResult, JobSpec, NetworkPolicy};
 use dispatch_node::sandbox::{DEFAULT_IMAGE, Sandbox};
 use tokio::sync::{OnceCell, watch};
 
@@ -65,7 +65,12 @@ async fn output_exit_code_and_the_job_context() {
     assert_eq!(r.exit_code, Some(3));
     assert_eq!(r.stdout, "out\ntest-exit /workspace\n65534\n", "runs as nobody, with its context");
     assert_eq!(r.stderr, "err\n");
-    assert!(!r.succeeded() && !r.timed_out && !r.oom_killed && !r.stdout_truncated);
+    assert!(
+        !dispatch_node::protocol::job_result(r.clone()).succeeded()
+            && !r.timed_out
+            && !r.oom_killed
+            && !r.stdout_truncated
+    );
     let mut env = job("env", "env | sort");
     env.env.insert("GREETING".into(), "hi".into());
     let r = run(s, env).await;

@@ -5,11 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dispatch_node::actors::node::{NodeCommand, Origin};
-use dispatch_node::actors::task::{JobSpec, NetworkPolicy};
-use dispatch_node::cluster::dispatch::Dispatcher;
-use dispatch_node::cluster::orchestrator::OrchestratorCluster;
-use dispatch_node::cluster::proto::{JobAnswer, Push, PushReply};
-use dispatch_node::cluster::wire;
+use dispatch_node::cluster::proto::{JobAnswer, JobSpec, NetworkPolicy, Push, PushReply};
+use dispatch_node::cluster_edge::OrchestratorCluster;
+use dispatch_node::dispatch::Dispatcher;
 use tokio::sync::mpsc;
 
 use crate::{Control, Shared, lock};
@@ -44,7 +42,6 @@ pub(crate) async fn obey(
 
 /// One push of `RunJob` for `job_id` straight to the node, and its answer.
 async fn redeliver(cluster: &OrchestratorCluster, job_id: &str, node: &str) -> String {
-    let Some(conn) = cluster.links.get(node) else { return "no connection".into() };
     let (task_id, attempt) = job_id.rsplit_once('/').map_or((job_id, 0), |(t, n)| (t, n.parse().unwrap_or(0)));
     let job = JobSpec {
         job_id: job_id.to_owned(),
@@ -61,15 +58,9 @@ async fn redeliver(cluster: &OrchestratorCluster, job_id: &str, node: &str) -> S
         files: BTreeMap::new(),
         output_cap: 4_096,
     };
-    let exchange = async {
-        let (mut send, mut recv) = conn.open_bi().await.ok()?;
-        wire::write(&mut send, &Push::RunJob { job, lease_ms: 5_000 }).await.ok()?;
-        send.finish().ok()?;
-        wire::read::<PushReply>(&mut recv).await.ok()
-    };
-    match exchange.await {
+    match cluster.links.offer(node, &Push::RunJob { job, lease_ms: 5_000 }).await {
         Some(PushReply::Job(JobAnswer::AlreadyFinished(_))) => "already finished".into(),
         Some(other) => format!("{other:?}"),
-        None => "no answer".into(),
+        None => "no connection or no answer".into(),
     }
 }

@@ -1,6 +1,4 @@
-//! A job: one attempt of a task, as sent to a worker, and what running it produced.
-
-use std::collections::BTreeMap;
+//! A job: one attempt of a task on a worker; what running it produced, as recorded.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,27 +21,6 @@ impl NetworkPolicy {
             NetworkPolicy::Restricted => "restricted",
         }
     }
-}
-
-/// Everything a worker needs to run one attempt, and nothing secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobSpec {
-    /// `<task id>/<attempt>`: the key of the worker's stored result.
-    pub job_id: String,
-    pub task_id: String,
-    pub attempt: u32,
-    pub command: Vec<String>,
-    pub image: String,
-    pub network: NetworkPolicy,
-    pub memory_bytes: u64,
-    pub cpu_millis: u32,
-    pub pids: u32,
-    pub timeout_ms: u64,
-    pub env: BTreeMap<String, String>,
-    /// Files written into the job's workspace before it starts (relative paths).
-    pub files: BTreeMap<String, String>,
-    /// Most bytes of stdout (and of stderr) kept.
-    pub output_cap: usize,
 }
 
 /// What running a job produced.

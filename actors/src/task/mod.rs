@@ -3,8 +3,9 @@
 mod entity;
 mod job;
 pub mod lifecycle;
+pub mod placement;
 pub mod store;
 
 pub use entity::Tasks;
-pub use job::{JobResult, JobSpec, NetworkPolicy, RESERVED_ENV, valid_workspace_path};
+pub use job::{JobResult, NetworkPolicy, RESERVED_ENV, valid_workspace_path};
 pub use lifecycle::{Attempt, AttemptOutcome, Task, TaskCommand, TaskError, TaskEvent, TaskSpec, TaskState};

@@ -54,9 +54,9 @@ pub struct AppInner {
     pub kernel: actors::kernel::Kernel,
     pub tickets: actors::kernel::Entities<actors::ticket::Tickets>,
     /// Joins, node connections and membership.
-    pub cluster: Arc<cluster::orchestrator::OrchestratorCluster>,
+    pub cluster: Arc<crate::cluster_edge::OrchestratorCluster>,
     /// Puts tasks on nodes.
-    pub tasks: cluster::dispatch::Dispatcher,
+    pub tasks: crate::dispatch::Dispatcher,
     pub inference: crate::server::InferenceConfig,
     /// The lane actors.
     pub lanes: actors::lane::LaneHandle,

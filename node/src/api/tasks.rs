@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::dispatch::DispatchError;
 use actors::policy::Principal;
 use actors::task::{
     JobResult, NetworkPolicy, RESERVED_ENV, Task, TaskError, TaskSpec, TaskState, valid_workspace_path,
@@ -11,7 +12,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cluster::dispatch::DispatchError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

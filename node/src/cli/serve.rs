@@ -211,7 +211,7 @@ pub(super) async fn start_local_worker(
     dir: &std::path::Path,
     host: &crate::worker::WorkerHost,
 ) -> anyhow::Result<LocalWorkerTask> {
-    let store = std::sync::Arc::new(cluster::worker::WorkerStore::open(dir)?);
+    let store = std::sync::Arc::new(crate::worker::WorkerStore::open(dir)?);
     let token = match store.identity()?.is_some() {
         true => None,
         false => {

@@ -9,14 +9,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actors::task::{JobResult, JobSpec};
+use cluster::proto::{JobAnswer, JobResult, JobSpec, Request, Response};
+use cluster::transport;
 use quinn::Connection;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::proto::{JobAnswer, Request, Response};
-use crate::transport;
-use crate::worker::WorkerStore;
+use super::store::WorkerStore;
 
 /// A job's run, boxed so executors can be swapped (Docker on a real host, a fake in
 /// simulations).

@@ -14,11 +14,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use cluster::worker::{Worker, WorkerError, WorkerStatus, WorkerStore};
 
-use crate::sandbox::Sandbox;
 use serde_json::json;
 use tokio::sync::watch;
+
+use crate::sandbox::Sandbox;
+
+mod jobs;
+mod session;
+mod store;
+
+pub use jobs::{Executor, JobRun};
+pub use session::{Worker, WorkerStatus, apply_config, join};
+pub use store::{Identity, WorkerError, WorkerStore};
 
 /// What the operator says about a worker host.
 #[derive(Debug, Clone)]
@@ -61,10 +69,10 @@ pub async fn prepare(
             identity
         }
         (Some(identity), None) => identity,
-        (None, Some(token)) => cluster::worker::join(&store, &endpoint, token, via, capabilities.clone()).await?,
+        (None, Some(token)) => join(&store, &endpoint, token, via, capabilities.clone()).await?,
         (None, None) => return Err(WorkerError::NotJoined.into()),
     };
-    let executor = sandbox.map(|s| s as Arc<dyn cluster::jobs::Executor>);
+    let executor = sandbox.map(|s| s as Arc<dyn Executor>);
     let worker = Worker::new(store, endpoint, capabilities, executor)?.prefer(via.map(str::to_owned));
     Ok(LocalWorker { worker: Arc::new(worker), node_id: identity.node_id })
 }

@@ -9,51 +9,21 @@
 //! kills a job whose lease it could not renew, so two attempts never overlap.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actors::kernel::{self, Failure, Kernel, Loaded, Request};
-use actors::node::{Membership, NodeView, Origin};
+use actors::node::{Membership, Origin};
+use actors::storage::{Hash, IdempotencyKey};
+use actors::task::placement::choose;
 use actors::task::store::{self, LoadError};
-use actors::task::{JobResult, JobSpec, Task, TaskCommand, TaskError, TaskSpec, TaskState, Tasks, lifecycle};
-use quinn::Connection;
+use actors::task::{JobResult, Task, TaskCommand, TaskError, TaskSpec, TaskState, Tasks, lifecycle};
+use cluster::orchestrator::Links;
+use cluster::proto::{JobAnswer, JobSpec, Push, PushReply};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use storage::{Hash, IdempotencyKey};
 use tokio::time::Instant;
 
-use crate::proto::{JobAnswer, Push, PushReply};
-use crate::transport::REQUEST_TIMEOUT;
-use crate::wire;
-
-/// The live connection of each node, for pushing jobs to it.
-#[derive(Default)]
-pub struct Links {
-    conns: Mutex<HashMap<String, Connection>>,
-}
-
-impl Links {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The node's current connection.
-    pub fn set(&self, node: &str, conn: Connection) {
-        self.lock().insert(node.to_owned(), conn);
-    }
-
-    /// Forgets the connection if it is still the node's current one.
-    pub fn closed(&self, node: &str, conn: &Connection) {
-        let mut conns = self.lock();
-        if conns.get(node).is_some_and(|c| c.stable_id() == conn.stable_id()) {
-            conns.remove(node);
-        }
-    }
-
-    /// The node's live connection, if it has one.
-    pub fn get(&self, node: &str) -> Option<Connection> {
-        self.lock().get(node).cloned()
-    }
-}
+use crate::protocol;
 
 /// Dispatch settings.
 #[derive(Debug, Clone)]
@@ -211,7 +181,9 @@ impl Actor for Dispatch {
                 let now = self.kernel.clock.now_ms();
                 let command = match answer {
                     JobAnswer::Accepted => TaskCommand::Start { attempt },
-                    JobAnswer::AlreadyFinished(result) => TaskCommand::Finish { attempt, result, now_ms: now },
+                    JobAnswer::AlreadyFinished(result) => {
+                        TaskCommand::Finish { attempt, result: protocol::job_result(result), now_ms: now }
+                    }
                     JobAnswer::Refused(reason) => TaskCommand::Refuse { attempt, reason, now_ms: now },
                     JobAnswer::Unknown => return Ok(()),
                 };
@@ -429,7 +401,7 @@ impl Dispatch {
             let (task_id, n) = (id.clone(), attempt.n);
             tokio::spawn(async move {
                 let push = Push::RunJob { job, lease_ms: lease.as_millis() as u64 };
-                match offer(&links, &node, &push).await {
+                match links.offer(&node, &push).await {
                     Some(PushReply::Job(answer)) => {
                         let _ = me.send_message(Msg::Answer { task: task_id, attempt: n, answer });
                     }
@@ -451,26 +423,9 @@ impl Dispatch {
     fn push(&self, node: &str, push: Push) {
         let (links, node) = (self.links.clone(), node.to_owned());
         tokio::spawn(async move {
-            offer(&links, &node, &push).await;
+            links.offer(&node, &push).await;
         });
     }
-}
-
-/// The node for a task: eligible, then least busy (ties by id, so placement repeats).
-fn choose<'a>(nodes: &'a [NodeView], busy: &HashMap<String, u32>, spec: &TaskSpec) -> Option<&'a NodeView> {
-    nodes
-        .iter()
-        .filter(|v| {
-            let n = &v.node;
-            let has_label =
-                |k: &String, val: &String| [&n.config.labels, &n.token_labels].iter().any(|l| l.get(k) == Some(val));
-            n.schedulable()
-                && n.capabilities.docker_version.is_some()
-                && n.config.allowed_network_policies.iter().any(|p| p == spec.network.as_str())
-                && spec.labels.iter().all(|(k, v)| has_label(k, v))
-                && busy.get(&n.id).copied().unwrap_or(0) < n.config.max_concurrent_jobs
-        })
-        .min_by_key(|v| (busy.get(&v.node.id).copied().unwrap_or(0), v.node.id.clone()))
 }
 
 /// The job for attempt `n`, with the node's defaults filled in.
@@ -482,7 +437,7 @@ fn job_spec(task: &Task, n: u32, config: &actors::node::NodeConfig, output_cap: 
         attempt: n,
         command: s.command.clone(),
         image: s.image.clone().unwrap_or_else(|| config.sandbox_image.clone()),
-        network: s.network,
+        network: protocol::network(s.network),
         memory_bytes: s.memory_bytes.unwrap_or(config.default_memory_bytes),
         cpu_millis: s.cpu_millis.unwrap_or(config.default_cpu_millis),
         pids: s.pids,
@@ -491,18 +446,6 @@ fn job_spec(task: &Task, n: u32, config: &actors::node::NodeConfig, output_cap: 
         files: s.files.clone(),
         output_cap,
     }
-}
-
-/// One push on the node's connection and its answer, if it comes in time.
-async fn offer(links: &Links, node: &str, push: &Push) -> Option<PushReply> {
-    let conn = links.get(node)?;
-    let exchange = async {
-        let (mut send, mut recv) = conn.open_bi().await.ok()?;
-        wire::write(&mut send, push).await.ok()?;
-        send.finish().ok()?;
-        wire::read::<PushReply>(&mut recv).await.ok()
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.ok().flatten()
 }
 
 /// Handle to the dispatcher. Clone freely.
@@ -566,7 +509,3 @@ impl Dispatcher {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "dispatch_tests.rs"]
-mod tests;

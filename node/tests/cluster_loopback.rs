@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use actors::node::{
-    Capabilities, ConfigOutcome, Membership, MembershipConfig, NodeCommand, NodeConfig, NodeState, Origin,
-};
-use dispatch_cluster::orchestrator::OrchestratorCluster;
-use dispatch_cluster::proto::{Request, Response, codes};
-use dispatch_cluster::worker::{self, Worker, WorkerError, WorkerStore};
-use dispatch_cluster::{token, transport};
-use storage::{Log, LogWriter};
+use actors::node::{ConfigOutcome, Membership, MembershipConfig, NodeCommand, NodeConfig, NodeState, Origin};
+use actors::storage::{Log, LogWriter};
+use cluster::certs;
+use cluster::proto::{Capabilities, Request, Response, codes};
+use cluster::{token, transport};
+use dispatch_node::cluster_edge::OrchestratorCluster;
+use dispatch_node::worker::{self, Worker, WorkerError, WorkerStore};
+use dispatch_node::{actors, cluster};
 use tokio::sync::watch;
 
 struct Orchestrator {
@@ -241,7 +241,7 @@ async fn raw_call(conn: &quinn::Connection, bytes: &[u8]) -> Response {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(bytes).await.unwrap();
     send.finish().unwrap();
-    tokio::time::timeout(Duration::from_secs(10), dispatch_cluster::wire::read::<Response>(&mut recv))
+    tokio::time::timeout(Duration::from_secs(10), cluster::wire::read::<Response>(&mut recv))
         .await
         .expect("an answer in time")
         .expect("a decodable answer")
@@ -273,7 +273,7 @@ async fn a_hostile_peer_without_a_certificate_gets_refusals_and_the_orchestrator
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(&[0, 0, 0, 100, 0, 1]).await.unwrap();
     send.finish().unwrap();
-    assert!(dispatch_cluster::wire::read::<Response>(&mut recv).await.is_ok(), "a truncated frame is answered");
+    assert!(cluster::wire::read::<Response>(&mut recv).await.is_ok(), "a truncated frame is answered");
 
     // Still answering: a real join goes through.
     let dir = tempfile::tempdir().unwrap();
@@ -334,8 +334,9 @@ async fn node_conn(o: &Orchestrator, identity: &worker::Identity) -> quinn::Conn
 
 #[tokio::test]
 async fn a_node_cannot_report_another_nodes_job() {
-    use actors::task::{AttemptOutcome, JobResult, TaskSpec};
-    use dispatch_cluster::dispatch::{DispatchConfig, Dispatcher};
+    use actors::task::{AttemptOutcome, TaskSpec};
+    use cluster::proto::JobResult;
+    use dispatch_node::dispatch::{DispatchConfig, Dispatcher};
     let o = orchestrator(Duration::from_secs(3600)).await;
     let dispatcher = Dispatcher::start(
         o.kernel.clone(),
