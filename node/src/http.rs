@@ -12,8 +12,10 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+
+/// What the HTTP server accepts connections from: a TCP listener, or the simulator's.
+pub use axum::serve::Listener;
 
 /// Bounds on what one client can hold of the HTTP listener.
 #[derive(Debug, Clone)]
@@ -36,10 +38,10 @@ impl Default for HttpLimits {
     }
 }
 
-/// Serves `router` on `listener` until `stop` resolves, then lets in-flight
-/// requests finish.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves `router` on `listener` (a TCP listener, or the simulator's) until `stop`
+/// resolves, then lets in-flight requests finish.
+pub async fn serve<L: Listener<Addr = SocketAddr>>(
+    mut listener: L,
     router: Router,
     limits: HttpLimits,
     stop: impl std::future::Future<Output = ()>,
@@ -50,16 +52,9 @@ pub async fn serve(
     let (done_tx, done_rx) = watch::channel(());
     tokio::pin!(stop);
     loop {
+        // The listener backs off by itself when accepting fails (out of file descriptors).
         let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
             _ = &mut stop => break,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {

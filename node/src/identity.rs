@@ -4,7 +4,7 @@
 //! in-memory revocation set in step.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actors::kernel::{self, Origin, Request};
@@ -62,6 +62,24 @@ async fn verify_password_blocking(hash: String, password: String) -> bool {
 /// failed login takes as long for a missing user as for a wrong password.
 pub fn decoy_hash() -> String {
     hash_password(&uuid::Uuid::new_v4().to_string()).unwrap_or_default()
+}
+
+/// Starts computing the decoy hash on a blocking thread; startup does not wait for
+/// it (nor does a simulation's clock), and a login before it is ready computes one.
+pub fn start_decoy_hash() -> Arc<tokio::sync::OnceCell<String>> {
+    let cell = Arc::new(tokio::sync::OnceCell::new());
+    let filled = cell.clone();
+    tokio::spawn(async move {
+        if let Ok(hash) = tokio::task::spawn_blocking(decoy_hash).await {
+            let _ = filled.set(hash);
+        }
+    });
+    cell
+}
+
+async fn ready_decoy_hash(app: &AppInner) -> String {
+    let compute = || async { tokio::task::spawn_blocking(decoy_hash).await.unwrap_or_default() };
+    app.decoy_hash.get_or_init(compute).await.clone()
 }
 
 /// Fixed-window counters keyed by username or client address.
@@ -264,7 +282,10 @@ pub async fn login(app: &AppInner, username: &str, password: &str, client: &str)
     let found = user::load(&app.log, username).map_err(storage_err)?;
     let usable = found.filter(|u| !u.disabled && u.password_hash.is_some());
     // Always verify a hash, real or decoy, so timing does not tell who exists.
-    let hash = usable.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| app.decoy_hash.clone());
+    let hash = match usable.as_ref().and_then(|u| u.password_hash.clone()) {
+        Some(hash) => hash,
+        None => ready_decoy_hash(app).await,
+    };
     let ok = verify_password_blocking(hash, password.to_owned()).await && usable.is_some();
     let Some(user) = usable.filter(|_| ok) else {
         metrics::counter!("dispatch_auth_logins_total", "outcome" => "failure").increment(1);

@@ -7,9 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::clock::now_ms;
-use actors::kernel::Origin;
 use actors::kernel::Request;
+use actors::kernel::{Clock, Origin};
 use actors::lane::LaneCommand;
 use actors::lane::LaneHandle;
 use actors::lane::store::{self, DLQ, OUTBOX, SECRETS, TimerKind};
@@ -21,10 +20,10 @@ use sha2::Sha256;
 const TICK: Duration = Duration::from_millis(200);
 
 /// Fires due timers on their lanes, forever.
-pub async fn run_timers(log: Log, lanes: LaneHandle) {
+pub async fn run_timers(log: Log, lanes: LaneHandle, clock: Arc<dyn Clock>) {
     loop {
         tokio::time::sleep(TICK).await;
-        let due = match store::due_timers(&log, now_ms()) {
+        let due = match store::due_timers(&log, clock.now_ms()) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "reading lane timers");
@@ -32,7 +31,7 @@ pub async fn run_timers(log: Log, lanes: LaneHandle) {
             }
         };
         for t in due {
-            let now = now_ms();
+            let now = clock.now_ms();
             let command = match t.kind {
                 TimerKind::Sla => LaneCommand::SlaDue { handoff_id: t.handoff.clone(), now_ms: now },
                 TimerKind::Deadline => LaneCommand::DeadlineDue { handoff_id: t.handoff.clone(), now_ms: now },
@@ -111,9 +110,9 @@ pub fn new_secret(lane: &str) -> (String, IndexOp) {
 }
 
 /// Records what happened to a delivery and moves it between outbox and dead letters.
-async fn record(writer: &LogWriter, d: &Delivery, kind: &str, ops: Vec<IndexOp>) -> Result<(), String> {
+async fn record(writer: &LogWriter, at_ms: i64, d: &Delivery, kind: &str, ops: Vec<IndexOp>) -> Result<(), String> {
     let event = Origin::system("lane.callback")
-        .event((uuid::Uuid::now_v7(), now_ms()), kind, (None, None), &serde_json::json!({
+        .event((uuid::Uuid::now_v7(), at_ms), kind, (None, None), &serde_json::json!({
             "delivery_id": d.id, "lane_id": d.lane_id, "handoff_id": d.handoff_id, "attempts": d.attempts, "error": d.last_error,
         }))
         .map_err(|e| e.to_string())?;
@@ -148,7 +147,7 @@ fn put(index: &str, d: &Delivery) -> IndexOp {
 }
 
 /// Moves a dead letter back to the outbox for one more round of attempts.
-pub async fn replay(log: &Log, writer: &LogWriter, id: &str) -> Result<Option<Delivery>, String> {
+pub async fn replay(log: &Log, writer: &LogWriter, id: &str, now_ms: i64) -> Result<Option<Delivery>, String> {
     let stored = log.index_get(DLQ, id).map_err(|e| e.to_string())?;
     let Some(mut d) = stored.and_then(|v| serde_json::from_slice::<Delivery>(&v).ok()) else { return Ok(None) };
     d.attempts = 0;
@@ -157,7 +156,7 @@ pub async fn replay(log: &Log, writer: &LogWriter, id: &str) -> Result<Option<De
         IndexOp::Delete { index: DLQ.into(), key: d.id.clone() },
         put(OUTBOX, &Delivery { events: d.events + 1, ..d.clone() }),
     ];
-    record(writer, &d, "delivery.replayed", ops).await?;
+    record(writer, now_ms, &d, "delivery.replayed", ops).await?;
     metrics::gauge!("dispatch_dlq_depth").decrement(1.0);
     Ok(Some(d))
 }
@@ -172,7 +171,7 @@ impl DeliveryPolicy {
 /// Delivers what is due in the outbox, forever: each lane's deliveries in order, up
 /// to `policy.concurrency` lanes at once, so one callback that never answers holds
 /// one slot for at most `policy.timeout`, never every lane's callbacks.
-pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy) {
+pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy, clock: Arc<dyn Clock>) {
     let http = match crate::outbound::callback_client(&policy.addresses(), policy.timeout, &policy.extra_roots) {
         Ok(c) => c,
         Err(e) => {
@@ -187,7 +186,7 @@ pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy)
     loop {
         tokio::time::sleep(TICK).await;
         let mut by_lane: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
-        for d in outbox(&log).into_iter().filter(|d| d.next_ms <= now_ms()) {
+        for d in outbox(&log).into_iter().filter(|d| d.next_ms <= clock.now_ms()) {
             by_lane.entry(d.lane_id.clone()).or_default().push(d);
         }
         for (lane, due) in by_lane {
@@ -195,11 +194,11 @@ pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy)
             if !lock(&busy).insert(lane.clone()) {
                 continue;
             }
-            let (log, writer, http, policy, busy) =
-                (log.clone(), writer.clone(), http.clone(), policy.clone(), busy.clone());
+            let (log, writer, http, policy, busy, clock) =
+                (log.clone(), writer.clone(), http.clone(), policy.clone(), busy.clone(), clock.clone());
             tokio::spawn(async move {
                 for d in due {
-                    deliver(&log, &writer, &http, &policy, d).await;
+                    deliver(&log, &writer, &http, (&policy, &*clock), d).await;
                 }
                 lock(&busy).remove(&lane);
                 drop(slot);
@@ -212,7 +211,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn deliver(log: &Log, writer: &LogWriter, http: &reqwest::Client, policy: &DeliveryPolicy, mut d: Delivery) {
+async fn deliver(
+    log: &Log,
+    writer: &LogWriter,
+    http: &reqwest::Client,
+    (policy, clock): (&DeliveryPolicy, &dyn Clock),
+    mut d: Delivery,
+) {
     let secret = log.index_get(SECRETS, &d.lane_id).ok().flatten().unwrap_or_default();
     let sent = match policy.addresses().check_url(&d.url) {
         Ok(url) => http
@@ -237,7 +242,7 @@ async fn deliver(log: &Log, writer: &LogWriter, http: &reqwest::Client, policy: 
     let outcome = match failure {
         None => {
             let ops = vec![IndexOp::Delete { index: OUTBOX.into(), key: d.id.clone() }];
-            record(writer, &d, "delivery.succeeded", ops).await
+            record(writer, clock.now_ms(), &d, "delivery.succeeded", ops).await
         }
         Some(error) => {
             metrics::counter!("dispatch_callback_failures_total").increment(1);
@@ -247,11 +252,11 @@ async fn deliver(log: &Log, writer: &LogWriter, http: &reqwest::Client, policy: 
                 tracing::warn!(delivery = %d.id, lane = %d.lane_id, "callback failed its last attempt; dead-lettered");
                 metrics::gauge!("dispatch_dlq_depth").increment(1.0);
                 let ops = vec![IndexOp::Delete { index: OUTBOX.into(), key: d.id.clone() }, put(DLQ, &next)];
-                record(writer, &d, "delivery.dead_lettered", ops).await
+                record(writer, clock.now_ms(), &d, "delivery.dead_lettered", ops).await
             } else {
                 let backoff = policy.first_backoff * 2u32.saturating_pow(d.attempts - 1);
-                let next = Delivery { next_ms: now_ms() + backoff.as_millis() as i64, ..next };
-                record(writer, &d, "delivery.failed", vec![put(OUTBOX, &next)]).await
+                let next = Delivery { next_ms: clock.now_ms() + backoff.as_millis() as i64, ..next };
+                record(writer, clock.now_ms(), &d, "delivery.failed", vec![put(OUTBOX, &next)]).await
             }
         }
     };

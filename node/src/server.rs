@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::kernel::{Entities, Kernel, RandomIds, SupervisorConfig, SystemClock};
+use crate::http::Listener;
+use actors::kernel::{Clock, Entities, Ids, Kernel, RandomIds, SupervisorConfig, SystemClock};
 use actors::lane::{LaneDeps, LaneHandle};
 use actors::node::{Membership, MembershipConfig};
-use actors::storage::{BlobStore, Log, LogWriter};
+use actors::storage::{BlobStore, Log, LogWriter, WriterHandle};
 use actors::ticket::{Templates, TicketDeps, Tickets};
 use anyhow::Context;
 use tokio::sync::oneshot;
@@ -100,23 +101,78 @@ pub fn log_path(data_dir: &Path) -> PathBuf {
     data_dir.join("dispatch.redb")
 }
 
-impl Orchestrator {
-    /// Opens everything and starts serving.
-    pub async fn start(config: ServerConfig) -> anyhow::Result<Orchestrator> {
-        crate::datadir::prepare(&config.data_dir)?;
-        let templates = Arc::new(load_templates(&config)?);
-        let path = log_path(&config.data_dir);
+/// The orchestrator's files: the log (and its writer thread) and the blob store.
+pub struct Storage {
+    pub log: Log,
+    pub writer: LogWriter,
+    /// Joined at shutdown; `None` when the caller waits for it itself (the simulator,
+    /// which must close one life's log before the next opens it).
+    pub writer_thread: Option<WriterHandle>,
+    pub blobs: BlobStore,
+}
+
+impl Storage {
+    /// Makes the data dir private, opens the log and the blob store, starts the writer.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Storage> {
+        crate::datadir::prepare(data_dir)?;
+        let path = log_path(data_dir);
         let log = Log::open(&path)
             .with_context(|| format!("opening {} (is another dispatch using this data dir?)", path.display()))?;
-        let blobs = BlobStore::open(config.data_dir.join("blobs")).context("opening the blob store")?;
+        let blobs = BlobStore::open(data_dir.join("blobs")).context("opening the blob store")?;
         let (writer, writer_thread) = LogWriter::start(&log).context("starting the log writer")?;
+        Ok(Storage { log, writer, writer_thread: Some(writer_thread), blobs })
+    }
+}
+
+/// What the orchestrator runs on besides its configuration: its files, its sockets,
+/// its clock and its source of ids. [`Orchestrator::start`] opens the real ones; the
+/// simulator passes simulated sockets, time and seeded ids to [`Orchestrator::start_with`].
+pub struct Io<L> {
+    pub storage: Storage,
+    /// Where the HTTP API accepts connections.
+    pub http: L,
+    /// The UDP socket the cluster (QUIC) listens on.
+    pub cluster_socket: Arc<dyn quinn::AsyncUdpSocket>,
+    /// Fixes quinn's randomness (simulations); `None` in production.
+    pub quinn_seed: Option<[u8; 32]>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn Ids>,
+}
+
+impl Orchestrator {
+    /// Opens everything on this machine and starts serving.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Orchestrator> {
+        let storage = Storage::open(&config.data_dir)?;
+        let http = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding {}", config.http_addr))?;
+        let cluster_socket = cluster::transport::udp_socket(config.cluster_addr)
+            .with_context(|| format!("binding the cluster listener on {}", config.cluster_addr))?;
+        let io = Io {
+            storage,
+            http,
+            cluster_socket,
+            quinn_seed: None,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+        };
+        Self::start_with(config, io).await
+    }
+
+    /// The one wiring of the orchestrator, whatever it runs on: the kernel, the
+    /// entities' actors, the cluster, the background loops, the HTTP API.
+    pub async fn start_with<L: Listener<Addr = SocketAddr>>(
+        config: ServerConfig,
+        io: Io<L>,
+    ) -> anyhow::Result<Orchestrator> {
+        let Storage { log, writer, writer_thread, blobs } = io.storage;
+        let templates = Arc::new(load_templates(&config)?);
         let auth = Auth::load_or_create(&log)?;
-        let kernel =
-            Kernel { log: log.clone(), writer: writer.clone(), clock: Arc::new(SystemClock), ids: Arc::new(RandomIds) };
+        let kernel = Kernel { log: log.clone(), writer: writer.clone(), clock: io.clock, ids: io.ids };
         let deps = Arc::new(TicketDeps { blobs: blobs.clone(), templates: templates.clone() });
         let tickets =
             Entities::start(kernel.clone(), deps, config.supervisor).await.context("starting ticket actors")?;
-        let (cluster, endpoint) = start_cluster(&config, &kernel).await?;
+        let (cluster, endpoint) = start_cluster(&config, &kernel, io.cluster_socket, io.quinn_seed).await?;
         let tasks = Dispatcher::start(
             kernel.clone(),
             cluster.membership.clone(),
@@ -129,10 +185,16 @@ impl Orchestrator {
         let lane_deps = Arc::new(LaneDeps { changes: tokio::sync::broadcast::channel(1024).0 });
         let lanes =
             actors::lane::start(kernel.clone(), lane_deps, config.lanes).await.context("starting lane actors")?;
+        let clock = kernel.clock.clone();
         let background = vec![
-            tokio::spawn(crate::lanes::run_timers(log.clone(), lanes.clone())),
-            tokio::spawn(crate::lanes::run_deliveries(log.clone(), writer.clone(), config.delivery.clone())),
-            tokio::spawn(purge_idempotency_records(writer.clone(), config.idempotency_retention)),
+            tokio::spawn(crate::lanes::run_timers(log.clone(), lanes.clone(), clock.clone())),
+            tokio::spawn(crate::lanes::run_deliveries(
+                log.clone(),
+                writer.clone(),
+                config.delivery.clone(),
+                clock.clone(),
+            )),
+            tokio::spawn(purge_idempotency_records(writer.clone(), config.idempotency_retention, clock)),
         ];
         let app = App(Arc::new(AppInner {
             log,
@@ -149,27 +211,25 @@ impl Orchestrator {
             dev_headers: config.dev_headers,
             metrics: crate::telemetry::metrics(),
             login_limits: Default::default(),
-            decoy_hash: tokio::task::spawn_blocking(crate::identity::decoy_hash).await?,
+            decoy_hash: crate::identity::start_decoy_hash(),
             callbacks: config.delivery.addresses(),
             edge: crate::server::EdgeConfig { data_dir: config.data_dir.clone(), ..config.edge.clone() },
             blob_quota: Default::default(),
             free_space: crate::api::FreeSpace::new(config.data_dir.clone()),
         }));
         let running = Running { tickets, lanes, tasks, cluster, background, writer_thread };
-        Self::serve(config, app, endpoint, running).await
+        Self::serve(config, app, io.http, endpoint, running).await
     }
 
     /// Serves the API until asked to stop, then stops what runs behind it, in order.
-    async fn serve(
+    async fn serve<L: Listener<Addr = SocketAddr>>(
         config: ServerConfig,
         app: App,
+        listener: L,
         endpoint: quinn::Endpoint,
         running: Running,
     ) -> anyhow::Result<Orchestrator> {
         let cluster_addr = endpoint.local_addr()?;
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("binding {}", config.http_addr))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let (router, http_limits) = (api::router(app.clone()), config.edge.http.clone());
@@ -199,8 +259,6 @@ impl Orchestrator {
     }
 }
 
-/// Opens the cluster CA (created on first start), starts the node actors and the
-/// QUIC listener that workers join and connect to.
 /// What runs behind the API; stopped after the last request, in order.
 struct Running {
     tickets: Entities<Tickets>,
@@ -209,7 +267,7 @@ struct Running {
     cluster: Arc<OrchestratorCluster>,
     /// Lane timers, callback deliveries, the idempotency purge.
     background: Vec<tokio::task::JoinHandle<()>>,
-    writer_thread: actors::storage::WriterHandle,
+    writer_thread: Option<WriterHandle>,
 }
 
 impl Running {
@@ -226,7 +284,7 @@ impl Running {
         drop((self.tickets, self.lanes));
         self.tasks.stop();
         self.cluster.membership.stop();
-        let writer_thread = self.writer_thread;
+        let Some(writer_thread) = self.writer_thread else { return };
         let joined = tokio::task::spawn_blocking(move || writer_thread.join());
         if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
             tracing::warn!("log writer did not stop within 10s; every acknowledged write is already durable");
@@ -241,9 +299,13 @@ fn load_templates(config: &ServerConfig) -> anyhow::Result<Templates> {
     Templates::parse(&text).with_context(|| format!("loading {}", path.display()))
 }
 
+/// Opens the cluster CA (created on first start), starts the node actors and the
+/// QUIC listener that workers join and connect to.
 async fn start_cluster(
     config: &ServerConfig,
     kernel: &Kernel,
+    socket: Arc<dyn quinn::AsyncUdpSocket>,
+    seed: Option<[u8; 32]>,
 ) -> anyhow::Result<(Arc<OrchestratorCluster>, quinn::Endpoint)> {
     let ca = cluster::certs::open_or_create_ca(&config.data_dir.join("ca"), std::time::SystemTime::now())
         .context("opening the cluster CA")?;
@@ -253,8 +315,6 @@ async fn start_cluster(
         .context("reading the join token key")?;
     let membership =
         Membership::start(kernel.clone(), config.membership.clone()).await.context("starting node actors")?;
-    let socket = cluster::transport::udp_socket(config.cluster_addr)
-        .with_context(|| format!("binding the cluster listener on {}", config.cluster_addr))?;
     let bound = socket.local_addr()?;
     let advertise = config.advertise_addr.clone().unwrap_or_else(|| {
         let ip = if bound.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { bound.ip() };
@@ -262,19 +322,19 @@ async fn start_cluster(
     });
     let cluster = OrchestratorCluster::new(membership, Arc::new(ca), token_key, vec![advertise]);
     let tls = cluster.server_tls().context("cluster TLS")?;
-    let endpoint = cluster::transport::endpoint(socket, Some(tls), None).context("starting the cluster listener")?;
+    let endpoint = cluster::transport::endpoint(socket, Some(tls), seed).context("starting the cluster listener")?;
     let cluster = Arc::new(cluster);
     tokio::spawn(cluster.clone().serve(endpoint.clone()));
     Ok((cluster, endpoint))
 }
 
 /// Hourly, drops idempotency records older than the retention window.
-async fn purge_idempotency_records(writer: LogWriter, retention: Duration) {
+async fn purge_idempotency_records(writer: LogWriter, retention: Duration, clock: Arc<dyn Clock>) {
     let mut every = tokio::time::interval(Duration::from_secs(3600).min(retention).max(Duration::from_secs(1)));
     loop {
         every.tick().await;
-        let cutoff = time::OffsetDateTime::now_utc() - retention;
-        match writer.purge_idempotency((cutoff.unix_timestamp_nanos() / 1_000_000) as i64).await {
+        let cutoff_ms = clock.now_ms() - retention.as_millis() as i64;
+        match writer.purge_idempotency(cutoff_ms).await {
             Ok(0) => {}
             Ok(n) => {
                 metrics::counter!("dispatch_idempotency_records_purged_total").increment(n);

@@ -1,132 +1,50 @@
-//! Simulations of the cluster in turmoil: the real orchestrator and worker code,
-//! the real quinn + rustls stack, on turmoil's simulated UDP, with partitions,
-//! loss, jitter and crashes under the simulator's control and its clock.
+//! Simulations of the whole node in turmoil: the orchestrator and the workers are
+//! started through the node's own wiring functions (`Orchestrator::start_with`,
+//! `worker::join_or_resume`) on simulated sockets (quinn on turmoil's UDP, the HTTP
+//! API on turmoil's TCP), simulated time and seeded ids, with partitions, loss,
+//! jitter and crashes under the simulator's control.
 //!
-//! - [`SimUdp`] adapts turmoil's `UdpSocket` to quinn's `AsyncUdpSocket`.
+//! - [`net`]: the simulated sockets under the node's real stacks.
+//! - [`http`]: simulated HTTP clients (tickets, lanes, handoffs).
 //! - [`Harness`] builds a simulation with one orchestrator and some workers, each
 //!   keeping its files in a real temp dir that survives crashes, and reads the
 //!   orchestrator's log to check invariants and build a trace of domain events.
 
 mod control;
 mod determinism;
+pub mod http;
+pub mod net;
 
 use control::obey;
 use determinism::{SimClock, quinn_seed};
+pub use net::{SimTcp, SimUdp};
 
 use dispatch_node::actors;
 use dispatch_node::actors::storage;
 use dispatch_node::cluster;
-use dispatch_node::cluster::certs;
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::pin::Pin;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use actors::kernel::{Kernel, SeededIds};
-use actors::node::membership::{history, load_nodes, load_tokens};
-use actors::node::{Membership, MembershipConfig, Node, NodeConfig, Origin};
+use actors::kernel::SeededIds;
+use actors::node::membership::{load_nodes, load_tokens};
+use actors::node::{MembershipConfig, Node, NodeConfig, Origin};
 use actors::task::store as task_store;
 use actors::task::{NetworkPolicy, Task, TaskSpec};
 use cluster::proto::{Capabilities, JobResult, JobSpec};
-use dispatch_node::cluster_edge::OrchestratorCluster;
-use dispatch_node::dispatch::{DispatchConfig, Dispatcher};
-use dispatch_node::worker::{self, Executor, JobRun, Worker, WorkerStatus, WorkerStore};
-use quinn::udp::{RecvMeta, Transmit};
-use quinn::{AsyncUdpSocket, UdpPoller};
-use storage::{Log, LogWriter, WriterHandle};
+use dispatch_node::server::{Io, Orchestrator, ServerConfig, Storage};
+use dispatch_node::worker::{self, Executor, JobRun, WorkerIo, WorkerStatus, WorkerStore};
+use storage::{Log, WriterHandle};
 use tokio::sync::mpsc;
-
-type ReadyFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
-
-/// quinn's socket on turmoil's UDP: one datagram per transmit and per receive.
-pub struct SimUdp {
-    socket: Arc<turmoil::net::UdpSocket>,
-    local: SocketAddr,
-    /// The pending "readable" wait, kept across polls so its waker stays registered.
-    readable: Mutex<Option<ReadyFuture>>,
-}
-
-impl fmt::Debug for SimUdp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimUdp").field("local", &self.local).finish()
-    }
-}
-
-impl SimUdp {
-    /// Binds `0.0.0.0:port` on the current simulated host (0: an ephemeral port).
-    pub async fn bind(port: u16) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        let socket = turmoil::net::UdpSocket::bind(("0.0.0.0", port)).await?;
-        let local = socket.local_addr()?;
-        Ok(Arc::new(SimUdp { socket: Arc::new(socket), local, readable: Mutex::new(None) }))
-    }
-}
-
-/// turmoil's UDP has no send backpressure: always writable.
-#[derive(Debug)]
-struct AlwaysWritable;
-
-impl UdpPoller for AlwaysWritable {
-    fn poll_writable(self: Pin<&mut Self>, _cx: &mut Context) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncUdpSocket for SimUdp {
-    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        Box::pin(AlwaysWritable)
-    }
-
-    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        self.socket.try_send_to(transmit.contents, transmit.destination).map(|_| ())
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut Context,
-        bufs: &mut [io::IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        let mut readable = self.readable.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(wait) = readable.as_mut() {
-                match wait.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(result) => {
-                        *readable = None;
-                        result?;
-                    }
-                }
-            }
-            let (Some(buf), Some(slot)) = (bufs.first_mut(), meta.first_mut()) else { return Poll::Ready(Ok(0)) };
-            match self.socket.try_recv_from(buf) {
-                Ok((len, from)) => {
-                    *slot = RecvMeta { addr: from, len, stride: len, ecn: None, dst_ip: None };
-                    return Poll::Ready(Ok(1));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let socket = self.socket.clone();
-                    *readable = Some(Box::pin(async move { socket.readable().await }));
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
 
 /// The QUIC port of the simulated orchestrator.
 pub const CLUSTER_PORT: u16 = 7443;
+/// The HTTP port of the simulated orchestrator.
+pub const HTTP_PORT: u16 = 8080;
 /// Name of the orchestrator host.
 pub const ORCHESTRATOR: &str = "orchestrator";
 
@@ -268,12 +186,9 @@ impl Harness {
         let disk: Arc<Mutex<Option<WriterHandle>>> = Arc::default();
         let (seed, uses) = (quinn_seed(setup.seed, ORCHESTRATOR), setup.token_uses);
         let (clock, scenario_seed, lives) = (Arc::new(SimClock::default()), setup.seed, Arc::new(AtomicU64::new(0)));
-        let config = MembershipConfig {
-            default_config: NodeConfig { heartbeat_interval_ms: setup.heartbeat_interval_ms, ..NodeConfig::default() },
-            ..MembershipConfig::default()
-        };
+        let heartbeat_ms = setup.heartbeat_interval_ms;
         self.sim.host(ORCHESTRATOR, move || {
-            let (shared, dir, disk, config) = (shared.clone(), dir.clone(), disk.clone(), config.clone());
+            let (shared, dir, disk) = (shared.clone(), dir.clone(), disk.clone());
             let (clock, life) = (clock.clone(), lives.fetch_add(1, Ordering::SeqCst));
             async move {
                 // A restart after a crash: the previous life's log must be closed first.
@@ -281,44 +196,33 @@ impl Harness {
                 if let Some(previous) = lock(&disk).take() {
                     previous.join();
                 }
-                std::fs::create_dir_all(&dir)?;
-                let log = Log::open(dir.join("log.redb"))?;
-                let (writer, handle) = LogWriter::start(&log)?;
-                *lock(&disk) = Some(handle);
-                lock(&shared.writes).insert(ORCHESTRATOR.into(), writer.in_flight());
-                // Time and ids from the simulation: the same seed writes the same log.
-                let kernel = Kernel {
-                    log: log.clone(),
-                    writer: writer.clone(),
+                let mut storage = Storage::open(&dir)?;
+                *lock(&disk) = storage.writer_thread.take();
+                lock(&shared.writes).insert(ORCHESTRATOR.into(), storage.writer.in_flight());
+                let io = Io {
+                    storage,
+                    http: SimTcp::bind(HTTP_PORT).await?,
+                    cluster_socket: SimUdp::bind(CLUSTER_PORT).await?,
+                    quinn_seed: Some(seed),
+                    // Time and ids from the simulation: the same seed writes the same log.
                     clock,
                     // Each life mints from its own sequence: ids never repeat across a restart.
                     ids: SeededIds::new(scenario_seed ^ (life << 48)),
                 };
-                let membership = Membership::start(kernel.clone(), config).await?;
-                let ca = certs::open_or_create_ca(&dir.join("ca"), SystemTime::now())?;
-                let advertise = SocketAddr::new(turmoil::lookup(ORCHESTRATOR), CLUSTER_PORT).to_string();
-                let cluster = OrchestratorCluster::new(membership, Arc::new(ca), b"sim key".to_vec(), vec![advertise]);
-                let endpoint = cluster::transport::endpoint(
-                    SimUdp::bind(CLUSTER_PORT).await?,
-                    Some(cluster.server_tls()?),
-                    Some(seed),
-                )?;
-                let cluster = Arc::new(cluster);
-                let dispatch = DispatchConfig { output_cap: 4_096, ..DispatchConfig::default() };
-                let tasks =
-                    Dispatcher::start(kernel.clone(), cluster.membership.clone(), cluster.links.clone(), dispatch)
-                        .await?;
-                cluster.attach_dispatcher(tasks.clone());
+                let orchestrator = Orchestrator::start_with(server_config(&dir, heartbeat_ms), io).await?;
+                let app = orchestrator.app.clone();
                 if lock(&shared.token).is_none() {
                     let ttl = Duration::from_secs(3_600);
-                    let (_, token) = cluster.create_token(BTreeMap::new(), uses, ttl, Origin::system("sim")).await?;
+                    let (_, token) =
+                        app.cluster.create_token(BTreeMap::new(), uses, ttl, Origin::system("sim")).await?;
                     *lock(&shared.token) = Some(token);
                 }
                 let (control, mut commands) = mpsc::unbounded_channel();
                 *lock(&shared.control) = Some(control);
-                *lock(&shared.log) = Some(log);
-                tokio::spawn(cluster.clone().serve(endpoint));
-                obey(&shared, &cluster, &tasks, &mut commands).await;
+                *lock(&shared.log) = Some(app.log.clone());
+                obey(&shared, &app.cluster, &app.tasks, &mut commands).await;
+                drop(app);
+                orchestrator.shutdown().await?;
                 Ok(())
             }
         });
@@ -345,32 +249,19 @@ impl Harness {
                     docker_version: Some("simulated".into()),
                     ..Capabilities::default()
                 };
-                if store.identity()?.is_none() {
-                    let token = loop {
-                        if let Some(t) = lock(&shared.token).clone() {
-                            break t;
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    };
-                    *lock(&shared.joins).entry(name.clone()).or_default() += 1;
-                    worker::join(&store, &endpoint, &token, None, capabilities.clone()).await?;
-                }
-                let executor = Arc::new(FakeExecutor { host: name.clone(), shared: shared.clone() });
-                let worker = Worker::new(store, endpoint, capabilities, Some(executor))?;
-                let mut status = worker.status();
-                let mirror = shared.clone();
-                let who = name.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let now = status.borrow_and_update().clone();
-                        lock(&mirror.workers).insert(who.clone(), now);
-                        if status.changed().await.is_err() {
-                            return;
-                        }
+                let token = match store.identity()? {
+                    Some(_) => None,
+                    None => {
+                        *lock(&shared.joins).entry(name.clone()).or_default() += 1;
+                        Some(wait_for_token(&shared).await)
                     }
-                });
+                };
+                let executor = Arc::new(FakeExecutor { host: name.clone(), shared: shared.clone() });
+                let io = WorkerIo { endpoint, capabilities, executor: Some(executor) };
+                let local = worker::join_or_resume(store, io, token.as_deref(), None).await?;
+                mirror_status(&shared, &name, local.worker.status());
                 let (_keep, never) = tokio::sync::watch::channel(false);
-                worker.run(never).await?;
+                local.worker.run(never).await?;
                 Ok(())
             }
         });
@@ -502,24 +393,74 @@ impl Harness {
     }
 
     /// The domain events of every node, in order, with their ids:
-    /// `node-1 node.joined → JOINING (event …)`, …
+    /// `node/node-1 node.joined → JOINING (event …)`, …
     pub fn trace(&self) -> Vec<String> {
         let Some(log) = lock(&self.shared.log).clone() else { return Vec::new() };
-        let mut trace = Vec::new();
-        for node in load_nodes(&log).unwrap_or_default() {
-            for r in history(&log, &node.id).unwrap_or_default() {
-                // Ids are seeded; times are not compared (the log writer is a real thread).
-                trace.push(format!(
-                    "{} {} → {} (event {})",
-                    node.id,
-                    r.kind,
-                    r.to_state.unwrap_or_default(),
-                    r.event_id
-                ));
+        let nodes = load_nodes(&log).unwrap_or_default();
+        nodes.iter().flat_map(|node| self.trace_stream(&format!("node/{}", node.id))).collect()
+    }
+
+    /// One stream's events as stored in the orchestrator's log (empty before it starts).
+    pub fn stream(&self, stream: &str) -> Vec<storage::EventRecord> {
+        lock(&self.shared.log).as_ref().and_then(|log| log.read_stream(stream, 0).ok()).unwrap_or_default()
+    }
+
+    /// One stream's events with their ids: `ticket/… ticket.triaged → READY_TO_SCHEDULE (event …)`.
+    /// Times are not compared between runs (the log writer is a real thread).
+    pub fn trace_stream(&self, stream: &str) -> Vec<String> {
+        self.stream(stream)
+            .into_iter()
+            .map(|r| format!("{stream} {} → {} (event {})", r.kind, r.to_state.unwrap_or_default(), r.event_id))
+            .collect()
+    }
+}
+
+/// The orchestrator's configuration in a simulation: development identity headers
+/// (simulated clients say who they are), the token's address on the simulated network.
+fn server_config(dir: &Path, heartbeat_interval_ms: u64) -> ServerConfig {
+    let any: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
+    ServerConfig {
+        data_dir: dir.to_owned(),
+        http_addr: any,
+        dev_headers: true,
+        templates_file: None,
+        supervisor: Default::default(),
+        idempotency_retention: Duration::from_secs(24 * 3600),
+        cluster_addr: any,
+        advertise_addr: Some(SocketAddr::new(turmoil::lookup(ORCHESTRATOR), CLUSTER_PORT).to_string()),
+        membership: MembershipConfig {
+            default_config: NodeConfig { heartbeat_interval_ms, ..NodeConfig::default() },
+            ..MembershipConfig::default()
+        },
+        inference: Default::default(),
+        delivery: Default::default(),
+        edge: Default::default(),
+        lanes: Default::default(),
+    }
+}
+
+/// The bootstrap token, once the orchestrator has made it.
+async fn wait_for_token(shared: &Shared) -> String {
+    loop {
+        if let Some(t) = lock(&shared.token).clone() {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Copies a worker's status into the shared state whenever it changes.
+fn mirror_status(shared: &Arc<Shared>, host: &str, mut status: tokio::sync::watch::Receiver<WorkerStatus>) {
+    let (mirror, who) = (shared.clone(), host.to_owned());
+    tokio::spawn(async move {
+        loop {
+            let now = status.borrow_and_update().clone();
+            lock(&mirror.workers).insert(who.clone(), now);
+            if status.changed().await.is_err() {
+                return;
             }
         }
-        trace
-    }
+    });
 }
 
 /// Prints the seed when a scenario fails, so it can be replayed with `SIM_SEED`.

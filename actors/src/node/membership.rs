@@ -101,11 +101,6 @@ pub fn load_tokens(log: &Log) -> Result<Vec<(JoinToken, u64)>, MembershipError> 
     Ok(tokens)
 }
 
-/// A node's stored events, oldest first.
-pub fn history(log: &Log, id: &str) -> Result<Vec<storage::EventRecord>, MembershipError> {
-    log.read_stream(&<Nodes as kernel::Entity>::stream(&id.to_owned()), 0).map_err(storage_error)
-}
-
 /// Signs a certificate for the new node id: the membership does not hold the CA.
 pub type IssueCert = Box<dyn FnOnce(&str) -> Result<(NodeCert, Vec<u8>), String> + Send>;
 

@@ -70,7 +70,10 @@ pub(super) async fn dlq_replay(
         // Outside the caller's queues looks the same as missing.
         _ => return Err(ApiError::not_found("dead-lettered delivery")),
     }
-    match crate::lanes::replay(&app.log, &app.writer, &id).await.map_err(ApiError::unavailable)? {
+    match crate::lanes::replay(&app.log, &app.writer, &id, app.kernel.clock.now_ms())
+        .await
+        .map_err(ApiError::unavailable)?
+    {
         Some(d) => {
             Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": d.id, "lane_id": d.lane_id, "requeued": true }))))
         }

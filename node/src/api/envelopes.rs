@@ -120,9 +120,9 @@ async fn command_of(
     let bad_data =
         |e: serde_json::Error| ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_ENVELOPE", format!("data: {e}"));
     Ok(match kind {
-        "handoff.requested" => {
-            serde_json::from_value::<RequestHandoff>(data).map_err(bad_data)?.into_command(id.to_owned())?
-        }
+        "handoff.requested" => serde_json::from_value::<RequestHandoff>(data)
+            .map_err(bad_data)?
+            .into_command(id.to_owned(), app.kernel.clock.now_ms())?,
         "handoff.decided" => {
             let d = serde_json::from_value::<DecisionBody>(data).map_err(bad_data)?;
             let handoff_id = env["data"]["handoff_id"]

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
-use super::lanes::{MAX_WAIT_SECONDS, answer, lane_for, load_lane, now_ms, queue_forbidden, queue_visible, run};
+use super::lanes::{MAX_WAIT_SECONDS, answer, lane_for, load_lane, queue_forbidden, queue_visible, run};
 use super::{App, authorize_route, origin};
 
 #[derive(Deserialize, IntoParams)]
@@ -143,7 +143,7 @@ pub(super) async fn decision_command(
         reroute_to: d.reroute_to,
         context: d.context,
         by: caller.sub.clone(),
-        now_ms: now_ms(),
+        now_ms: app.kernel.clock.now_ms(),
     })
 }
 

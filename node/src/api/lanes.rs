@@ -19,7 +19,6 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
 use super::{App, authorize_route, origin};
-pub(super) use crate::clock::now_ms;
 
 /// The published schema of the v1 event envelope.
 pub const ENVELOPE_SCHEMA: &str = include_str!("../../schemas/event-envelope.v1.json");
@@ -142,7 +141,7 @@ pub(super) async fn create(
         ));
     }
     let b = body.value;
-    let id = b.lane_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let id = b.lane_id.unwrap_or_else(|| app.kernel.ids.next_id().to_string());
     if id.is_empty() || id.len() > 128 || !id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c)) {
         return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "lane_id: 1-128 of [A-Za-z0-9-_.:]"));
     }
@@ -237,7 +236,8 @@ pub(super) async fn checkpoint(
 ) -> Result<Response, ApiError> {
     lane_for(&app, &caller, &ctx, &id, "lane.checkpoint").await?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
-    let command = LaneCommand::Checkpoint { name: body.value.name, state: body.value.state, now_ms: now_ms() };
+    let command =
+        LaneCommand::Checkpoint { name: body.value.name, state: body.value.state, now_ms: app.kernel.clock.now_ms() };
     let request = Request {
         id,
         command,
@@ -267,8 +267,7 @@ pub struct RequestHandoff {
 }
 
 impl RequestHandoff {
-    pub(super) fn into_command(self, handoff_id: String) -> Result<LaneCommand, ApiError> {
-        let now = now_ms();
+    pub(super) fn into_command(self, handoff_id: String, now: i64) -> Result<LaneCommand, ApiError> {
         let sla = self.sla_seconds.unwrap_or(300);
         let deadline = self.deadline_seconds.unwrap_or(3_600);
         if !(1..=7 * 86_400).contains(&sla) || !(1..=30 * 86_400).contains(&deadline) {
@@ -306,7 +305,7 @@ pub(super) async fn request_handoff(
 ) -> Result<Response, ApiError> {
     lane_for(&app, &caller, &ctx, &id, "handoff.request").await?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
-    let command = body.value.into_command(uuid::Uuid::now_v7().to_string())?;
+    let command = body.value.into_command(app.kernel.ids.next_id().to_string(), app.kernel.clock.now_ms())?;
     let request = Request {
         id,
         command,

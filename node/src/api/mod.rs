@@ -67,7 +67,8 @@ pub struct AppInner {
     /// Login rate limits.
     pub login_limits: crate::identity::LoginLimits,
     /// Verified when a login names no usable account, so timing reveals nothing.
-    pub decoy_hash: String,
+    /// Computed in the background at startup (see [`crate::identity::decoy_hash`]).
+    pub decoy_hash: Arc<tokio::sync::OnceCell<String>>,
     /// Which internal hosts lane callbacks may name.
     pub callbacks: crate::outbound::AddressPolicy,
     /// Limits at the edges: trusted proxies, free space, quotas.

@@ -184,7 +184,7 @@ pub(super) async fn create(
             return Err(scope_forbidden());
         }
     }
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = app.kernel.ids.next_id().to_string();
     let submitted = app.tasks.submit(id, spec, origin(&caller, &ctx, "task.create"), Some((key, hash))).await?;
     let body = Accepted { task_id: submitted.task.id.clone(), state: submitted.task.state };
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();

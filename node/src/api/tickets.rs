@@ -75,7 +75,8 @@ pub(super) async fn create(
     ctx: RequestCtx,
     body: JsonBody<CreateTicket>,
 ) -> Result<Response, ApiError> {
-    run(&app, caller, ctx, Uuid::now_v7(), TicketCommand::Create(body.value), body.canonical_hash).await
+    let id = app.kernel.ids.next_id();
+    run(&app, caller, ctx, id, TicketCommand::Create(body.value), body.canonical_hash).await
 }
 
 macro_rules! ticket_command {

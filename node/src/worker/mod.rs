@@ -43,8 +43,15 @@ pub struct LocalWorker {
     pub node_id: String,
 }
 
-/// Opens the worker's store and joins when it has no identity yet (`token`
-/// required then; ignored, with a note, once joined).
+/// What a worker runs on: its QUIC endpoint, what it reports about its host, and
+/// what runs its jobs (`None`: no container engine, every job is refused).
+pub struct WorkerIo {
+    pub endpoint: quinn::Endpoint,
+    pub capabilities: cluster::proto::Capabilities,
+    pub executor: Option<Arc<dyn Executor>>,
+}
+
+/// Opens this host's endpoint and container engine, then [`join_or_resume`].
 pub async fn prepare(
     store: Arc<WorkerStore>,
     data_dir: &Path,
@@ -63,6 +70,20 @@ pub async fn prepare(
         }
     };
     let capabilities = crate::capabilities::detect(data_dir, labels, sandbox.as_deref(), host.inference).await;
+    let executor = sandbox.map(|s| s as Arc<dyn Executor>);
+    join_or_resume(store, WorkerIo { endpoint, capabilities, executor }, token, via).await
+}
+
+/// The one wiring of a worker, whatever it runs on: joins with `token` when the
+/// store holds no identity yet (the token is ignored, with a note, once joined),
+/// then makes the worker that stays connected from the stored identity.
+pub async fn join_or_resume(
+    store: Arc<WorkerStore>,
+    io: WorkerIo,
+    token: Option<&str>,
+    via: Option<&str>,
+) -> anyhow::Result<LocalWorker> {
+    let WorkerIo { endpoint, capabilities, executor } = io;
     let identity = match (store.identity()?, token) {
         (Some(identity), Some(_)) => {
             eprintln!("dispatch worker: already joined as {}; --token ignored", identity.node_id);
@@ -72,7 +93,6 @@ pub async fn prepare(
         (None, Some(token)) => join(&store, &endpoint, token, via, capabilities.clone()).await?,
         (None, None) => return Err(WorkerError::NotJoined.into()),
     };
-    let executor = sandbox.map(|s| s as Arc<dyn Executor>);
     let worker = Worker::new(store, endpoint, capabilities, executor)?.prefer(via.map(str::to_owned));
     Ok(LocalWorker { worker: Arc::new(worker), node_id: identity.node_id })
 }
