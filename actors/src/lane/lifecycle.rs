@@ -24,6 +24,27 @@ pub const MAX_CHECKPOINT_STATE: usize = 64 * 1024;
 /// Handoffs one lane may request over its life.
 pub const MAX_HANDOFFS: usize = 1_000;
 
+/// First response due this long after a handoff is requested, unless it asks otherwise.
+pub const DEFAULT_SLA_SECONDS: u64 = 300;
+/// Decision due this long after a handoff is requested, unless it asks otherwise.
+pub const DEFAULT_DEADLINE_SECONDS: u64 = 3_600;
+
+/// When a handoff requested at `now_ms` is due, as `(first response, decision)`
+/// in ms: from what it asked, the defaults otherwise; at most 7 and 30 days away.
+pub fn handoff_due(
+    now_ms: i64,
+    sla_seconds: Option<u64>,
+    deadline_seconds: Option<u64>,
+) -> Result<(i64, i64), LaneError> {
+    let sla = sla_seconds.unwrap_or(DEFAULT_SLA_SECONDS);
+    let deadline = deadline_seconds.unwrap_or(DEFAULT_DEADLINE_SECONDS);
+    require(
+        (1..=7 * 86_400).contains(&sla) && (1..=30 * 86_400).contains(&deadline),
+        "sla_seconds and deadline_seconds must be positive (at most 7 and 30 days)",
+    )?;
+    Ok((now_ms + sla as i64 * 1_000, now_ms + deadline as i64 * 1_000))
+}
+
 fn require(cond: bool, message: &str) -> Result<(), LaneError> {
     if cond { Ok(()) } else { Err(LaneError::Invalid(message.to_owned())) }
 }

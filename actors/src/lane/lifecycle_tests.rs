@@ -181,3 +181,24 @@ fn checkpoints_and_handoffs_per_lane_are_capped() {
     let huge = LaneCommand::Checkpoint { name: "c1".into(), state: json!("x".repeat(MAX_CHECKPOINT_STATE)), now_ms: 0 };
     assert!(matches!(decide(Some(&lane), &huge), Err(LaneError::Invalid(_))));
 }
+
+#[test]
+fn a_handoff_is_due_when_it_asks_or_by_default_within_bounds() {
+    let now = 1_000_000;
+    type Due = Option<(i64, i64)>;
+    let table: [(Option<u64>, Option<u64>, Due); 6] = [
+        (None, None, Some((now + 300_000, now + 3_600_000))),
+        (Some(5), Some(60), Some((now + 5_000, now + 60_000))),
+        (Some(0), None, None),
+        (None, Some(0), None),
+        (Some(7 * 86_400 + 1), None, None),
+        (None, Some(30 * 86_400), Some((now + 300_000, now + 30 * 86_400_000))),
+    ];
+    for (sla, deadline, due) in table {
+        match (handoff_due(now, sla, deadline), due) {
+            (Ok(got), Some(want)) => assert_eq!(got, want, "{sla:?} {deadline:?}"),
+            (Err(LaneError::Invalid(_)), None) => {}
+            (got, want) => panic!("{sla:?} {deadline:?}: got {got:?}, wanted {want:?}"),
+        }
+    }
+}

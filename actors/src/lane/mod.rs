@@ -12,5 +12,5 @@ pub mod store;
 pub use entity::{LaneDeps, LaneHandle, Lanes, start};
 pub use lifecycle::{
     Checkpoint, Decision, DecisionAction, Handoff, HandoffRequest, HandoffStatus, Lane, LaneCommand, LaneError,
-    LaneEvent, LaneStatus, TimeoutAction,
+    LaneEvent, LaneStatus, TimeoutAction, handoff_due,
 };

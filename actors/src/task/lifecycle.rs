@@ -201,6 +201,9 @@ pub enum TaskError {
     Finished(TaskState),
     #[error("task is not waiting to be dispatched")]
     NotQueued,
+    /// The spec is outside the limits (see `TaskSpec::check`).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// First retry after 1 s, doubling, at most 30 s.
@@ -219,7 +222,10 @@ pub fn decide(task: Option<&Task>, command: &TaskCommand) -> Result<Vec<TaskEven
     use TaskEvent as E;
     let Some(task) = task else {
         return match command {
-            C::Create { spec } => Ok(vec![E::Created { spec: spec.clone() }]),
+            C::Create { spec } => {
+                spec.check()?;
+                Ok(vec![E::Created { spec: spec.clone() }])
+            }
             _ => Err(TaskError::NotFound),
         };
     };

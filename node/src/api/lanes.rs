@@ -4,7 +4,7 @@
 
 use actors::kernel::{Outcome, Request};
 use actors::lane::store;
-use actors::lane::{HandoffRequest, Lane, LaneCommand, LaneError, TimeoutAction};
+use actors::lane::{HandoffRequest, Lane, LaneCommand, LaneError, TimeoutAction, handoff_due};
 use actors::lane::{Lanes, freeze};
 use actors::policy::{Principal, Role};
 use actors::storage::EventRecord;
@@ -268,14 +268,7 @@ pub struct RequestHandoff {
 
 impl RequestHandoff {
     pub(super) fn into_command(self, handoff_id: String, now: i64) -> Result<LaneCommand, ApiError> {
-        let sla = self.sla_seconds.unwrap_or(300);
-        let deadline = self.deadline_seconds.unwrap_or(3_600);
-        if !(1..=7 * 86_400).contains(&sla) || !(1..=30 * 86_400).contains(&deadline) {
-            return Err(ApiError::validation(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "sla_seconds and deadline_seconds must be positive (at most 7 and 30 days)",
-            ));
-        }
+        let (sla_due_ms, deadline_ms) = handoff_due(now, self.sla_seconds, self.deadline_seconds)?;
         Ok(LaneCommand::RequestHandoff {
             request: HandoffRequest {
                 handoff_id,
@@ -284,8 +277,8 @@ impl RequestHandoff {
                 reason: self.reason,
                 context: self.context,
                 queue: self.queue,
-                sla_due_ms: now + sla as i64 * 1_000,
-                deadline_ms: now + deadline as i64 * 1_000,
+                sla_due_ms,
+                deadline_ms,
                 timeout_action: self.timeout_action.unwrap_or(TimeoutAction::Reject),
             },
         })

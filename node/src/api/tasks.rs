@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use crate::dispatch::DispatchError;
 use actors::policy::Principal;
 use actors::task::{
-    JobResult, NetworkPolicy, RESERVED_ENV, Task, TaskError, TaskSpec, TaskState, valid_workspace_path,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_PIDS, DEFAULT_TIMEOUT_SECONDS, JobResult, NetworkPolicy, Task, TaskError, TaskSpec,
+    TaskState,
 };
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -63,69 +64,38 @@ pub struct CreateTask {
     pub retry_on_failure: bool,
 }
 
-const MAX_FILES_BYTES: usize = 512 * 1024;
-
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
 impl CreateTask {
+    /// The spec asked for, with the domain's defaults for what the body leaves out,
+    /// checked against the domain's limits.
     fn into_spec(self) -> Result<TaskSpec, ApiError> {
-        if self.command.is_empty() || self.command.len() > 256 || self.command[0].trim().is_empty() {
-            return Err(invalid("command must name a program (at most 256 arguments)"));
-        }
-        let timeout_seconds = self.timeout_seconds.unwrap_or(300);
-        if !(1..=86_400).contains(&timeout_seconds) {
-            return Err(invalid("timeout_seconds must be between 1 and 86400"));
-        }
-        if let Some(m) = self.limits.memory_bytes
-            && !(4 << 20..=64 << 30).contains(&m)
-        {
-            return Err(invalid("limits.memory_bytes must be between 4 MiB and 64 GiB"));
-        }
-        let cpu_millis = match self.limits.cpus {
-            Some(c) if !(0.01..=64.0).contains(&c) => return Err(invalid("limits.cpus must be between 0.01 and 64")),
-            Some(c) => Some((c * 1000.0).round() as u32),
-            None => None,
-        };
-        let pids = self.limits.pids.unwrap_or(256);
-        if !(8..=32_768).contains(&pids) {
-            return Err(invalid("limits.pids must be between 8 and 32768"));
-        }
-        if let Some(k) = self.env.keys().find(|k| RESERVED_ENV.contains(&k.as_str()) || k.is_empty() || k.contains('='))
-        {
-            return Err(invalid(format!("env name {k:?} is reserved or invalid")));
-        }
-        if let Some(p) = self.files.keys().find(|p| !valid_workspace_path(p)) {
-            return Err(invalid(format!("file path {p:?} must be relative to /workspace, without '..'")));
-        }
-        if self.files.values().map(String::len).sum::<usize>() > MAX_FILES_BYTES {
-            return Err(invalid("files may hold at most 512 KiB in all"));
-        }
-        let max_attempts = self.max_attempts.unwrap_or(3);
-        if !(1..=10).contains(&max_attempts) {
-            return Err(invalid("max_attempts must be between 1 and 10"));
-        }
-        Ok(TaskSpec {
+        let spec = TaskSpec {
             command: self.command,
             image: self.image.filter(|i| !i.trim().is_empty()),
             network: self.network_policy,
             memory_bytes: self.limits.memory_bytes,
-            cpu_millis,
-            pids,
-            timeout_seconds,
+            // Out of range (negative, not a number) saturates and is refused by the check.
+            cpu_millis: self.limits.cpus.map(|c| (c * 1000.0).round() as u32),
+            pids: self.limits.pids.unwrap_or(DEFAULT_PIDS),
+            timeout_seconds: self.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
             env: self.env,
             files: self.files,
             labels: self.labels,
             account_id: self.account_id.unwrap_or_else(|| "default".into()),
             site_id: self.site_id.unwrap_or_else(|| "default".into()),
             ticket_id: self.ticket_id,
-            max_attempts,
+            max_attempts: self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             retry_on_failure: self.retry_on_failure,
-        })
+        };
+        match spec.check() {
+            Ok(()) => Ok(spec),
+            Err(e) => Err(invalid(e.to_string())),
+        }
     }
 }
-
 /// The answer to `POST /v1/tasks`.
 #[derive(Serialize, ToSchema)]
 pub struct Accepted {
@@ -137,6 +107,7 @@ impl From<DispatchError> for ApiError {
     fn from(e: DispatchError) -> Self {
         match e {
             DispatchError::Task(TaskError::NotFound) => task_not_found(),
+            DispatchError::Task(e @ TaskError::Invalid(_)) => invalid(e.to_string()),
             DispatchError::Task(TaskError::Finished(state)) => {
                 ApiError::new(StatusCode::CONFLICT, "TASK_FINISHED", format!("the task is already {}", state.as_str()))
             }
