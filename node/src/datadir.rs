@@ -22,7 +22,7 @@ pub fn prepare(dir: &Path) -> anyhow::Result<()> {
     }
     let mode = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.permissions().mode();
     refuse_if_shared(dir, mode, "data dir")?;
-    let log = crate::server::log_path(dir);
+    let log = log_path(dir);
     if let Ok(meta) = std::fs::metadata(&log) {
         refuse_if_shared(&log, meta.permissions().mode(), "database")?;
     }
@@ -39,6 +39,11 @@ fn refuse_if_shared(path: &Path, mode: u32, what: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Path of the log file inside a data dir.
+pub fn log_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("dispatch.redb")
 }
 
 #[cfg(test)]

@@ -302,8 +302,8 @@ impl Sandbox {
     }
 }
 
-impl crate::worker::Executor for Sandbox {
-    fn run(&self, job: JobSpec, cancel: watch::Receiver<bool>) -> crate::worker::JobRun<'_> {
+impl crate::worker::jobs::Executor for Sandbox {
+    fn run(&self, job: JobSpec, cancel: watch::Receiver<bool>) -> crate::worker::jobs::JobRun<'_> {
         Box::pin(async move { Sandbox::run(self, &job, cancel).await })
     }
 }

@@ -2,14 +2,14 @@
 //! serves the HTTP API until asked to stop, then drains and closes in order.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::http::Listener;
-use actors::kernel::{Clock, Entities, Ids, Kernel, RandomIds, SupervisorConfig, SystemClock};
+use actors::kernel::{Clock, Entities, Ids, Kernel, RandomIds, SystemClock};
 use actors::lane::{LaneDeps, LaneHandle};
-use actors::node::{Membership, MembershipConfig};
+use actors::node::Membership;
 use actors::storage::{BlobStore, Log, LogWriter, WriterHandle};
 use actors::ticket::{Templates, TicketDeps, Tickets};
 use anyhow::Context;
@@ -18,71 +18,9 @@ use tokio::sync::oneshot;
 use crate::api::{self, App, AppInner};
 use crate::auth::Auth;
 use crate::cluster_edge::OrchestratorCluster;
+pub use crate::config::{EdgeConfig, InferenceConfig, ServerConfig};
+use crate::datadir::log_path;
 use crate::dispatch::{DispatchConfig, Dispatcher};
-
-/// How to run an orchestrator.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub data_dir: PathBuf,
-    pub http_addr: SocketAddr,
-    /// Accept `X-Actor-*` identity headers (development only).
-    pub dev_headers: bool,
-    /// Incident templates file replacing the built-in set.
-    pub templates_file: Option<PathBuf>,
-    /// How many ticket actors stay awake.
-    pub supervisor: SupervisorConfig,
-    /// How long a retry with the same Idempotency-Key replays the first answer.
-    pub idempotency_retention: Duration,
-    /// Where the cluster (QUIC) listener binds.
-    pub cluster_addr: SocketAddr,
-    /// The address written into join tokens; defaults to the bound cluster address.
-    pub advertise_addr: Option<String>,
-    /// Silence thresholds and the configuration new nodes start with.
-    pub membership: MembershipConfig,
-    /// Work needs inference: not ready until a node has a local runtime or a provider is set.
-    pub inference: InferenceConfig,
-    /// How lane callbacks are retried before they are dead-lettered.
-    pub delivery: crate::lanes::DeliveryPolicy,
-    /// Limits at the edges: HTTP connections and deadlines, trusted proxies, storage.
-    pub edge: EdgeConfig,
-    /// How many lane actors stay awake.
-    pub lanes: SupervisorConfig,
-}
-
-/// Limits at the edges of the orchestrator.
-#[derive(Debug, Clone)]
-pub struct EdgeConfig {
-    pub http: crate::http::HttpLimits,
-    /// Peers whose `X-Forwarded-For` is believed (reverse proxies); nobody else's is.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// New work is refused (507) while the data dir's filesystem has less free space,
-    /// so the log itself always has room.
-    pub min_free_bytes: u64,
-    /// Evidence bytes each uploader may store.
-    pub blob_quota_bytes: u64,
-    /// The data dir whose free space is watched (set by `Orchestrator::start`).
-    pub data_dir: PathBuf,
-}
-
-impl Default for EdgeConfig {
-    fn default() -> Self {
-        EdgeConfig {
-            http: Default::default(),
-            trusted_proxies: vec![],
-            min_free_bytes: 64 << 20,
-            blob_quota_bytes: 1 << 30,
-            data_dir: PathBuf::new(),
-        }
-    }
-}
-
-/// The inference precondition (seed 004 §4.1).
-#[derive(Debug, Clone, Default)]
-pub struct InferenceConfig {
-    pub required: bool,
-    /// An external inference provider (its URL), which satisfies the requirement alone.
-    pub provider: Option<String>,
-}
 
 /// A running orchestrator.
 pub struct Orchestrator {
@@ -94,11 +32,6 @@ pub struct Orchestrator {
     endpoint: quinn::Endpoint,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-/// Path of the log file inside a data dir.
-pub fn log_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("dispatch.redb")
 }
 
 /// The orchestrator's files: the log (and its writer thread) and the blob store.
@@ -211,9 +144,9 @@ impl Orchestrator {
             dev_headers: config.dev_headers,
             metrics: crate::telemetry::metrics(),
             login_limits: Default::default(),
-            decoy_hash: crate::identity::start_decoy_hash(),
+            decoy_hash: crate::api::identity::start_decoy_hash(),
             callbacks: config.delivery.addresses(),
-            edge: crate::server::EdgeConfig { data_dir: config.data_dir.clone(), ..config.edge.clone() },
+            edge: EdgeConfig { data_dir: config.data_dir.clone(), ..config.edge.clone() },
             blob_quota: Default::default(),
             free_space: crate::api::FreeSpace::new(config.data_dir.clone()),
         }));

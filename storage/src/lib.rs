@@ -11,12 +11,12 @@ mod blobs;
 mod error;
 mod log;
 mod record;
+mod stored;
 mod writer;
 
 pub use blobs::{BlobError, BlobStore, BlobUri};
 pub use error::StorageError;
 pub use log::{ChainBreak, Log};
 pub use record::{ActorRef, EventRecord, Hash, NewEvent, RECORD_VERSION};
-pub use writer::{
-    Append, AppendError, Appended, IdempotencyKey, IdempotencyRecord, IndexOp, LogWriter, StoredResponse, WriterHandle,
-};
+pub use stored::{IdempotencyKey, IdempotencyRecord, StoredResponse};
+pub use writer::{Append, AppendError, Appended, IndexOp, LogWriter, WriterHandle};

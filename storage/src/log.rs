@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::StorageError;
-use crate::record::{EventRecord, Hash, config};
-use crate::writer::{IdempotencyKey, IdempotencyRecord, StreamHead};
+use crate::record::{EventRecord, Hash};
+use crate::stored::{IdempotencyKey, IdempotencyRecord, StreamHead};
 
 /// `(stream, seq)` → encoded [`EventRecord`].
 pub(crate) const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
@@ -357,10 +357,4 @@ impl Log {
         }
         Ok(breaks)
     }
-}
-
-pub(crate) fn decode<T: bincode::Decode<()>>(table: &'static str, bytes: &[u8]) -> Result<T, StorageError> {
-    bincode::decode_from_slice(bytes, config())
-        .map(|(v, _)| v)
-        .map_err(|e| StorageError::Corrupt { table, reason: e.to_string() })
 }

@@ -116,3 +116,10 @@ impl EventRecord {
             .map_err(|e| crate::StorageError::Corrupt { table: "events", reason: e.to_string() })
     }
 }
+
+/// Decodes a stored value of `table`; a value that does not decode is corruption.
+pub(crate) fn decode<T: bincode::Decode<()>>(table: &'static str, bytes: &[u8]) -> Result<T, crate::StorageError> {
+    bincode::decode_from_slice(bytes, config())
+        .map(|(v, _)| v)
+        .map_err(|e| crate::StorageError::Corrupt { table, reason: e.to_string() })
+}

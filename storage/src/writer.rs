@@ -7,80 +7,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bincode::{Decode, Encode};
 use redb::ReadableTable;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StorageError;
-use crate::log::{EVENTS, GLOBAL, IDEMPOTENCY, INDEXES, Log, SNAPSHOTS, STREAMS, decode};
+use crate::log::{EVENTS, GLOBAL, IDEMPOTENCY, INDEXES, Log, SNAPSHOTS, STREAMS};
 use crate::record::{EventRecord, Hash, NewEvent, config};
+use crate::stored::{IdempotencyKey, IdempotencyRecord, StreamHead};
 
 /// Most appends folded into one transaction; bounds a commit's latency under a flood.
 const MAX_BATCH: usize = 4096;
 /// Queue depth before callers wait (backpressure instead of unbounded memory).
 const QUEUE_DEPTH: usize = 16 * 1024;
-
-/// Scope of an idempotency key: the same key from another principal or on another
-/// route is a different request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey {
-    pub principal: String,
-    pub route: String,
-    pub key: String,
-}
-
-impl IdempotencyKey {
-    pub(crate) fn as_tuple(&self) -> (&str, &str, &str) {
-        (&self.principal, &self.route, &self.key)
-    }
-}
-
-/// What was answered to the first request with a key, so a retry gets the same answer.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub struct IdempotencyRecord {
-    /// SHA-256 of the canonical request (method, path, canonical JSON body).
-    pub request_hash: Hash,
-    pub status: u16,
-    pub response: StoredResponse,
-    pub created_ms: i64,
-}
-
-/// The first answer's body, or where to rebuild it from.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub enum StoredResponse {
-    /// The body bytes as sent.
-    Body(Vec<u8>),
-    /// The body was the state of `stream` right after event `seq`; the owner of the
-    /// stream rebuilds it by replaying, so the state is not stored a second time.
-    StreamState { stream: String, seq: u64 },
-    /// The answer was a command's outcome: the events `first..=last` of `stream` and
-    /// the state right after `last`, both rebuilt from the log.
-    Command { stream: String, first: u64, last: u64 },
-}
-
-impl IdempotencyRecord {
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        decode("idempotency", bytes)
-    }
-}
-
-#[derive(Debug, Clone, Copy, Encode, Decode)]
-pub(crate) struct StreamHead {
-    seq: u64,
-    hash: Hash,
-}
-
-impl StreamHead {
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
-        decode("streams", bytes)
-    }
-}
-
-impl From<StreamHead> for (u64, Hash) {
-    fn from(h: StreamHead) -> Self {
-        (h.seq, h.hash)
-    }
-}
 
 /// A change to a derived index, applied in the same transaction as the events.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,26 +4,11 @@
 
 use std::sync::Arc;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 
-use super::command::{Failure, Kernel, Loaded, Outcome, Request, execute, load};
+use super::command::{Kernel, Loaded, execute, load};
 use super::entity::Entity;
-use super::supervisor::SupervisorMsg;
-
-/// A command's answer port.
-pub type Reply<E> = RpcReplyPort<Result<Outcome<E>, Failure<E>>>;
-
-/// Messages to an entity's actor.
-pub enum EntityMsg<E: Entity> {
-    Run(Box<Request<E>>, Reply<E>),
-    /// The state as the actor holds it (no replay).
-    Get(RpcReplyPort<Option<E::State>>),
-    /// Stop once everything queued before this is done (the log keeps everything).
-    Passivate,
-    /// Fail on purpose (supervision tests).
-    #[cfg(test)]
-    Crash,
-}
+use super::messages::{EntityMsg, SupervisorMsg};
 
 pub(super) struct EntityActor<E: Entity> {
     pub(super) kernel: Kernel,

@@ -12,15 +12,16 @@ mod actor;
 pub mod clock;
 mod command;
 mod entity;
+mod messages;
 mod origin;
 mod supervisor;
 
-pub use actor::EntityMsg;
 pub use clock::{Clock, Ids, ManualClock, RandomIds, SeededIds, SystemClock};
 pub use command::{Failure, Kernel, LoadError, Loaded, Outcome, Request, execute, load, load_at, run_once};
 pub use entity::{At, Context, Entity};
+pub use messages::{EntityMsg, SupervisorMsg};
 pub use origin::Origin;
-pub use supervisor::{Entities, SupervisorConfig, SupervisorMsg};
+pub use supervisor::{Entities, SupervisorConfig};
 
 #[cfg(test)]
 mod tests;

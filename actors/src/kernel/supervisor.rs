@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, SupervisionEvent};
 
-use super::actor::{EntityActor, EntityMsg};
+use super::actor::EntityActor;
 use super::command::{Failure, Kernel, Outcome, Request};
 use super::entity::Entity;
+use super::messages::{EntityMsg, SupervisorMsg};
 
 /// Bounds on live actors of one kind.
 #[derive(Debug, Clone, Copy)]
@@ -25,18 +26,6 @@ impl Default for SupervisorConfig {
     fn default() -> Self {
         SupervisorConfig { max_live: 10_000, idle_after: Duration::from_secs(300) }
     }
-}
-
-/// Messages to a supervisor.
-pub enum SupervisorMsg<E: Entity> {
-    /// Route a message to the id's actor, waking it if needed.
-    Route(E::Id, EntityMsg<E>),
-    /// Passivate actors idle longer than the configured time.
-    Sweep,
-    /// How many actors are awake.
-    LiveCount(RpcReplyPort<usize>),
-    /// The entity reached a final state; its actor can go.
-    Finished(E::Id, ActorId),
 }
 
 struct Supervisor<E: Entity>(std::marker::PhantomData<E>);

@@ -6,6 +6,7 @@ pub mod lifecycle;
 pub mod membership;
 mod node_actor;
 pub mod token;
+mod view;
 
 pub use entity::{JoinTokens, Nodes};
 pub use lifecycle::{

@@ -8,7 +8,7 @@ use tokio::time::{Duration, Instant};
 
 use super::entity::{Nodes, count_state};
 use super::lifecycle::{Node, NodeCommand, NodeError, NodeState};
-use super::membership::{DesiredConfig, MembershipConfig, MembershipError, NodeView};
+use super::view::{DesiredConfig, MembershipConfig, MembershipError, NodeView};
 use crate::kernel::{self, Failure, Kernel, Loaded, Origin, Request};
 
 pub(super) enum NodeMsg {

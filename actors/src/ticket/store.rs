@@ -34,11 +34,6 @@ pub fn load(log: &Log, id: Uuid) -> Result<Option<Ticket>, LoadError> {
     Ok(kernel::load::<Tickets>(log, &id)?.state)
 }
 
-/// The ticket as it was right after event `seq`, rebuilt from its events alone.
-pub fn load_at(log: &Log, id: Uuid, seq: u64) -> Result<Option<Ticket>, LoadError> {
-    kernel::load_at::<Tickets>(log, &id, seq)
-}
-
 /// The ticket id of a ticket stream name.
 pub fn id_of(stream: &str) -> Option<Uuid> {
     stream.strip_prefix("ticket/").and_then(|id| Uuid::parse_str(id).ok())

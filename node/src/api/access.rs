@@ -9,7 +9,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
 use super::paging::Page;
 use super::{App, authorize_route};
-use crate::tokens::{self, MintedRecord, SessionView};
+use crate::api::tokens::{self, MintedRecord, SessionView};
 
 /// A page of minted tokens.
 #[derive(Serialize, ToSchema)]

@@ -14,8 +14,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{BearerToken, Caller, JsonBody, RequestCtx};
 use super::{App, authorize_route};
+use crate::api::identity::{self, TokenPair};
 use crate::auth::PublicKey;
-use crate::identity::{self, TokenPair};
 
 /// Body of `POST /v1/auth/login`.
 #[derive(Deserialize, ToSchema)]
@@ -265,7 +265,7 @@ pub(super) async fn create_user(
     let created =
         identity::user_command(&app, &caller, &b.username, UserCommand::Create { account, password_hash }).await?;
     let token = match created.account.kind {
-        AccountKind::Service => Some(identity::service_token(&app, &caller, &created).await?),
+        AccountKind::Service => Some(crate::api::tokens::service_token(&app, &caller, &created).await?),
         AccountKind::Human => None,
     };
     tracing::info!(username = %created.account.username, role = created.account.role.as_str(), by = %caller.sub, "account created");
@@ -377,7 +377,7 @@ pub(super) async fn rotate_signing_key(
             key: name.clone(),
             value: der.clone(),
         };
-        (vec![event], vec![key, crate::tokens::superseded(&outgoing)])
+        (vec![event], vec![key, crate::api::tokens::superseded(&outgoing)])
     })
     .await?;
     let kid = app.auth.add_key(&der).map_err(|e| ApiError::internal("rotation", e))?;

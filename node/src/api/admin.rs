@@ -66,7 +66,7 @@ pub(super) async fn mint_token(
         Principal { sub: m.sub, role: m.role, accounts: m.accounts, sites: m.sites, tools: m.tools, queues: m.queues };
     let (token, claims) =
         app.auth.mint(&principal, m.ttl_seconds).map_err(|e| ApiError::internal("minting a token", e))?;
-    crate::tokens::record_minted(&app, &caller, &token, &claims).await?;
+    crate::api::tokens::record_minted(&app, &caller, &token, &claims).await?;
     tracing::info!(sub = %principal.sub, role = principal.role.as_str(), jti = %claims.jti, by = %caller.sub, "token minted");
     Ok((
         StatusCode::CREATED,

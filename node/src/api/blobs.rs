@@ -76,8 +76,8 @@ async fn store_charged(app: &App, caller: &Principal, bytes: axum::body::Bytes) 
     if new {
         let payload = serde_json::json!({ "bytes": size, "total": used + size }).to_string().into_bytes();
         let usage = (used + size).to_le_bytes().to_vec();
-        crate::identity::append_to(app, &format!("blob-usage/{}", caller.sub), || {
-            let event = crate::identity::event(app, caller, "blob.upload", "blob.stored", payload.clone());
+        crate::api::identity::append_to(app, &format!("blob-usage/{}", caller.sub), || {
+            let event = crate::api::identity::event(app, caller, "blob.upload", "blob.stored", payload.clone());
             let op = actors::storage::IndexOp::Put {
                 index: USAGE_INDEX.into(),
                 key: caller.sub.clone(),

@@ -10,6 +10,7 @@ mod envelopes;
 pub mod error;
 mod extract;
 mod handoffs;
+pub mod identity;
 mod insights;
 mod lanes;
 mod nodes;
@@ -19,6 +20,7 @@ mod routes;
 mod system;
 mod tasks;
 mod tickets;
+pub mod tokens;
 mod ux;
 
 use std::sync::Arc;
@@ -57,7 +59,7 @@ pub struct AppInner {
     pub cluster: Arc<crate::cluster_edge::OrchestratorCluster>,
     /// Puts tasks on nodes.
     pub tasks: crate::dispatch::Dispatcher,
-    pub inference: crate::server::InferenceConfig,
+    pub inference: crate::config::InferenceConfig,
     /// The lane actors.
     pub lanes: actors::lane::LaneHandle,
     pub auth: Auth,
@@ -65,14 +67,14 @@ pub struct AppInner {
     pub dev_headers: bool,
     pub metrics: PrometheusHandle,
     /// Login rate limits.
-    pub login_limits: crate::identity::LoginLimits,
+    pub login_limits: crate::api::identity::LoginLimits,
     /// Verified when a login names no usable account, so timing reveals nothing.
-    /// Computed in the background at startup (see [`crate::identity::decoy_hash`]).
+    /// Computed in the background at startup (see [`crate::api::identity::decoy_hash`]).
     pub decoy_hash: Arc<tokio::sync::OnceCell<String>>,
     /// Which internal hosts lane callbacks may name.
     pub callbacks: crate::outbound::AddressPolicy,
     /// Limits at the edges: trusted proxies, free space, quotas.
-    pub edge: crate::server::EdgeConfig,
+    pub edge: crate::config::EdgeConfig,
     /// Blob quota checks and charges run one at a time.
     pub blob_quota: tokio::sync::Mutex<()>,
     /// Free space of the data dir's filesystem, for the 507 reserve.

@@ -250,7 +250,8 @@ pub(super) async fn first_admin(
         None => (generate_password(), true),
     };
     let hash =
-        tokio::task::spawn_blocking(move || crate::identity::hash_password(&password).map(|h| (h, password))).await?;
+        tokio::task::spawn_blocking(move || crate::api::identity::hash_password(&password).map(|h| (h, password)))
+            .await?;
     let (hash, password) = hash.map_err(|e| anyhow::anyhow!("hashing the admin password: {}", e.message))?;
     let system = Principal {
         sub: "system".into(),
@@ -270,7 +271,7 @@ pub(super) async fn first_admin(
         tools: None,
     };
     let create = actors::user::UserCommand::Create { account, password_hash: Some(hash) };
-    crate::identity::user_command(app, &system, "admin", create)
+    crate::api::identity::user_command(app, &system, "admin", create)
         .await
         .map_err(|e| anyhow::anyhow!("creating the admin account: {}", e.message))?;
     Ok(Some(generated.then_some(password)))

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::sandbox::Sandbox;
 
-mod jobs;
+pub mod jobs;
 mod session;
 mod store;
 

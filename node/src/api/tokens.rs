@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 
 use crate::api::AppInner;
 use crate::api::error::ApiError;
+use crate::api::identity::{ACCESS_TTL_SECONDS, SERVICE_TOKEN_TTL_SECONDS, append_to, event, principal_of};
 use crate::auth::{Claims, RETIRED_KEYS_INDEX, SUPERSEDED_KEYS_INDEX};
 use crate::clock::now_ms;
-use crate::identity::{ACCESS_TTL_SECONDS, append_to, event};
 
 /// Records read per page while looking for a key's live tokens.
 const SCAN_PAGE: usize = 200;
@@ -124,7 +124,7 @@ pub async fn revoke_sessions(
     username: &str,
     only: Option<&str>,
 ) -> Result<Vec<String>, ApiError> {
-    let all = crate::identity::session_ids(app, username)?;
+    let all = crate::api::identity::session_ids(app, username)?;
     let ended: Vec<String> = match only {
         Some(sid) if all.iter().any(|s| s == sid) => vec![sid.to_owned()],
         Some(_) => return Err(ApiError::not_found("session")),
@@ -196,4 +196,13 @@ pub async fn retire_key(app: &AppInner, by: &Principal, kid: &str, force: bool) 
     app.auth.retire(kid).map_err(|e| ApiError::internal("retiring a key", e))?;
     tracing::warn!(kid, by = %by.sub, force, "signing key retired");
     Ok(())
+}
+
+/// A service account's long-lived token (its `tools` claim narrows what it may call),
+/// recorded like an admin's mint so it can be listed and revoked.
+pub async fn service_token(app: &AppInner, by: &Principal, u: &actors::user::User) -> Result<String, ApiError> {
+    let (token, claims) =
+        app.auth.mint(&principal_of(u), SERVICE_TOKEN_TTL_SECONDS).map_err(|e| ApiError::internal("minting", e))?;
+    record_minted(app, by, &token, &claims).await?;
+    Ok(token)
 }

@@ -243,7 +243,7 @@ pub(crate) fn session_ids(app: &AppInner, username: &str) -> Result<Vec<String>,
     Ok(entries.into_iter().filter_map(|(_, v)| String::from_utf8(v).ok()).collect())
 }
 
-fn principal_of(u: &User) -> Principal {
+pub(crate) fn principal_of(u: &User) -> Principal {
     let a = &u.account;
     Principal {
         sub: a.username.clone(),
@@ -253,15 +253,6 @@ fn principal_of(u: &User) -> Principal {
         tools: a.tools.clone(),
         queues: a.queues.clone(),
     }
-}
-
-/// A service account's long-lived token (its `tools` claim narrows what it may call),
-/// recorded like an admin's mint so it can be listed and revoked.
-pub async fn service_token(app: &AppInner, by: &Principal, u: &User) -> Result<String, ApiError> {
-    let (token, claims) =
-        app.auth.mint(&principal_of(u), SERVICE_TOKEN_TTL_SECONDS).map_err(|e| ApiError::internal("minting", e))?;
-    crate::tokens::record_minted(app, by, &token, &claims).await?;
-    Ok(token)
 }
 
 fn invalid_login() -> ApiError {
