@@ -63,7 +63,18 @@ impl Origin {
         (from, to): (Option<&str>, Option<&str>),
         payload: &impl Serialize,
     ) -> Result<NewEvent, serde_json::Error> {
-        Ok(NewEvent {
+        Ok(self.event_bytes((id, time_ms), kind, (from, to), serde_json::to_vec(payload)?))
+    }
+
+    /// [`Origin::event`] with a payload already encoded as JSON.
+    pub fn event_bytes(
+        &self,
+        (id, time_ms): (Uuid, i64),
+        kind: &str,
+        (from, to): (Option<&str>, Option<&str>),
+        payload: Vec<u8>,
+    ) -> NewEvent {
+        NewEvent {
             event_id: id.to_string(),
             time_ms,
             actor: self.actor.clone(),
@@ -74,7 +85,7 @@ impl Origin {
             kind: kind.into(),
             from_state: from.map(str::to_owned),
             to_state: to.map(str::to_owned),
-            payload: serde_json::to_vec(payload)?,
-        })
+            payload,
+        }
     }
 }

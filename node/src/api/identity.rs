@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actors::kernel::{self, Origin, Request};
 use actors::policy::Principal;
 use actors::session::{self, RevokedKind, SessionCommand, SessionRefusal, Sessions};
-use actors::storage::{ActorRef, Append, AppendError, IndexOp, NewEvent};
+use actors::storage::{Append, AppendError, IndexOp, NewEvent};
 use actors::user::{self, User, UserCommand, UserError, Users};
 use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -138,19 +138,9 @@ impl Default for LoginLimits {
 /// An audit event caused by `actor` through `tool`, for the node's own streams
 /// (minted tokens, blob usage, signing keys), stamped by the kernel's clock and ids.
 pub(crate) fn event(app: &AppInner, actor: &Principal, tool: &str, kind: &str, payload: Vec<u8>) -> NewEvent {
-    NewEvent {
-        event_id: app.kernel.ids.next_id().to_string(),
-        time_ms: app.kernel.clock.now_ms(),
-        actor: ActorRef { kind: "user".into(), id: actor.sub.clone(), role: actor.role.as_str().into() },
-        tool: tool.into(),
-        request_id: crate::api::error::REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
-        correlation_id: None,
-        trace_id: None,
-        kind: kind.into(),
-        from_state: None,
-        to_state: None,
-        payload,
-    }
+    let request_id = crate::api::error::REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+    let at = (app.kernel.ids.next_id(), app.kernel.clock.now_ms());
+    Origin::caller(actor, tool, &request_id).event_bytes(at, kind, (None, None), payload)
 }
 
 /// Appends what `build` makes to `stream` (one the node keeps outside the entity
