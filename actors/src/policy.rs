@@ -3,12 +3,11 @@
 //! and the cockpit's action lists are read from it, so they cannot drift apart.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::ticket::{Ticket, TicketState};
 
 /// A caller's role, from the `role` claim of its token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -53,7 +52,7 @@ impl Role {
 }
 
 /// An authenticated caller, as established from a verified token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     pub sub: String,
     pub role: Role,
@@ -78,7 +77,7 @@ impl Principal {
 
 /// Which dimension of policy refused a request; reported in error bodies and the
 /// cockpit's disabled reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyDimension {
     Role,
@@ -102,13 +101,11 @@ pub enum Denied {
 /// One tool: a named command or read, the roles that may use it and the ticket
 /// states it is allowed from. Which route serves it is the route table's business
 /// (the route's OpenAPI operation id is the tool's name).
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct ToolSpec {
     pub name: &'static str,
-    #[schema(value_type = Vec<Role>)]
     pub roles: &'static [Role],
     /// States the ticket must be in; empty for reads and creation.
-    #[schema(value_type = Vec<TicketState>)]
     pub from_states: &'static [TicketState],
     /// Whether the tool changes state (and so needs an `Idempotency-Key`).
     pub mutating: bool,
@@ -268,7 +265,7 @@ pub fn authorize(principal: &Principal, spec: &ToolSpec, ticket: Option<&Ticket>
 }
 
 /// Whether a caller may take a ticket action now, and if not, which rule says no.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActionAvailability {
     pub tool: &'static str,
     pub enabled: bool,
@@ -277,7 +274,7 @@ pub struct ActionAvailability {
 }
 
 /// The rule that disables an action, as shown to the person who cannot take it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DisabledReason {
     pub policy: PolicyDimension,
     pub message: String,

@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 use storage::{IndexOp, Log, StorageError};
-use utoipa::ToSchema;
 
 use crate::policy::Role;
 
@@ -13,7 +12,7 @@ use crate::policy::Role;
 pub const INDEX: &str = "users";
 
 /// A person who logs in, or a service (an agent) that holds a long-lived token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountKind {
     Human,
@@ -21,7 +20,7 @@ pub enum AccountKind {
 }
 
 /// Who an account is and what it may touch: the fields an admin sets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub username: String,
     pub kind: AccountKind,
@@ -46,7 +45,7 @@ pub struct User {
 }
 
 /// What the API shows of a user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UserView {
     #[serde(flatten)]
     pub account: Account,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod credentials;
 pub mod datadir;
 pub mod dispatch;
+pub mod dto;
 pub mod http;
 pub mod lanes;
 pub mod outbound;

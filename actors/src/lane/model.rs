@@ -8,7 +8,7 @@ use serde_json::Value;
 pub const SLA_MISSED: &str = "first-response SLA missed";
 
 /// Where a lane is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LaneStatus {
     Active,
@@ -30,7 +30,7 @@ impl LaneStatus {
 }
 
 /// Where a handoff is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum HandoffStatus {
     Open,
@@ -57,7 +57,7 @@ impl HandoffStatus {
 }
 
 /// What happens when a handoff's deadline passes undecided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeoutAction {
     Reject,
@@ -65,7 +65,7 @@ pub enum TimeoutAction {
 }
 
 /// An operator's answer to a handoff.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionAction {
     Approve,
@@ -87,22 +87,20 @@ impl DecisionAction {
 }
 
 /// A point the agent can resume from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub name: String,
-    #[schema(value_type = Object)]
     pub state: Value,
     pub at_ms: i64,
 }
 
 /// What a handoff asks of people.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HandoffRequest {
     pub handoff_id: String,
     pub checkpoint: String,
     pub trigger_class: String,
     pub reason: String,
-    #[schema(value_type = Object)]
     pub context: Value,
     pub queue: String,
     /// First response due (ms since the epoch).
@@ -113,7 +111,7 @@ pub struct HandoffRequest {
 }
 
 /// How a handoff was decided.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub handoff_id: String,
     pub action: DecisionAction,
@@ -126,16 +124,15 @@ pub struct Decision {
 }
 
 /// A note an operator added to an open handoff.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContextNote {
     pub by: String,
     pub at_ms: i64,
-    #[schema(value_type = Object)]
     pub context: Value,
 }
 
 /// A handoff and what became of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Handoff {
     #[serde(flatten)]
     pub request: HandoffRequest,
@@ -149,7 +146,7 @@ pub struct Handoff {
 }
 
 /// An agent's lane.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lane {
     pub id: String,
     pub agent: String,

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Where a node is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NodeState {
     Joining,
@@ -45,7 +45,7 @@ impl NodeState {
 }
 
 /// What a node reports about itself at join and whenever it changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     pub hostname: String,
     pub cores: u32,
@@ -62,7 +62,7 @@ pub struct Capabilities {
 }
 
 /// The configuration the orchestrator wants a node to run with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {
     /// How often the node sends a heartbeat.
     pub heartbeat_interval_ms: u64,
@@ -114,7 +114,7 @@ impl NodeConfig {
 }
 
 /// How a node answered a configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigOutcome {
     Applied,
@@ -122,14 +122,14 @@ pub enum ConfigOutcome {
 }
 
 /// A node's acknowledgement of one configuration version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigAck {
     pub version: u64,
     pub outcome: ConfigOutcome,
 }
 
 /// A certificate issued to the node, known by its fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeCert {
     pub fingerprint: String,
     pub not_after_ms: i64,
@@ -139,7 +139,7 @@ pub struct NodeCert {
 }
 
 /// A worker node as the orchestrator knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub id: String,
     pub state: NodeState,

@@ -39,7 +39,7 @@ impl Default for MembershipConfig {
 }
 
 /// A node and how long ago it was last heard from (None: not since this orchestrator started).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct NodeView {
     #[serde(flatten)]
     pub node: Node,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How much network a job gets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkPolicy {
     /// No network at all (the default).
@@ -24,7 +24,7 @@ impl NetworkPolicy {
 }
 
 /// What running a job produced.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobResult {
     /// The process's exit code; `None` when it never ran (see `error`).
     pub exit_code: Option<i64>,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::job::{JobResult, NetworkPolicy};
 
 /// Where a task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskState {
     Queued,
@@ -56,7 +56,7 @@ impl TaskState {
 }
 
 /// What a task asks for, as accepted by the API (validated, defaults filled in).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub command: Vec<String>,
     /// Image to run in; the node's configured sandbox image when absent.
@@ -80,7 +80,7 @@ pub struct TaskSpec {
 }
 
 /// How one attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     /// The job ran; its result is the task's (or was superseded by a retry).
@@ -92,7 +92,7 @@ pub enum AttemptOutcome {
 }
 
 /// One attempt: a job on a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     pub n: u32,
     pub job_id: String,
@@ -104,7 +104,7 @@ pub struct Attempt {
 }
 
 /// A task as the orchestrator knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub id: String,
     pub state: TaskState,

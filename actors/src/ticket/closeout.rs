@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::model::{Ticket, TicketError};
 
@@ -16,7 +15,7 @@ pub const BUILTIN_TEMPLATES: &str = include_str!("../../templates/incident_templ
 pub const SIGNATURE_KIND: &str = "signature";
 
 /// What one incident type needs at closeout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentTemplate {
     pub incident_type: String,
@@ -26,7 +25,7 @@ pub struct IncidentTemplate {
 }
 
 /// A versioned set of templates, one per incident type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Templates {
     pub version: String,
@@ -84,7 +83,7 @@ impl Templates {
 }
 
 /// Where a ticket stands against its closeout template. Lists are sorted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CloseoutStatus {
     pub ready: bool,
     pub required_evidence_keys: Vec<String>,

@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::policy::{Denied, PolicyDimension};
 
 /// Where a ticket is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TicketState {
     New,
@@ -84,7 +83,7 @@ impl std::fmt::Display for TicketState {
 }
 
 /// Urgency; sets the SLA target the cockpit counts down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Priority {
     Emergency,
@@ -95,18 +94,16 @@ pub enum Priority {
 }
 
 /// A service window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
     pub start: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
     pub end: OffsetDateTime,
 }
 
 /// How a technician was dispatched: on schedule, or skipping it in an emergency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DispatchMode {
     #[default]
@@ -115,7 +112,7 @@ pub enum DispatchMode {
 }
 
 /// Where a pending approval came from, which decides where approval leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApprovalStage {
     /// Raised at triage: approved → READY_TO_SCHEDULE, denied → CANCELLED.
@@ -125,7 +122,7 @@ pub enum ApprovalStage {
 }
 
 /// A manager's answer to a pending approval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     Approved,
@@ -133,37 +130,35 @@ pub enum Decision {
 }
 
 /// One piece of closeout evidence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub id: Uuid,
     pub kind: String,
     pub uri: String,
     pub evidence_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
     pub added_at: OffsetDateTime,
     pub added_by: String,
 }
 
 /// A technician's request to change the scope of the work.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeRequest {
     pub reason: String,
     pub change_summary: String,
 }
 
 /// What was billed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoice {
     pub amount_cents: i64,
     pub currency: String,
 }
 
 /// The ticket as the API returns it and as its snapshot is stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ticket {
     pub id: Uuid,
     pub state: TicketState,
@@ -205,17 +200,15 @@ pub struct Ticket {
     #[serde(default)]
     pub cancel_reason: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
 }
 
 // ---------------------------------------------------------------- commands
 
 /// Body of `POST /v1/tickets`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateTicket {
     pub account_id: String,
     pub site_id: String,
@@ -226,7 +219,7 @@ pub struct CreateTicket {
 }
 
 /// Where triage sends a new ticket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TriageOutcome {
     Triaged,
@@ -235,7 +228,7 @@ pub enum TriageOutcome {
 }
 
 /// Body of `POST /v1/tickets/{id}/triage`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Triage {
     pub workflow_outcome: TriageOutcome,
     #[serde(default)]
@@ -245,19 +238,19 @@ pub struct Triage {
 }
 
 /// Body of `POST /v1/tickets/{id}/schedule/propose`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposeSchedule {
     pub windows: Vec<Window>,
 }
 
 /// Body of `POST /v1/tickets/{id}/schedule/confirm`; the window must be one proposed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfirmSchedule {
     pub window: Window,
 }
 
 /// Body of `POST /v1/tickets/{id}/assignment/dispatch`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DispatchAssignment {
     pub technician_id: String,
     #[serde(default)]
@@ -270,36 +263,35 @@ pub struct DispatchAssignment {
 }
 
 /// A body with no fields (`{}`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Empty {}
 
 /// Body of `POST /v1/tickets/{id}/tech/request-change`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestChange {
     pub reason: String,
     pub change_summary: String,
 }
 
 /// Body of `POST /v1/tickets/{id}/approval/decide`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecideApproval {
     pub decision: Decision,
     pub reason: String,
 }
 
 /// Body of `POST /v1/tickets/{id}/evidence`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AddEvidence {
     pub kind: String,
     pub uri: String,
     pub evidence_key: String,
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 
 /// Body of `POST /v1/tickets/{id}/tech/complete`: the checklist as done on site.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Complete {
     pub checklist: BTreeMap<String, bool>,
     #[serde(default)]
@@ -307,21 +299,21 @@ pub struct Complete {
 }
 
 /// Body of `POST /v1/tickets/{id}/qa/verify`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Verify {
     #[serde(default)]
     pub notes: Option<String>,
 }
 
 /// Body of `POST /v1/tickets/{id}/billing/generate-invoice`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerateInvoice {
     pub amount_cents: i64,
     pub currency: String,
 }
 
 /// Body of `POST /v1/tickets/{id}/cancel`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancel {
     pub reason: String,
 }

@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
-use utoipa::ToSchema;
 
 use super::model::{Priority, Ticket};
 
@@ -17,7 +16,7 @@ pub fn target(priority: Priority) -> Duration {
     }
 }
 
-#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Serialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SlaStatus {
     OnTrack,

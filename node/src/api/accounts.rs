@@ -2,8 +2,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use actors::policy::{self, Principal, Role};
-use actors::user::{self, Account, AccountKind, UserCommand, UserView};
+use actors::policy;
+use actors::user::{self, Account, AccountKind, User, UserCommand};
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
@@ -16,6 +16,7 @@ use super::extract::{BearerToken, Caller, JsonBody, RequestCtx};
 use super::{App, authorize_route};
 use crate::api::identity::{self, TokenPair};
 use crate::auth::PublicKey;
+use crate::dto::accounts as dto;
 
 /// Body of `POST /v1/auth/login`.
 #[derive(Deserialize, ToSchema)]
@@ -100,7 +101,7 @@ pub(super) async fn keys(State(app): State<App>) -> Json<KeySet> {
 /// Who the caller is, and about its token.
 #[derive(Serialize, ToSchema)]
 pub struct Me {
-    pub principal: Principal,
+    pub principal: dto::Principal,
     pub jti: String,
     pub issued_at: i64,
     pub expires_at: i64,
@@ -116,7 +117,7 @@ pub(super) async fn me(
 ) -> Result<Json<Me>, ApiError> {
     authorize_route(&caller, &ctx, "auth.me")?;
     Ok(Json(Me {
-        principal: caller,
+        principal: caller.into(),
         jti: claims.jti,
         issued_at: claims.iat,
         expires_at: claims.exp,
@@ -133,7 +134,7 @@ pub struct ToolEntry {
     pub summary: &'static str,
     pub mutating: bool,
     /// Ticket states the tool may be used from (empty: not state-bound).
-    pub allowed_states: Vec<actors::ticket::TicketState>,
+    pub allowed_states: Vec<crate::dto::tickets::TicketState>,
     /// JSON Schema of the request body, when it takes one.
     #[schema(value_type = Option<Object>)]
     pub body_schema: Option<Value>,
@@ -164,7 +165,7 @@ pub(super) async fn tools(Caller(caller): Caller, ctx: RequestCtx) -> Result<Jso
                 path,
                 summary: spec.summary,
                 mutating: spec.mutating,
-                allowed_states: spec.from_states.to_vec(),
+                allowed_states: spec.from_states.iter().map(|s| (*s).into()).collect(),
                 body_schema: (!schema.is_null()).then(|| resolve_refs(schema, doc, 0)),
             }
         })
@@ -189,11 +190,16 @@ fn resolve_refs(v: &Value, doc: &Value, depth: usize) -> Value {
     }
 }
 
+/// What the API shows of a user.
+fn view(u: &User) -> dto::UserView {
+    user::UserView::from(u).into()
+}
+
 /// Body of `POST /v1/users`.
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUser {
     pub username: String,
-    pub role: Role,
+    pub role: dto::Role,
     /// Default `["*"]`.
     #[serde(default)]
     pub accounts: Option<Vec<String>>,
@@ -216,7 +222,7 @@ pub struct CreateUser {
 /// A created account; a service account's token is shown here once.
 #[derive(Serialize, ToSchema)]
 pub struct CreatedUser {
-    pub user: UserView,
+    pub user: dto::UserView,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
@@ -256,7 +262,7 @@ pub(super) async fn create_user(
     let account = Account {
         username: b.username.clone(),
         kind: if b.service { AccountKind::Service } else { AccountKind::Human },
-        role: b.role,
+        role: b.role.into(),
         accounts: b.accounts.unwrap_or_else(|| vec!["*".into()]),
         sites: b.sites.unwrap_or_else(|| vec!["*".into()]),
         queues: b.queues,
@@ -269,13 +275,13 @@ pub(super) async fn create_user(
         AccountKind::Human => None,
     };
     tracing::info!(username = %created.account.username, role = created.account.role.as_str(), by = %caller.sub, "account created");
-    Ok((StatusCode::CREATED, Json(CreatedUser { user: UserView::from(&created), token })))
+    Ok((StatusCode::CREATED, Json(CreatedUser { user: view(&created), token })))
 }
 
 /// Every account.
 #[derive(Serialize, ToSchema)]
 pub struct UserList {
-    pub users: Vec<UserView>,
+    pub users: Vec<dto::UserView>,
     /// Pass as `cursor` for the next page; absent on the last one.
     pub next_cursor: Option<String>,
 }
@@ -291,32 +297,32 @@ pub(super) async fn list_users(
 ) -> Result<Json<UserList>, ApiError> {
     authorize_route(&caller, &ctx, "user.list")?;
     let users = user::list(&app.log).map_err(|e| ApiError::internal("listing users", e))?;
-    let (users, next_cursor) = page.slice(users.iter().map(UserView::from).collect(), |u| u.account.username.clone());
+    let (users, next_cursor) = page.slice(users.iter().map(view).collect(), |u| u.account.username.clone());
     Ok(Json(UserList { users, next_cursor }))
 }
 
 #[utoipa::path(operation_id = "user.disable", post, path = "/v1/users/{username}/disable", tag = "users", params(("username" = String, Path)),
-    responses((status = 200, body = UserView), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = dto::UserView), (status = "4XX", body = ErrorBody)))]
 /// Disable an account; its tokens stop working at once.
 pub(super) async fn disable_user(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     Path(username): Path<String>,
-) -> Result<Json<UserView>, ApiError> {
+) -> Result<Json<dto::UserView>, ApiError> {
     authorize_route(&caller, &ctx, "user.disable")?;
     let u = identity::user_command(&app, &caller, &username, UserCommand::Disable).await?;
-    Ok(Json(UserView::from(&u)))
+    Ok(Json(view(&u)))
 }
 
 /// Body of `POST /v1/users/{username}/role`.
 #[derive(Deserialize, ToSchema)]
 pub struct SetRole {
-    pub role: Role,
+    pub role: dto::Role,
 }
 
 #[utoipa::path(operation_id = "user.set_role", post, path = "/v1/users/{username}/role", tag = "users", params(("username" = String, Path)), request_body = SetRole,
-    responses((status = 200, body = UserView), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = dto::UserView), (status = "4XX", body = ErrorBody)))]
 /// Change an account's role; tokens with the old role stop working.
 pub(super) async fn set_role(
     State(app): State<App>,
@@ -324,10 +330,10 @@ pub(super) async fn set_role(
     ctx: RequestCtx,
     Path(username): Path<String>,
     body: JsonBody<SetRole>,
-) -> Result<Json<UserView>, ApiError> {
+) -> Result<Json<dto::UserView>, ApiError> {
     authorize_route(&caller, &ctx, "user.set_role")?;
-    let u = identity::user_command(&app, &caller, &username, UserCommand::SetRole(body.value.role)).await?;
-    Ok(Json(UserView::from(&u)))
+    let u = identity::user_command(&app, &caller, &username, UserCommand::SetRole(body.value.role.into())).await?;
+    Ok(Json(view(&u)))
 }
 
 /// Body of `POST /v1/users/{username}/password`.
@@ -337,7 +343,7 @@ pub struct ResetPassword {
 }
 
 #[utoipa::path(operation_id = "user.reset_password", post, path = "/v1/users/{username}/password", tag = "users", params(("username" = String, Path)), request_body = ResetPassword,
-    responses((status = 200, body = UserView), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = dto::UserView), (status = "4XX", body = ErrorBody)))]
 /// Set a new password; the account's existing tokens stop working.
 pub(super) async fn reset_password(
     State(app): State<App>,
@@ -345,11 +351,11 @@ pub(super) async fn reset_password(
     ctx: RequestCtx,
     Path(username): Path<String>,
     body: JsonBody<ResetPassword>,
-) -> Result<Json<UserView>, ApiError> {
+) -> Result<Json<dto::UserView>, ApiError> {
     authorize_route(&caller, &ctx, "user.reset_password")?;
     let password_hash = hash(body.value.password).await?;
     let u = identity::user_command(&app, &caller, &username, UserCommand::ResetPassword(password_hash)).await?;
-    Ok(Json(UserView::from(&u)))
+    Ok(Json(view(&u)))
 }
 
 /// The key added by a rotation.

@@ -1,6 +1,6 @@
 //! Admin-only endpoints.
 
-use actors::policy::{Principal, Role};
+use actors::policy::Principal;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,7 +18,7 @@ const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
 #[derive(Deserialize, ToSchema)]
 pub struct MintToken {
     pub sub: String,
-    pub role: Role,
+    pub role: crate::dto::accounts::Role,
     pub accounts: Vec<String>,
     pub sites: Vec<String>,
     #[serde(default)]
@@ -62,8 +62,14 @@ pub(super) async fn mint_token(
     if let Some(unknown) = m.tools.iter().flatten().find(|t| actors::policy::tool(t).is_none()) {
         return Err(bad(&format!("unknown tool {unknown:?}")));
     }
-    let principal =
-        Principal { sub: m.sub, role: m.role, accounts: m.accounts, sites: m.sites, tools: m.tools, queues: m.queues };
+    let principal = Principal {
+        sub: m.sub,
+        role: m.role.into(),
+        accounts: m.accounts,
+        sites: m.sites,
+        tools: m.tools,
+        queues: m.queues,
+    };
     let (token, claims) =
         app.auth.mint(&principal, m.ttl_seconds).map_err(|e| ApiError::internal("minting a token", e))?;
     crate::api::tokens::record_minted(&app, &caller, &token, &claims).await?;

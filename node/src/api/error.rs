@@ -39,7 +39,7 @@ pub struct ErrorDetail {
     #[schema(value_type = Object)]
     pub details: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyDimension>,
+    pub policy: Option<crate::dto::accounts::PolicyDimension>,
     pub request_id: Option<String>,
 }
 
@@ -180,7 +180,7 @@ impl IntoResponse for ApiError {
                 code: self.code.to_owned(),
                 message: self.message,
                 details: self.details,
-                policy: self.policy,
+                policy: self.policy.map(Into::into),
                 request_id,
             },
         };

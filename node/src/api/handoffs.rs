@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::dto::lanes as dto;
 use actors::kernel::Request;
 use actors::lane::store;
-use actors::lane::{DecisionAction, Handoff, HandoffStatus, Lane, LaneCommand};
+use actors::lane::{Handoff, HandoffStatus, Lane, LaneCommand};
 use actors::policy::{Principal, Role};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -56,7 +57,7 @@ pub(super) async fn queue(
             None => None,
         };
     let pairs = store::handoffs(&app.log, q.queue.as_deref()).map_err(|e| ApiError::internal("listing handoffs", e))?;
-    let mut out: Vec<Handoff> = Vec::new();
+    let mut out: Vec<dto::Handoff> = Vec::new();
     let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();
     for (handoff, lane_id) in pairs {
         if !lanes.contains_key(&lane_id)
@@ -72,7 +73,7 @@ pub(super) async fn queue(
             && status.is_none_or(|s| s == h.status)
             && q.queue.as_ref().is_none_or(|q| *q == h.request.queue)
         {
-            out.push(h.clone());
+            out.push(dto::Handoff::from(h.clone()));
         }
     }
     let page = super::paging::Page { cursor: q.cursor, limit: q.limit };
@@ -94,22 +95,22 @@ async fn handoff_for(app: &App, caller: &Principal, handoff_id: &str) -> Result<
 }
 
 #[utoipa::path(operation_id = "handoff.get", get, path = "/v1/handoffs/{id}", tag = "handoffs", params(("id" = String, Path)),
-    responses((status = 200, body = Handoff), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = dto::Handoff), (status = "4XX", body = ErrorBody)))]
 /// One handoff, if it is in the caller's queues.
 pub(super) async fn handoff(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     Path(id): Path<String>,
-) -> Result<Json<Handoff>, ApiError> {
+) -> Result<Json<dto::Handoff>, ApiError> {
     authorize_route(&caller, &ctx, "handoff.get")?;
-    Ok(Json(handoff_for(&app, &caller, &id).await?.1))
+    Ok(Json(handoff_for(&app, &caller, &id).await?.1.into()))
 }
 
 /// Body of `POST /v1/handoffs/{id}/decision`.
 #[derive(Deserialize, ToSchema)]
 pub struct DecisionBody {
-    pub action: DecisionAction,
+    pub action: dto::DecisionAction,
     pub reason: String,
     pub reroute_to: Option<String>,
     #[schema(value_type = Object)]
@@ -131,14 +132,14 @@ pub(super) async fn decision_command(
     if lane.id != lane_id {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "HANDOFF_NOT_FOUND", "no such handoff on this lane"));
     }
-    if let (DecisionAction::Reroute, Some(to)) = (d.action, &d.reroute_to)
+    if let (dto::DecisionAction::Reroute, Some(to)) = (d.action, &d.reroute_to)
         && !queue_visible(caller, to)
     {
         return Err(queue_forbidden(to));
     }
     Ok(LaneCommand::Decide {
         handoff_id: handoff_id.to_owned(),
-        action: d.action,
+        action: d.action.into(),
         reason: d.reason,
         reroute_to: d.reroute_to,
         context: d.context,
@@ -206,7 +207,8 @@ pub(super) async fn wait_decision(
     }
     let h = lane.handoff.as_ref();
     Ok(Json(json!({
-        "lane_id": lane.id, "status": lane.status, "decided": h.is_some_and(|h| h.decision.is_some()),
-        "handoff_id": h.map(|h| &h.request.handoff_id), "handoff_status": h.map(|h| h.status), "decision": h.and_then(|h| h.decision.as_ref()),
+        "lane_id": lane.id, "status": dto::LaneStatus::from(lane.status), "decided": h.is_some_and(|h| h.decision.is_some()),
+        "handoff_id": h.map(|h| &h.request.handoff_id), "handoff_status": h.map(|h| dto::HandoffStatus::from(h.status)),
+        "decision": h.and_then(|h| h.decision.clone()).map(dto::Decision::from),
     })))
 }

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
 use super::{App, authorize_route, origin};
+use crate::dto::lanes as dto;
 
 /// The published schema of the v1 event envelope.
 pub const ENVELOPE_SCHEMA: &str = include_str!("../../schemas/event-envelope.v1.json");
@@ -86,7 +87,7 @@ pub(super) fn receipt_of(r: &EventRecord) -> Value {
 /// The lane and what was written (or replayed), with `Idempotent-Replayed` when replayed.
 pub(super) fn answer(status: StatusCode, outcome: Outcome<Lanes>, extra: Value) -> Response {
     let written: Vec<Value> = outcome.records.iter().map(receipt_of).collect();
-    let mut body = json!({ "lane": outcome.state, "events": written });
+    let mut body = json!({ "lane": dto::Lane::from(outcome.state), "events": written });
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
@@ -186,15 +187,15 @@ pub(super) async fn lane_for(
 }
 
 #[utoipa::path(operation_id = "lane.get", get, path = "/v1/lanes/{id}", tag = "lanes", params(("id" = String, Path)),
-    responses((status = 200, body = Lane), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = dto::Lane), (status = "4XX", body = ErrorBody)))]
 /// A lane: status, checkpoints, current and earlier handoffs, owner.
 pub(super) async fn get(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     Path(id): Path<String>,
-) -> Result<Json<Lane>, ApiError> {
-    Ok(Json(lane_for(&app, &caller, &ctx, &id, "lane.get").await?))
+) -> Result<Json<dto::Lane>, ApiError> {
+    Ok(Json(lane_for(&app, &caller, &ctx, &id, "lane.get").await?.into()))
 }
 
 #[utoipa::path(operation_id = "lane.timeline", get, path = "/v1/lanes/{id}/timeline", tag = "lanes", params(("id" = String, Path)),
@@ -263,7 +264,7 @@ pub struct RequestHandoff {
     /// Decision due within (default 3600 s).
     pub deadline_seconds: Option<u64>,
     /// `reject` (default) or `escalate`.
-    pub timeout_action: Option<TimeoutAction>,
+    pub timeout_action: Option<dto::TimeoutAction>,
 }
 
 impl RequestHandoff {
@@ -279,7 +280,7 @@ impl RequestHandoff {
                 queue: self.queue,
                 sla_due_ms,
                 deadline_ms,
-                timeout_action: self.timeout_action.unwrap_or(TimeoutAction::Reject),
+                timeout_action: self.timeout_action.map_or(TimeoutAction::Reject, Into::into),
             },
         })
     }
@@ -401,7 +402,7 @@ pub(super) async fn owner(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let lane = lane_for(&app, &caller, &ctx, &id, "lane.owner").await?;
-    Ok(Json(json!({ "lane_id": lane.id, "owner": lane.owner, "status": lane.status })))
+    Ok(Json(json!({ "lane_id": lane.id, "owner": lane.owner, "status": dto::LaneStatus::from(lane.status) })))
 }
 
 /// Body of freeze and unfreeze.

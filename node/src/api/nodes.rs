@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actors::node::{JoinToken, MembershipError, Node, NodeCommand, NodeConfig, NodeError, NodeView, TokenRefusal};
+use actors::node::{MembershipError, NodeCommand, NodeConfig, NodeError, TokenRefusal};
 use actors::policy::Principal;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
 use super::{App, authorize_route, origin};
+use crate::dto::nodes::{JoinToken, Node, NodeView};
 
 /// Default and longest lifetimes of a bootstrap token.
 const DEFAULT_TTL_SECONDS: u64 = 15 * 60;
@@ -85,7 +86,7 @@ pub(super) async fn create_token(
         .create_token(b.labels, uses, Duration::from_secs(ttl), origin(&caller, &ctx, "join_token.create"))
         .await?;
     tracing::info!(token_id = %record.id, uses, ttl, by = %caller.sub, "join token created");
-    Ok((StatusCode::CREATED, Json(CreatedJoinToken { token, record })))
+    Ok((StatusCode::CREATED, Json(CreatedJoinToken { token, record: record.into() })))
 }
 
 /// Every bootstrap token (without its secret string).
@@ -106,7 +107,8 @@ pub(super) async fn list_tokens(
     axum::extract::Query(page): axum::extract::Query<super::paging::Page>,
 ) -> Result<Json<JoinTokenList>, ApiError> {
     authorize_route(&caller, &ctx, "join_token.list")?;
-    let (tokens, next_cursor) = page.slice(app.cluster.membership.tokens().await?, |t| t.id.clone());
+    let tokens = app.cluster.membership.tokens().await?.into_iter().map(JoinToken::from).collect();
+    let (tokens, next_cursor) = page.slice(tokens, |t| t.id.clone());
     Ok(Json(JoinTokenList { tokens, next_cursor }))
 }
 
@@ -121,7 +123,7 @@ pub(super) async fn revoke_token(
 ) -> Result<Json<JoinToken>, ApiError> {
     authorize_route(&caller, &ctx, "join_token.revoke")?;
     let origin = origin(&caller, &ctx, "join_token.revoke");
-    Ok(Json(app.cluster.membership.revoke_token(&id, origin).await?))
+    Ok(Json(app.cluster.membership.revoke_token(&id, origin).await?.into()))
 }
 
 /// Every node.
@@ -144,7 +146,8 @@ pub(super) async fn list(
     authorize_route(&caller, &ctx, "node.list")?;
     // Node ids sort by number (node-2 before node-10) for the cursor.
     let key = |v: &NodeView| format!("{:020}", v.node.id.trim_start_matches("node-").parse::<u64>().unwrap_or(0));
-    let (nodes, next_cursor) = page.slice(app.cluster.membership.nodes().await?, key);
+    let nodes = app.cluster.membership.nodes().await?.into_iter().map(NodeView::from).collect();
+    let (nodes, next_cursor) = page.slice(nodes, key);
     Ok(Json(NodeList { nodes, next_cursor }))
 }
 
@@ -159,7 +162,7 @@ pub(super) async fn get(
 ) -> Result<Json<NodeView>, ApiError> {
     authorize_route(&caller, &ctx, "node.get")?;
     let node = app.cluster.membership.lookup(&id).await.ok_or_else(|| ApiError::not_found("node"))?;
-    Ok(Json(node.view().await?))
+    Ok(Json(node.view().await?.into()))
 }
 
 async fn command(
@@ -173,7 +176,7 @@ async fn command(
     authorize_route(caller, ctx, tool)?;
     let node = app.cluster.membership.command(id, command, origin(caller, ctx, tool)).await?;
     tracing::info!(node = %id, tool, by = %caller.sub, state = node.state.as_str(), "node command");
-    Ok(Json(node))
+    Ok(Json(node.into()))
 }
 
 #[utoipa::path(operation_id = "node.drain", post, path = "/v1/nodes/{id}/drain", tag = "nodes", params(("id" = String, Path)),

@@ -5,10 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::dispatch::DispatchError;
 use actors::policy::Principal;
-use actors::task::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_PIDS, DEFAULT_TIMEOUT_SECONDS, JobResult, NetworkPolicy, Task, TaskError, TaskSpec,
-    TaskState,
-};
+use actors::task::{DEFAULT_MAX_ATTEMPTS, DEFAULT_PIDS, DEFAULT_TIMEOUT_SECONDS, Task, TaskError, TaskSpec, TaskState};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -19,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
 use super::{App, authorize_route, origin};
+use crate::dto::tasks::{self as dto, JobResult, NetworkPolicy};
 
 /// Resource limits of a task's job.
 #[derive(Deserialize, ToSchema, Default)]
@@ -75,7 +73,7 @@ impl CreateTask {
         let spec = TaskSpec {
             command: self.command,
             image: self.image.filter(|i| !i.trim().is_empty()),
-            network: self.network_policy,
+            network: self.network_policy.into(),
             memory_bytes: self.limits.memory_bytes,
             // Out of range (negative, not a number) saturates and is refused by the check.
             cpu_millis: self.limits.cpus.map(|c| (c * 1000.0).round() as u32),
@@ -100,7 +98,7 @@ impl CreateTask {
 #[derive(Serialize, ToSchema)]
 pub struct Accepted {
     pub task_id: String,
-    pub state: TaskState,
+    pub state: dto::TaskState,
 }
 
 impl From<DispatchError> for ApiError {
@@ -157,7 +155,7 @@ pub(super) async fn create(
     }
     let id = app.kernel.ids.next_id().to_string();
     let submitted = app.tasks.submit(id, spec, origin(&caller, &ctx, "task.create"), Some((key, hash))).await?;
-    let body = Accepted { task_id: submitted.task.id.clone(), state: submitted.task.state };
+    let body = Accepted { task_id: submitted.task.id.clone(), state: submitted.task.state.into() };
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if submitted.replayed {
         response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
@@ -168,9 +166,9 @@ pub(super) async fn create(
 }
 
 /// A task without its (possibly large) result; see `/result`.
-fn summary(mut task: Task) -> Task {
+fn summary(mut task: Task) -> dto::Task {
     task.result = None;
-    task
+    task.into()
 }
 
 fn load_for(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool: &str) -> Result<Task, ApiError> {
@@ -185,14 +183,14 @@ fn load_for(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool: &st
 }
 
 #[utoipa::path(operation_id = "task.get", get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
-    responses((status = 200, body = Task), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = dto::Task), (status = "4XX", body = ErrorBody)))]
 /// A task: its state, every attempt (node, times, outcome) and its spec.
 pub(super) async fn get(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     Path(id): Path<String>,
-) -> Result<Json<Task>, ApiError> {
+) -> Result<Json<dto::Task>, ApiError> {
     Ok(Json(summary(load_for(&app, &caller, &ctx, &id, "task.get")?)))
 }
 
@@ -200,7 +198,7 @@ pub(super) async fn get(
 #[derive(Serialize, ToSchema)]
 pub struct TaskResult {
     pub task_id: String,
-    pub state: TaskState,
+    pub state: dto::TaskState,
     /// The run that decided the task (none when it never ran, e.g. cancelled while queued).
     pub result: Option<JobResult>,
     pub reason: Option<String>,
@@ -223,18 +221,19 @@ pub(super) async fn result(
             format!("the task is {}; its result comes when it finishes", task.state.as_str()),
         ));
     }
-    Ok(Json(TaskResult { task_id: task.id, state: task.state, result: task.result, reason: task.reason }))
+    let result = task.result.map(JobResult::from);
+    Ok(Json(TaskResult { task_id: task.id, state: task.state.into(), result, reason: task.reason }))
 }
 
 #[utoipa::path(operation_id = "task.cancel", post, path = "/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path)),
-    responses((status = 200, body = Task), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = dto::Task), (status = "4XX", body = ErrorBody)))]
 /// Cancel: a queued task ends at once; a running job is killed on its node first.
 pub(super) async fn cancel(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     Path(id): Path<String>,
-) -> Result<Json<Task>, ApiError> {
+) -> Result<Json<dto::Task>, ApiError> {
     load_for(&app, &caller, &ctx, &id, "task.cancel")?;
     let task = app.tasks.cancel(&id, origin(&caller, &ctx, "task.cancel")).await?;
     Ok(Json(summary(task)))
@@ -254,7 +253,7 @@ pub struct ListQuery {
 /// Tasks in the caller's scope.
 #[derive(Serialize, ToSchema)]
 pub struct TaskList {
-    pub tasks: Vec<Task>,
+    pub tasks: Vec<dto::Task>,
     /// Pass as `cursor` for the next page; absent on the last one.
     pub next_cursor: Option<String>,
 }
@@ -280,7 +279,7 @@ pub(super) async fn list(
     // Task ids are v7 UUIDs: their order is creation order, and the cursor's.
     for id in ids.into_iter().filter(|id| q.cursor.as_ref().is_none_or(|c| id > c)) {
         if tasks.len() >= limit {
-            next_cursor = tasks.last().map(|t: &Task| t.id.clone());
+            next_cursor = tasks.last().map(|t: &dto::Task| t.id.clone());
             break;
         }
         if let Some((task, _)) =

@@ -1,11 +1,7 @@
 //! Ticket commands and reads.
 
 use actors::policy::Principal;
-use actors::ticket::{
-    self, AddEvidence, Cancel, Complete, ConfirmSchedule, CreateTicket, DecideApproval, DispatchAssignment, Empty,
-    Evidence, GenerateInvoice, ProposeSchedule, RequestChange, Templates, Ticket, TicketCommand, TicketState, Triage,
-    Verify, store,
-};
+use actors::ticket::{self, TicketCommand, TicketState, store};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -17,6 +13,11 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
 use super::{App, authorize_route, rfc3339};
+use crate::dto::ticket_commands::{
+    AddEvidence, Cancel, Complete, ConfirmSchedule, CreateTicket, DecideApproval, DispatchAssignment, Empty,
+    GenerateInvoice, ProposeSchedule, RequestChange, Triage, Verify,
+};
+use crate::dto::tickets::{Evidence, Templates, Ticket};
 use actors::kernel::Request;
 
 /// Parses a path segment as a ticket id.
@@ -40,7 +41,8 @@ async fn run(
     let outcome = app.tickets.run(request).await?;
     let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
     // Serialized in one piece (axum's `Json` writes through a growing buffer).
-    let body = serde_json::to_vec(&outcome.state).map_err(|e| ApiError::internal("encoding the ticket", e))?;
+    let body =
+        serde_json::to_vec(&Ticket::from(outcome.state)).map_err(|e| ApiError::internal("encoding the ticket", e))?;
     let mut response = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
     if outcome.replayed {
         response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
@@ -55,7 +57,7 @@ pub(super) fn load_for(
     ctx: &RequestCtx,
     raw_id: &str,
     tool: &str,
-) -> Result<Ticket, ApiError> {
+) -> Result<ticket::Ticket, ApiError> {
     let spec = authorize_route(caller, ctx, tool)?;
     let id = parse_ticket_id(raw_id)?;
     let ticket = store::load(&app.log, id)
@@ -76,7 +78,7 @@ pub(super) async fn create(
     body: JsonBody<CreateTicket>,
 ) -> Result<Response, ApiError> {
     let id = app.kernel.ids.next_id();
-    run(&app, caller, ctx, id, TicketCommand::Create(body.value), body.canonical_hash).await
+    run(&app, caller, ctx, id, TicketCommand::Create(body.value.into()), body.canonical_hash).await
 }
 
 macro_rules! ticket_command {
@@ -95,7 +97,7 @@ macro_rules! ticket_command {
             body: JsonBody<$body>,
         ) -> Result<Response, ApiError> {
             let id = parse_ticket_id(&id)?;
-            run(&app, caller, ctx, id, TicketCommand::$variant(body.value), body.canonical_hash).await
+            run(&app, caller, ctx, id, TicketCommand::$variant(body.value.into()), body.canonical_hash).await
         }
     };
 }
@@ -122,7 +124,7 @@ pub(super) async fn dispatch(
     body: JsonBody<DispatchAssignment>,
 ) -> Result<Response, ApiError> {
     let id = parse_ticket_id(&id)?;
-    let mut command = body.value;
+    let mut command: ticket::DispatchAssignment = body.value.into();
     if command.dispatch_mode == Some(ticket::DispatchMode::EmergencyBypass)
         && let Some(token) = command.manager_confirmation.as_deref().filter(|t| !t.is_empty())
     {
@@ -208,7 +210,7 @@ pub(super) async fn get(
     ctx: RequestCtx,
     Path(id): Path<String>,
 ) -> Result<Json<Ticket>, ApiError> {
-    load_for(&app, &caller, &ctx, &id, "ticket.get").map(Json)
+    load_for(&app, &caller, &ctx, &id, "ticket.get").map(|t| Json(t.into()))
 }
 
 /// One event of a ticket's audit trail.
@@ -321,7 +323,8 @@ pub(super) async fn evidence(
     Path(id): Path<String>,
 ) -> Result<Json<EvidenceList>, ApiError> {
     let ticket = load_for(&app, &caller, &ctx, &id, "ticket.evidence")?;
-    Ok(Json(EvidenceList { ticket_id: ticket.id, evidence: ticket.evidence }))
+    let evidence = ticket.evidence.into_iter().map(Evidence::from).collect();
+    Ok(Json(EvidenceList { ticket_id: ticket.id, evidence }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -378,7 +381,7 @@ pub(super) async fn list(
     };
     let (tickets, next_after) = store::list(&app.log, &filter, |t| caller.in_scope(&t.account_id, &t.site_id))
         .map_err(|e| ApiError::internal("listing tickets", e))?;
-    Ok(Json(TicketList { tickets, next_after }))
+    Ok(Json(TicketList { tickets: tickets.into_iter().map(Ticket::from).collect(), next_after }))
 }
 
 #[utoipa::path(operation_id = "incident_templates.list", get, path = "/v1/incident-templates", tag = "tickets",
@@ -390,5 +393,5 @@ pub(super) async fn incident_templates(
     ctx: RequestCtx,
 ) -> Result<Response, ApiError> {
     authorize_route(&caller, &ctx, "incident_templates.list")?;
-    Ok(Json(app.templates.as_ref().clone()).into_response())
+    Ok(Json(Templates::from(app.templates.as_ref().clone())).into_response())
 }

@@ -2,9 +2,9 @@
 //! Both list the actions the caller may take, and why the others are disabled,
 //! from the same policy table the API enforces.
 
-use actors::policy::{DisabledReason, ticket_actions};
-use actors::ticket::sla::{self, SlaStatus};
-use actors::ticket::{CloseoutStatus, Priority, Ticket, TicketState, closeout, store};
+use actors::policy::ticket_actions;
+use actors::ticket::sla;
+use actors::ticket::{Ticket, TicketState, closeout, store};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Serialize;
@@ -16,6 +16,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, RequestCtx};
 use super::tickets::{TimelineEntry, load_for, timeline_of};
 use super::{App, authorize_route, rfc3339};
+use crate::dto::accounts::DisabledReason;
+use crate::dto::tickets::{CloseoutStatus, Evidence, Priority, SlaStatus, Window};
 
 #[derive(Serialize, ToSchema)]
 pub struct Sla {
@@ -26,14 +28,14 @@ pub struct Sla {
 
 fn sla(t: &Ticket, now: OffsetDateTime) -> Sla {
     let (due, remaining, status) = sla::standing(t, now);
-    Sla { due_at: rfc3339(due), remaining_seconds: remaining.whole_seconds(), status }
+    Sla { due_at: rfc3339(due), remaining_seconds: remaining.whole_seconds(), status: status.into() }
 }
 
 /// What identifies a ticket at a glance, shared by the read models.
 #[derive(Serialize, ToSchema)]
 pub struct TicketHeader {
     pub ticket_id: Uuid,
-    pub state: TicketState,
+    pub state: crate::dto::tickets::TicketState,
     pub priority: Priority,
     pub account_id: String,
     pub site_id: String,
@@ -45,8 +47,8 @@ impl TicketHeader {
     fn of(t: &Ticket) -> Self {
         TicketHeader {
             ticket_id: t.id,
-            state: t.state,
-            priority: t.priority,
+            state: t.state.into(),
+            priority: t.priority.into(),
             account_id: t.account_id.clone(),
             site_id: t.site_id.clone(),
             incident_type: t.incident_type.clone(),
@@ -89,7 +91,7 @@ fn actions(caller: &actors::policy::Principal, t: &Ticket) -> Vec<Action> {
                 method,
                 path: path.replace("{id}", &t.id.to_string()),
                 enabled: a.enabled,
-                disabled_reason: a.disabled_reason,
+                disabled_reason: a.disabled_reason.map(Into::into),
             }
         })
         .collect()
@@ -156,12 +158,12 @@ pub struct JobPacket {
     pub ticket: TicketHeader,
     /// What the work is: the ticket summary and the incident type's description.
     pub scope: String,
-    pub window: Option<actors::ticket::Window>,
+    pub window: Option<Window>,
     pub assignee: Option<String>,
     pub checklist: Vec<ChecklistItem>,
     /// The closeout gate: required vs present evidence, missing items, signature.
     pub closeout: CloseoutStatus,
-    pub evidence: Vec<actors::ticket::Evidence>,
+    pub evidence: Vec<Evidence>,
     pub timeline: Vec<TimelineEntry>,
     pub actions: Vec<Action>,
 }
@@ -194,12 +196,12 @@ pub(super) async fn job_packet(
             Some(tpl) => format!("{} — {}", t.summary, tpl.description),
             None => t.summary.clone(),
         },
-        window: t.confirmed_window.clone(),
+        window: t.confirmed_window.clone().map(Into::into),
         assignee: t.technician_id.clone(),
         checklist,
-        closeout: status,
+        closeout: status.into(),
         timeline: timeline_of(&app, &caller, t.id)?,
         actions: actions(&caller, &t),
-        evidence: t.evidence,
+        evidence: t.evidence.into_iter().map(Evidence::from).collect(),
     }))
 }
