@@ -187,23 +187,39 @@ async fn agent(journal: Shared, sla: u64) -> turmoil::Result {
     Ok(())
 }
 
-#[test]
-fn a_handoff_sla_set_before_a_crash_fires_once_after_the_restart() {
-    dispatch_sim::init_logs();
-    let setup = Setup::new(31);
-    let _seed = SeedOnFailure { scenario: "a_handoff_sla_set_before_a_crash", seed: setup.seed };
+/// Runs the handoff scenario: the agent's lane and handoff, then an orchestrator
+/// crash before the SLA is due, then 15 simulated seconds after the restart.
+fn handoff_through_a_crash(seed: u64) -> Harness {
+    let setup = Setup::new(seed);
     let mut h = Harness::new(&setup);
     let journal = Shared::default();
     h.sim.client("agent", agent(journal.clone(), 5));
     h.run_until("the handoff is acknowledged", S(60), |_| lock(&journal).done);
-    let requested = h.stream("lane/lane-1").last().map(|r| r.time_ms).unwrap();
     h.crash(ORCHESTRATOR);
     h.run_for(S(2));
     h.sim.bounce(ORCHESTRATOR);
     h.run_for(S(15));
-    let escalations: Vec<i64> =
-        h.stream("lane/lane-1").into_iter().filter(|r| r.kind == "lane.escalated").map(|r| r.time_ms).collect();
+    h
+}
+
+#[test]
+fn a_handoff_sla_set_before_a_crash_fires_once_after_the_restart() {
+    dispatch_sim::init_logs();
+    let h = handoff_through_a_crash(31);
+    let _seed = SeedOnFailure { scenario: "a_handoff_sla_set_before_a_crash", seed: h.seed };
+    let lane = h.stream("lane/lane-1");
+    let requested = lane.iter().find(|r| r.kind == "handoff.requested").map(|r| r.time_ms).unwrap();
+    let escalations: Vec<i64> = lane.iter().filter(|r| r.kind == "lane.escalated").map(|r| r.time_ms).collect();
     assert_eq!(escalations.len(), 1, "the SLA fired {} times", escalations.len());
     let late = escalations[0] - requested;
     assert!((5_000..9_000).contains(&late), "fired {late} ms after the request (SLA 5 s)");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_lane_trace() {
+    dispatch_sim::init_logs();
+    let (a, b) = (handoff_through_a_crash(41), handoff_through_a_crash(41));
+    let (a, b) = (a.trace_stream("lane/lane-1"), b.trace_stream("lane/lane-1"));
+    assert!(a.iter().any(|e| e.contains("lane.escalated")), "{a:?}");
+    assert_eq!(a, b, "same seed, different lane histories");
 }
