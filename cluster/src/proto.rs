@@ -213,7 +213,9 @@ pub struct JobResult {
     pub oom_killed: bool,
     pub timed_out: bool,
     pub cancelled: bool,
-    /// Stopped by its worker, which could not renew the job's lease.
+    /// Stopped by its worker, which could not renew the job's lease. Absent in results
+    /// a worker stored before the field existed (its store keeps them as JSON).
+    #[serde(default)]
     pub lease_lost: bool,
     /// The sandbox could not run it (no engine, no image, bad spec).
     pub error: Option<String>,

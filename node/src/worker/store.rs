@@ -197,3 +197,17 @@ impl WorkerStore {
 fn job_stream(job_id: &str) -> String {
     format!("worker/job/{job_id}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A result stored by a worker from before `lease_lost` existed still reads.
+    #[test]
+    fn results_stored_before_lease_lost_existed_still_read() {
+        let old = r#"{"exit_code":0,"stdout":"hi","stderr":"","stdout_truncated":false,"stderr_truncated":false,
+            "oom_killed":false,"timed_out":false,"cancelled":false,"error":null,"started_ms":1,"finished_ms":2}"#;
+        let result: JobResult = serde_json::from_str(old).expect("an old result decodes");
+        assert_eq!((result.exit_code, result.lease_lost), (Some(0), false));
+    }
+}
