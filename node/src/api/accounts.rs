@@ -297,8 +297,8 @@ pub(super) async fn list_users(
 ) -> Result<Json<UserList>, ApiError> {
     authorize_route(&caller, &ctx, "user.list")?;
     let users = user::list(&app.log).map_err(|e| ApiError::internal("listing users", e))?;
-    let (users, next_cursor) = page.slice(users.iter().map(view).collect(), |u| u.account.username.clone());
-    Ok(Json(UserList { users, next_cursor }))
+    let (users, next_cursor) = page.slice(users, |u| u.account.username.clone());
+    Ok(Json(UserList { users: users.iter().map(view).collect(), next_cursor }))
 }
 
 #[utoipa::path(operation_id = "user.disable", post, path = "/v1/users/{username}/disable", tag = "users", params(("username" = String, Path)),

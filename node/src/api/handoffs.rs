@@ -57,7 +57,7 @@ pub(super) async fn queue(
             None => None,
         };
     let pairs = store::handoffs(&app.log, q.queue.as_deref()).map_err(|e| ApiError::internal("listing handoffs", e))?;
-    let mut out: Vec<dto::Handoff> = Vec::new();
+    let mut out: Vec<Handoff> = Vec::new();
     let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();
     for (handoff, lane_id) in pairs {
         if !lanes.contains_key(&lane_id)
@@ -73,11 +73,12 @@ pub(super) async fn queue(
             && status.is_none_or(|s| s == h.status)
             && q.queue.as_ref().is_none_or(|q| *q == h.request.queue)
         {
-            out.push(dto::Handoff::from(h.clone()));
+            out.push(h.clone());
         }
     }
     let page = super::paging::Page { cursor: q.cursor, limit: q.limit };
     let (out, next_cursor) = page.slice(out, |h| format!("{:020}:{}", h.requested_ms, h.request.handoff_id));
+    let out: Vec<dto::Handoff> = out.into_iter().map(Into::into).collect();
     Ok(Json(json!({ "handoffs": out, "next_cursor": next_cursor })))
 }
 

@@ -107,9 +107,8 @@ pub(super) async fn list_tokens(
     axum::extract::Query(page): axum::extract::Query<super::paging::Page>,
 ) -> Result<Json<JoinTokenList>, ApiError> {
     authorize_route(&caller, &ctx, "join_token.list")?;
-    let tokens = app.cluster.membership.tokens().await?.into_iter().map(JoinToken::from).collect();
-    let (tokens, next_cursor) = page.slice(tokens, |t| t.id.clone());
-    Ok(Json(JoinTokenList { tokens, next_cursor }))
+    let (tokens, next_cursor) = page.slice(app.cluster.membership.tokens().await?, |t| t.id.clone());
+    Ok(Json(JoinTokenList { tokens: tokens.into_iter().map(JoinToken::from).collect(), next_cursor }))
 }
 
 #[utoipa::path(operation_id = "join_token.revoke", post, path = "/v1/join-tokens/{id}/revoke", tag = "nodes", params(("id" = String, Path)),
@@ -145,10 +144,11 @@ pub(super) async fn list(
 ) -> Result<Json<NodeList>, ApiError> {
     authorize_route(&caller, &ctx, "node.list")?;
     // Node ids sort by number (node-2 before node-10) for the cursor.
-    let key = |v: &NodeView| format!("{:020}", v.node.id.trim_start_matches("node-").parse::<u64>().unwrap_or(0));
-    let nodes = app.cluster.membership.nodes().await?.into_iter().map(NodeView::from).collect();
-    let (nodes, next_cursor) = page.slice(nodes, key);
-    Ok(Json(NodeList { nodes, next_cursor }))
+    let key = |v: &actors::node::NodeView| {
+        format!("{:020}", v.node.id.trim_start_matches("node-").parse::<u64>().unwrap_or(0))
+    };
+    let (nodes, next_cursor) = page.slice(app.cluster.membership.nodes().await?, key);
+    Ok(Json(NodeList { nodes: nodes.into_iter().map(NodeView::from).collect(), next_cursor }))
 }
 
 #[utoipa::path(operation_id = "node.get", get, path = "/v1/nodes/{id}", tag = "nodes", params(("id" = String, Path)),

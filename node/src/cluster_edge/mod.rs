@@ -217,7 +217,7 @@ impl OrchestratorCluster {
 
 /// The edge the transport calls; held in an `Arc` so joins can issue certificates
 /// from the membership actor.
-pub struct Edge(pub Arc<OrchestratorCluster>);
+struct Edge(Arc<OrchestratorCluster>);
 
 impl Inbound for Edge {
     type Peer = NodePeer;
