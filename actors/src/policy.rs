@@ -107,8 +107,12 @@ pub struct ToolSpec {
     pub roles: &'static [Role],
     /// States the ticket must be in; empty for reads and creation.
     pub from_states: &'static [TicketState],
-    /// Whether the tool changes state (and so needs an `Idempotency-Key`).
+    /// Whether the tool changes state.
     pub mutating: bool,
+    /// Whether the tool's command runs on the kernel with an idempotency key: its route
+    /// requires an `Idempotency-Key`, and a retry with the same key and body replays the
+    /// first answer.
+    pub keyed: bool,
     pub summary: &'static str,
 }
 
@@ -136,17 +140,19 @@ const LANE_READERS: &[Role] = &[Agent, Operator, Admin];
 
 /// The closed catalogue. A tool not listed here does not exist.
 pub const TOOLS: &[ToolSpec] = &[
-    t("ticket.create", &[Dispatcher, Agent, Admin], &[], true, "Open a work order"),
-    t("ticket.triage", &[Dispatcher, Agent], &[S::New], true, "Triage a new ticket"),
-    t("schedule.propose", &[Dispatcher, Agent], &[S::ReadyToSchedule, S::Triaged], true, "Propose service windows"),
-    t("schedule.confirm", &[Dispatcher, Agent], &[S::ScheduleProposed], true, "Confirm one proposed window"),
+    t("ticket.create", &[Dispatcher, Agent, Admin], &[], true, "Open a work order").keyed(),
+    t("ticket.triage", &[Dispatcher, Agent], &[S::New], true, "Triage a new ticket").keyed(),
+    t("schedule.propose", &[Dispatcher, Agent], &[S::ReadyToSchedule, S::Triaged], true, "Propose service windows")
+        .keyed(),
+    t("schedule.confirm", &[Dispatcher, Agent], &[S::ScheduleProposed], true, "Confirm one proposed window").keyed(),
     t(
         "assignment.dispatch",
         &[Dispatcher, Manager],
         &[S::Scheduled, S::Triaged],
         true,
         "Dispatch a technician (TRIAGED only as an emergency bypass)",
-    ),
+    )
+    .keyed(),
     t(
         "assignment.confirm_bypass",
         &[Manager],
@@ -154,21 +160,23 @@ pub const TOOLS: &[ToolSpec] = &[
         false,
         "Confirm an emergency bypass (a manager, for another person's dispatch)",
     ),
-    t("tech.check_in", &[Technician], &[S::Dispatched], true, "Technician arrives on site"),
-    t("tech.request_change", &[Technician], &[S::InProgress], true, "Ask a manager to approve a change of scope"),
-    t("approval.decide", &[Manager], &[S::ApprovalRequired], true, "Approve or deny a pending approval"),
+    t("tech.check_in", &[Technician], &[S::Dispatched], true, "Technician arrives on site").keyed(),
+    t("tech.request_change", &[Technician], &[S::InProgress], true, "Ask a manager to approve a change of scope")
+        .keyed(),
+    t("approval.decide", &[Manager], &[S::ApprovalRequired], true, "Approve or deny a pending approval").keyed(),
     t(
         "closeout.add_evidence",
         &[Technician, Agent],
         &[S::Dispatched, S::InProgress, S::ApprovalRequired, S::CompletedPendingVerification],
         true,
         "Attach evidence",
-    ),
-    t("tech.complete", &[Technician], &[S::InProgress], true, "Finish the work once closeout is ready"),
-    t("qa.verify", &[Qa, Manager], &[S::CompletedPendingVerification], true, "Verify completed work"),
-    t("billing.generate_invoice", &[Billing], &[S::Verified], true, "Invoice verified work"),
-    t("ticket.close", &[Billing, Manager], &[S::Invoiced], true, "Close an invoiced ticket"),
-    t("ticket.cancel", &[Dispatcher, Manager], OPEN, true, "Cancel an open ticket"),
+    )
+    .keyed(),
+    t("tech.complete", &[Technician], &[S::InProgress], true, "Finish the work once closeout is ready").keyed(),
+    t("qa.verify", &[Qa, Manager], &[S::CompletedPendingVerification], true, "Verify completed work").keyed(),
+    t("billing.generate_invoice", &[Billing], &[S::Verified], true, "Invoice verified work").keyed(),
+    t("ticket.close", &[Billing, Manager], &[S::Invoiced], true, "Close an invoiced ticket").keyed(),
+    t("ticket.cancel", &[Dispatcher, Manager], OPEN, true, "Cancel an open ticket").keyed(),
     t("ticket.get", ANY_ROLE, &[], false, "Read a ticket"),
     t("ticket.list", ANY_ROLE, &[], false, "List tickets by state and site"),
     t("ticket.timeline", ANY_ROLE, &[], false, "Read a ticket's audit timeline"),
@@ -197,27 +205,27 @@ pub const TOOLS: &[ToolSpec] = &[
     t("node.drain", &[Admin], &[], true, "Stop giving a node new work"),
     t("node.remove", &[Admin], &[], true, "Remove a node; its certificate is refused"),
     t("node.config.set", &[Admin], &[], true, "Set a node's configuration (new version)"),
-    t("task.create", TASK_ROLES, &[], true, "Run a command as a sandboxed job on a worker"),
+    t("task.create", TASK_ROLES, &[], true, "Run a command as a sandboxed job on a worker").keyed(),
     t("task.list", TASK_ROLES, &[], false, "List tasks by state"),
     t("task.get", TASK_ROLES, &[], false, "Read a task and its attempts"),
     t("task.result", TASK_ROLES, &[], false, "A finished task's output and exit code"),
     t("task.cancel", TASK_ROLES, &[], true, "Cancel a task (kills a running job)"),
-    t("lane.create", &[Agent, Admin], &[], true, "Open an agent lane"),
+    t("lane.create", &[Agent, Admin], &[], true, "Open an agent lane").keyed(),
     t("lane.get", LANE_READERS, &[], false, "Read a lane"),
     t("lane.timeline", LANE_READERS, &[], false, "A lane's audit timeline"),
-    t("lane.checkpoint", &[Agent, Admin], &[], true, "Record a checkpoint"),
-    t("handoff.request", &[Agent, Admin], &[], true, "Ask a person to decide"),
+    t("lane.checkpoint", &[Agent, Admin], &[], true, "Record a checkpoint").keyed(),
+    t("handoff.request", &[Agent, Admin], &[], true, "Ask a person to decide").keyed(),
     t("lane.decision", &[Agent, Admin], &[], false, "Long-poll a lane's decision"),
     t("events.submit", &[Agent, Operator, Admin], &[], true, "Submit a v1 event envelope"),
     t("handoff.list", OPERATORS, &[], false, "The handoffs in the caller's queues"),
     t("handoff.get", OPERATORS, &[], false, "Read a handoff in the caller's queues"),
-    t("handoff.decide", OPERATORS, &[], true, "Decide a handoff"),
-    t("lane.escalate", OPERATORS, &[], true, "Escalate a lane"),
-    t("lane.assign_owner", OPERATORS, &[], true, "Give a lane an escalation owner"),
-    t("lane.reassign_owner", OPERATORS, &[], true, "Change a lane's owner"),
+    t("handoff.decide", OPERATORS, &[], true, "Decide a handoff").keyed(),
+    t("lane.escalate", OPERATORS, &[], true, "Escalate a lane").keyed(),
+    t("lane.assign_owner", OPERATORS, &[], true, "Give a lane an escalation owner").keyed(),
+    t("lane.reassign_owner", OPERATORS, &[], true, "Change a lane's owner").keyed(),
     t("lane.owner", LANE_READERS, &[], false, "A lane's escalation owner"),
-    t("lane.unblock", OPERATORS, &[], true, "Unblock an escalated lane"),
-    t("lane.override_close", OPERATORS, &[], true, "Close a lane by hand"),
+    t("lane.unblock", OPERATORS, &[], true, "Unblock an escalated lane").keyed(),
+    t("lane.override_close", OPERATORS, &[], true, "Close a lane by hand").keyed(),
     t("admin.lanes.freeze", &[Admin], &[], true, "Refuse new lanes"),
     t("admin.lanes.unfreeze", &[Admin], &[], true, "Accept new lanes again"),
     t("dlq.list", OPERATORS, &[], false, "Callback deliveries that failed every attempt"),
@@ -234,7 +242,14 @@ const fn t(
     mutating: bool,
     summary: &'static str,
 ) -> ToolSpec {
-    ToolSpec { name, roles, from_states, mutating, summary }
+    ToolSpec { name, roles, from_states, mutating, keyed: false, summary }
+}
+
+impl ToolSpec {
+    /// The same tool, run with an idempotency key (see [`ToolSpec::keyed`]).
+    const fn keyed(self) -> Self {
+        ToolSpec { keyed: true, ..self }
+    }
 }
 
 /// The spec of a tool by name.

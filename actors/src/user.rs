@@ -103,6 +103,10 @@ pub enum UserError {
     AlreadyExists,
     #[error("{0}")]
     Invalid(String),
+    /// The command does not fit the account as it is now (already disabled, a
+    /// service account's password).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Checks an account command against the current account.
@@ -132,11 +136,11 @@ pub fn decide(user: Option<&User>, command: &UserCommand) -> Result<Vec<UserEven
             Ok(vec![UserEvent::Created { account: new.clone(), password_hash: password_hash.clone() }])
         }
         (None, _) => Err(UserError::NotFound),
-        (Some(u), UserCommand::Disable) if u.disabled => Err(UserError::Invalid("user is already disabled".into())),
+        (Some(u), UserCommand::Disable) if u.disabled => Err(UserError::Conflict("user is already disabled".into())),
         (Some(_), UserCommand::Disable) => Ok(vec![UserEvent::Disabled {}]),
         (Some(_), UserCommand::SetRole(role)) => Ok(vec![UserEvent::RoleSet { role: *role }]),
         (Some(u), UserCommand::ResetPassword(_)) if u.account.kind == AccountKind::Service => {
-            Err(UserError::Invalid("service accounts have no password".into()))
+            Err(UserError::Conflict("service accounts have no password".into()))
         }
         (Some(_), UserCommand::ResetPassword(hash)) => {
             Ok(vec![UserEvent::PasswordReset { password_hash: hash.clone() }])
@@ -168,6 +172,9 @@ pub fn apply(user: Option<User>, seq: u64, at_ms: i64, event: &UserEvent) -> Opt
     u.version = seq;
     Some(u)
 }
+
+/// The usernames an account may have, as a JSON Schema pattern (what `validate_username` checks).
+pub const USERNAME_PATTERN: &str = "^[a-z0-9._-]{1,64}$";
 
 fn validate_username(name: &str) -> Result<(), UserError> {
     let ok = (1..=64).contains(&name.len())
@@ -307,14 +314,16 @@ mod tests {
                 service(Account { tools: Some(vec!["rm.rf".into()]), ..bot }),
                 Err(UserError::Invalid(String::new())),
             ),
-            ("disable twice", Some(&disabled), UserCommand::Disable, Err(UserError::Invalid(String::new()))),
+            ("disable twice", Some(&disabled), UserCommand::Disable, Err(UserError::Conflict(String::new()))),
             ("unknown user", None, UserCommand::Disable, Err(UserError::NotFound)),
             ("set role", Some(&created), UserCommand::SetRole(Role::Manager), Ok(())),
         ];
         for (name, user, cmd, expected) in cases {
             let got = decide(user, &cmd).map(|_| ());
             match (&got, &expected) {
-                (Err(UserError::Invalid(_)), Err(UserError::Invalid(_))) | (Ok(()), Ok(())) => {}
+                (Err(UserError::Invalid(_)), Err(UserError::Invalid(_)))
+                | (Err(UserError::Conflict(_)), Err(UserError::Conflict(_)))
+                | (Ok(()), Ok(())) => {}
                 _ => assert_eq!(got, expected, "{name}"),
             }
         }

@@ -84,6 +84,24 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// The callback URLs a lane may name: http(s), a host name (its last label starting
+/// with a letter) or an IPv4 address, an optional port, any path. Checked by
+/// [`is_callback_url`] before the address policy looks at where the host points.
+pub const CALLBACK_URL_PATTERN: &str = concat!(
+    "^https?://",
+    "(?:(?:[A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*",
+    "|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    "(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}|0))?",
+    "(?:[/?#][!-~]*)?$",
+);
+
+/// Whether `url` matches [`CALLBACK_URL_PATTERN`].
+pub fn is_callback_url(url: &str) -> bool {
+    static PATTERN: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(CALLBACK_URL_PATTERN).expect("the pattern compiles"));
+    PATTERN.is_match(url)
+}
+
 impl AddressPolicy {
     fn allowed(&self, host: &str) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -148,6 +148,8 @@ impl Orchestrator {
             callbacks: config.delivery.addresses(),
             edge: EdgeConfig { data_dir: config.data_dir.clone(), ..config.edge.clone() },
             blob_quota: Default::default(),
+            admin_changes: Default::default(),
+            local_node: Default::default(),
             free_space: crate::api::FreeSpace::new(config.data_dir.clone()),
         }));
         let running = Running { tickets, lanes, tasks, cluster, background, writer_thread };

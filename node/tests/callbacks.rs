@@ -63,19 +63,18 @@ async fn internal_callback_addresses_are_refused_unless_allowlisted() {
     let dir = support::tempdir();
     let s = Server::start(dir.path());
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
-    for (i, url) in [
-        "http://127.0.0.1:9/x",
-        "http://169.254.169.254/latest",
-        "http://[::1]/",
-        "http://10.0.0.1/",
-        "http://localhost:9/",
-    ]
-    .iter()
-    .enumerate()
+    for (i, url) in ["http://127.0.0.1:9/x", "http://169.254.169.254/latest", "http://10.0.0.1/", "http://localhost:9/"]
+        .iter()
+        .enumerate()
     {
         let (status, body) = create_lane(&s, &agent, &format!("l{i}"), url).await;
-        assert_eq!(status, 422, "{url}: {body}");
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("CALLBACK_HOST_FORBIDDEN")), "{url}: {body}");
         assert!(body["error"]["message"].as_str().unwrap().contains("internal address"), "{body}");
+    }
+    // Outside the documented form (an IPv6 literal, another scheme, credentials): 422.
+    for url in ["http://[::1]/", "ftp://example.com/", "http://user:pw@example.com/", "http://a:65536/"] {
+        let (status, body) = create_lane(&s, &agent, "bad-form", url).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (422, Some("VALIDATION_ERROR")), "{url}: {body}");
     }
     drop(s);
     let allowed = Server::start_with(dir.path(), &["--callback-allow-host", "127.0.0.1"]);

@@ -121,7 +121,7 @@ async fn duplicate_events_replay_their_receipt_and_bad_envelopes_store_nothing()
         (no_lane, 400, "MALFORMED_ENVELOPE"),
         (v2, 400, "UNSUPPORTED_VERSION"),
         (other_type, 400, "UNKNOWN_EVENT_TYPE"),
-        (missing, 422, "UNKNOWN_CHECKPOINT"),
+        (missing, 409, "UNKNOWN_CHECKPOINT"),
     ] {
         let (got, answer) = event(&s, &agent, body).await;
         assert_eq!((got, answer["error"]["code"].as_str().unwrap_or_default()), (status, code), "{answer}");

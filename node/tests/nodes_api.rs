@@ -88,8 +88,11 @@ async fn up_runs_a_joined_local_worker_and_the_api_refuses_bad_input_clearly() {
         assert!(metrics.contains(series), "missing {series} in:\n{metrics}");
     }
 
-    // Removing is final: later changes are refused with their own code.
-    let (status, _) = s.send("POST", "/v1/nodes/node-1/remove", &admin, None, Some(json!({}))).await;
+    // `up`'s own worker is removed only when asked with force; removing is final: later
+    // changes are refused with their own code.
+    let (status, answer) = s.send("POST", "/v1/nodes/node-1/remove", &admin, None, None).await;
+    assert_eq!((status, answer["error"]["code"].clone()), (409, json!("LOCAL_NODE")), "{answer}");
+    let (status, _) = s.send("POST", "/v1/nodes/node-1/remove?force=true", &admin, None, None).await;
     assert_eq!(status, 200);
     let (status, answer) = s.send("POST", "/v1/nodes/node-1/drain", &admin, None, Some(json!({}))).await;
     assert_eq!((status, answer["error"]["code"].clone()), (409, json!("NODE_REMOVED")), "{answer}");

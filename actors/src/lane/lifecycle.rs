@@ -26,6 +26,19 @@ pub const MAX_HANDOFFS: usize = 1_000;
 
 /// First response due this long after a handoff is requested, unless it asks otherwise.
 pub const DEFAULT_SLA_SECONDS: u64 = 300;
+/// Seconds a handoff's first response may be due in (up to 7 days).
+pub const SLA_SECONDS: std::ops::RangeInclusive<u64> = 1..=7 * 86_400;
+/// Seconds a handoff's decision may be due in (up to 30 days).
+pub const DEADLINE_SECONDS: std::ops::RangeInclusive<u64> = 1..=30 * 86_400;
+/// What an override-close's reason starts with (and then says why).
+pub const HUMAN_OVERRIDE_PREFIX: &str = "human_override:";
+/// Whether an override-close's reason starts with [`HUMAN_OVERRIDE_PREFIX`] and says why.
+pub fn is_human_override(reason: &str) -> bool {
+    reason.strip_prefix(HUMAN_OVERRIDE_PREFIX).is_some_and(|why| !why.is_empty())
+}
+
+/// The longest checkpoint name, in characters.
+pub const MAX_CHECKPOINT_NAME: usize = 128;
 /// Decision due this long after a handoff is requested, unless it asks otherwise.
 pub const DEFAULT_DEADLINE_SECONDS: u64 = 3_600;
 
@@ -39,7 +52,7 @@ pub fn handoff_due(
     let sla = sla_seconds.unwrap_or(DEFAULT_SLA_SECONDS);
     let deadline = deadline_seconds.unwrap_or(DEFAULT_DEADLINE_SECONDS);
     require(
-        (1..=7 * 86_400).contains(&sla) && (1..=30 * 86_400).contains(&deadline),
+        SLA_SECONDS.contains(&sla) && DEADLINE_SECONDS.contains(&deadline),
         "sla_seconds and deadline_seconds must be positive (at most 7 and 30 days)",
     )?;
     Ok((now_ms + sla as i64 * 1_000, now_ms + deadline as i64 * 1_000))
@@ -110,10 +123,7 @@ pub fn decide(lane: Option<&Lane>, command: &LaneCommand) -> Result<Vec<LaneEven
             vec![E::Unblocked { by: by.clone(), reason: reason.clone() }]
         }
         C::OverrideClose { by, reason } => {
-            require(
-                reason.starts_with("human_override:") && reason.len() > "human_override:".len(),
-                "the reason must start with human_override: and say why",
-            )?;
+            require(is_human_override(reason), "the reason must start with human_override: and say why")?;
             vec![E::Closed { by: by.clone(), reason: reason.clone() }]
         }
     })
@@ -146,7 +156,10 @@ fn deadline_due(lane: &Lane, handoff_id: &str, now_ms: i64) -> Vec<LaneEvent> {
 }
 
 fn checkpoint(lane: &Lane, name: &str, state: &serde_json::Value, now_ms: i64) -> Result<Vec<LaneEvent>, LaneError> {
-    require(!name.trim().is_empty() && name.len() <= 128, "checkpoint name must be 1..=128 characters")?;
+    require(
+        !name.trim().is_empty() && name.chars().count() <= MAX_CHECKPOINT_NAME,
+        "checkpoint name must be 1..=128 characters, not all whitespace",
+    )?;
     let state_len = serde_json::to_vec(state).map_or(usize::MAX, |v| v.len());
     require(state_len <= MAX_CHECKPOINT_STATE, "checkpoint state must be at most 65536 bytes of JSON")?;
     let known = lane.checkpoints.iter().any(|c| c.name == name);

@@ -94,16 +94,23 @@ impl Default for NodeConfig {
     }
 }
 
+/// How often a node may be told to heartbeat, in milliseconds.
+pub const HEARTBEAT_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// The most jobs a node may be told to run at once.
+pub const MAX_CONCURRENT_JOBS: u32 = 1024;
+/// The network policies a node may allow.
+pub const NETWORK_POLICIES: [&str; 2] = ["none", "restricted"];
+
 impl NodeConfig {
     /// Checks the values a node could not run with.
     pub fn validate(&self) -> Result<(), String> {
-        if !(100..=600_000).contains(&self.heartbeat_interval_ms) {
+        if !HEARTBEAT_INTERVAL_MS.contains(&self.heartbeat_interval_ms) {
             return Err(format!("heartbeat_interval_ms must be 100..=600000, got {}", self.heartbeat_interval_ms));
         }
-        if self.max_concurrent_jobs > 1024 {
+        if self.max_concurrent_jobs > MAX_CONCURRENT_JOBS {
             return Err(format!("max_concurrent_jobs must be at most 1024, got {}", self.max_concurrent_jobs));
         }
-        if let Some(p) = self.allowed_network_policies.iter().find(|p| !matches!(p.as_str(), "none" | "restricted")) {
+        if let Some(p) = self.allowed_network_policies.iter().find(|p| !NETWORK_POLICIES.contains(&p.as_str())) {
             return Err(format!("unknown network policy {p:?} (none, restricted)"));
         }
         if self.sandbox_image.trim().is_empty() {

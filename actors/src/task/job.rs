@@ -63,10 +63,17 @@ impl JobResult {
 /// Env names a task may not set: the job's own context.
 pub const RESERVED_ENV: [&str; 3] = ["DISPATCH_TASK_ID", "DISPATCH_JOB_ID", "DISPATCH_WORKSPACE"];
 
+/// [`valid_workspace_path`] as a JSON Schema pattern: parts separated by `/`, none
+/// empty, `.` or `..` (so not absolute either).
+pub const WORKSPACE_PATH_PATTERN: &str =
+    "^(?:[^/.][^/]*|\\.[^/.][^/]*|\\.\\.[^/]+)(?:/(?:[^/.][^/]*|\\.[^/.][^/]*|\\.\\.[^/]+))*$";
+/// The longest workspace file path, in characters.
+pub const MAX_WORKSPACE_PATH: usize = 255;
+
 /// Checks a workspace file path: relative, no `..`, no empty parts.
 pub fn valid_workspace_path(path: &str) -> bool {
     !path.is_empty()
         && !path.starts_with('/')
-        && path.len() <= 255
+        && path.chars().count() <= MAX_WORKSPACE_PATH
         && path.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
 }

@@ -10,6 +10,18 @@ pub const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
 pub const DEFAULT_PIDS: u32 = 256;
 /// Attempts in all (lost or refused ones are retried) when the task names none.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// A job's time limit, in seconds.
+pub const TIMEOUT_SECONDS: std::ops::RangeInclusive<u32> = 1..=86_400;
+/// A job's memory limit, in bytes (4 MiB to 64 GiB).
+pub const MEMORY_BYTES: std::ops::RangeInclusive<u64> = 4 << 20..=64 << 30;
+/// A job's CPU limit, in thousandths of a core (0.01 to 64 cores).
+pub const CPU_MILLIS: std::ops::RangeInclusive<u32> = 10..=64_000;
+/// A job's process limit.
+pub const PIDS: std::ops::RangeInclusive<u32> = 8..=32_768;
+/// Attempts in all.
+pub const MAX_ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=10;
+/// How many strings a command holds: the program and its arguments.
+pub const COMMAND_ARGS: std::ops::RangeInclusive<usize> = 1..=256;
 /// The most bytes a task's workspace files may hold in all.
 pub const MAX_FILES_BYTES: usize = 512 * 1024;
 
@@ -17,19 +29,19 @@ impl TaskSpec {
     /// Checks every limit; the message names the field as the API spells it.
     pub fn check(&self) -> Result<(), TaskError> {
         let invalid = |m: String| Err(TaskError::Invalid(m));
-        if self.command.is_empty() || self.command.len() > 256 || self.command[0].trim().is_empty() {
+        if !COMMAND_ARGS.contains(&self.command.len()) || self.command[0].trim().is_empty() {
             return invalid("command must name a program (at most 256 arguments)".into());
         }
-        if !(1..=86_400).contains(&self.timeout_seconds) {
+        if !TIMEOUT_SECONDS.contains(&self.timeout_seconds) {
             return invalid("timeout_seconds must be between 1 and 86400".into());
         }
-        if self.memory_bytes.is_some_and(|m| !(4 << 20..=64 << 30).contains(&m)) {
+        if self.memory_bytes.is_some_and(|m| !MEMORY_BYTES.contains(&m)) {
             return invalid("limits.memory_bytes must be between 4 MiB and 64 GiB".into());
         }
-        if self.cpu_millis.is_some_and(|c| !(10..=64_000).contains(&c)) {
+        if self.cpu_millis.is_some_and(|c| !CPU_MILLIS.contains(&c)) {
             return invalid("limits.cpus must be between 0.01 and 64".into());
         }
-        if !(8..=32_768).contains(&self.pids) {
+        if !PIDS.contains(&self.pids) {
             return invalid("limits.pids must be between 8 and 32768".into());
         }
         if let Some(k) = self.env.keys().find(|k| RESERVED_ENV.contains(&k.as_str()) || k.is_empty() || k.contains('='))
@@ -42,7 +54,7 @@ impl TaskSpec {
         if self.files.values().map(String::len).sum::<usize>() > MAX_FILES_BYTES {
             return invalid("files may hold at most 512 KiB in all".into());
         }
-        if !(1..=10).contains(&self.max_attempts) {
+        if !MAX_ATTEMPTS.contains(&self.max_attempts) {
             return invalid("max_attempts must be between 1 and 10".into());
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! Admin control over access: minted tokens, login sessions, signing key retirement.
 
+use super::extract::{Path, Query};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

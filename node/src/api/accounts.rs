@@ -2,10 +2,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::extract::Path;
 use actors::policy;
 use actors::user::{self, Account, AccountKind, User, UserCommand};
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -133,6 +134,9 @@ pub struct ToolEntry {
     pub path: &'static str,
     pub summary: &'static str,
     pub mutating: bool,
+    /// Whether the call must carry an `Idempotency-Key` (a retry with the same key and
+    /// body replays the first answer).
+    pub keyed: bool,
     /// Ticket states the tool may be used from (empty: not state-bound).
     pub allowed_states: Vec<crate::dto::tickets::TicketState>,
     /// JSON Schema of the request body, when it takes one.
@@ -165,6 +169,7 @@ pub(super) async fn tools(Caller(caller): Caller, ctx: RequestCtx) -> Result<Jso
                 path,
                 summary: spec.summary,
                 mutating: spec.mutating,
+                keyed: spec.keyed,
                 allowed_states: spec.from_states.iter().map(|s| (*s).into()).collect(),
                 body_schema: (!schema.is_null()).then(|| resolve_refs(schema, doc, 0)),
             }
@@ -198,24 +203,29 @@ fn view(u: &User) -> dto::UserView {
 /// Body of `POST /v1/users`.
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUser {
+    #[schema(schema_with = crate::dto::rules::username)]
     pub username: String,
     pub role: dto::Role,
     /// Default `["*"]`.
     #[serde(default)]
+    #[schema(schema_with = crate::dto::rules::optional_non_empty_list)]
     pub accounts: Option<Vec<String>>,
     /// Default `["*"]`.
     #[serde(default)]
+    #[schema(schema_with = crate::dto::rules::optional_non_empty_list)]
     pub sites: Option<Vec<String>>,
     #[serde(default)]
     pub queues: Vec<String>,
     /// For a person.
     #[serde(default)]
+    #[schema(schema_with = crate::dto::rules::optional_password)]
     pub password: Option<String>,
     /// A service account (an agent): gets a long-lived token instead of a password.
     #[serde(default)]
     pub service: bool,
     /// For a service account: the only tools it may use.
     #[serde(default)]
+    #[schema(schema_with = crate::dto::rules::tool_names)]
     pub tools: Option<Vec<String>>,
 }
 
@@ -227,7 +237,8 @@ pub struct CreatedUser {
     pub token: Option<String>,
 }
 
-const MIN_PASSWORD: usize = 12;
+/// The shortest password, in characters.
+pub(crate) const MIN_PASSWORD: usize = 12;
 
 async fn hash(password: String) -> Result<String, ApiError> {
     if password.chars().count() < MIN_PASSWORD {
@@ -293,7 +304,7 @@ pub(super) async fn list_users(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
-    axum::extract::Query(page): axum::extract::Query<super::paging::Page>,
+    super::extract::Query(page): super::extract::Query<super::paging::Page>,
 ) -> Result<Json<UserList>, ApiError> {
     authorize_route(&caller, &ctx, "user.list")?;
     let users = user::list(&app.log).map_err(|e| ApiError::internal("listing users", e))?;
@@ -339,6 +350,7 @@ pub(super) async fn set_role(
 /// Body of `POST /v1/users/{username}/password`.
 #[derive(Deserialize, ToSchema)]
 pub struct ResetPassword {
+    #[schema(schema_with = crate::dto::rules::password)]
     pub password: String,
 }
 

@@ -12,19 +12,25 @@ use super::extract::{Caller, JsonBody, RequestCtx};
 use super::{App, authorize_route};
 
 /// Longest lifetime an admin may give a token (one year).
-const MAX_TTL_SECONDS: i64 = 365 * 24 * 3600;
+/// How long a minted access token may live, in seconds (up to a year).
+pub(crate) const TOKEN_TTL_SECONDS: std::ops::RangeInclusive<u64> = 1..=365 * 24 * 3600;
 
 /// Body of `POST /v1/admin/tokens`.
 #[derive(Deserialize, ToSchema)]
 pub struct MintToken {
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub sub: String,
     pub role: crate::dto::accounts::Role,
+    #[schema(schema_with = crate::dto::rules::non_empty_list)]
     pub accounts: Vec<String>,
+    #[schema(schema_with = crate::dto::rules::non_empty_list)]
     pub sites: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::dto::rules::tool_names)]
     pub tools: Option<Vec<String>>,
     #[serde(default)]
     pub queues: Vec<String>,
+    #[schema(schema_with = crate::dto::rules::token_ttl)]
     pub ttl_seconds: i64,
 }
 
@@ -56,7 +62,7 @@ pub(super) async fn mint_token(
     if m.accounts.is_empty() || m.sites.is_empty() {
         return Err(bad("accounts and sites must each name at least one entry (\"*\" for all)"));
     }
-    if !(1..=MAX_TTL_SECONDS).contains(&m.ttl_seconds) {
+    if !u64::try_from(m.ttl_seconds).is_ok_and(|t| TOKEN_TTL_SECONDS.contains(&t)) {
         return Err(bad("ttl_seconds must be between 1 and 31536000"));
     }
     if let Some(unknown) = m.tools.iter().flatten().find(|t| actors::policy::tool(t).is_none()) {

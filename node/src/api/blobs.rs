@@ -21,7 +21,7 @@ pub struct StoredBlob {
 }
 
 #[utoipa::path(operation_id = "blob.upload", post, path = "/v1/blobs", tag = "evidence",
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = crate::dto::rules::Binary, content_type = "application/octet-stream"),
     responses((status = 201, body = StoredBlob), (status = "4XX", body = ErrorBody)))]
 /// Store an evidence file; the answer's URI names its SHA-256. Uploads are
 /// idempotent by content (the same bytes give the same URI), so no

@@ -2,11 +2,13 @@
 //! an operator lists and replays only deliveries whose handoff sits in one of their
 //! queues (admins see all).
 
+use super::extract::{Path, Query};
 use actors::policy::Principal;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, RequestCtx};
@@ -26,7 +28,7 @@ async fn visible(app: &App, caller: &Principal, d: &Delivery) -> bool {
 }
 
 #[utoipa::path(operation_id = "dlq.list", get, path = "/v1/dlq", tag = "handoffs", params(Page),
-    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = DeadLetters), (status = "4XX", body = ErrorBody)))]
 /// Callback deliveries that used up their attempts, in the caller's queues. A page
 /// examines `limit` entries; those outside the caller's queues are left out, so it may
 /// hold fewer.
@@ -35,7 +37,7 @@ pub(super) async fn dlq(
     Caller(caller): Caller,
     ctx: RequestCtx,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetters>, ApiError> {
     authorize_route(&caller, &ctx, "dlq.list")?;
     let entries = app
         .log
@@ -49,18 +51,34 @@ pub(super) async fn dlq(
             deliveries.push(d);
         }
     }
-    Ok(Json(json!({ "deliveries": deliveries, "next_cursor": next_cursor })))
+    Ok(Json(DeadLetters { deliveries, next_cursor }))
+}
+
+/// A page of dead letters.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetters {
+    pub deliveries: Vec<Delivery>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A dead letter sent again.
+#[derive(Serialize, ToSchema)]
+pub struct Requeued {
+    pub delivery: String,
+    pub lane_id: String,
+    pub requeued: bool,
 }
 
 #[utoipa::path(operation_id = "dlq.replay", post, path = "/v1/dlq/{id}/replay", tag = "handoffs", params(("id" = String, Path)),
-    responses((status = 202, body = Object), (status = "4XX", body = ErrorBody)))]
+    responses((status = 202, body = Requeued), (status = "4XX", body = ErrorBody)))]
 /// Send a dead-lettered delivery again (a fresh round of attempts).
 pub(super) async fn dlq_replay(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Requeued>), ApiError> {
     authorize_route(&caller, &ctx, "dlq.replay")?;
     let stored =
         app.log.index_get(actors::lane::store::DLQ, &id).map_err(|e| ApiError::internal("reading the DLQ", e))?;
@@ -74,9 +92,7 @@ pub(super) async fn dlq_replay(
         .await
         .map_err(ApiError::unavailable)?
     {
-        Some(d) => {
-            Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": d.id, "lane_id": d.lane_id, "requeued": true }))))
-        }
+        Some(d) => Ok((StatusCode::ACCEPTED, Json(Requeued { delivery: d.id, lane_id: d.lane_id, requeued: true }))),
         None => Err(ApiError::not_found("dead-lettered delivery")),
     }
 }

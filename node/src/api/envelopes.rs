@@ -18,7 +18,8 @@ use super::lanes::{ENVELOPE_SCHEMA, RequestHandoff, load_lane, may_see, receipt_
 use super::{App, authorize_route, origin};
 
 #[utoipa::path(operation_id = "events.submit", post, path = "/v1/events", tag = "lanes", request_body = Object,
-    responses((status = 202, body = Object, description = "an audit.receipt"), (status = "4XX", body = ErrorBody)))]
+    responses((status = 202, body = AuditReceipt), (status = 200, body = AuditReceipt, description = "a duplicate: the original receipt"),
+        (status = "4XX", body = ErrorBody)))]
 /// Intake of the v1 envelope (`/v1/schemas/event-envelope.v1.json`): `handoff.requested`
 /// and `handoff.decided`, answered with an `audit.receipt`. The idempotency key is
 /// `request_id + version`: a duplicate gets the original receipt, a different event
@@ -53,16 +54,39 @@ pub(super) async fn events(
     let outcome = run(&app, request).await?;
     let replayed = outcome.replayed;
     let first = outcome.records.first().map(receipt_of);
-    let receipt = json!({
-        "type": "audit.receipt", "version": "1.0", "id": app.kernel.ids.next_id().to_string(), "request_id": request_id,
-        "lane_id": lane_id, "correlation_id": env.get("correlation_id"), "trace_id": env.get("trace_id"),
-        "occurred_at_ms": app.kernel.clock.now_ms(), "data": first,
-    });
+    let text = |k: &str| env.get(k).and_then(Value::as_str).map(str::to_owned);
+    let receipt = AuditReceipt {
+        kind: "audit.receipt",
+        version: "1.0",
+        id: app.kernel.ids.next_id().to_string(),
+        request_id,
+        lane_id,
+        correlation_id: text("correlation_id"),
+        trace_id: text("trace_id"),
+        occurred_at_ms: app.kernel.clock.now_ms(),
+        data: first,
+    };
     let mut response = (if replayed { StatusCode::OK } else { StatusCode::ACCEPTED }, Json(receipt)).into_response();
     if replayed {
         response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The answer to an envelope: where its event landed (an `audit.receipt` envelope).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AuditReceipt {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub version: &'static str,
+    pub id: String,
+    pub request_id: String,
+    pub lane_id: String,
+    pub correlation_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub occurred_at_ms: i64,
+    /// The first event written (or, for a duplicate, first written).
+    pub data: Option<super::lanes::EventReceipt>,
 }
 
 fn malformed(m: &str) -> ApiError {
@@ -78,14 +102,14 @@ struct Header {
     lane_id: String,
 }
 
+/// Checks the envelope's own fields as `event-envelope.v1.json` states them.
 fn header(env: &Value) -> Result<Header, ApiError> {
     let field = |k: &str| env.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
-    let version = match env.get("version") {
-        Some(Value::String(v)) => v.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(malformed("version is required (\"1.0\")")),
-    };
-    let major = version.split('.').next().unwrap_or_default();
+    let version = field("version").ok_or_else(|| malformed("version is required (\"1.0\")"))?;
+    let (major, minor) = version.split_once('.').unwrap_or((&version, "0"));
+    if major.is_empty() || minor.is_empty() || !format!("{major}{minor}").bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed("version is MAJOR or MAJOR.MINOR, e.g. \"1.0\""));
+    }
     if major != "1" {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -98,11 +122,15 @@ fn header(env: &Value) -> Result<Header, ApiError> {
     else {
         return Err(malformed("type, id, request_id and lane_id are required"));
     };
-    if field("occurred_at").is_none()
-        || !env.get("actor").is_some_and(Value::is_object)
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    if env.get("occurred_at").and_then(Value::as_str).is_none_or(|t| time::OffsetDateTime::parse(t, rfc3339).is_err())
+        || !["kind", "id"].iter().all(|k| env["actor"][k].is_string())
         || !env.get("data").is_some_and(Value::is_object)
     {
-        return Err(malformed("occurred_at, actor (object) and data (object) are required"));
+        return Err(malformed("occurred_at (RFC 3339), actor {kind, id} and data (object) are required"));
+    }
+    if ["correlation_id", "trace_id"].iter().any(|k| env.get(*k).is_some_and(|v| !v.is_string() && !v.is_null())) {
+        return Err(malformed("correlation_id and trace_id are strings when given"));
     }
     Ok(Header { version, kind, id, request_id, lane_id })
 }
@@ -139,6 +167,29 @@ async fn command_of(
             ));
         }
     })
+}
+
+/// The body `POST /v1/events` takes: the published envelope schema, narrowed to the
+/// two intake types, with each type's `data` the schema of the body the same
+/// command takes on its own route.
+pub(super) fn intake_schema() -> Value {
+    let mut schema: Value = serde_json::from_str(ENVELOPE_SCHEMA).unwrap_or_default();
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("$schema");
+        object.remove("$id");
+    }
+    schema["properties"]["type"] = json!({ "enum": ["handoff.requested", "handoff.decided"] });
+    let data = |then: Value| json!({ "properties": { "data": then } });
+    schema["allOf"] = json!([
+        { "if": { "properties": { "type": { "const": "handoff.requested" } } },
+          "then": data(json!({ "$ref": "#/components/schemas/RequestHandoff" })) },
+        { "if": { "properties": { "type": { "const": "handoff.decided" } } },
+          "then": data(json!({ "allOf": [
+              { "$ref": "#/components/schemas/DecisionBody" },
+              { "required": ["handoff_id"], "properties": { "handoff_id": { "type": "string" } } },
+          ] })) },
+    ]);
+    schema
 }
 
 /// `GET /v1/schemas/event-envelope.v1.json`.

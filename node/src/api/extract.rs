@@ -14,36 +14,43 @@ use super::App;
 use super::error::{ApiError, REQUEST_ID};
 
 /// The authenticated caller.
+#[derive(Clone)]
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
+    /// The principal the route's authorization layer already verified, or the request's
+    /// own credentials on routes without a tool.
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let headers = &parts.headers;
-        if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
-            return app
-                .auth
-                .verify(token.trim())
-                .map(|(p, _)| Caller(p))
-                .map_err(|e| ApiError::unauthorized(e.to_string()));
+        if let Some(Caller(principal)) = parts.extensions.get::<Caller>() {
+            return Ok(Caller(principal.clone()));
         }
-        let has_dev_headers = headers.keys().any(|k| k.as_str().starts_with("x-actor-"));
-        if has_dev_headers && app.dev_headers {
-            return dev_principal(headers).map(Caller);
-        }
-        if has_dev_headers {
-            return Err(ApiError::unauthorized(
-                "X-Actor-* headers are accepted only when the server runs with --dev-headers",
-            ));
-        }
-        Err(ApiError::unauthorized("missing Authorization: Bearer <token>"))
+        authenticate(parts, app).map(Caller)
     }
+}
+
+/// Who sent the request: a bearer token, or (with `--dev-headers` only) `X-Actor-*`.
+pub(super) fn authenticate(parts: &Parts, app: &App) -> Result<Principal, ApiError> {
+    let headers = &parts.headers;
+    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
+        return app.auth.verify(token.trim()).map(|(p, _)| p).map_err(|e| ApiError::unauthorized(e.to_string()));
+    }
+    let has_dev_headers = headers.keys().any(|k| k.as_str().starts_with("x-actor-"));
+    if has_dev_headers && app.dev_headers {
+        return dev_principal(headers);
+    }
+    if has_dev_headers {
+        return Err(ApiError::unauthorized(
+            "X-Actor-* headers are accepted only when the server runs with --dev-headers",
+        ));
+    }
+    Err(ApiError::unauthorized("missing Authorization: Bearer <token>"))
 }
 
 /// The caller's verified bearer token, for routes about the token itself (`/v1/me`, logout).
@@ -94,6 +101,17 @@ fn dev_principal(headers: &HeaderMap) -> Result<Principal, ApiError> {
     })
 }
 
+/// What an `Idempotency-Key` may be, as the OpenAPI document says it
+/// ([`IDEMPOTENCY_KEY_PATTERN`]) and [`is_idempotency_key`] checks it.
+pub const IDEMPOTENCY_KEY_RULE: &str = "Idempotency-Key must be 1-128 visible ASCII characters";
+/// [`IDEMPOTENCY_KEY_RULE`] as a JSON Schema pattern.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,128}$";
+
+/// Whether `key` follows [`IDEMPOTENCY_KEY_RULE`].
+pub fn is_idempotency_key(key: &str) -> bool {
+    (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Ids and headers every request carries.
 pub struct RequestCtx {
     pub request_id: String,
@@ -120,23 +138,47 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestCtx {
                 .map(|v| v.trim().chars().take(200).collect::<String>())
                 .filter(|v| !v.is_empty())
         };
-        let idempotency_key = header("idempotency-key");
-        if idempotency_key.as_ref().is_some_and(|k| k.len() > 128) {
-            return Err(ApiError::validation(
-                StatusCode::BAD_REQUEST,
-                "Idempotency-Key must be at most 128 characters",
-            ));
-        }
+        // Its form is checked by the route's guard, after the caller is authorized.
+        let idempotency_key =
+            parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).filter(|k| is_idempotency_key(k));
         Ok(RequestCtx {
             request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
             correlation_id: header("x-correlation-id"),
             trace_id: header("x-trace-id").or_else(|| header("traceparent")),
-            idempotency_key,
+            idempotency_key: idempotency_key.map(str::to_owned),
             tool_name: header("x-tool-name"),
             route: parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default(),
             method: parts.method.to_string(),
             path: parts.uri.path().to_owned(),
         })
+    }
+}
+
+/// A query string, refused as a JSON `400 VALIDATION_ERROR` naming the parameter.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|r| ApiError::validation(StatusCode::BAD_REQUEST, r.body_text()))
+    }
+}
+
+/// Path parameters, refused as a JSON `400 VALIDATION_ERROR`.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|r| ApiError::validation(StatusCode::BAD_REQUEST, r.body_text()))
     }
 }
 
@@ -178,11 +220,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if !value.is_object() {
             return Err(ApiError::validation(StatusCode::BAD_REQUEST, "the body must be a JSON object"));
         }
+        let value = whole_numbers_as_integers(value);
         let mut canonical = Vec::with_capacity(bytes.len());
         write_canonical(&value, &mut canonical);
         let typed = T::deserialize(value)
             .map_err(|e| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid body: {e}")))?;
         Ok(JsonBody { value: typed, canonical_hash: Sha256::digest(&canonical).into() })
+    }
+}
+
+/// `2.0` read as `2`: JSON Schema calls a whole-number float an integer, and so do
+/// the clients generated from the document; fields typed as floats take either.
+fn whole_numbers_as_integers(v: Value) -> Value {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(whole_numbers_as_integers).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, whole_numbers_as_integers(v))).collect()),
+        other => other,
     }
 }
 

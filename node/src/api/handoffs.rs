@@ -4,17 +4,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::extract::{Path, Query};
 use crate::dto::lanes as dto;
 use actors::kernel::Request;
 use actors::lane::store;
 use actors::lane::{Handoff, HandoffStatus, Lane, LaneCommand};
 use actors::policy::{Principal, Role};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
@@ -26,36 +27,39 @@ use super::{App, authorize_route, origin};
 #[into_params(parameter_in = Query)]
 pub struct QueueQuery {
     pub queue: Option<String>,
-    /// OPEN, DECIDED, EXPIRED or CLOSED.
-    pub status: Option<String>,
+    /// Only handoffs with this status.
+    pub status: Option<dto::HandoffStatus>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// At most this many (1..=1000, default 100).
+    #[serde(default, deserialize_with = "super::paging::limit")]
+    #[param(schema_with = super::paging::limit_schema)]
     pub limit: Option<usize>,
 }
 
+/// A page of the caller's handoffs.
+#[derive(Serialize, ToSchema)]
+pub struct HandoffList {
+    pub handoffs: Vec<dto::Handoff>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
 #[utoipa::path(operation_id = "handoff.list", get, path = "/v1/handoffs", tag = "handoffs", params(QueueQuery),
-    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = HandoffList), (status = "4XX", body = ErrorBody)))]
 /// Handoffs in the caller's queues (content included: operators decide on it).
 pub(super) async fn queue(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     Query(q): Query<QueueQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HandoffList>, ApiError> {
     authorize_route(&caller, &ctx, "handoff.list")?;
     if let Some(queue) = &q.queue
         && !queue_visible(&caller, queue)
     {
         return Err(queue_forbidden(queue));
     }
-    let status =
-        match q.status.as_deref() {
-            Some(s) => Some(HandoffStatus::parse(s).ok_or_else(|| {
-                ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, format!("unknown status {s:?}"))
-            })?),
-            None => None,
-        };
+    let status: Option<HandoffStatus> = q.status.map(Into::into);
     let pairs = store::handoffs(&app.log, q.queue.as_deref()).map_err(|e| ApiError::internal("listing handoffs", e))?;
     let mut out: Vec<Handoff> = Vec::new();
     let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();
@@ -78,8 +82,7 @@ pub(super) async fn queue(
     }
     let page = super::paging::Page { cursor: q.cursor, limit: q.limit };
     let (out, next_cursor) = page.slice(out, |h| format!("{:020}:{}", h.requested_ms, h.request.handoff_id));
-    let out: Vec<dto::Handoff> = out.into_iter().map(Into::into).collect();
-    Ok(Json(json!({ "handoffs": out, "next_cursor": next_cursor })))
+    Ok(Json(HandoffList { handoffs: out.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
 async fn handoff_for(app: &App, caller: &Principal, handoff_id: &str) -> Result<(Lane, Handoff), ApiError> {
@@ -112,9 +115,9 @@ pub(super) async fn handoff(
 #[derive(Deserialize, ToSchema)]
 pub struct DecisionBody {
     pub action: dto::DecisionAction,
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub reason: String,
     pub reroute_to: Option<String>,
-    #[schema(value_type = Object)]
     pub context: Option<Value>,
 }
 
@@ -150,8 +153,8 @@ pub(super) async fn decision_command(
 }
 
 #[utoipa::path(operation_id = "handoff.decide", post, path = "/v1/handoffs/{id}/decision", tag = "handoffs", request_body = DecisionBody,
-    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
-    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+    params(("id" = String, Path)),
+    responses((status = 200, body = super::lanes::LaneAnswer), (status = "4XX", body = ErrorBody)))]
 /// approve | reject (the lane resumes from the handoff's checkpoint), reroute (to a queue
 /// the caller may use), add_context (stays open). 409 on a decided, expired or closed handoff.
 pub(super) async fn decide(
@@ -172,18 +175,37 @@ pub(super) async fn decide(
         idempotency: Some(idem),
         index_ops: vec![],
     };
-    Ok(answer(StatusCode::OK, run(&app, request).await?, json!({})))
+    Ok(answer(StatusCode::OK, run(&app, request).await?, None))
 }
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
-    /// Seconds to wait for a decision (at most 60).
+    #[serde(default, deserialize_with = "wait_seconds")]
+    #[param(schema_with = wait_schema)]
     pub wait: Option<u64>,
 }
 
+/// The schema of `?wait=`: what [`wait_seconds`] accepts.
+fn wait_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(MAX_WAIT_SECONDS as f64))
+        .description(Some(format!("Seconds to wait for a decision (0..={MAX_WAIT_SECONDS}, default 0).")))
+        .build()
+}
+
+/// Reads `?wait=`, refusing more than [`MAX_WAIT_SECONDS`].
+fn wait_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match String::deserialize(d)?.parse::<u64>() {
+        Ok(n) if n <= MAX_WAIT_SECONDS => Ok(Some(n)),
+        _ => Err(serde::de::Error::custom(format!("wait must be a whole number from 0 to {MAX_WAIT_SECONDS}"))),
+    }
+}
+
 #[utoipa::path(operation_id = "lane.decision", get, path = "/v1/lanes/{id}/decision", tag = "lanes", params(("id" = String, Path), WaitQuery),
-    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = DecisionAnswer), (status = "4XX", body = ErrorBody)))]
 /// The agent's long-poll: the lane's latest handoff and its decision, waiting up to
 /// `wait` seconds while it is still open. `decided: false` when the wait ran out.
 pub(super) async fn wait_decision(
@@ -192,11 +214,11 @@ pub(super) async fn wait_decision(
     ctx: RequestCtx,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DecisionAnswer>, ApiError> {
     // Subscribe before reading, so a decision in between is not missed.
     let mut changes = app.lanes.deps().changes.subscribe();
     let mut lane = lane_for(&app, &caller, &ctx, &id, "lane.decision").await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECONDS));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0));
     while lane.open_handoff().is_some() {
         match tokio::time::timeout_at(deadline, changes.recv()).await {
             Ok(Ok(changed)) if changed != id => continue,
@@ -207,9 +229,24 @@ pub(super) async fn wait_decision(
         }
     }
     let h = lane.handoff.as_ref();
-    Ok(Json(json!({
-        "lane_id": lane.id, "status": dto::LaneStatus::from(lane.status), "decided": h.is_some_and(|h| h.decision.is_some()),
-        "handoff_id": h.map(|h| &h.request.handoff_id), "handoff_status": h.map(|h| dto::HandoffStatus::from(h.status)),
-        "decision": h.and_then(|h| h.decision.clone()).map(dto::Decision::from),
-    })))
+    Ok(Json(DecisionAnswer {
+        decided: h.is_some_and(|h| h.decision.is_some()),
+        handoff_id: h.map(|h| h.request.handoff_id.clone()),
+        handoff_status: h.map(|h| h.status.into()),
+        decision: h.and_then(|h| h.decision.clone()).map(Into::into),
+        status: lane.status.into(),
+        lane_id: lane.id,
+    }))
+}
+
+/// The answer to the agent's long-poll.
+#[derive(Serialize, ToSchema)]
+pub struct DecisionAnswer {
+    pub lane_id: String,
+    pub status: dto::LaneStatus,
+    /// Whether the lane's latest handoff has a decision (false when the wait ran out).
+    pub decided: bool,
+    pub handoff_id: Option<String>,
+    pub handoff_status: Option<dto::HandoffStatus>,
+    pub decision: Option<dto::Decision>,
 }

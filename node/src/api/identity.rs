@@ -176,6 +176,7 @@ impl From<UserError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "USER_EXISTS", "a user with this name exists")
             }
             UserError::Invalid(m) => ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, m),
+            UserError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "USER_STATE_CONFLICT", m),
         }
     }
 }
@@ -199,6 +200,12 @@ pub async fn user_command(
     username: &str,
     command: UserCommand,
 ) -> Result<User, ApiError> {
+    let demotes = matches!(command, UserCommand::Disable)
+        || matches!(command, UserCommand::SetRole(role) if role != actors::policy::Role::Admin);
+    let _serial = if demotes { Some(app.admin_changes.lock().await) } else { None };
+    if demotes {
+        refuse_last_admin(app, username)?;
+    }
     let now = app.kernel.clock.now_ms();
     let revoke_before = match &command {
         UserCommand::Disable => Some(i64::MAX),
@@ -224,6 +231,23 @@ pub async fn user_command(
         app.auth.revoke(RevokedKind::Session, sid, now);
     }
     Ok(user)
+}
+
+/// Refuses (409 `LAST_ADMIN`) to disable or demote `username` when it is the only
+/// enabled admin left: nobody could then manage accounts, keys or nodes.
+fn refuse_last_admin(app: &AppInner, username: &str) -> Result<(), ApiError> {
+    let users = actors::user::list(&app.log).map_err(storage_err)?;
+    let admin = |u: &&User| u.account.role == actors::policy::Role::Admin && !u.disabled;
+    let mut admins = users.iter().filter(admin);
+    let target_is_admin = users.iter().filter(admin).any(|u| u.account.username == username);
+    if target_is_admin && admins.all(|u| u.account.username == username) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "LAST_ADMIN",
+            format!("{username} is the last enabled admin; make another admin first"),
+        ));
+    }
+    Ok(())
 }
 
 /// The ids of every login session `username` ever started.

@@ -2,6 +2,7 @@
 //! operator controls and lane freezing, plus the helpers the other lane modules
 //! share (`handoffs`, `envelopes`, `insights`, `dlq`).
 
+use super::extract::Path;
 use actors::kernel::{Outcome, Request};
 use actors::lane::store;
 use actors::lane::{HandoffRequest, Lane, LaneCommand, LaneError, TimeoutAction, handoff_due};
@@ -9,11 +10,11 @@ use actors::lane::{Lanes, freeze};
 use actors::policy::{Principal, Role};
 use actors::storage::EventRecord;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
@@ -34,7 +35,7 @@ impl From<LaneError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "HANDOFF_NOT_FOUND", "no such handoff on this lane")
             }
             e @ LaneError::UnknownCheckpoint(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_CHECKPOINT", e.to_string())
+                ApiError::new(StatusCode::CONFLICT, "UNKNOWN_CHECKPOINT", e.to_string())
             }
             e @ LaneError::Invalid(_) => ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             e @ LaneError::HandoffOpen => conflict("HANDOFF_ALREADY_OPEN", e.to_string()),
@@ -79,18 +80,43 @@ pub(super) async fn run(app: &App, request: Request<Lanes>) -> Result<Outcome<La
     Ok(app.lanes.run(request).await?)
 }
 
-pub(super) fn receipt_of(r: &EventRecord) -> Value {
-    json!({ "event_id": r.event_id, "event_type": r.kind, "stream": r.stream, "seq": r.seq,
-            "global_position": r.global_position, "hash": hex::encode(r.hash) })
+pub(super) fn receipt_of(r: &EventRecord) -> EventReceipt {
+    EventReceipt {
+        event_id: r.event_id.clone(),
+        event_type: r.kind.clone(),
+        stream: r.stream.clone(),
+        seq: r.seq,
+        global_position: r.global_position,
+        hash: hex::encode(r.hash),
+    }
+}
+
+/// Where one written event landed in the log.
+#[derive(Serialize, ToSchema)]
+pub struct EventReceipt {
+    pub event_id: String,
+    pub event_type: String,
+    pub stream: String,
+    pub seq: u64,
+    pub global_position: u64,
+    /// Hex SHA-256 of the event, chained to the one before it in its stream.
+    pub hash: String,
+}
+
+/// The answer to a lane command: the lane after it and the events it wrote.
+#[derive(Serialize, ToSchema)]
+pub struct LaneAnswer {
+    pub lane: dto::Lane,
+    pub events: Vec<EventReceipt>,
+    /// On creation: the key of the callbacks' HMAC signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_secret: Option<String>,
 }
 
 /// The lane and what was written (or replayed), with `Idempotent-Replayed` when replayed.
-pub(super) fn answer(status: StatusCode, outcome: Outcome<Lanes>, extra: Value) -> Response {
-    let written: Vec<Value> = outcome.records.iter().map(receipt_of).collect();
-    let mut body = json!({ "lane": dto::Lane::from(outcome.state), "events": written });
-    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-        b.extend(e.clone());
-    }
+pub(super) fn answer(status: StatusCode, outcome: Outcome<Lanes>, callback_secret: Option<String>) -> Response {
+    let events = outcome.records.iter().map(receipt_of).collect();
+    let body = LaneAnswer { lane: dto::Lane::from(outcome.state), events, callback_secret };
     // A replay answers as the first request was answered, marked as a replay.
     let replayed = outcome.replayed;
     let mut response = (status, Json(body)).into_response();
@@ -113,17 +139,29 @@ pub(super) fn frozen(app: &App) -> Result<Option<String>, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct CreateLane {
     /// Chosen by the caller, or generated.
+    #[schema(schema_with = crate::dto::rules::lane_id)]
     pub lane_id: Option<String>,
     /// The agent the lane belongs to (an agent caller is the agent itself).
+    #[schema(schema_with = crate::dto::rules::optional_non_blank)]
     pub agent: Option<String>,
     pub ticket_id: Option<String>,
-    /// Where decisions are POSTed, signed with the lane's secret.
+    /// Where decisions are POSTed, signed with the lane's secret. A host that is (or
+    /// resolves to) an internal address is refused (403 `CALLBACK_HOST_FORBIDDEN`)
+    /// unless the server allows it with `--callback-allow-host`.
+    #[schema(schema_with = crate::dto::rules::callback_url)]
     pub callback_url: Option<String>,
 }
 
+/// The lane ids a caller may choose, as a JSON Schema pattern; [`is_lane_id`] checks it.
+pub(crate) const LANE_ID_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,128}$";
+
+/// Whether `id` follows [`LANE_ID_PATTERN`].
+fn is_lane_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c))
+}
+
 #[utoipa::path(operation_id = "lane.create", post, path = "/v1/lanes", tag = "lanes", request_body = CreateLane,
-    params(("Idempotency-Key" = String, Header, description = "required")),
-    responses((status = 201, body = Object), (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 201, body = LaneAnswer), (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)))]
 /// Open a lane. Answers with `callback_secret`, the key of the callbacks' HMAC signature.
 /// Refused with 503 `LANES_FROZEN` while an admin has frozen lane creation.
 pub(super) async fn create(
@@ -143,12 +181,18 @@ pub(super) async fn create(
     }
     let b = body.value;
     let id = b.lane_id.unwrap_or_else(|| app.kernel.ids.next_id().to_string());
-    if id.is_empty() || id.len() > 128 || !id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c)) {
+    if !is_lane_id(&id) {
         return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "lane_id: 1-128 of [A-Za-z0-9-_.:]"));
     }
     if let Some(url) = &b.callback_url {
+        if !crate::outbound::is_callback_url(url) {
+            return Err(ApiError::validation(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "callback_url must be http(s)://host[:port][/path] with a host name or an IPv4 address",
+            ));
+        }
         let checked = app.callbacks.check_resolves(url).await;
-        checked.map_err(|why| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, why))?;
+        checked.map_err(|why| ApiError::new(StatusCode::FORBIDDEN, "CALLBACK_HOST_FORBIDDEN", why))?;
     }
     let agent =
         if caller.role == Role::Agent { caller.sub.clone() } else { b.agent.unwrap_or_else(|| caller.sub.clone()) };
@@ -167,7 +211,7 @@ pub(super) async fn create(
         true => app.log.index_get(store::SECRETS, &id).ok().flatten().map(|s| String::from_utf8_lossy(&s).into_owned()),
         false => Some(secret),
     };
-    Ok(answer(StatusCode::CREATED, outcome, json!({ "callback_secret": secret })))
+    Ok(answer(StatusCode::CREATED, outcome, secret))
 }
 
 pub(super) async fn lane_for(
@@ -199,34 +243,41 @@ pub(super) async fn get(
 }
 
 #[utoipa::path(operation_id = "lane.timeline", get, path = "/v1/lanes/{id}/timeline", tag = "lanes", params(("id" = String, Path)),
-    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = LaneTimeline), (status = "4XX", body = ErrorBody)))]
 /// A lane's audit timeline, hash-linked, oldest first.
 pub(super) async fn timeline(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LaneTimeline>, ApiError> {
     lane_for(&app, &caller, &ctx, &id, "lane.timeline").await?;
     let records =
         app.log.read_stream(&store::stream(&id), 0).map_err(|e| ApiError::internal("reading the timeline", e))?;
     let events: Vec<super::tickets::TimelineEntry> = records.into_iter().map(Into::into).collect();
-    Ok(Json(json!({ "lane_id": id, "events": events })))
+    Ok(Json(LaneTimeline { lane_id: id, events }))
+}
+
+/// A lane's events, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct LaneTimeline {
+    pub lane_id: String,
+    pub events: Vec<super::tickets::TimelineEntry>,
 }
 
 /// Body of `POST /v1/lanes/{id}/checkpoints`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCheckpoint {
+    #[schema(schema_with = crate::dto::rules::checkpoint_name)]
     pub name: String,
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub state: Value,
 }
 
 #[utoipa::path(operation_id = "lane.checkpoint", post, path = "/v1/lanes/{id}/checkpoints", tag = "lanes", request_body = NewCheckpoint,
-    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
-    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+    params(("id" = String, Path)),
+    responses((status = 200, body = LaneAnswer), (status = "4XX", body = ErrorBody)))]
 /// Record a checkpoint the lane can resume from.
 pub(super) async fn checkpoint(
     State(app): State<App>,
@@ -246,22 +297,25 @@ pub(super) async fn checkpoint(
         idempotency: Some(idem),
         index_ops: vec![],
     };
-    Ok(answer(StatusCode::OK, run(&app, request).await?, json!({})))
+    Ok(answer(StatusCode::OK, run(&app, request).await?, None))
 }
 
 /// What a handoff asks (direct route and the `handoff.requested` envelope's `data`).
 #[derive(Deserialize, ToSchema)]
 pub struct RequestHandoff {
     pub checkpoint: String,
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub trigger_class: String,
     pub reason: String,
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub context: Value,
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub queue: String,
     /// First response due within (default 300 s).
+    #[schema(schema_with = crate::dto::rules::sla_seconds)]
     pub sla_seconds: Option<u64>,
     /// Decision due within (default 3600 s).
+    #[schema(schema_with = crate::dto::rules::deadline_seconds)]
     pub deadline_seconds: Option<u64>,
     /// `reject` (default) or `escalate`.
     pub timeout_action: Option<dto::TimeoutAction>,
@@ -287,8 +341,8 @@ impl RequestHandoff {
 }
 
 #[utoipa::path(operation_id = "handoff.request", post, path = "/v1/lanes/{id}/handoffs", tag = "lanes", request_body = RequestHandoff,
-    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
-    responses((status = 201, body = Object), (status = "4XX", body = ErrorBody)))]
+    params(("id" = String, Path)),
+    responses((status = 201, body = LaneAnswer), (status = "4XX", body = ErrorBody)))]
 /// Pause the lane for a human decision at a recorded checkpoint.
 pub(super) async fn request_handoff(
     State(app): State<App>,
@@ -307,17 +361,35 @@ pub(super) async fn request_handoff(
         idempotency: Some(idem),
         index_ops: vec![],
     };
-    Ok(answer(StatusCode::CREATED, run(&app, request).await?, json!({})))
+    Ok(answer(StatusCode::CREATED, run(&app, request).await?, None))
 }
 
 // ---------------------------------------------------------------- operator controls
 
-/// Body of the operator controls: a reason, and an owner where one is named.
+/// Body of escalate and unblock: why.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub reason: String,
-    pub owner: Option<String>,
+}
+
+/// Body of assign-owner and reassign-owner.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerControl {
+    #[schema(schema_with = crate::dto::rules::non_blank)]
+    pub owner: String,
+    #[schema(schema_with = crate::dto::rules::non_blank)]
+    pub reason: String,
+}
+
+/// Body of override-close: the reason starts with `human_override:` and says why.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideClose {
+    #[schema(schema_with = crate::dto::rules::human_override)]
+    pub reason: String,
 }
 
 /// Runs an operator control on a lane the caller may see.
@@ -327,22 +399,11 @@ async fn control(
     ctx: &RequestCtx,
     id: &str,
     tool: &str,
-    body: JsonBody<Control>,
+    (command, body_hash): (LaneCommand, [u8; 32]),
 ) -> Result<Response, ApiError> {
     // Only a lane the caller may see: for people, its latest handoff is in their queues.
     lane_for(app, caller, ctx, id, tool).await?;
-    let idem = super::idempotency(caller, ctx, body.canonical_hash)?;
-    let Control { reason, owner } = body.value;
-    let by = caller.sub.clone();
-    let need_owner =
-        || owner.clone().ok_or_else(|| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "owner is required"));
-    let command = match tool {
-        "lane.escalate" => LaneCommand::Escalate { by, reason },
-        "lane.assign_owner" => LaneCommand::AssignOwner { owner: need_owner()?, by, reason, reassign: false },
-        "lane.reassign_owner" => LaneCommand::AssignOwner { owner: need_owner()?, by, reason, reassign: true },
-        "lane.unblock" => LaneCommand::Unblock { by, reason },
-        _ => LaneCommand::OverrideClose { by, reason },
-    };
+    let idem = super::idempotency(caller, ctx, body_hash)?;
     let request = Request {
         id: id.to_owned(),
         command,
@@ -350,23 +411,25 @@ async fn control(
         idempotency: Some(idem),
         index_ops: vec![],
     };
-    Ok(answer(StatusCode::OK, run(app, request).await?, json!({})))
+    Ok(answer(StatusCode::OK, run(app, request).await?, None))
 }
 
 macro_rules! lane_control {
-    ($name:ident, $path:literal, $tool:literal, $doc:literal) => {
-        #[utoipa::path(operation_id = $tool, post, path = $path, tag = "lanes", request_body = Control,
-                    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
-                    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+    ($name:ident, $path:literal, $tool:literal, $body:ty, $command:expr, $doc:literal) => {
+        #[utoipa::path(operation_id = $tool, post, path = $path, tag = "lanes", request_body = $body,
+                                    params(("id" = String, Path)),
+                                    responses((status = 200, body = LaneAnswer), (status = "4XX", body = ErrorBody)))]
         #[doc = $doc]
         pub(super) async fn $name(
             State(app): State<App>,
             Caller(caller): Caller,
             ctx: RequestCtx,
             Path(id): Path<String>,
-            body: JsonBody<Control>,
+            body: JsonBody<$body>,
         ) -> Result<Response, ApiError> {
-            control(&app, &caller, &ctx, &id, $tool, body).await
+            let to_command: fn($body, String) -> LaneCommand = $command;
+            let command = to_command(body.value, caller.sub.clone());
+            control(&app, &caller, &ctx, &id, $tool, (command, body.canonical_hash)).await
         }
     };
 }
@@ -375,40 +438,76 @@ lane_control!(
     escalate,
     "/v1/lanes/{id}/escalate",
     "lane.escalate",
+    Control,
+    |b, by| LaneCommand::Escalate { by, reason: b.reason },
     "Escalate the lane (blocks it; audit event with the reason)."
 );
-lane_control!(assign_owner, "/v1/lanes/{id}/assign-owner", "lane.assign_owner", "Give the lane an escalation owner.");
+lane_control!(
+    assign_owner,
+    "/v1/lanes/{id}/assign-owner",
+    "lane.assign_owner",
+    OwnerControl,
+    |b, by| LaneCommand::AssignOwner { owner: b.owner, by, reason: b.reason, reassign: false },
+    "Give the lane an escalation owner."
+);
 lane_control!(
     reassign_owner,
     "/v1/lanes/{id}/reassign-owner",
     "lane.reassign_owner",
+    OwnerControl,
+    |b, by| LaneCommand::AssignOwner { owner: b.owner, by, reason: b.reason, reassign: true },
     "Hand the escalation to another owner."
 );
-lane_control!(unblock, "/v1/lanes/{id}/unblock", "lane.unblock", "Unblock an escalated lane.");
+lane_control!(
+    unblock,
+    "/v1/lanes/{id}/unblock",
+    "lane.unblock",
+    Control,
+    |b, by| LaneCommand::Unblock { by, reason: b.reason },
+    "Unblock an escalated lane."
+);
 lane_control!(
     override_close,
     "/v1/lanes/{id}/override-close",
     "lane.override_close",
+    OverrideClose,
+    |b, by| LaneCommand::OverrideClose { by, reason: b.reason },
     "Close the lane by hand; the reason must start with `human_override:`."
 );
 
 #[utoipa::path(operation_id = "lane.owner", get, path = "/v1/lanes/{id}/owner", tag = "lanes", params(("id" = String, Path)),
-    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = LaneOwner), (status = "4XX", body = ErrorBody)))]
 /// The lane's escalation owner.
 pub(super) async fn owner(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LaneOwner>, ApiError> {
     let lane = lane_for(&app, &caller, &ctx, &id, "lane.owner").await?;
-    Ok(Json(json!({ "lane_id": lane.id, "owner": lane.owner, "status": dto::LaneStatus::from(lane.status) })))
+    Ok(Json(LaneOwner { lane_id: lane.id, owner: lane.owner, status: lane.status.into() }))
+}
+
+/// A lane's escalation owner (null: none yet).
+#[derive(Serialize, ToSchema)]
+pub struct LaneOwner {
+    pub lane_id: String,
+    pub owner: Option<String>,
+    pub status: dto::LaneStatus,
+}
+
+/// Whether new lanes are refused, and why.
+#[derive(Serialize, ToSchema)]
+pub struct FreezeState {
+    pub frozen: bool,
+    pub reason: String,
 }
 
 /// Body of freeze and unfreeze.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub reason: String,
 }
 
@@ -419,35 +518,35 @@ async fn set_frozen(
     tool: &str,
     reason: String,
     freeze: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FreezeState>, ApiError> {
     authorize_route(caller, ctx, tool)?;
     let command = freeze::SetFreeze { frozen: freeze, reason: reason.clone() };
     let request = Request::<freeze::LaneFreeze>::new("lanes".into(), command, origin(caller, ctx, tool));
     actors::kernel::run_once(&app.kernel, &(), &request).await?;
     tracing::info!(by = %caller.sub, freeze, %reason, "lane creation freeze changed");
-    Ok(Json(json!({ "frozen": freeze, "reason": reason })))
+    Ok(Json(FreezeState { frozen: freeze, reason }))
 }
 
 #[utoipa::path(operation_id = "admin.lanes.freeze", post, path = "/v1/admin/lanes/freeze", tag = "admin", request_body = Reason,
-    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = FreezeState), (status = "4XX", body = ErrorBody)))]
 /// Refuse new lanes (503 `LANES_FROZEN`); reads, decisions and existing lanes keep working.
 pub(super) async fn freeze(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     body: JsonBody<Reason>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FreezeState>, ApiError> {
     set_frozen(&app, &caller, &ctx, "admin.lanes.freeze", body.value.reason, true).await
 }
 
 #[utoipa::path(operation_id = "admin.lanes.unfreeze", post, path = "/v1/admin/lanes/unfreeze", tag = "admin", request_body = Reason,
-    responses((status = 200, body = Object), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, body = FreezeState), (status = "4XX", body = ErrorBody)))]
 /// Accept new lanes again.
 pub(super) async fn unfreeze(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     body: JsonBody<Reason>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FreezeState>, ApiError> {
     set_frozen(&app, &caller, &ctx, "admin.lanes.unfreeze", body.value.reason, false).await
 }

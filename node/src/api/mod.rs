@@ -9,6 +9,7 @@ mod dlq;
 mod envelopes;
 pub mod error;
 mod extract;
+mod guard;
 mod handoffs;
 pub mod identity;
 mod insights;
@@ -40,6 +41,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::auth::Auth;
 use error::{ApiError, REQUEST_ID};
 use extract::RequestCtx;
+
+pub(crate) use accounts::MIN_PASSWORD;
+pub(crate) use admin::TOKEN_TTL_SECONDS;
+pub(crate) use lanes::LANE_ID_PATTERN;
+pub(crate) use nodes::{JOIN_TOKEN_TTL_SECONDS, JOIN_TOKEN_USES};
 
 /// Largest JSON body accepted.
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
@@ -77,6 +83,11 @@ pub struct AppInner {
     pub edge: crate::config::EdgeConfig,
     /// Blob quota checks and charges run one at a time.
     pub blob_quota: tokio::sync::Mutex<()>,
+    /// Commands that could take away the last admin run one at a time, so two of them
+    /// cannot each see another admin left.
+    pub admin_changes: tokio::sync::Mutex<()>,
+    /// The worker node running inside this process (`dispatch up`), once it has joined.
+    pub local_node: std::sync::OnceLock<String>,
     /// Free space of the data dir's filesystem, for the 507 reserve.
     pub free_space: FreeSpace,
 }
@@ -126,7 +137,8 @@ impl std::ops::Deref for App {
 /// The whole HTTP surface.
 pub fn router(app: App) -> Router {
     let (v1, _) = routes::routes().split_for_parts();
-    v1.fallback(|| async { ApiError::not_found("route") })
+    v1.route_layer(middleware::from_fn_with_state(app.clone(), guard::authorize_first))
+        .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed on this route")
         })
@@ -217,13 +229,7 @@ fn idempotency(
     body_hash: [u8; 32],
 ) -> Result<(IdempotencyKey, [u8; 32]), ApiError> {
     use sha2::{Digest, Sha256};
-    let key = ctx.idempotency_key.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "MISSING_IDEMPOTENCY_KEY",
-            "the Idempotency-Key header is required on every mutation",
-        )
-    })?;
+    let key = ctx.idempotency_key.clone().ok_or_else(guard::missing_idempotency_key)?;
     let mut hasher = Sha256::new();
     hasher.update(ctx.method.as_bytes());
     hasher.update(b" ");

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::extract::{Path, Query};
 use actors::node::{MembershipError, NodeCommand, NodeConfig, NodeError, TokenRefusal};
 use actors::policy::Principal;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, RequestCtx};
@@ -19,7 +20,10 @@ use crate::dto::nodes::{JoinToken, Node, NodeView};
 
 /// Default and longest lifetimes of a bootstrap token.
 const DEFAULT_TTL_SECONDS: u64 = 15 * 60;
-const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
+/// How many nodes one join token may admit.
+pub(crate) const JOIN_TOKEN_USES: std::ops::RangeInclusive<u32> = 1..=10_000;
+/// How long a join token may live, in seconds (up to a week).
+pub(crate) const JOIN_TOKEN_TTL_SECONDS: std::ops::RangeInclusive<u64> = 1..=7 * 24 * 3600;
 
 impl From<MembershipError> for ApiError {
     fn from(e: MembershipError) -> Self {
@@ -43,9 +47,11 @@ impl From<MembershipError> for ApiError {
 pub struct CreateJoinToken {
     /// Lifetime in seconds (default 900, at most 604800).
     #[serde(default)]
+    #[schema(schema_with = crate::dto::rules::join_token_ttl)]
     pub ttl_seconds: Option<u64>,
     /// How many nodes may join with it (default 1).
     #[serde(default)]
+    #[schema(schema_with = crate::dto::rules::join_token_uses)]
     pub uses: Option<u32>,
     /// Labels given to every node that joins with it.
     #[serde(default)]
@@ -74,11 +80,11 @@ pub(super) async fn create_token(
     authorize_route(&caller, &ctx, "join_token.create")?;
     let b = body.value;
     let ttl = b.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
-    if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
+    if !JOIN_TOKEN_TTL_SECONDS.contains(&ttl) {
         return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "ttl_seconds must be between 1 and 604800"));
     }
     let uses = b.uses.unwrap_or(1);
-    if !(1..=10_000).contains(&uses) {
+    if !JOIN_TOKEN_USES.contains(&uses) {
         return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, "uses must be between 1 and 10000"));
     }
     let (record, token) = app
@@ -104,7 +110,7 @@ pub(super) async fn list_tokens(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
-    axum::extract::Query(page): axum::extract::Query<super::paging::Page>,
+    super::extract::Query(page): super::extract::Query<super::paging::Page>,
 ) -> Result<Json<JoinTokenList>, ApiError> {
     authorize_route(&caller, &ctx, "join_token.list")?;
     let (tokens, next_cursor) = page.slice(app.cluster.membership.tokens().await?, |t| t.id.clone());
@@ -140,7 +146,7 @@ pub(super) async fn list(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
-    axum::extract::Query(page): axum::extract::Query<super::paging::Page>,
+    super::extract::Query(page): super::extract::Query<super::paging::Page>,
 ) -> Result<Json<NodeList>, ApiError> {
     authorize_route(&caller, &ctx, "node.list")?;
     // Node ids sort by number (node-2 before node-10) for the cursor.
@@ -191,15 +197,34 @@ pub(super) async fn drain(
     command(&app, &caller, &ctx, &id, "node.drain", NodeCommand::Drain).await
 }
 
-#[utoipa::path(operation_id = "node.remove", post, path = "/v1/nodes/{id}/remove", tag = "nodes", params(("id" = String, Path)),
+/// `?force=` of `POST /v1/nodes/{id}/remove`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveQuery {
+    /// Remove the node even though it is the worker running inside this process
+    /// (`dispatch up`): its tasks then have nowhere to run until the next start.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[utoipa::path(operation_id = "node.remove", post, path = "/v1/nodes/{id}/remove", tag = "nodes", params(("id" = String, Path), RemoveQuery),
     responses((status = 200, body = Node), (status = "4XX", body = ErrorBody)))]
 /// Remove a node for good: its connection is closed and its certificate refused.
+/// The worker inside `dispatch up` is removed only with `force=true` (409 `LOCAL_NODE`).
 pub(super) async fn remove(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
     Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
 ) -> Result<Json<Node>, ApiError> {
+    if !q.force && app.local_node.get() == Some(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "LOCAL_NODE",
+            format!("{id} is the worker running inside this orchestrator; remove it with force=true (`--force`)"),
+        ));
+    }
     command(&app, &caller, &ctx, &id, "node.remove", NodeCommand::Remove).await
 }
 
@@ -207,9 +232,13 @@ pub(super) async fn remove(
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigChange {
+    #[schema(schema_with = crate::dto::rules::heartbeat_interval_ms)]
     pub heartbeat_interval_ms: Option<u64>,
+    #[schema(schema_with = crate::dto::rules::max_concurrent_jobs)]
     pub max_concurrent_jobs: Option<u32>,
+    #[schema(schema_with = crate::dto::rules::optional_non_blank)]
     pub sandbox_image: Option<String>,
+    #[schema(schema_with = crate::dto::rules::network_policies)]
     pub allowed_network_policies: Option<Vec<String>>,
     pub default_memory_bytes: Option<u64>,
     pub default_cpu_millis: Option<u32>,

@@ -1,8 +1,11 @@
 //! The OpenAPI 3.1 document, generated from the handlers' own types.
 
 use axum::Json;
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+
+use super::extract::IDEMPOTENCY_KEY_PATTERN;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,7 +30,65 @@ impl Modify for BearerAuth {
 /// The document as JSON, built once: it only changes with the binary.
 pub(super) fn document_json() -> &'static serde_json::Value {
     static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| serde_json::to_value(super::routes::routes().split_for_parts().1).unwrap_or_default())
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(super::routes::routes().split_for_parts().1).unwrap_or_default();
+        declare_route_rules(&mut doc);
+        doc
+    })
+}
+
+/// Writes into every operation what the route guard enforces for its tool, so the rule
+/// has one home ([`super::guard`]) and the document says it: the `Idempotency-Key` a
+/// keyed tool requires, and a JSON error body for every refusal.
+fn declare_route_rules(doc: &mut Value) {
+    // A body whose fields are all optional may be left out: `JsonBody` reads none as `{}`.
+    let optional_bodies: Vec<String> = doc["components"]["schemas"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, s)| s["type"] == "object" && s["required"].as_array().is_none_or(Vec::is_empty))
+        .map(|(name, _)| format!("#/components/schemas/{name}"))
+        .collect();
+    for (name, rule) in crate::dto::rules::cross_field_rules() {
+        let all_of = &mut doc["components"]["schemas"][name]["allOf"];
+        let mut rules = all_of.as_array().cloned().unwrap_or_default();
+        rules.push(rule);
+        *all_of = Value::Array(rules);
+    }
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    for op in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|item| item.values_mut()) {
+        let keyed = op["operationId"].as_str().and_then(actors::policy::tool).is_some_and(|t| t.keyed);
+        if keyed {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let mut params: Vec<Value> = params.into_iter().filter(|p| p["name"] != "Idempotency-Key").collect();
+            params.push(json!({
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": true,
+                "description": "A retry with the same key and body replays the first answer; \
+                                the same key with another body is refused (409 IDEMPOTENCY_KEY_REUSED).",
+                "schema": { "type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN },
+            }));
+            op["parameters"] = Value::Array(params);
+        }
+        if op["operationId"] == "events.submit" {
+            op["requestBody"]["content"]["application/json"]["schema"] = super::envelopes::intake_schema();
+        }
+        if let Some(body) = op.get_mut("requestBody")
+            && body["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .is_some_and(|r| optional_bodies.iter().any(|o| o == r))
+        {
+            body["required"] = Value::Bool(false);
+        }
+        let responses = &mut op["responses"];
+        if responses.as_object().is_some_and(|r| !r.contains_key("4XX")) {
+            responses["4XX"] = json!({
+                "description": "refused; nothing was written (the body's `code` says why)",
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } },
+            });
+        }
+    }
 }
 
 /// The route of a tool, from the route table (its operation id is the tool's name):
@@ -49,9 +110,25 @@ pub(super) fn route_of(tool: &str) -> Option<(&'static str, &'static str)> {
     routes.get(tool).map(|(m, p)| (m.as_str(), p.as_str()))
 }
 
-/// `GET /v1/openapi.json`.
-pub(super) async fn document() -> Json<&'static serde_json::Value> {
-    Json(document_json())
+/// The tool a route serves, by method (any case) and path template.
+pub(super) fn tool_of(method: &str, template: &str) -> Option<&'static actors::policy::ToolSpec> {
+    type Routes = std::collections::HashMap<(String, String), &'static actors::policy::ToolSpec>;
+    static TOOLS: std::sync::OnceLock<Routes> = std::sync::OnceLock::new();
+    let tools = TOOLS.get_or_init(|| {
+        actors::policy::TOOLS
+            .iter()
+            .filter_map(|spec| route_of(spec.name).map(|(m, p)| ((m.to_owned(), p.to_owned()), spec)))
+            .collect()
+    });
+    tools.get(&(method.to_uppercase(), template.to_owned())).copied()
+}
+
+/// `GET /v1/openapi.json`: the document, with the incident types this server's
+/// templates know (they are configuration, not code).
+pub(super) async fn document(axum::extract::State(app): axum::extract::State<super::App>) -> Json<Value> {
+    let mut doc = document_json().clone();
+    doc["components"]["schemas"]["CreateTicket"]["properties"]["incident_type"]["enum"] = json!(app.templates.names());
+    Json(doc)
 }
 
 #[cfg(test)]

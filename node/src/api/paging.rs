@@ -1,8 +1,9 @@
 //! Every list pages: `?limit=` (1..=[`MAX_LIMIT`], default [`DEFAULT_LIMIT`]) and
 //! `?cursor=` (the `next_cursor` of the previous page, absent on the last one).
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use utoipa::IntoParams;
+use utoipa::openapi::{ObjectBuilder, Type};
 
 /// Entries per page unless asked otherwise.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -15,14 +16,34 @@ pub const MAX_LIMIT: usize = 1000;
 pub struct Page {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// At most this many (1..=1000, default 100).
+    #[serde(default, deserialize_with = "limit")]
+    #[param(schema_with = limit_schema)]
     pub limit: Option<usize>,
 }
 
+/// The schema of `?limit=`: what [`limit`] accepts.
+pub fn limit_schema() -> utoipa::openapi::Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_LIMIT as f64))
+        .description(Some(format!("At most this many (1..={MAX_LIMIT}, default {DEFAULT_LIMIT}).")))
+        .build()
+}
+
+/// Reads `?limit=`, refusing a page size outside 1..=[`MAX_LIMIT`].
+pub fn limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let raw = String::deserialize(d)?;
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Some(n)),
+        _ => Err(serde::de::Error::custom(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))),
+    }
+}
+
 impl Page {
-    /// The page size asked for, within bounds.
+    /// The page size asked for.
     pub fn limit(&self) -> usize {
-        self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)
+        self.limit.unwrap_or(DEFAULT_LIMIT)
     }
 
     /// The next page's cursor for a page read from an index after `cursor` with
@@ -65,7 +86,16 @@ mod tests {
             }
         }
         assert_eq!(seen, items);
-        assert_eq!(Page { cursor: None, limit: Some(0) }.limit(), 1);
-        assert_eq!(Page { cursor: None, limit: Some(1_000_000) }.limit(), MAX_LIMIT);
+    }
+
+    #[test]
+    fn limits_outside_the_documented_range_are_refused() {
+        let read = |q: &str| serde_urlencoded::from_str::<Page>(q).map(|p| p.limit());
+        assert_eq!(read("").unwrap(), DEFAULT_LIMIT);
+        assert_eq!(read("limit=1").unwrap(), 1);
+        assert_eq!(read("limit=1000").unwrap(), MAX_LIMIT);
+        for bad in ["limit=0", "limit=1001", "limit=-1", "limit=abc", "limit=99999999999999999999", "limit="] {
+            assert!(read(bad).is_err(), "{bad} was accepted");
+        }
     }
 }

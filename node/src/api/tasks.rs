@@ -3,11 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use super::extract::{Path, Query};
 use crate::dispatch::DispatchError;
 use actors::policy::Principal;
-use actors::task::{DEFAULT_MAX_ATTEMPTS, DEFAULT_PIDS, DEFAULT_TIMEOUT_SECONDS, Task, TaskError, TaskSpec, TaskState};
+use actors::task::{
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_PIDS, DEFAULT_TIMEOUT_SECONDS, Task, TaskError, TaskSpec, TaskState, spec,
+};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -22,9 +25,12 @@ use crate::dto::tasks::{self as dto, JobResult, NetworkPolicy};
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    #[schema(schema_with = crate::dto::rules::memory_bytes)]
     pub memory_bytes: Option<u64>,
     /// CPU cores (fractions allowed).
+    #[schema(schema_with = crate::dto::rules::cpus)]
     pub cpus: Option<f64>,
+    #[schema(schema_with = crate::dto::rules::pids)]
     pub pids: Option<u32>,
 }
 
@@ -33,6 +39,7 @@ pub struct Limits {
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     /// The program and its arguments (no shell unless you name one).
+    #[schema(schema_with = crate::dto::rules::command)]
     pub command: Vec<String>,
     pub image: Option<String>,
     /// `none` (default) or `restricted`.
@@ -41,11 +48,14 @@ pub struct CreateTask {
     #[serde(default)]
     pub limits: Limits,
     /// Default 300, at most 86400.
+    #[schema(schema_with = crate::dto::rules::timeout_seconds)]
     pub timeout_seconds: Option<u32>,
     #[serde(default)]
+    #[schema(schema_with = crate::dto::rules::env)]
     pub env: BTreeMap<String, String>,
     /// Files written into `/workspace` before the job starts: relative path → content.
     #[serde(default)]
+    #[schema(schema_with = crate::dto::rules::workspace_files)]
     pub files: BTreeMap<String, String>,
     /// Node labels the task needs.
     #[serde(default)]
@@ -54,8 +64,10 @@ pub struct CreateTask {
     pub account_id: Option<String>,
     pub site_id: Option<String>,
     /// A ticket this task works for; its events then appear in the ticket's timeline.
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub ticket_id: Option<String>,
     /// Default 3; lost or refused attempts are retried up to this many in all.
+    #[schema(schema_with = crate::dto::rules::max_attempts)]
     pub max_attempts: Option<u32>,
     /// Also retry a run that exited non-zero.
     #[serde(default)]
@@ -70,12 +82,16 @@ impl CreateTask {
     /// The spec asked for, with the domain's defaults for what the body leaves out,
     /// checked against the domain's limits.
     fn into_spec(self) -> Result<TaskSpec, ApiError> {
+        let cores = |millis: u32| f64::from(millis) / 1000.0;
+        let (min, max) = (cores(*spec::CPU_MILLIS.start()), cores(*spec::CPU_MILLIS.end()));
+        if self.limits.cpus.is_some_and(|c| !(min..=max).contains(&c)) {
+            return Err(invalid(format!("limits.cpus must be between {min} and {max}")));
+        }
         let spec = TaskSpec {
             command: self.command,
             image: self.image.filter(|i| !i.trim().is_empty()),
             network: self.network_policy.into(),
             memory_bytes: self.limits.memory_bytes,
-            // Out of range (negative, not a number) saturates and is refused by the check.
             cpu_millis: self.limits.cpus.map(|c| (c * 1000.0).round() as u32),
             pids: self.limits.pids.unwrap_or(DEFAULT_PIDS),
             timeout_seconds: self.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
@@ -129,7 +145,6 @@ fn scope_forbidden() -> ApiError {
 }
 
 #[utoipa::path(operation_id = "task.create", post, path = "/v1/tasks", tag = "tasks", request_body = CreateTask,
-    params(("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
     responses((status = 202, body = Accepted), (status = "4XX", body = ErrorBody)))]
 /// Accept a task: it is durable when this answers, and runs as soon as a node can take it.
 pub(super) async fn create(
@@ -242,9 +257,10 @@ pub(super) async fn cancel(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// QUEUED, DISPATCHED, RUNNING, SUCCEEDED, FAILED or CANCELLED.
-    pub state: Option<String>,
-    /// At most this many (default 100).
+    /// Only tasks in this state.
+    pub state: Option<dto::TaskState>,
+    #[serde(default, deserialize_with = "super::paging::limit")]
+    #[param(schema_with = super::paging::limit_schema)]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -268,11 +284,8 @@ pub(super) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<TaskList>, ApiError> {
     authorize_route(&caller, &ctx, "task.list")?;
-    let state = match q.state.as_deref() {
-        Some(s) => Some(TaskState::parse(s).ok_or_else(|| invalid(format!("unknown state {s:?}")))?),
-        None => None,
-    };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let state: Option<TaskState> = q.state.map(Into::into);
+    let limit = q.limit.unwrap_or(super::paging::DEFAULT_LIMIT);
     let ids = actors::task::store::ids(&app.log, state).map_err(|e| ApiError::internal("listing tasks", e))?;
     let mut tasks = Vec::new();
     let mut next_cursor = None;

@@ -1,9 +1,10 @@
 //! Ticket commands and reads.
 
+use super::extract::{Path, Query};
 use actors::policy::Principal;
-use actors::ticket::{self, TicketCommand, TicketState, store};
+use actors::ticket::{self, TicketCommand, store};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -21,8 +22,13 @@ use crate::dto::tickets::{Evidence, Templates, Ticket};
 use actors::kernel::Request;
 
 /// Parses a path segment as a ticket id.
+/// Parses a ticket id in the one form the API writes and documents (`format: uuid`):
+/// 36 characters, hyphenated.
 pub(super) fn parse_ticket_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::invalid_ticket_id(raw))
+    Some(raw)
+        .filter(|r| r.len() == 36)
+        .and_then(|r| Uuid::parse_str(r).ok())
+        .ok_or_else(|| ApiError::invalid_ticket_id(raw))
 }
 
 /// Sends a command to its ticket's actor and answers with the durable outcome.
@@ -68,7 +74,6 @@ pub(super) fn load_for(
 }
 
 #[utoipa::path(operation_id = "ticket.create", post, path = "/v1/tickets", tag = "tickets", request_body = CreateTicket,
-    params(("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
     responses((status = 201, description = "created", body = Ticket), (status = "4XX", description = "refused", body = ErrorBody)))]
 /// Open a work order.
 pub(super) async fn create(
@@ -84,8 +89,7 @@ pub(super) async fn create(
 macro_rules! ticket_command {
     ($(#[$doc:meta])* $name:ident, $tool:literal, $path:literal, $body:ty, $variant:ident) => {
         #[utoipa::path(operation_id = $tool, post, path = $path, tag = "tickets", request_body = $body,
-            params(("id" = String, Path, description = "ticket id (UUID)"),
-                   ("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
+            params(("id" = Uuid, Path, description = "ticket id")),
             responses((status = 200, description = "the ticket after the command", body = Ticket),
                       (status = "4XX", description = "refused; nothing was written", body = ErrorBody)))]
         $(#[$doc])*
@@ -109,8 +113,7 @@ ticket_command!(/// Propose service windows.
 ticket_command!(/// Confirm one proposed window.
     confirm_schedule, "schedule.confirm", "/v1/tickets/{id}/schedule/confirm", ConfirmSchedule, ConfirmSchedule);
 #[utoipa::path(operation_id = "assignment.dispatch", post, path = "/v1/tickets/{id}/assignment/dispatch", tag = "tickets", request_body = DispatchAssignment,
-    params(("id" = String, Path, description = "ticket id (UUID)"),
-           ("Idempotency-Key" = String, Header, description = "required; a retry with the same key and body replays the first answer")),
+    params(("id" = Uuid, Path, description = "ticket id")),
     responses((status = 200, description = "the ticket after the command", body = Ticket),
               (status = "4XX", description = "refused; nothing was written", body = ErrorBody)))]
 /// Dispatch a technician; from TRIAGED only as an emergency bypass with a reason and a
@@ -147,6 +150,7 @@ pub(super) async fn dispatch(
 #[derive(Deserialize, ToSchema)]
 pub struct BypassRequest {
     /// Why the emergency justifies skipping scheduling.
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub reason: String,
 }
 
@@ -160,7 +164,7 @@ pub struct BypassConfirmation {
 }
 
 #[utoipa::path(operation_id = "assignment.confirm_bypass", post, path = "/v1/tickets/{id}/assignment/bypass-confirmation", tag = "tickets", request_body = BypassRequest,
-    params(("id" = String, Path, description = "ticket id (UUID)")),
+    params(("id" = Uuid, Path, description = "ticket id")),
     responses((status = 201, body = BypassConfirmation), (status = "4XX", body = ErrorBody)))]
 /// A manager confirms an emergency bypass of this ticket: a signed confirmation valid
 /// for ten minutes, for this ticket only, that another person (the dispatcher) uses.
@@ -201,7 +205,7 @@ ticket_command!(/// Close an invoiced ticket.
 ticket_command!(/// Cancel an open ticket (reason required).
     cancel, "ticket.cancel", "/v1/tickets/{id}/cancel", Cancel, Cancel);
 
-#[utoipa::path(operation_id = "ticket.get", get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "ticket.get", get, path = "/v1/tickets/{id}", tag = "tickets", params(("id" = Uuid, Path, description = "ticket id")),
     responses((status = 200, body = Ticket), (status = "4XX", body = ErrorBody)))]
 /// Read a ticket.
 pub(super) async fn get(
@@ -294,7 +298,7 @@ impl From<actors::storage::EventRecord> for TimelineEntry {
     }
 }
 
-#[utoipa::path(operation_id = "ticket.timeline", get, path = "/v1/tickets/{id}/timeline", tag = "tickets", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "ticket.timeline", get, path = "/v1/tickets/{id}/timeline", tag = "tickets", params(("id" = Uuid, Path, description = "ticket id")),
     responses((status = 200, body = Timeline), (status = "4XX", body = ErrorBody)))]
 /// A ticket's audit timeline, oldest first, with each event's hash-chain link.
 pub(super) async fn timeline(
@@ -313,7 +317,7 @@ pub struct EvidenceList {
     pub evidence: Vec<Evidence>,
 }
 
-#[utoipa::path(operation_id = "ticket.evidence", get, path = "/v1/tickets/{id}/evidence", tag = "tickets", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "ticket.evidence", get, path = "/v1/tickets/{id}/evidence", tag = "tickets", params(("id" = Uuid, Path, description = "ticket id")),
     responses((status = 200, body = EvidenceList), (status = "4XX", body = ErrorBody)))]
 /// A ticket's evidence, in the order it was added.
 pub(super) async fn evidence(
@@ -331,12 +335,13 @@ pub(super) async fn evidence(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only tickets in this state.
-    pub state: Option<String>,
+    pub state: Option<crate::dto::tickets::TicketState>,
     pub site_id: Option<String>,
-    /// At most this many (default 100, at most 1000).
+    #[serde(default, deserialize_with = "super::paging::limit")]
+    #[param(schema_with = super::paging::limit_schema)]
     pub limit: Option<usize>,
     /// The `next_after` of the previous page.
-    pub after: Option<String>,
+    pub after: Option<Uuid>,
 }
 
 /// A page of tickets.
@@ -355,29 +360,14 @@ pub(super) async fn list(
     State(app): State<App>,
     Caller(caller): Caller,
     ctx: RequestCtx,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<TicketList>, ApiError> {
     authorize_route(&caller, &ctx, "ticket.list")?;
-    let Query(q) = query.map_err(|e| ApiError::validation(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let state = match q.state.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(TicketState::parse(s).ok_or_else(|| {
-            ApiError::validation(StatusCode::BAD_REQUEST, format!("unknown state {s:?}"))
-                .details(serde_json::json!({ "field": "state" }))
-        })?),
-    };
-    let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
-        Some(a) => Some(Uuid::parse_str(a).map_err(|_| {
-            ApiError::validation(StatusCode::BAD_REQUEST, "after must be a ticket id")
-                .details(serde_json::json!({ "field": "after" }))
-        })?),
-        None => None,
-    };
     let filter = store::ListFilter {
-        state,
+        state: q.state.map(Into::into),
         site_id: q.site_id.as_deref().filter(|s| !s.is_empty()),
-        after,
-        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        after: q.after,
+        limit: q.limit.unwrap_or(super::paging::DEFAULT_LIMIT),
     };
     let (tickets, next_after) = store::list(&app.log, &filter, |t| caller.in_scope(&t.account_id, &t.site_id))
         .map_err(|e| ApiError::internal("listing tickets", e))?;

@@ -2,11 +2,12 @@
 //! Both list the actions the caller may take, and why the others are disabled,
 //! from the same policy table the API enforces.
 
+use super::extract::Path;
 use actors::policy::ticket_actions;
 use actors::ticket::sla;
 use actors::ticket::{Ticket, TicketState, closeout, store};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -168,7 +169,7 @@ pub struct JobPacket {
     pub actions: Vec<Action>,
 }
 
-#[utoipa::path(operation_id = "tech.job_packet", get, path = "/v1/ux/technician/job-packet/{id}", tag = "ux", params(("id" = String, Path)),
+#[utoipa::path(operation_id = "tech.job_packet", get, path = "/v1/ux/technician/job-packet/{id}", tag = "ux", params(("id" = uuid::Uuid, Path, description = "ticket id")),
     responses((status = 200, body = JobPacket), (status = "4XX", body = ErrorBody)))]
 /// Everything a technician needs on site, including what still blocks closeout.
 pub(super) async fn job_packet(

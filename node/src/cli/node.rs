@@ -36,7 +36,12 @@ pub(super) enum NodeCmd {
     /// Give the node no new work.
     Drain { id: String },
     /// Remove the node; its certificate is refused from then on.
-    Remove { id: String },
+    Remove {
+        id: String,
+        /// Remove it even if it is the worker running inside `dispatch up`.
+        #[arg(long)]
+        force: bool,
+    },
     /// Node configuration.
     Config {
         #[command(subcommand)]
@@ -148,7 +153,9 @@ pub(super) async fn node(args: ClientArgs, command: NodeCmd) -> anyhow::Result<(
         }
         NodeCmd::Show { id } => client.call(Method::GET, &format!("/v1/nodes/{id}"), None, None).await?,
         NodeCmd::Drain { id } => client.call(Method::POST, &format!("/v1/nodes/{id}/drain"), None, None).await?,
-        NodeCmd::Remove { id } => client.call(Method::POST, &format!("/v1/nodes/{id}/remove"), None, None).await?,
+        NodeCmd::Remove { id, force } => {
+            client.call(Method::POST, &format!("/v1/nodes/{id}/remove?force={force}"), None, None).await?
+        }
         NodeCmd::Config {
             command:
                 NodeConfigCmd::Set {

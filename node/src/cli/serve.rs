@@ -222,6 +222,7 @@ pub(super) async fn start_local_worker(
     };
     let via = orchestrator.cluster_addr.to_string();
     let local = crate::worker::prepare(store, dir, token.as_deref(), Some(&via), Default::default(), host).await?;
+    let _ = orchestrator.app.local_node.set(local.node_id.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = local.worker.clone();
     let task = tokio::spawn(async move {

@@ -89,8 +89,11 @@ pub struct ToolSpec {
     pub roles: Vec<Role>,
     /// States the ticket must be in; empty for reads and creation.
     pub from_states: Vec<TicketState>,
-    /// Whether the tool changes state (and so needs an `Idempotency-Key`).
+    /// Whether the tool changes state.
     pub mutating: bool,
+    /// Whether its route requires an `Idempotency-Key` (a retry with the same key and
+    /// body replays the first answer).
+    pub keyed: bool,
     pub summary: String,
 }
 
@@ -223,12 +226,13 @@ impl From<PolicyDimension> for actors::policy::PolicyDimension {
 
 impl From<actors::policy::ToolSpec> for ToolSpec {
     fn from(v: actors::policy::ToolSpec) -> Self {
-        let actors::policy::ToolSpec { name, roles, from_states, mutating, summary } = v;
+        let actors::policy::ToolSpec { name, roles, from_states, mutating, keyed, summary } = v;
         ToolSpec {
             name: name.to_owned(),
             roles: roles.iter().map(|x| (*x).into()).collect(),
             from_states: from_states.iter().map(|x| (*x).into()).collect(),
             mutating,
+            keyed,
             summary: summary.to_owned(),
         }
     }

@@ -47,7 +47,6 @@ pub enum DecisionAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Checkpoint {
     pub name: String,
-    #[schema(value_type = Object)]
     pub state: Value,
     pub at_ms: i64,
 }
@@ -59,7 +58,6 @@ pub struct HandoffRequest {
     pub checkpoint: String,
     pub trigger_class: String,
     pub reason: String,
-    #[schema(value_type = Object)]
     pub context: Value,
     pub queue: String,
     /// First response due (ms since the epoch).
@@ -87,7 +85,6 @@ pub struct Decision {
 pub struct ContextNote {
     pub by: String,
     pub at_ms: i64,
-    #[schema(value_type = Object)]
     pub context: Value,
 }
 

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod lanes;
 pub mod nodes;
+pub mod rules;
 pub mod tasks;
 pub mod ticket_commands;
 pub mod tickets;

@@ -59,7 +59,14 @@ pub struct NodeConfig {
 #[serde(rename_all = "snake_case")]
 pub enum ConfigOutcome {
     Applied,
-    Failed { error: String },
+    Failed(ConfigFailure),
+}
+
+/// Why a node could not apply a configuration. (A named type, not an inline
+/// variant, so client generators give it one name.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConfigFailure {
+    pub error: String,
 }
 
 /// A node's acknowledgement of one configuration version.
@@ -251,7 +258,7 @@ impl From<actors::node::ConfigOutcome> for ConfigOutcome {
     fn from(v: actors::node::ConfigOutcome) -> Self {
         match v {
             actors::node::ConfigOutcome::Applied => ConfigOutcome::Applied,
-            actors::node::ConfigOutcome::Failed { error } => ConfigOutcome::Failed { error },
+            actors::node::ConfigOutcome::Failed { error } => ConfigOutcome::Failed(ConfigFailure { error }),
         }
     }
 }
@@ -260,7 +267,7 @@ impl From<ConfigOutcome> for actors::node::ConfigOutcome {
     fn from(v: ConfigOutcome) -> Self {
         match v {
             ConfigOutcome::Applied => actors::node::ConfigOutcome::Applied,
-            ConfigOutcome::Failed { error } => actors::node::ConfigOutcome::Failed { error },
+            ConfigOutcome::Failed(ConfigFailure { error }) => actors::node::ConfigOutcome::Failed { error },
         }
     }
 }

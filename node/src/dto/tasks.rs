@@ -47,11 +47,24 @@ pub struct TaskSpec {
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     /// The job ran; its result is the task's (or was superseded by a retry).
-    Ran { exit_code: Option<i64>, succeeded: bool },
+    Ran(JobRan),
     /// The node stopped extending the lease (lost, partitioned, crashed).
     Lost,
     /// The node would not run it (no engine, no free slot, bad image).
-    Refused { reason: String },
+    Refused(JobRefused),
+}
+
+/// How a job that ran ended. (Named variant bodies give client generators one name each.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobRan {
+    pub exit_code: Option<i64>,
+    pub succeeded: bool,
+}
+
+/// Why a node would not run a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobRefused {
+    pub reason: String,
 }
 
 /// One attempt: a job on a node.
@@ -229,9 +242,11 @@ impl From<TaskSpec> for actors::task::TaskSpec {
 impl From<actors::task::AttemptOutcome> for AttemptOutcome {
     fn from(v: actors::task::AttemptOutcome) -> Self {
         match v {
-            actors::task::AttemptOutcome::Ran { exit_code, succeeded } => AttemptOutcome::Ran { exit_code, succeeded },
+            actors::task::AttemptOutcome::Ran { exit_code, succeeded } => {
+                AttemptOutcome::Ran(JobRan { exit_code, succeeded })
+            }
             actors::task::AttemptOutcome::Lost => AttemptOutcome::Lost,
-            actors::task::AttemptOutcome::Refused { reason } => AttemptOutcome::Refused { reason },
+            actors::task::AttemptOutcome::Refused { reason } => AttemptOutcome::Refused(JobRefused { reason }),
         }
     }
 }
@@ -239,9 +254,11 @@ impl From<actors::task::AttemptOutcome> for AttemptOutcome {
 impl From<AttemptOutcome> for actors::task::AttemptOutcome {
     fn from(v: AttemptOutcome) -> Self {
         match v {
-            AttemptOutcome::Ran { exit_code, succeeded } => actors::task::AttemptOutcome::Ran { exit_code, succeeded },
+            AttemptOutcome::Ran(JobRan { exit_code, succeeded }) => {
+                actors::task::AttemptOutcome::Ran { exit_code, succeeded }
+            }
             AttemptOutcome::Lost => actors::task::AttemptOutcome::Lost,
-            AttemptOutcome::Refused { reason } => actors::task::AttemptOutcome::Refused { reason },
+            AttemptOutcome::Refused(JobRefused { reason }) => actors::task::AttemptOutcome::Refused { reason },
         }
     }
 }

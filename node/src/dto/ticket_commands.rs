@@ -6,14 +6,17 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::tickets::{Decision, DispatchMode, Priority, Window};
+use super::tickets::{ApprovalDecision, DispatchMode, Priority, Window};
 
 /// Body of `POST /v1/tickets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateTicket {
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub account_id: String,
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub site_id: String,
     pub incident_type: String,
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub summary: String,
     #[serde(default)]
     pub priority: Option<Priority>,
@@ -53,6 +56,7 @@ pub struct ConfirmSchedule {
 /// Body of `POST /v1/tickets/{id}/assignment/dispatch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DispatchAssignment {
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub technician_id: String,
     #[serde(default)]
     pub dispatch_mode: Option<DispatchMode>,
@@ -70,22 +74,28 @@ pub struct Empty {}
 /// Body of `POST /v1/tickets/{id}/tech/request-change`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RequestChange {
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub reason: String,
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub change_summary: String,
 }
 
 /// Body of `POST /v1/tickets/{id}/approval/decide`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DecideApproval {
-    pub decision: Decision,
+    pub decision: ApprovalDecision,
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub reason: String,
 }
 
 /// Body of `POST /v1/tickets/{id}/evidence`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AddEvidence {
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub kind: String,
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub uri: String,
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub evidence_key: String,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -117,6 +127,7 @@ pub struct GenerateInvoice {
 /// Body of `POST /v1/tickets/{id}/cancel`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Cancel {
+    #[schema(schema_with = crate::dto::rules::non_blank)]
     pub reason: String,
 }
 

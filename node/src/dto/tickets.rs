@@ -71,7 +71,7 @@ pub enum ApprovalStage {
 /// A manager's answer to a pending approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Decision {
+pub enum ApprovalDecision {
     Approved,
     Denied,
 }
@@ -310,20 +310,20 @@ impl From<ApprovalStage> for actors::ticket::ApprovalStage {
     }
 }
 
-impl From<actors::ticket::Decision> for Decision {
+impl From<actors::ticket::Decision> for ApprovalDecision {
     fn from(v: actors::ticket::Decision) -> Self {
         match v {
-            actors::ticket::Decision::Approved => Decision::Approved,
-            actors::ticket::Decision::Denied => Decision::Denied,
+            actors::ticket::Decision::Approved => ApprovalDecision::Approved,
+            actors::ticket::Decision::Denied => ApprovalDecision::Denied,
         }
     }
 }
 
-impl From<Decision> for actors::ticket::Decision {
-    fn from(v: Decision) -> Self {
+impl From<ApprovalDecision> for actors::ticket::Decision {
+    fn from(v: ApprovalDecision) -> Self {
         match v {
-            Decision::Approved => actors::ticket::Decision::Approved,
-            Decision::Denied => actors::ticket::Decision::Denied,
+            ApprovalDecision::Approved => actors::ticket::Decision::Approved,
+            ApprovalDecision::Denied => actors::ticket::Decision::Denied,
         }
     }
 }

@@ -229,10 +229,16 @@ pub async fn dispatched_ticket(s: &Server, crew: &Crew) -> String {
 /// Whether `bin` (from Debian's prometheus package) is installed. CI must have it;
 /// elsewhere its absence is said loudly and the caller skips that part.
 pub fn have_prometheus_tool(bin: &str) -> bool {
+    have_tool(bin, "apt-get install prometheus")
+}
+
+/// Whether `bin` runs (`bin --version`). `.ci/run` installs what the tests use; elsewhere
+/// a missing tool is said loudly, with how to install it, and the caller skips.
+pub fn have_tool(bin: &str, install: &str) -> bool {
     let found = Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "{bin} must be installed in CI (.ci/run installs prometheus)");
-        eprintln!("\n!!! {bin} not installed: SKIPPING what needs it (apt-get install prometheus) !!!\n");
+        assert!(std::env::var_os("CI").is_none(), "{bin} must be installed in CI (.ci/run: {install})");
+        eprintln!("\n!!! {bin} not installed: SKIPPING what needs it ({install}) !!!\n");
     }
     found
 }
