@@ -7,11 +7,7 @@
 mod support;
 
 use serde_json::json;
-use support::Server;
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use support::{Server, key};
 
 #[tokio::test]
 async fn a_caller_without_the_role_learns_nothing_about_the_input() {

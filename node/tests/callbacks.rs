@@ -11,12 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::Server;
+use support::{Server, key};
 use tokio::sync::mpsc;
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 async fn create_lane(s: &Server, agent: &str, id: &str, callback: &str) -> (u16, Value) {
     s.send("POST", "/v1/lanes", agent, Some(&key()), Some(json!({ "lane_id": id, "callback_url": callback }))).await

@@ -59,7 +59,7 @@ async fn the_document_passes_openapi_spec_validator() {
 /// schemathesis with every check against a fresh server, as `token`'s holder (or
 /// nobody); fails on any finding. (`--max-time` would not bound the run: schemathesis
 /// repeats until it is spent; `timeout` stops a run that hangs.)
-fn fuzz(s: &Server, token: Option<&str>, workdir: &Path) {
+fn fuzz(s: &Server, who: &str, token: Option<&str>, workdir: &Path) {
     let config = contract_dir().join(if token.is_some() { "schemathesis.toml" } else { "anonymous.toml" });
     let mut run = Command::new("timeout");
     run.args(["600", "schemathesis", "--no-color", "--config-file"]).arg(&config);
@@ -78,11 +78,7 @@ fn fuzz(s: &Server, token: Option<&str>, workdir: &Path) {
     assert!(out.status.success(), "{}", report("schemathesis", &out));
     // The summary line, e.g. "6791 generated, 6791 passed, 52 skipped", for the log.
     let summary = stdout.lines().find(|l| l.contains(" generated, ")).unwrap_or("no summary");
-    eprintln!(
-        "schemathesis as {}: {}",
-        if token.is_some() { "a caller with a token" } else { "nobody" },
-        summary.trim()
-    );
+    eprintln!("schemathesis as {who}: {}", summary.trim());
 }
 
 #[tokio::test]
@@ -92,7 +88,7 @@ async fn schemathesis_finds_nothing_as_an_admin() {
     }
     let dir = support::tempdir();
     let s = Server::start(&dir.path().join("data"));
-    fuzz(&s, Some(&s.admin_token), dir.path());
+    fuzz(&s, "an admin", Some(&s.admin_token), dir.path());
     // The fuzzer tried to disable, demote and remove what keeps the install usable.
     let (status, me) = s.send("GET", "/v1/me", &s.admin_token, None, None).await;
     assert_eq!((status, me["principal"]["role"].as_str()), (200, Some("admin")), "{me}");
@@ -106,7 +102,7 @@ async fn schemathesis_finds_nothing_as_a_technician() {
     let dir = support::tempdir();
     let s = Server::start(&dir.path().join("data"));
     let technician = s.token("tess", "technician", &["*"], &["*"]).await;
-    fuzz(&s, Some(&technician), dir.path());
+    fuzz(&s, "a technician", Some(&technician), dir.path());
 }
 
 #[tokio::test]
@@ -116,7 +112,7 @@ async fn schemathesis_finds_nothing_without_a_token() {
     }
     let dir = support::tempdir();
     let s = Server::start(&dir.path().join("data"));
-    fuzz(&s, None, dir.path());
+    fuzz(&s, "nobody", None, dir.path());
 }
 
 #[tokio::test]

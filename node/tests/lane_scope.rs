@@ -8,11 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::Server;
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use support::{Server, key};
 
 async fn operator(s: &Server, sub: &str, queues: &[&str]) -> String {
     let body = json!({ "sub": sub, "role": "operator", "accounts": ["*"], "sites": ["*"], "queues": queues, "ttl_seconds": 600 });

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
-use support::Server;
+use support::{Server, key};
 use tokio::sync::Mutex;
 
 async fn operator(s: &Server, sub: &str, queues: &[&str]) -> String {
@@ -22,10 +22,6 @@ async fn operator(s: &Server, sub: &str, queues: &[&str]) -> String {
     let (status, minted) = s.send("POST", "/v1/admin/tokens", &s.admin_token, None, Some(body)).await;
     assert_eq!(status, 201, "{minted}");
     minted["token"].as_str().unwrap().to_owned()
-}
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 /// A lane of `agent` with checkpoint `c1`; returns its callback secret.

@@ -6,11 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Crew, Server};
-
-fn key() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use support::{Crew, Server, key};
 
 #[tokio::test]
 async fn every_invalid_transition_from_new_is_refused_and_writes_nothing() {

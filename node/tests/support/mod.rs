@@ -259,6 +259,11 @@ pub fn promtool_check(text: &str, what: &str) {
     assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics for {what}:\n{report}");
 }
 
+/// A fresh `Idempotency-Key`.
+pub fn key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// A temp dir only its owner may enter, as a data dir must be (dispatch refuses others).
 pub fn tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
