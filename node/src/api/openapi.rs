@@ -152,6 +152,42 @@ mod tests {
         }
     }
 
+    /// utoipa names a schema after its type and keeps one per name: two types of the
+    /// same name (once `Decision` for both an approval and a handoff) silently become one
+    /// wrong schema. Every type that derives `ToSchema` here has a name of its own.
+    #[test]
+    fn no_two_schema_types_share_a_name() {
+        let mut seen = std::collections::BTreeMap::<String, String>::new();
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut dirs = vec![std::path::PathBuf::from(src)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let mut derives_schema = false;
+                for line in text.lines().map(str::trim) {
+                    if line.starts_with("#[derive(") {
+                        derives_schema = line.contains("ToSchema");
+                    }
+                    let name = line.strip_prefix("pub struct ").or_else(|| line.strip_prefix("pub enum "));
+                    if let Some(name) = name.filter(|_| derives_schema) {
+                        let name: String = name.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                        let here = path.display().to_string();
+                        if let Some(first) = seen.insert(name.clone(), here.clone()) {
+                            panic!("two schema types named {name}: {first} and {here}");
+                        }
+                        derives_schema = false;
+                    }
+                }
+            }
+        }
+        assert!(seen.len() > 100 && seen.contains_key("ApprovalDecision"), "the scan saw the DTOs: {seen:?}");
+    }
+
     #[test]
     fn the_document_is_openapi_3_1_and_covers_every_tool() {
         let doc = document_json().clone();
