@@ -198,10 +198,7 @@ fn wait_schema() -> utoipa::openapi::Object {
 
 /// Reads `?wait=`, refusing more than [`MAX_WAIT_SECONDS`].
 fn wait_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    match String::deserialize(d)?.parse::<u64>() {
-        Ok(n) if n <= MAX_WAIT_SECONDS => Ok(Some(n)),
-        _ => Err(serde::de::Error::custom(format!("wait must be a whole number from 0 to {MAX_WAIT_SECONDS}"))),
-    }
+    super::paging::query_number(d, "wait", 0..=MAX_WAIT_SECONDS).map(Some)
 }
 
 #[utoipa::path(operation_id = "lane.decision", get, path = "/v1/lanes/{id}/decision", tag = "lanes", params(("id" = String, Path), WaitQuery),

@@ -238,9 +238,8 @@ pub async fn user_command(
 fn refuse_last_admin(app: &AppInner, username: &str) -> Result<(), ApiError> {
     let users = actors::user::list(&app.log).map_err(storage_err)?;
     let admin = |u: &&User| u.account.role == actors::policy::Role::Admin && !u.disabled;
-    let mut admins = users.iter().filter(admin);
-    let target_is_admin = users.iter().filter(admin).any(|u| u.account.username == username);
-    if target_is_admin && admins.all(|u| u.account.username == username) {
+    let admins: Vec<&str> = users.iter().filter(admin).map(|u| u.account.username.as_str()).collect();
+    if admins == [username] {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "LAST_ADMIN",

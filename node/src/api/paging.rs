@@ -33,11 +33,19 @@ pub fn limit_schema() -> utoipa::openapi::Object {
 
 /// Reads `?limit=`, refusing a page size outside 1..=[`MAX_LIMIT`].
 pub fn limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    let raw = String::deserialize(d)?;
-    match raw.parse::<usize>() {
-        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Some(n)),
-        _ => Err(serde::de::Error::custom(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))),
-    }
+    query_number(d, "limit", 1..=MAX_LIMIT as u64).map(|n| Some(n as usize))
+}
+
+/// Reads a whole-number query parameter, refusing one outside `range` with a message
+/// that names the parameter and the range (what its schema says).
+pub fn query_number<'de, D: Deserializer<'de>>(
+    d: D,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, D::Error> {
+    String::deserialize(d)?.parse::<u64>().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+        serde::de::Error::custom(format!("{name} must be a whole number from {} to {}", range.start(), range.end()))
+    })
 }
 
 impl Page {

@@ -88,10 +88,12 @@ pub fn join_token_ttl() -> Object {
 /// The tool names a token may be limited to: the policy table's, nothing else.
 pub fn tool_names() -> Array {
     let names = actors::policy::TOOLS.iter().map(|t| t.name);
-    ArrayBuilder::new()
-        .items(string().enum_values(Some(names)))
-        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
-        .build()
+    nullable_array(ArrayBuilder::new().items(string().enum_values(Some(names))))
+}
+
+/// An array, or null/absent.
+fn nullable_array(array: ArrayBuilder) -> Array {
+    array.schema_type(SchemaType::from_iter([Type::Array, Type::Null])).build()
 }
 
 /// A task's command: a program and its arguments, [`task::COMMAND_ARGS`] in all.
@@ -117,11 +119,7 @@ pub fn username() -> Object {
 
 /// [`non_empty_list`], or null/absent (the default, `["*"]`).
 pub fn optional_non_empty_list() -> Array {
-    ArrayBuilder::new()
-        .items(string())
-        .min_items(Some(1))
-        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
-        .build()
+    nullable_array(ArrayBuilder::new().items(string()).min_items(Some(1)))
 }
 
 fn optional_integer(range: std::ops::RangeInclusive<impl Into<u64> + Copy>) -> Object {
@@ -224,10 +222,7 @@ pub fn max_concurrent_jobs() -> Object {
 
 /// The network policies a node allows: [`actors::node::lifecycle::NETWORK_POLICIES`].
 pub fn network_policies() -> Array {
-    ArrayBuilder::new()
-        .items(string().enum_values(Some(actors::node::lifecycle::NETWORK_POLICIES)))
-        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
-        .build()
+    nullable_array(ArrayBuilder::new().items(string().enum_values(Some(actors::node::lifecycle::NETWORK_POLICIES))))
 }
 
 /// A lane's callback URL: [`crate::outbound::CALLBACK_URL_PATTERN`], or absent.
