@@ -201,7 +201,7 @@ fn wait_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D
     super::paging::query_number(d, "wait", 0..=MAX_WAIT_SECONDS).map(Some)
 }
 
-#[utoipa::path(operation_id = "lane.decision", get, path = "/v1/lanes/{id}/decision", tag = "lanes", params(("id" = String, Path), WaitQuery),
+#[utoipa::path(operation_id = "handoff.await_decision", get, path = "/v1/lanes/{id}/decision", tag = "lanes", params(("id" = String, Path), WaitQuery),
     responses((status = 200, body = DecisionAnswer), (status = "4XX", body = ErrorBody)))]
 /// The agent's long-poll: the lane's latest handoff and its decision, waiting up to
 /// `wait` seconds while it is still open. `decided: false` when the wait ran out.
@@ -214,7 +214,7 @@ pub(super) async fn wait_decision(
 ) -> Result<Json<DecisionAnswer>, ApiError> {
     // Subscribe before reading, so a decision in between is not missed.
     let mut changes = app.lanes.deps().changes.subscribe();
-    let mut lane = lane_for(&app, &caller, &ctx, &id, "lane.decision").await?;
+    let mut lane = lane_for(&app, &caller, &ctx, &id, "handoff.await_decision").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0));
     while lane.open_handoff().is_some() {
         match tokio::time::timeout_at(deadline, changes.recv()).await {

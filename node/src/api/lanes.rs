@@ -160,7 +160,7 @@ fn is_lane_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c))
 }
 
-#[utoipa::path(operation_id = "lane.create", post, path = "/v1/lanes", tag = "lanes", request_body = CreateLane,
+#[utoipa::path(operation_id = "lane.open", post, path = "/v1/lanes", tag = "lanes", request_body = CreateLane,
     responses((status = 201, body = LaneAnswer), (status = "4XX", body = ErrorBody), (status = 503, body = ErrorBody)))]
 /// Open a lane. Answers with `callback_secret`, the key of the callbacks' HMAC signature.
 /// Refused with 503 `LANES_FROZEN` while an admin has frozen lane creation.
@@ -170,7 +170,7 @@ pub(super) async fn create(
     ctx: RequestCtx,
     body: JsonBody<CreateLane>,
 ) -> Result<Response, ApiError> {
-    authorize_route(&caller, &ctx, "lane.create")?;
+    authorize_route(&caller, &ctx, "lane.open")?;
     let idem = super::idempotency(&caller, &ctx, body.canonical_hash)?;
     if let Some(reason) = frozen(&app)? {
         return Err(ApiError::new(
@@ -201,7 +201,7 @@ pub(super) async fn create(
     let request = Request {
         id: id.clone(),
         command,
-        origin: origin(&caller, &ctx, "lane.create"),
+        origin: origin(&caller, &ctx, "lane.open"),
         idempotency: Some(idem),
         index_ops: vec![secret_op],
     };
