@@ -16,6 +16,7 @@ use crate::client::Client;
 mod access;
 mod admin;
 mod lane;
+mod mcp;
 mod node;
 mod serve;
 mod task;
@@ -113,6 +114,11 @@ enum Command {
         client: ClientArgs,
         #[arg(long)]
         username: String,
+    },
+    /// Speak MCP on stdin/stdout, forwarded to the server's /mcp: for agent hosts that launch MCP servers as processes.
+    Mcp {
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Manage accounts (admin).
     User {
@@ -242,6 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { client, command } => user(client, command).await,
+        Command::Mcp { client } => mcp::bridge(client).await,
     }
 }
 

@@ -40,6 +40,22 @@ impl Client {
         Client { base: server.trim_end_matches('/').to_owned(), token, http }
     }
 
+    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The bearer token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The HTTP client (with the TLS roots above), for protocols that bring their own
+    /// requests (the MCP bridge).
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
     /// Sends a request; mutations carry `idempotency_key`.
     pub async fn call(
         &self,

@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod dto;
 pub mod http;
 pub mod lanes;
+pub mod mcp;
 pub mod outbound;
 pub mod protocol;
 pub mod sandbox;

@@ -80,7 +80,7 @@ fn tree(krate: &str) -> String {
 #[test]
 fn the_domain_knows_nothing_of_http_or_quic() {
     let tree = tree("dispatch-actors");
-    for edge in ["axum ", "hyper ", "quinn ", "reqwest ", "utoipa ", "dispatch-cluster "] {
+    for edge in ["axum ", "hyper ", "quinn ", "reqwest ", "utoipa ", "rmcp ", "dispatch-cluster "] {
         assert!(!tree.lines().any(|l| l.starts_with(edge)), "dispatch-actors depends on {edge}");
     }
 }

@@ -155,44 +155,24 @@ pub struct Catalogue {
 /// server enforces and the OpenAPI schemas of their bodies.
 pub(super) async fn tools(Caller(caller): Caller, ctx: RequestCtx) -> Result<Json<Catalogue>, ApiError> {
     authorize_route(&caller, &ctx, "tools.list")?;
-    let doc = super::openapi::document_json();
     let tools = policy::TOOLS
         .iter()
         .filter(|spec| policy::authorize(&caller, spec, None).is_ok())
-        .map(|spec| {
-            let (method, path) = super::openapi::route_of(spec.name).unwrap_or(("", ""));
-            let schema =
-                &doc["paths"][path][method.to_lowercase()]["requestBody"]["content"]["application/json"]["schema"];
-            ToolEntry {
+        .filter_map(|spec| {
+            let op = super::openapi::operation(spec.name)?;
+            Some(ToolEntry {
                 name: spec.name,
-                method,
-                path,
+                method: op.method,
+                path: op.template,
                 summary: spec.summary,
                 mutating: spec.mutating,
                 keyed: spec.keyed,
                 allowed_states: spec.from_states.iter().map(|s| (*s).into()).collect(),
-                body_schema: (!schema.is_null()).then(|| resolve_refs(schema, doc, 0)),
-            }
+                body_schema: op.body.clone(),
+            })
         })
         .collect();
     Ok(Json(Catalogue { tools }))
-}
-
-/// Inlines `#/components/schemas/…` references so each body schema stands alone.
-fn resolve_refs(v: &Value, doc: &Value, depth: usize) -> Value {
-    match v {
-        Value::Object(map) => {
-            if let Some(name) =
-                map.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/schemas/"))
-                && depth < 16
-            {
-                return resolve_refs(&doc["components"]["schemas"][name], doc, depth + 1);
-            }
-            Value::Object(map.iter().map(|(k, v)| (k.clone(), resolve_refs(v, doc, depth))).collect())
-        }
-        Value::Array(items) => Value::Array(items.iter().map(|i| resolve_refs(i, doc, depth)).collect()),
-        other => other.clone(),
-    }
 }
 
 /// What the API shows of a user.

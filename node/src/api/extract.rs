@@ -31,7 +31,7 @@ impl FromRequestParts<App> for Caller {
 }
 
 /// Who sent the request: a bearer token, or (with `--dev-headers` only) `X-Actor-*`.
-pub(super) fn authenticate(parts: &Parts, app: &App) -> Result<Principal, ApiError> {
+pub(crate) fn authenticate(parts: &Parts, app: &App) -> Result<Principal, ApiError> {
     let headers = &parts.headers;
     if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
         let token = value
@@ -241,6 +241,13 @@ fn whole_numbers_as_integers(v: Value) -> Value {
         Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, whole_numbers_as_integers(v))).collect()),
         other => other,
     }
+}
+
+/// SHA-256 of `v`'s canonical form (see [`JsonBody`]).
+pub(crate) fn canonical_sha256(v: &Value) -> [u8; 32] {
+    let mut canonical = Vec::new();
+    write_canonical(v, &mut canonical);
+    Sha256::digest(&canonical).into()
 }
 
 /// Canonical JSON: object keys sorted, no insignificant whitespace.

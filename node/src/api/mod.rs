@@ -15,7 +15,7 @@ pub mod identity;
 mod insights;
 mod lanes;
 mod nodes;
-mod openapi;
+pub(crate) mod openapi;
 mod paging;
 mod routes;
 mod system;
@@ -44,6 +44,9 @@ use extract::RequestCtx;
 
 pub(crate) use accounts::MIN_PASSWORD;
 pub(crate) use admin::TOKEN_TTL_SECONDS;
+pub(crate) use extract::{
+    IDEMPOTENCY_KEY_PATTERN, IDEMPOTENCY_KEY_RULE, authenticate, canonical_sha256, is_idempotency_key,
+};
 pub(crate) use lanes::LANE_ID_PATTERN;
 pub(crate) use nodes::{JOIN_TOKEN_TTL_SECONDS, JOIN_TOKEN_USES};
 
@@ -134,8 +137,14 @@ impl std::ops::Deref for App {
     }
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface: the API, and MCP at `/mcp` in front of it.
 pub fn router(app: App) -> Router {
+    let api = api_router(app.clone());
+    api.clone().merge(crate::mcp::router(app, api))
+}
+
+/// The API's routes, each behind the route guard, with the edge's limits and metrics.
+fn api_router(app: App) -> Router {
     let (v1, _) = routes::routes().split_for_parts();
     v1.route_layer(middleware::from_fn_with_state(app.clone(), guard::authorize_first))
         .fallback(|| async { ApiError::not_found("route") })
@@ -150,7 +159,7 @@ pub fn router(app: App) -> Router {
 
 /// Gives each request an id (or keeps the caller's `X-Request-Id`), and records its
 /// count and latency by route template, so label values stay bounded.
-async fn observe(req: Request, next: Next) -> Response {
+pub(crate) async fn observe(req: Request, next: Next) -> Response {
     let request_id = req
         .headers()
         .get("x-request-id")

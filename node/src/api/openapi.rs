@@ -93,7 +93,7 @@ fn declare_route_rules(doc: &mut Value) {
 
 /// The route of a tool, from the route table (its operation id is the tool's name):
 /// the method (upper case) and the path template.
-pub(super) fn route_of(tool: &str) -> Option<(&'static str, &'static str)> {
+pub(crate) fn route_of(tool: &str) -> Option<(&'static str, &'static str)> {
     static ROUTES: std::sync::OnceLock<std::collections::HashMap<String, (String, String)>> =
         std::sync::OnceLock::new();
     let routes = ROUTES.get_or_init(|| {
@@ -108,6 +108,90 @@ pub(super) fn route_of(tool: &str) -> Option<(&'static str, &'static str)> {
         routes
     });
     routes.get(tool).map(|(m, p)| (m.as_str(), p.as_str()))
+}
+
+/// A tool's route as the document states it, for the edges that call routes by tool
+/// name (the tool catalogue, MCP): where it is, what it reads from the path and the query,
+/// and its JSON body's schema with every `$ref` inlined so the schema stands alone.
+pub(crate) struct Operation {
+    /// Upper case, e.g. `POST`.
+    pub method: &'static str,
+    /// e.g. `/v1/tickets/{id}/triage`.
+    pub template: &'static str,
+    pub path_params: Vec<Param>,
+    pub query_params: Vec<Param>,
+    pub body: Option<Value>,
+    /// False when every field of the body is optional (it may be left out).
+    pub body_required: bool,
+}
+
+/// One path or query parameter of an [`Operation`].
+pub(crate) struct Param {
+    pub name: String,
+    pub required: bool,
+    /// Its JSON Schema, with the parameter's description when the document gives one.
+    pub schema: Value,
+}
+
+/// The operation serving `tool`, read from the document once.
+pub(crate) fn operation(tool: &str) -> Option<&'static Operation> {
+    static OPERATIONS: std::sync::OnceLock<std::collections::HashMap<&'static str, Operation>> =
+        std::sync::OnceLock::new();
+    let operations = OPERATIONS.get_or_init(|| {
+        actors::policy::TOOLS.iter().filter_map(|spec| Some((spec.name, operation_of(spec.name)?))).collect()
+    });
+    operations.get(tool)
+}
+
+fn operation_of(tool: &str) -> Option<Operation> {
+    let doc = document_json();
+    let (method, template) = route_of(tool)?;
+    let op = &doc["paths"][template][method.to_lowercase()];
+    let params = |place: &str| -> Vec<Param> {
+        op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == place)
+            .map(|p| {
+                let mut schema = inline_refs(&p["schema"], doc, 0);
+                if let (Some(fields), Some(text)) = (schema.as_object_mut(), p["description"].as_str()) {
+                    fields.entry("description").or_insert_with(|| Value::from(text));
+                }
+                Param {
+                    name: p["name"].as_str().unwrap_or_default().to_owned(),
+                    required: p["required"] == true,
+                    schema,
+                }
+            })
+            .collect()
+    };
+    let body = &op["requestBody"]["content"]["application/json"]["schema"];
+    Some(Operation {
+        method,
+        template,
+        path_params: params("path"),
+        query_params: params("query"),
+        body: (!body.is_null()).then(|| inline_refs(body, doc, 0)),
+        body_required: op["requestBody"]["required"] == true,
+    })
+}
+
+/// Inlines `#/components/schemas/…` references so a schema stands alone.
+fn inline_refs(v: &Value, doc: &Value, depth: usize) -> Value {
+    match v {
+        Value::Object(map) => {
+            if let Some(name) =
+                map.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/schemas/"))
+                && depth < 16
+            {
+                return inline_refs(&doc["components"]["schemas"][name], doc, depth + 1);
+            }
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), inline_refs(v, doc, depth))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|i| inline_refs(i, doc, depth)).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The tool a route serves, by method (any case) and path template.
