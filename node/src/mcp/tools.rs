@@ -59,7 +59,8 @@ fn input_schema(spec: &ToolSpec, op: &Operation) -> JsonObject {
         if spec.name == AWAIT_TOOL && p.name == "wait" {
             schema["maximum"] = json!(MAX_AWAIT_SECONDS);
             schema["description"] = json!(format!(
-                "Seconds to wait for the decision (0..={MAX_AWAIT_SECONDS}); the answer says pending when none came"
+                "Seconds to wait for the decision (0..={MAX_AWAIT_SECONDS}, default {MAX_AWAIT_SECONDS}); \
+                 the answer says pending while the handoff is still open"
             ));
         }
         properties.insert(p.name.clone(), schema);
@@ -189,8 +190,7 @@ async fn await_decision(
         let uri = format!("{path}?wait={slice}");
         let answer = forward::send(api, origin, Call { uri, body: None, idempotency_key: None, ..call }).await;
         waited += slice;
-        let decided = answer.body["decided"] == true;
-        if !(200..300).contains(&answer.status) || decided || waited >= total || cx.ct.is_cancelled() {
+        if !(200..300).contains(&answer.status) || !is_open(&answer.body) || waited >= total || cx.ct.is_cancelled() {
             return pending_marked(answer);
         }
         if let Some(token) = &progress {
@@ -202,11 +202,15 @@ async fn await_decision(
     }
 }
 
+/// Whether a decision answer is about a handoff still waiting for a person.
+fn is_open(decision: &Value) -> bool {
+    decision["handoff_status"] == json!(crate::dto::lanes::HandoffStatus::Open)
+}
+
 /// The decision answer with `pending` set: the handoff is still open, call again.
 fn pending_marked(mut answer: Answer) -> CallToolResult {
     if (200..300).contains(&answer.status) && answer.body.is_object() {
-        let pending = answer.body["decided"] != true && !answer.body["handoff_id"].is_null();
-        answer.body["pending"] = json!(pending);
+        answer.body["pending"] = json!(is_open(&answer.body));
     }
     result(answer, None)
 }
@@ -287,6 +291,16 @@ mod tests {
         assert_ne!(a, key(json!({ "id": "l1", "body": { "name": "c2" } })));
         assert_ne!(a, key(json!({ "id": "l2", "body": { "name": "c1", "state": { "x": 1, "y": 2 } } })));
         assert_eq!(key(json!({ "id": "l1", "body": {}, "idempotency_key": "mine-1" })), "mine-1");
+    }
+
+    #[test]
+    fn only_an_open_handoff_is_pending() {
+        for (status, pending) in [("OPEN", true), ("DECIDED", false), ("EXPIRED", false), ("CLOSED", false)] {
+            let answer = Answer { status: 200, body: json!({ "handoff_status": status }), replayed: false };
+            assert_eq!(pending_marked(answer).structured_content.unwrap()["pending"], pending, "{status}");
+        }
+        let no_handoff = Answer { status: 200, body: json!({ "handoff_status": null }), replayed: false };
+        assert_eq!(pending_marked(no_handoff).structured_content.unwrap()["pending"], false);
     }
 
     #[test]
