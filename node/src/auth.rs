@@ -116,7 +116,30 @@ pub struct BypassClaims {
     pub jti: String,
 }
 
-/// Why a token was refused. The message never echoes the token.
+/// Why a token did not verify, in words for the person holding it (not the library's
+/// variant names). Times are checked with [`CLOCK_LEEWAY_SECONDS`] of tolerance.
+fn plain(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind as Kind;
+    match e.kind() {
+        Kind::ExpiredSignature => "the token has expired: log in again or mint a new one".into(),
+        Kind::ImmatureSignature => {
+            "the token is not valid yet: check the clocks of this machine and the issuer's".into()
+        }
+        Kind::InvalidSignature => "the token's signature does not verify".into(),
+        Kind::InvalidIssuer => "the token was issued by someone else".into(),
+        Kind::InvalidAudience => "the token is meant for another service".into(),
+        Kind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        Kind::InvalidToken | Kind::Base64(_) | Kind::Json(_) | Kind::Utf8(_) => {
+            "not a token (expected three base64url parts signed by this server)".into()
+        }
+        _ => "the token does not verify".into(),
+    }
+}
+
+/// Seconds of clock difference tolerated when checking a token's `exp` and `nbf`: a
+/// token is refused from `exp` + this many seconds on.
+pub const CLOCK_LEEWAY_SECONDS: u64 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("invalid access token: {0}")]
@@ -215,7 +238,7 @@ impl Auth {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
-        validation.leeway = 5;
+        validation.leeway = CLOCK_LEEWAY_SECONDS;
         Ok(Auth {
             keys: RwLock::new(keys),
             validation,
@@ -276,7 +299,7 @@ impl Auth {
     /// Checks algorithm, key id (a known key, not retired) and signature, then the
     /// claims against `validation`: the one way any token of ours is read.
     fn decode<C: serde::de::DeserializeOwned>(&self, token: &str, validation: &Validation) -> Result<C, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(plain(&e)))?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::Invalid("algorithm must be EdDSA".into()));
         }
@@ -287,8 +310,8 @@ impl Auth {
         if key.retired {
             return Err(AuthError::Invalid("the signing key of this token was retired".into()));
         }
-        let data = jsonwebtoken::decode::<C>(token, &key.decoding, validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let data =
+            jsonwebtoken::decode::<C>(token, &key.decoding, validation).map_err(|e| AuthError::Invalid(plain(&e)))?;
         Ok(data.claims)
     }
 

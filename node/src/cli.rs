@@ -115,6 +115,18 @@ enum Command {
         #[arg(long)]
         username: String,
     },
+    /// Who the server takes you for: the token's subject, role, scopes and expiry.
+    Whoami {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// End the stored login's session on the server and forget its tokens here.
+    Logout,
+    /// Print a shell completion script: `dispatch completions bash > /etc/bash_completion.d/dispatch`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Speak MCP on stdin/stdout, forwarded to the server's /mcp: for agent hosts that launch MCP servers as processes.
     Mcp {
         #[command(flatten)]
@@ -195,6 +207,18 @@ fn parse_role(s: &str) -> Result<Role, String> {
         .map_err(|_| format!("unknown role {s:?}; one of: {}", Role::ALL.map(Role::as_str).join(", ")))
 }
 
+/// An error and its causes on one line, each cause said once: libraries often repeat
+/// their source's text in their own message (`error sending request: error sending request`).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut said: Vec<String> = Vec::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if !said.iter().any(|s| s.contains(cause.as_str())) {
+            said.push(cause);
+        }
+    }
+    said.join(": ")
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -208,7 +232,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -249,7 +273,69 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User { client, command } => user(client, command).await,
         Command::Mcp { client } => mcp::bridge(client).await,
+        Command::Whoami { client } => whoami(&client).await,
+        Command::Logout => logout().await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "dispatch", &mut std::io::stdout());
+            Ok(())
+        }
     }
+}
+
+/// `dispatch whoami`: the server's view of the token this CLI would use.
+async fn whoami(args: &ClientArgs) -> anyhow::Result<()> {
+    let me = connect(args).await?.call(Method::GET, "/v1/me", None, None).await?;
+    print(args, &me, |v| {
+        let p = &v["principal"];
+        let list = |k: &str| p[k].as_array().map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","));
+        let left = v["expires_at"].as_i64().unwrap_or(0) - time::OffsetDateTime::now_utc().unix_timestamp();
+        format!(
+            "{} ({})\n  accounts: {}\n  sites:    {}\n  queues:   {}\n  tools:    {}\n  expires:  in {}",
+            p["sub"].as_str().unwrap_or("?"),
+            p["role"].as_str().unwrap_or("?"),
+            list("accounts").unwrap_or_default(),
+            list("sites").unwrap_or_default(),
+            list("queues").filter(|q| !q.is_empty()).unwrap_or_else(|| "-".into()),
+            list("tools").unwrap_or_else(|| "all of the role's".into()),
+            human_seconds(left),
+        )
+    });
+    Ok(())
+}
+
+/// `90` → `1m30s`, for people reading how long something has left.
+fn human_seconds(s: i64) -> String {
+    let s = s.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `dispatch logout`: ends the stored login's session and forgets it.
+async fn logout() -> anyhow::Result<()> {
+    let Some(stored) = crate::credentials::load() else {
+        println!("not logged in (no stored login at {})", credentials_place());
+        return Ok(());
+    };
+    let api = Client::new(&stored.server, Some(stored.access_token.clone()));
+    let body = json!({ "refresh_token": stored.refresh_token });
+    if let Err(e) = api.call(Method::POST, "/v1/auth/logout", Some(body), None).await {
+        eprintln!("warning: the server did not end the session ({e}); forgetting the tokens anyway");
+    }
+    if let Some(path) = crate::credentials::forget()? {
+        println!("logged out of {}; removed {}", stored.server, path.display());
+    }
+    Ok(())
+}
+
+/// Where the CLI keeps a login, for messages.
+fn credentials_place() -> String {
+    crate::credentials::path()
+        .map_or_else(|| "$HOME/.config/dispatch/credentials.json".into(), |p| p.display().to_string())
 }
 
 /// Drops null fields (recursively) so the server applies its defaults.
@@ -263,6 +349,9 @@ fn strip_nulls(v: &mut Value) {
 /// A client with the caller's token: `--token`/`DISPATCH_TOKEN`, else the stored login
 /// for this server (refreshed when about to expire), else `./dispatch-data/admin-token`.
 async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+    if !args.server.starts_with("http://") && !args.server.starts_with("https://") {
+        anyhow::bail!("--server needs a scheme: http://{0} or https://{0}", args.server);
+    }
     if let Some(token) = &args.token {
         return Ok(Client::new(&args.server, Some(token.clone())));
     }

@@ -47,3 +47,13 @@ pub fn save(stored: &Stored) -> anyhow::Result<PathBuf> {
     std::fs::rename(&tmp, &path)?;
     Ok(path)
 }
+
+/// Forgets the stored login; the file it was in, when there was one.
+pub fn forget() -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = path() else { return Ok(None) };
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(Some(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("removing {}: {e}", path.display())),
+    }
+}

@@ -117,7 +117,12 @@ struct Dispatch {
     membership: Membership,
     links: Arc<Links>,
     config: DispatchConfig,
+    waiting: Waiting,
 }
+
+/// Why each queued task could not be placed at the last round: an observation shown
+/// with the task, not stored (it changes as nodes come and go). One entry per queued task.
+type Waiting = Arc<std::sync::Mutex<HashMap<String, String>>>;
 
 struct State {
     open: BTreeMap<String, (Task, u64)>,
@@ -368,10 +373,12 @@ impl Dispatch {
             .map(|(t, _)| (t.created_ms, t.id.clone()))
             .collect();
         if queued.is_empty() {
+            self.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
             return;
         }
         queued.sort();
         let Ok(nodes) = self.membership.nodes().await else { return };
+        let mut waiting = HashMap::new();
         let mut busy: HashMap<String, u32> = HashMap::new();
         for (t, _) in st.open.values() {
             if let Some(a) = t.current() {
@@ -380,7 +387,13 @@ impl Dispatch {
         }
         for (_, id) in queued {
             let Some((task, _)) = st.open.get(&id) else { continue };
-            let Some(node) = choose(&nodes, &busy, &task.spec) else { continue };
+            let node = match choose(&nodes, &busy, &task.spec) {
+                Ok(node) => node,
+                Err(why) => {
+                    waiting.insert(id.clone(), why.to_string());
+                    continue;
+                }
+            };
             let (node_id, config) = (node.node.id.clone(), node.node.config.clone());
             let command = TaskCommand::Dispatch { node: node_id.clone(), now_ms: now };
             let waited = (now - task.not_before_ms.max(task.created_ms)).max(0);
@@ -410,6 +423,7 @@ impl Dispatch {
                 }
             });
         }
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = waiting;
     }
 
     async fn lease(&self, node: &str) -> Duration {
@@ -452,6 +466,7 @@ fn job_spec(task: &Task, n: u32, config: &actors::node::NodeConfig, output_cap: 
 #[derive(Clone)]
 pub struct Dispatcher {
     actor: ActorRef<Msg>,
+    waiting: Waiting,
 }
 
 fn gone<T>(_: T) -> DispatchError {
@@ -466,10 +481,15 @@ impl Dispatcher {
         links: Arc<Links>,
         config: DispatchConfig,
     ) -> Result<Self, DispatchError> {
-        let (actor, _) = Actor::spawn(None, Dispatch { kernel, membership, links, config }, ())
-            .await
-            .map_err(|e| DispatchError::Storage(e.to_string()))?;
-        Ok(Dispatcher { actor })
+        let waiting = Waiting::default();
+        let dispatch = Dispatch { kernel, membership, links, config, waiting: waiting.clone() };
+        let (actor, _) = Actor::spawn(None, dispatch, ()).await.map_err(|e| DispatchError::Storage(e.to_string()))?;
+        Ok(Dispatcher { actor, waiting })
+    }
+
+    /// Why queued task `id` found no node at the last placement round, if it did not.
+    pub fn waiting(&self, id: &str) -> Option<String> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     /// Stops dispatching (tasks stay in the log).

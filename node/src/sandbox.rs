@@ -45,6 +45,13 @@ pub enum SandboxError {
     ImageMissing(String),
     #[error("{0} is not a static busybox (install Debian's busybox-static)")]
     NotStatic(PathBuf),
+    /// The default image is missing and cannot be built here.
+    #[error(
+        "the default sandbox image {0} cannot be built: {1}; install Debian's busybox-static, \
+         start the worker with --sandbox-busybox PATH to a static busybox, or run tasks with --image NAME \
+         of an image the engine has (`docker images`)"
+    )]
+    NoDefaultImage(String, Box<SandboxError>),
     #[error("invalid job: {0}")]
     Invalid(String),
     #[error("workspace: {0}")]
@@ -56,6 +63,9 @@ pub struct Sandbox {
     docker: Docker,
     workspaces: PathBuf,
     busybox: PathBuf,
+    /// The image built from `busybox` when a job names it and the engine lacks it
+    /// ([`DEFAULT_IMAGE`] unless a test names one that is never present).
+    default_image: String,
     image_build: tokio::sync::Mutex<()>,
     /// Bytes a job's workspace may hold (files and directories, counted as written).
     workspace_quota: u64,
@@ -82,6 +92,7 @@ impl Sandbox {
             docker,
             workspaces,
             busybox,
+            default_image: DEFAULT_IMAGE.to_owned(),
             image_build: tokio::sync::Mutex::new(()),
             workspace_quota: WORKSPACE_QUOTA,
         })
@@ -107,20 +118,45 @@ impl Sandbox {
         tags
     }
 
+    /// The same sandbox, building `image` from busybox instead of [`DEFAULT_IMAGE`].
+    pub fn with_default_image(mut self, image: &str) -> Self {
+        self.default_image = image.to_owned();
+        self
+    }
+
+    /// Why the default image cannot be had here, if it cannot: it is not on the engine
+    /// and the busybox it is built from is missing or not static. Said when the worker
+    /// starts, so that tasks do not each fail later with the same surprise.
+    pub async fn default_image_problem(&self) -> Option<String> {
+        if self.docker.inspect_image(&self.default_image).await.is_ok() {
+            return None;
+        }
+        let busybox = self.busybox.clone();
+        let checked = tokio::task::spawn_blocking(move || -> Result<(), SandboxError> {
+            let binary =
+                std::fs::read(&busybox).map_err(|e| SandboxError::Invalid(format!("{}: {e}", busybox.display())))?;
+            if is_static_elf(&binary) { Ok(()) } else { Err(SandboxError::NotStatic(busybox)) }
+        })
+        .await
+        .ok()?;
+        checked.err().map(|e| SandboxError::NoDefaultImage(self.default_image.clone(), Box::new(e)).to_string())
+    }
+
     /// Makes sure `image` exists, building the default one when it is missing.
     pub async fn ensure_image(&self, image: &str) -> Result<(), SandboxError> {
         let _one_build = self.image_build.lock().await;
         if self.docker.inspect_image(image).await.is_ok() {
             return Ok(());
         }
-        if image != DEFAULT_IMAGE {
+        if image != self.default_image {
             return Err(SandboxError::ImageMissing(image.to_owned()));
         }
         let busybox = self.busybox.clone();
         let rootfs = tokio::task::spawn_blocking(move || busybox_rootfs(&busybox))
             .await
-            .map_err(|e| SandboxError::Invalid(e.to_string()))??;
-        let (repo, tag) = DEFAULT_IMAGE.split_once(':').unwrap_or((DEFAULT_IMAGE, "latest"));
+            .map_err(|e| SandboxError::Invalid(e.to_string()))?
+            .map_err(|e| SandboxError::NoDefaultImage(image.to_owned(), Box::new(e)))?;
+        let (repo, tag) = image.split_once(':').unwrap_or((image, "latest"));
         let options = CreateImageOptionsBuilder::new()
             .from_src("-")
             .repo(repo)
@@ -131,7 +167,7 @@ impl Sandbox {
         while let Some(step) = progress.next().await {
             step?;
         }
-        tracing::info!(image = DEFAULT_IMAGE, "built the sandbox image from the host's busybox");
+        tracing::info!(image, "built the sandbox image from the host's busybox");
         Ok(())
     }
 

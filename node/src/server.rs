@@ -151,6 +151,7 @@ impl Orchestrator {
             admin_changes: Default::default(),
             local_node: Default::default(),
             free_space: crate::api::FreeSpace::new(config.data_dir.clone()),
+            serving: Default::default(),
         }));
         let running = Running { tickets, lanes, tasks, cluster, background, writer_thread };
         Self::serve(config, app, io.http, endpoint, running).await

@@ -11,8 +11,13 @@ pub fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // A log line that cannot be written (stderr on a full disk) is dropped: reporting
     // that through `eprintln!` would panic the request that logged it.
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
+    // Colour only for a person at a terminal, never escape codes in a file or a journal.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .log_internal_errors(false);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
@@ -57,6 +62,7 @@ fn describe() {
 /// The API, the log and the entity actors.
 fn describe_api_and_log() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("dispatch_http_requests_in_flight", "HTTP requests being served now (an MCP call counts once).");
     describe_counter!("dispatch_http_requests_total", "HTTP requests served, by method, route template and status.");
     describe_histogram!(
         "dispatch_http_request_duration_seconds",

@@ -171,3 +171,133 @@ async fn login_on_a_terminal_does_not_echo_the_password() {
     let text = String::from_utf8_lossy(&seen);
     assert!(!text.contains("quiet-password-42"), "the password was echoed: {text:?}");
 }
+
+/// A task no node can take says why — in `task run`'s output and in `task status` — and
+/// `--wait-timeout` gives up with exit code 124, leaving it queued.
+#[tokio::test]
+async fn a_task_nobody_can_run_says_why_and_the_wait_can_be_given_up() {
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    let task = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(["task", "--server", &s.url, "--token", &s.admin_token])
+            .args(args)
+            .env_remove("DISPATCH_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let run = task(&["run", "--label", "zone=a", "--wait-timeout", "5s", "--", "sh", "-c", "cat data/in.txt"]);
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert_eq!(run.status.code(), Some(124), "{stderr}");
+    let id = stderr.split("dispatch: task ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_owned();
+    // The first rule the local node fails: the engine when this machine has none, else the label.
+    let (_, node) = s.send("GET", "/v1/nodes/node-1", &s.admin_token, None, None).await;
+    let reason = if node["capabilities"]["docker_version"].is_null() {
+        eprintln!("!!! no Docker Engine on this machine: checking the no-engine reason instead of the label one !!!");
+        "no active node has a container engine"
+    } else {
+        "no active node carries the label(s) zone=a"
+    };
+    assert!(stderr.contains(&format!("dispatch: waiting: {reason}")), "{stderr}");
+    assert!(stderr.contains(&format!("gave up waiting; task {id} is still QUEUED")), "{stderr}");
+    let status = task(&["status", &id]);
+    let shown = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(shown.contains("QUEUED") && shown.contains(&format!("waiting: {reason}")), "{shown}");
+    let (_, json) = s.send("GET", &format!("/v1/tasks/{id}"), &s.admin_token, None, None).await;
+    assert!(json["waiting"].as_str().unwrap().starts_with(reason), "{json}");
+}
+
+fn dispatch_cmd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dispatch")).args(args).env_remove("DISPATCH_TOKEN").output().unwrap()
+}
+
+/// whoami, logout, tokens with queues and human lifetimes, errors in plain words, each
+/// cause said once, and no colour codes in a log file.
+#[tokio::test]
+async fn the_cli_says_who_you_are_and_what_went_wrong_plainly() {
+    let dir = support::tempdir();
+    let s = Server::start_logging(dir.path(), &[], "info");
+    let minted = dispatch_cmd(&[
+        "admin",
+        "token",
+        "--server",
+        &s.url,
+        "--token",
+        &s.admin_token,
+        "--sub",
+        "olga",
+        "--role",
+        "operator",
+        "--queues",
+        "refunds,billing",
+        "--ttl",
+        "2h",
+    ]);
+    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+    let olga = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let who = dispatch_cmd(&["whoami", "--server", &s.url, "--token", &olga]);
+    let who = String::from_utf8(who.stdout).unwrap();
+    assert!(who.starts_with("olga (operator)") && who.contains("queues:   refunds,billing"), "{who}");
+    assert!(who.contains("expires:  in 1h59m") || who.contains("expires:  in 2h00m"), "{who}");
+
+    let refused = dispatch_cmd(&["whoami", "--server", &s.url, "--token", "not-a-token"]);
+    let text = String::from_utf8(refused.stderr).unwrap();
+    assert!(text.contains("not a token") && !text.contains("InvalidToken"), "{text}");
+    let no_scheme = dispatch_cmd(&["whoami", "--server", "localhost:8080", "--token", &olga]);
+    let text = String::from_utf8(no_scheme.stderr).unwrap();
+    assert!(text.contains("--server needs a scheme: http://localhost:8080"), "{text}");
+    let unreachable = dispatch_cmd(&["whoami", "--server", "http://127.0.0.1:9", "--token", &olga]);
+    let text = String::from_utf8(unreachable.stderr).unwrap();
+    let parts: Vec<&str> = text.trim().trim_start_matches("error: ").split(": ").collect();
+    assert!(parts.iter().enumerate().all(|(i, p)| !parts[i + 1..].contains(p)), "a cause said twice: {text}");
+
+    // logout ends the stored login's session and forgets it.
+    s.add_person("ann", "a-long-passphrase-1").await;
+    let config = support::tempdir();
+    let with_config = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(args)
+            .env("DISPATCH_CONFIG_DIR", config.path())
+            .env_remove("DISPATCH_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(with_config(&["login", "--server", &s.url, "--username", "ann"], "a-long-passphrase-1\n").status.success());
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(config.path().join("credentials.json")).unwrap()).unwrap();
+    let out = with_config(&["logout"], "");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("logged out of"), "{out:?}");
+    assert!(!config.path().join("credentials.json").exists());
+    let (status, _) = s
+        .send(
+            "POST",
+            "/v1/auth/refresh",
+            "",
+            None,
+            Some(serde_json::json!({ "refresh_token": stored["refresh_token"] })),
+        )
+        .await;
+    assert_eq!(status, 401, "the session ended on the server too");
+
+    let log = std::fs::read_to_string(Server::log_path(dir.path())).unwrap();
+    assert!(!log.is_empty() && !log.contains('\u{1b}'), "colour codes in the log file");
+}
+
+#[test]
+fn completions_are_generated_for_bash_and_parse() {
+    let script = dispatch_cmd(&["completions", "bash"]);
+    assert!(script.status.success());
+    let text = String::from_utf8(script.stdout).unwrap();
+    assert!(text.contains("dispatch") && text.contains("whoami"), "{}", &text[..200.min(text.len())]);
+    let dir = support::tempdir();
+    let path = dir.path().join("dispatch.bash");
+    std::fs::write(&path, &text).unwrap();
+    let checked = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+}

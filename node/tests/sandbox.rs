@@ -178,3 +178,24 @@ async fn a_workspace_past_its_quota_stops_the_job() {
     assert!(!result.timed_out, "stopped by the quota, not the timeout");
     assert!(!s.leftover_containers().await.unwrap().contains(&spec.job_id));
 }
+
+/// Without the busybox the default image is built from, the worker says so at start and a
+/// job that needs the image fails saying what to do, not with a bare "No such file".
+#[tokio::test]
+async fn a_host_without_busybox_is_told_how_to_get_the_default_image() {
+    if sandbox().await.is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dispatch-sandbox-nobusybox-{}", std::process::id()));
+    let absent = format!("dispatch-sandbox-test:never-built-{}", std::process::id());
+    let s = Sandbox::connect(dir, PathBuf::from("/nonexistent/busybox")).await.unwrap().with_default_image(&absent);
+    let problem = s.default_image_problem().await.unwrap();
+    for needed in [absent.as_str(), "/nonexistent/busybox", "busybox-static", "--sandbox-busybox", "--image"] {
+        assert!(problem.contains(needed), "{needed:?} missing from: {problem}");
+    }
+    let mut spec = job("nobusybox", "true");
+    spec.image = absent.clone();
+    let (_keep, cancel) = watch::channel(false);
+    let result = s.run(&spec, cancel).await;
+    assert_eq!(result.error.as_deref(), Some(problem.as_str()), "{result:?}");
+}

@@ -216,8 +216,15 @@ pub(super) async fn wait_decision(
     let mut changes = app.lanes.deps().changes.subscribe();
     let mut lane = lane_for(&app, &caller, &ctx, &id, "handoff.await_decision").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0));
+    let stopping = app.serving.stopped();
+    tokio::pin!(stopping);
     while lane.open_handoff().is_some() {
-        match tokio::time::timeout_at(deadline, changes.recv()).await {
+        let change = tokio::select! {
+            change = tokio::time::timeout_at(deadline, changes.recv()) => change,
+            // A stopping server answers at once with what it has: the agent asks again.
+            () = &mut stopping => break,
+        };
+        match change {
             Ok(Ok(changed)) if changed != id => continue,
             Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
                 lane = load_lane(&app, &id).await?

@@ -93,7 +93,62 @@ pub struct AppInner {
     pub local_node: std::sync::OnceLock<String>,
     /// Free space of the data dir's filesystem, for the 507 reserve.
     pub free_space: FreeSpace,
+    /// Requests in flight, and whether the server has begun to stop.
+    pub serving: Serving,
 }
+
+/// What stopping needs to know of the requests being served: how many there are (to say
+/// what it waits for) and a signal that open long-polls answer on at once.
+pub struct Serving {
+    in_flight: std::sync::atomic::AtomicUsize,
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Serving {
+    fn default() -> Self {
+        Serving { in_flight: Default::default(), stopping: tokio::sync::watch::Sender::new(false) }
+    }
+}
+
+impl Serving {
+    /// Requests from clients being served now (an MCP call counts once, not again for
+    /// the route it runs on).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Begins stopping: every open long-poll answers with what it has.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`Serving::stop`] has been called.
+    pub async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let _ = stopping.wait_for(|s| *s).await;
+    }
+
+    /// Counts a request until the guard drops (also when the request is cancelled).
+    fn enter(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("dispatch_http_requests_in_flight").increment(1.0);
+        InFlight(self)
+    }
+}
+
+struct InFlight<'a>(&'a Serving);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("dispatch_http_requests_in_flight").decrement(1.0);
+    }
+}
+
+/// Marks a request the server makes to its own router (an MCP call's route), so it is
+/// not counted as a second request in flight.
+#[derive(Clone, Copy)]
+pub(crate) struct Forwarded;
 
 /// Free bytes of a directory's filesystem. A measurement with room to spare is reused
 /// for [`FreeSpace::EVERY`] (space changes slowly, requests come fast); one under the
@@ -152,14 +207,19 @@ fn api_router(app: App) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed on this route")
         })
         .layer(middleware::from_fn_with_state(app.clone(), reserve_space))
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .with_state(app)
 }
 
 /// Gives each request an id (or keeps the caller's `X-Request-Id`), and records its
 /// count and latency by route template, so label values stay bounded.
-pub(crate) async fn observe(req: Request, next: Next) -> Response {
+pub(crate) async fn observe(
+    axum::extract::State(app): axum::extract::State<App>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let _in_flight = req.extensions().get::<Forwarded>().is_none().then(|| app.serving.enter());
     let request_id = req
         .headers()
         .get("x-request-id")

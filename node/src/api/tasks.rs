@@ -181,9 +181,11 @@ pub(super) async fn create(
 }
 
 /// A task without its (possibly large) result; see `/result`.
-fn summary(mut task: Task) -> dto::Task {
+/// A task as lists and reads show it: without its output, with why it waits if it does.
+fn summary(app: &App, mut task: Task) -> dto::Task {
     task.result = None;
-    task.into()
+    let waiting = app.tasks.waiting(&task.id);
+    dto::Task { waiting, ..task.into() }
 }
 
 fn load_for(app: &App, caller: &Principal, ctx: &RequestCtx, id: &str, tool: &str) -> Result<Task, ApiError> {
@@ -206,7 +208,7 @@ pub(super) async fn get(
     ctx: RequestCtx,
     Path(id): Path<String>,
 ) -> Result<Json<dto::Task>, ApiError> {
-    Ok(Json(summary(load_for(&app, &caller, &ctx, &id, "task.get")?)))
+    Ok(Json(summary(&app, load_for(&app, &caller, &ctx, &id, "task.get")?)))
 }
 
 /// A finished task's outcome.
@@ -251,7 +253,7 @@ pub(super) async fn cancel(
 ) -> Result<Json<dto::Task>, ApiError> {
     load_for(&app, &caller, &ctx, &id, "task.cancel")?;
     let task = app.tasks.cancel(&id, origin(&caller, &ctx, "task.cancel")).await?;
-    Ok(Json(summary(task)))
+    Ok(Json(summary(&app, task)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -299,7 +301,7 @@ pub(super) async fn list(
             actors::task::store::load(&app.log, &id).map_err(|e| ApiError::internal("loading a task", e))?
             && caller.in_scope(&task.spec.account_id, &task.spec.site_id)
         {
-            tasks.push(summary(task));
+            tasks.push(summary(&app, task));
         }
     }
     Ok(Json(TaskList { tasks, next_cursor }))

@@ -14,8 +14,10 @@ pub(super) enum AdminCmd {
     RotateSigningKey,
     /// Mint an access token for a user or service.
     Token {
+        /// Who the token speaks for (a user name or a service's name); recorded in the audit trail.
         #[arg(long)]
         sub: String,
+        /// The role it carries (admin, dispatcher, technician, manager, qa, billing, agent, operator, engineer).
         #[arg(long, value_parser = parse_role)]
         role: Role,
         #[command(flatten)]
@@ -23,9 +25,12 @@ pub(super) enum AdminCmd {
         /// Comma-separated tool names this token is limited to.
         #[arg(long)]
         tools: Option<String>,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
-        ttl: i64,
+        /// Comma-separated handoff queues an operator token sees, or * for all.
+        #[arg(long)]
+        queues: Option<String>,
+        /// Lifetime: 90s, 15m, 2h, 30d.
+        #[arg(long, default_value = "1h", value_parser = super::node::parse_duration)]
+        ttl: u64,
     },
     /// Refuse new lanes (503 LANES_FROZEN); reads, decisions and existing lanes keep working.
     FreezeLanes {
@@ -63,9 +68,10 @@ pub(super) async fn run(client: ClientArgs, command: AdminCmd) -> anyhow::Result
             let out = connect(&client).await?.call(Method::POST, "/v1/admin/signing-keys", None, None).await?;
             print(&client, &out, |v| format!("new signing key {}", v["kid"].as_str().unwrap_or("?")));
         }
-        AdminCmd::Token { sub, role, scope, tools, ttl } => {
+        AdminCmd::Token { sub, role, scope, tools, queues, ttl } => {
             let body = json!({ "sub": sub, "role": role, "accounts": split(&scope.accounts), "sites": split(&scope.sites),
-                "tools": tools.as_deref().map(split), "ttl_seconds": ttl });
+                "tools": tools.as_deref().map(split), "queues": queues.as_deref().map(split).unwrap_or_default(),
+                "ttl_seconds": ttl });
             let out = connect(&client).await?.call(Method::POST, "/v1/admin/tokens", Some(body), None).await?;
             print(&client, &out, |v| v["token"].as_str().unwrap_or_default().to_owned());
         }

@@ -114,8 +114,11 @@ pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyh
     println!("dispatch: listening on {url}");
     println!("  cluster:     {} (QUIC, mutual TLS)", orchestrator.cluster_addr);
     match &local_worker {
-        Some((node_id, _, _)) => {
-            println!("  mode:        embedded single node (orchestrator + local worker {node_id})")
+        Some(local) => {
+            println!("  mode:        embedded single node (orchestrator + local worker {})", local.node_id);
+            if let Some(problem) = &local.sandbox_problem {
+                println!("  sandbox:     WARNING: {problem}");
+            }
         }
         None => println!("  mode:        orchestrator"),
     }
@@ -139,10 +142,20 @@ pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyh
         );
     }
     stop_signal().await;
-    println!("dispatch: stopping (finishing in-flight requests)");
-    if let Some((_, stop, worker)) = local_worker {
-        let _ = stop.send(true);
-        let _ = worker.await;
+    orchestrator.app.serving.stop();
+    println!(
+        "dispatch: stopping: open long-polls answered, waiting for {} request(s) in flight (Ctrl-C again to exit at once)",
+        orchestrator.app.serving.in_flight()
+    );
+    tokio::spawn(async {
+        stop_signal().await;
+        // Nothing is lost: every acknowledged write was fsynced before its answer.
+        println!("dispatch: second signal: exiting now (every acknowledged write is already on disk)");
+        std::process::exit(130);
+    });
+    if let Some(local) = local_worker {
+        let _ = local.stop.send(true);
+        let _ = local.task.await;
     }
     orchestrator.shutdown().await
 }
@@ -202,7 +215,14 @@ fn mint_admin_token(orchestrator: &Orchestrator, token_file: &std::path::Path) -
     Ok(Some(token))
 }
 
-pub(super) type LocalWorkerTask = (String, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>);
+/// `up`'s own worker node, running in this process.
+pub(super) struct LocalWorkerTask {
+    node_id: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    /// Why it cannot run the default sandbox image, if it cannot.
+    sandbox_problem: Option<String>,
+}
 
 /// `up`'s worker: joined over QUIC with a one-use token like any other host (on the
 /// first start), then connected with its certificate.
@@ -230,7 +250,7 @@ pub(super) async fn start_local_worker(
             tracing::error!(error = %e, "local worker stopped");
         }
     });
-    Ok((local.node_id, stop, task))
+    Ok(LocalWorkerTask { node_id: local.node_id, stop, task, sandbox_problem: local.sandbox_problem })
 }
 
 /// Creates the `admin` account when there are no accounts yet. `Some(Some(pw))`:

@@ -43,6 +43,10 @@ pub(super) enum TaskCmd {
         /// Return at once with the task id instead of waiting.
         #[arg(long)]
         detach: bool,
+        /// Stop waiting after this long (90s, 15m, 2h); the task stays queued or running,
+        /// and the command exits 124.
+        #[arg(long, value_parser = super::node::parse_duration)]
+        wait_timeout: Option<u64>,
         #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
         command: Vec<String>,
     },
@@ -66,7 +70,8 @@ pub(super) enum TaskCmd {
 pub(super) fn task_line(t: &Value) -> String {
     let attempts = t["attempts"].as_array().map_or(0, Vec::len);
     let node = t["attempts"].as_array().and_then(|a| a.last()).and_then(|a| a["node"].as_str()).unwrap_or("-");
-    format!(
+    let waiting = t["waiting"].as_str().map(|w| format!("\n  waiting: {w}")).unwrap_or_default();
+    let line = format!(
         "{}  {:<10} attempts={} node={}  {}",
         t["id"].as_str().unwrap_or("?"),
         t["state"].as_str().unwrap_or("?"),
@@ -76,15 +81,37 @@ pub(super) fn task_line(t: &Value) -> String {
             .as_array()
             .map(|c| c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
             .unwrap_or_default(),
-    )
+    );
+    line + &waiting
 }
 
 /// Waits for the task to end, prints its output, and answers the exit code to leave with.
-async fn wait_and_report(args: &ClientArgs, client: &Client, id: &str) -> anyhow::Result<i32> {
+/// Waits for task `id` to finish (saying why it waits, when no node can take it), then
+/// prints its output; the exit code to leave with (124 when `timeout` ran out first).
+async fn wait_and_report(
+    args: &ClientArgs,
+    client: &Client,
+    id: &str,
+    timeout: Option<std::time::Duration>,
+) -> anyhow::Result<i32> {
+    let started = std::time::Instant::now();
+    let mut said = None;
     let done = loop {
         let t = client.call(Method::GET, &format!("/v1/tasks/{id}"), None, None).await?;
         if matches!(t["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED")) {
             break t;
+        }
+        let waiting = t["waiting"].as_str().map(str::to_owned);
+        if waiting.is_some() && waiting != said {
+            eprintln!("dispatch: waiting: {}", waiting.as_deref().unwrap_or_default());
+            said = waiting;
+        }
+        if timeout.is_some_and(|limit| started.elapsed() >= limit) {
+            eprintln!(
+                "dispatch: gave up waiting; task {id} is still {} (`dispatch task cancel {id}` drops it)",
+                t["state"].as_str().unwrap_or("?")
+            );
+            return Ok(124);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
@@ -136,6 +163,7 @@ async fn run_task(args: &ClientArgs, client: &Client, command: TaskCmd) -> anyho
         site,
         ticket,
         detach,
+        wait_timeout,
         command,
     } = command
     else {
@@ -163,7 +191,8 @@ async fn run_task(args: &ClientArgs, client: &Client, command: TaskCmd) -> anyho
         print(args, &accepted, |v| v["task_id"].as_str().unwrap_or_default().to_owned());
         return Ok(None);
     }
-    wait_and_report(args, client, &id).await.map(Some)
+    eprintln!("dispatch: task {id} submitted");
+    wait_and_report(args, client, &id, wait_timeout.map(std::time::Duration::from_secs)).await.map(Some)
 }
 
 pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<()> {

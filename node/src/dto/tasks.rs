@@ -95,6 +95,10 @@ pub struct Task {
     pub not_before_ms: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// While queued: why no node took it at the last placement round (no active node,
+    /// no engine, labels no node carries, every slot busy). Observed, not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// How much network a job gets.
@@ -310,14 +314,27 @@ impl From<actors::task::Task> for Task {
             not_before_ms,
             created_ms,
             updated_ms,
+            waiting: None,
         }
     }
 }
 
 impl From<Task> for actors::task::Task {
     fn from(v: Task) -> Self {
-        let Task { id, state, spec, attempts, result, reason, cancel_requested, not_before_ms, created_ms, updated_ms } =
-            v;
+        // `waiting` is the dispatcher's observation, not part of the task.
+        let Task {
+            id,
+            state,
+            spec,
+            attempts,
+            result,
+            reason,
+            cancel_requested,
+            not_before_ms,
+            created_ms,
+            updated_ms,
+            waiting: _,
+        } = v;
         actors::task::Task {
             id,
             state: state.into(),

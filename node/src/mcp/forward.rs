@@ -88,6 +88,7 @@ pub(super) async fn send(api: &Router, origin: &Origin, call: Call<'_>) -> Answe
     if let Some(peer) = origin.peer {
         request.extensions_mut().insert(peer);
     }
+    request.extensions_mut().insert(crate::api::Forwarded);
     let Ok(response) = tower::Service::call(&mut api.clone(), request).await;
     let status = response.status().as_u16();
     let replayed = response.headers().contains_key("idempotent-replayed");

@@ -50,8 +50,8 @@ pub fn router(app: App, api: Router) -> Router {
         StreamableHttpService::new(move || Ok(server.clone()), Arc::new(NeverSessionManager::default()), config);
     Router::new()
         .route_service("/mcp", service)
-        .layer(middleware::from_fn_with_state(app, authenticate))
-        .layer(middleware::from_fn(crate::api::observe))
+        .layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(app, crate::api::observe))
 }
 
 /// Refuses a request without a valid bearer token before the protocol reads it (401 with

@@ -41,6 +41,9 @@ pub struct WorkerHost {
 pub struct LocalWorker {
     pub worker: Arc<Worker>,
     pub node_id: String,
+    /// What keeps this host from running the default sandbox image (no engine, no
+    /// busybox to build it from), to be said at start.
+    pub sandbox_problem: Option<String>,
 }
 
 /// What a worker runs on: its QUIC endpoint, what it reports about its host, and
@@ -62,16 +65,20 @@ pub async fn prepare(
 ) -> anyhow::Result<LocalWorker> {
     let socket = cluster::transport::udp_socket(SocketAddr::from(([0, 0, 0, 0], 0)))?;
     let endpoint = cluster::transport::endpoint(socket, None, None)?;
-    let sandbox = match Sandbox::connect(data_dir.join("workspaces"), host.busybox.clone()).await {
-        Ok(s) => Some(Arc::new(s)),
-        Err(e) => {
-            tracing::warn!(error = %e, "no container engine: this node reports none and gets no jobs");
-            None
+    let (sandbox, problem) = match Sandbox::connect(data_dir.join("workspaces"), host.busybox.clone()).await {
+        Ok(s) => {
+            let problem = s.default_image_problem().await;
+            (Some(Arc::new(s)), problem)
         }
+        Err(e) => (None, Some(format!("no container engine ({e}): this node gets no jobs"))),
     };
+    if let Some(problem) = &problem {
+        tracing::warn!(%problem, "this node cannot run the default sandbox image");
+    }
     let capabilities = crate::capabilities::detect(data_dir, labels, sandbox.as_deref(), host.inference).await;
     let executor = sandbox.map(|s| s as Arc<dyn Executor>);
-    join_or_resume(store, WorkerIo { endpoint, capabilities, executor }, token, via).await
+    let local = join_or_resume(store, WorkerIo { endpoint, capabilities, executor }, token, via).await?;
+    Ok(LocalWorker { sandbox_problem: problem, ..local })
 }
 
 /// The one wiring of a worker, whatever it runs on: joins with `token` when the
@@ -94,7 +101,7 @@ pub async fn join_or_resume(
         (None, None) => return Err(WorkerError::NotJoined.into()),
     };
     let worker = Worker::new(store, endpoint, capabilities, executor)?.prefer(via.map(str::to_owned));
-    Ok(LocalWorker { worker: Arc::new(worker), node_id: identity.node_id })
+    Ok(LocalWorker { worker: Arc::new(worker), node_id: identity.node_id, sandbox_problem: None })
 }
 
 #[derive(Clone)]

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 /// A `dispatch up` process on a temp (or given) data dir, on a free port.
 pub struct Server {
     child: Option<Child>,
+    /// What the process prints on stdout after its listening line.
+    stdout: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
     pub url: String,
     pub data_dir: PathBuf,
     pub admin_token: String,
@@ -59,13 +61,56 @@ impl Server {
                 }
             }
         };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stdout so the child never blocks on a full pipe; tests may read it.
+        let (line_tx, stdout) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = line_tx.send(line);
+            }
+        });
         let admin_token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap().trim().to_owned();
         // No connection reuse: a server answering 413 early closes the connection, and a
         // pooled client would race that close on its next request.
         let http = client_builder().pool_max_idle_per_host(0).build().unwrap();
-        Server { child: Some(child), url, data_dir: data_dir.to_owned(), admin_token, http }
+        let stdout = std::sync::Mutex::new(stdout);
+        Server { child: Some(child), stdout, url, data_dir: data_dir.to_owned(), admin_token, http }
+    }
+
+    /// The next stdout line containing `needle`, waiting at most `within`.
+    pub fn line_with(&self, needle: &str, within: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        let lines = self.stdout.lock().unwrap();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no stdout line with {needle:?} within {within:?}: {e}"),
+            }
+        }
+    }
+
+    /// Sends a signal (`INT`, `TERM`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap().success());
+    }
+
+    /// Waits at most `within` for the process to exit; its status.
+    pub fn exit_within(mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pid = child.id();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(within) {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                panic!("dispatch did not exit within {within:?}");
+            }
+        }
     }
 
     /// SIGTERM, then wait: the process must drain and exit cleanly.
