@@ -45,6 +45,7 @@ enum Command {
     Up(ServeArgs),
     /// Run a cluster member in a given role.
     Agent {
+        /// Which member this process is: orchestrator or worker.
         #[arg(long, value_enum)]
         role: AgentRole,
         /// Worker: the orchestrator's cluster address (overrides the one in the token).
@@ -106,12 +107,14 @@ enum Command {
     Blob {
         #[command(flatten)]
         client: ClientArgs,
+        /// The file to upload.
         file: PathBuf,
     },
     /// Log in with a username and password (read from stdin); the CLI keeps the tokens.
     Login {
         #[command(flatten)]
         client: ClientArgs,
+        /// The account to log in as.
         #[arg(long)]
         username: String,
     },
@@ -124,6 +127,7 @@ enum Command {
     Logout,
     /// Print a shell completion script: `dispatch completions bash > /etc/bash_completion.d/dispatch`.
     Completions {
+        /// The shell to complete for: bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -388,5 +392,32 @@ fn print(args: &ClientArgs, value: &Value, human: impl Fn(&Value) -> String) {
         println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     } else {
         println!("{}", human(value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every command and every option says what it is in `--help`.
+    #[test]
+    fn every_command_and_option_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let here = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none_or(|a| a.to_string().trim().is_empty()) {
+                    missing.push(format!("{here} (no description)"));
+                }
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&super::Cli::command(), "dispatch", &mut missing);
+        assert!(missing.is_empty(), "{} without help:\n{}", missing.len(), missing.join("\n"));
     }
 }

@@ -17,25 +17,35 @@ pub enum AccessCmd {
         after: Option<String>,
     },
     /// Revoke a minted token by its jti; it stops working at once.
-    RevokeToken { jti: String },
+    RevokeToken {
+        /// The token's id (jti, from `admin tokens`).
+        jti: String,
+    },
     /// Retire a signing key: tokens it signed verify no more. Refused while some may
     /// still be live, unless --force.
     RetireSigningKey {
+        /// The key's id (kid).
         kid: String,
+        /// Retire even though tokens it signed may still be live (they stop working).
         #[arg(long)]
         force: bool,
     },
     /// A user's login sessions.
     Sessions {
+        /// The account.
         username: String,
+        /// Page after this session id.
         #[arg(long)]
         after: Option<String>,
     },
     /// End one session of a user (--session ID) or all of them (--all).
     RevokeSessions {
+        /// The account.
         username: String,
+        /// End only this session.
         #[arg(long, required_unless_present = "all", conflicts_with = "all")]
         session: Option<String>,
+        /// End every session of the account.
         #[arg(long)]
         all: bool,
     },

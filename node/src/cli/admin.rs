@@ -34,11 +34,13 @@ pub(super) enum AdminCmd {
     },
     /// Refuse new lanes (503 LANES_FROZEN); reads, decisions and existing lanes keep working.
     FreezeLanes {
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
     },
     /// Accept new lanes again.
     UnfreezeLanes {
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
     },

@@ -9,39 +9,58 @@ use super::{ClientArgs, connect, print, strip_nulls};
 #[derive(Subcommand)]
 pub(super) enum LaneCmd {
     /// A lane: status, checkpoints, handoffs, owner.
-    Inspect { id: String },
+    Inspect {
+        /// The lane's id.
+        id: String,
+    },
     /// Escalate (blocks the lane).
     Escalate {
+        /// The lane's id.
         id: String,
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
     },
     /// Give the lane an escalation owner.
     AssignOwner {
+        /// The lane's id.
         id: String,
+        /// Who owns the escalation from now on.
         #[arg(long)]
         owner: String,
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
     },
     /// Hand the escalation to another owner.
     ReassignOwner {
+        /// The lane's id.
         id: String,
+        /// Who owns the escalation from now on.
         #[arg(long)]
         owner: String,
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
     },
     /// The lane's escalation owner.
-    Owner { id: String },
-    Unblock {
+    Owner {
+        /// The lane's id.
         id: String,
+    },
+    /// Unblock an escalated lane: it goes on from its checkpoint.
+    Unblock {
+        /// The lane's id.
+        id: String,
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
     },
     /// Close the lane by hand; the reason must start with "human_override:".
     OverrideClose {
+        /// The lane's id.
         id: String,
+        /// Why; must start with "human_override:".
         #[arg(long)]
         reason: String,
     },
@@ -51,23 +70,32 @@ pub(super) enum LaneCmd {
 pub(super) enum HandoffCmd {
     /// Handoffs in your queues.
     List {
+        /// Only this queue (one you hold).
         #[arg(long)]
         queue: Option<String>,
+        /// Only handoffs in this state: OPEN, DECIDED, EXPIRED or CLOSED.
         #[arg(long)]
         status: Option<String>,
     },
+    /// One handoff in your queues: its context, checkpoint, SLA and deadline.
     Show {
+        /// The handoff's id (the id of the handoff.requested envelope).
         id: String,
     },
     /// approve | reject | reroute (--reroute-to) | add_context (--context JSON).
     Decide {
+        /// The handoff's id (the id of the handoff.requested envelope).
         id: String,
+        /// approve, reject, reroute or add_context.
         #[arg(long)]
         action: String,
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
+        /// With reroute: the queue to send it to (one you hold).
         #[arg(long)]
         reroute_to: Option<String>,
+        /// With add_context: JSON to add to the handoff's context.
         #[arg(long)]
         context: Option<String>,
     },
@@ -75,6 +103,7 @@ pub(super) enum HandoffCmd {
     Dlq,
     /// Deliver a dead letter again.
     Replay {
+        /// The dead letter's delivery id (from `handoff dlq`).
         id: String,
     },
 }

@@ -13,6 +13,7 @@ pub(super) enum TokenCmd {
         /// Lifetime: 90s, 15m, 2h, 1d.
         #[arg(long, default_value = "15m", value_parser = parse_duration)]
         ttl: u64,
+        /// How many hosts may join with it.
         #[arg(long, default_value_t = 1)]
         uses: u32,
         /// Label for nodes joining with it (k=v, repeatable).
@@ -22,7 +23,10 @@ pub(super) enum TokenCmd {
     /// List tokens with their remaining uses.
     List,
     /// Revoke a token by id.
-    Revoke { id: String },
+    Revoke {
+        /// The bootstrap token's id.
+        id: String,
+    },
 }
 
 // Parsed once per process: the size of the `run` variant does not matter.
@@ -32,11 +36,18 @@ pub(super) enum NodeCmd {
     /// List nodes.
     List,
     /// Show one node.
-    Show { id: String },
+    Show {
+        /// The node's id, e.g. node-1.
+        id: String,
+    },
     /// Give the node no new work.
-    Drain { id: String },
+    Drain {
+        /// The node's id, e.g. node-1.
+        id: String,
+    },
     /// Remove the node; its certificate is refused from then on.
     Remove {
+        /// The node's id, e.g. node-1.
         id: String,
         /// Remove it even if it is the worker running inside `dispatch up`.
         #[arg(long)]
@@ -53,18 +64,24 @@ pub(super) enum NodeCmd {
 pub(super) enum NodeConfigCmd {
     /// Change fields of a node's configuration (bumps its config_version).
     Set {
+        /// The node's id, e.g. node-1.
         id: String,
+        /// Milliseconds between the node's heartbeats.
         #[arg(long)]
         heartbeat_interval_ms: Option<u64>,
+        /// Most jobs the node runs at once.
         #[arg(long)]
         max_concurrent_jobs: Option<u32>,
+        /// The image jobs run in when a task names none.
         #[arg(long)]
         sandbox_image: Option<String>,
         /// Comma-separated: none, restricted.
         #[arg(long)]
         network_policies: Option<String>,
+        /// Memory a job gets when its task sets no limit, in bytes.
         #[arg(long)]
         default_memory_bytes: Option<u64>,
+        /// CPU a job gets when its task sets no limit, in thousandths of a core.
         #[arg(long)]
         default_cpu_millis: Option<u32>,
         /// Replace the node's labels (k=v, repeatable).

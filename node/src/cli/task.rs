@@ -12,17 +12,22 @@ use crate::client::Client;
 pub(super) enum TaskCmd {
     /// Run a command and wait: prints its output and exits with its exit code.
     Run {
+        /// The image to run in (default: the sandbox image built from busybox; no registry: it must be on the worker's engine).
         #[arg(long)]
         image: Option<String>,
         /// none (default) or restricted.
         #[arg(long)]
         network: Option<String>,
+        /// Memory limit in bytes (no swap).
         #[arg(long)]
         memory_bytes: Option<u64>,
+        /// CPU limit in cores, e.g. 0.5.
         #[arg(long)]
         cpus: Option<f64>,
+        /// Most processes the job may have.
         #[arg(long)]
         pids: Option<u32>,
+        /// Seconds before the job is killed.
         #[arg(long)]
         timeout_seconds: Option<u32>,
         /// K=V, repeatable.
@@ -34,10 +39,13 @@ pub(super) enum TaskCmd {
         /// A node label the task needs (k=v, repeatable).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// The account the task is for (scopes who may see it).
         #[arg(long)]
         account: Option<String>,
+        /// The site the task is for (scopes who may see it).
         #[arg(long)]
         site: Option<String>,
+        /// A ticket whose timeline shows this task.
         #[arg(long)]
         ticket: Option<String>,
         /// Return at once with the task id instead of waiting.
@@ -47,21 +55,28 @@ pub(super) enum TaskCmd {
         /// and the command exits 124.
         #[arg(long, value_parser = super::node::parse_duration)]
         wait_timeout: Option<u64>,
+        /// The command and its arguments, after --.
         #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
         command: Vec<String>,
     },
     /// A task's state and attempts.
     Status {
+        /// The task's id.
         id: String,
     },
     /// A finished task's output.
     Result {
+        /// The task's id.
         id: String,
     },
+    /// Cancel a task: a queued one at once, a running one's job is killed.
     Cancel {
+        /// The task's id.
         id: String,
     },
+    /// List tasks, newest last (one page).
     List {
+        /// Only tasks in this state (QUEUED, DISPATCHED, RUNNING, SUCCEEDED, FAILED, CANCELLED).
         #[arg(long)]
         state: Option<String>,
     },

@@ -13,124 +13,178 @@ use crate::client::{Client, ClientError};
 pub(super) enum TicketCmd {
     /// Open a ticket.
     Create {
+        /// The customer account.
         #[arg(long)]
         account: String,
+        /// The site at that account.
         #[arg(long)]
         site: String,
+        /// An incident type from the templates (`GET /v1/incident-templates`), e.g. DOOR_WONT_LATCH.
         #[arg(long)]
         incident_type: String,
+        /// What is wrong, in a sentence.
         #[arg(long)]
         summary: String,
+        /// EMERGENCY, HIGH, NORMAL (default) or LOW.
         #[arg(long)]
         priority: Option<String>,
     },
     /// Triage: --outcome TRIAGED | READY_TO_SCHEDULE | APPROVAL_REQUIRED.
     Triage {
+        /// The ticket's id (a UUID).
         id: String,
+        /// Where triage sends it: TRIAGED, READY_TO_SCHEDULE or APPROVAL_REQUIRED.
         #[arg(long)]
         outcome: String,
+        /// A new priority.
         #[arg(long)]
         priority: Option<String>,
+        /// Triage notes.
         #[arg(long)]
         notes: Option<String>,
     },
     /// Propose windows, each START/END in RFC 3339.
     Propose {
+        /// The ticket's id (a UUID).
         id: String,
+        /// A window, START/END in RFC 3339 (repeat for more).
         #[arg(long = "window", required = true)]
         windows: Vec<String>,
     },
     /// Confirm a proposed window START/END.
     Confirm {
+        /// The ticket's id (a UUID).
         id: String,
+        /// The proposed window to confirm, START/END in RFC 3339.
         #[arg(long)]
         window: String,
     },
     /// A manager confirms an emergency bypass; prints the confirmation for the dispatcher.
     ConfirmBypass {
+        /// The ticket's id (a UUID).
         id: String,
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
     },
     /// Dispatch a technician; with --emergency-reason and --manager-confirmation (what
     /// `confirm-bypass` printed for a manager), as an emergency bypass.
     Dispatch {
+        /// The ticket's id (a UUID).
         id: String,
+        /// The technician to send.
         #[arg(long)]
         technician: String,
+        /// From TRIAGED only: why this is an emergency bypass.
         #[arg(long, requires = "manager_confirmation")]
         emergency_reason: Option<String>,
+        /// A manager's bypass confirmation token (`ticket confirm-bypass`).
         #[arg(long)]
         manager_confirmation: Option<String>,
     },
     /// Check in on site (assigned technician).
-    CheckIn { id: String },
+    CheckIn {
+        /// The ticket's id (a UUID).
+        id: String,
+    },
     /// Ask for approval of a change (assigned technician).
     RequestChange {
+        /// The ticket's id (a UUID).
         id: String,
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
+        /// The change of scope asked for.
         #[arg(long)]
         summary: String,
     },
     /// Decide a pending approval: --decision approved | denied.
     Decide {
+        /// The ticket's id (a UUID).
         id: String,
+        /// approved or denied.
         #[arg(long)]
         decision: String,
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
     },
     /// Attach evidence: a --file to upload, or an existing --uri.
     Evidence {
+        /// The ticket's id (a UUID).
         id: String,
+        /// The evidence key the template asks for, e.g. photo_after.
         #[arg(long)]
         key: String,
+        /// What it is, free text (photo, signature, document …).
         #[arg(long, default_value = "photo")]
         kind: String,
+        /// A local file to upload and attach.
         #[arg(long, conflicts_with = "uri")]
         file: Option<PathBuf>,
+        /// An already uploaded blob's URI (from `dispatch blob`).
         #[arg(long)]
         uri: Option<String>,
     },
     /// Complete the work; --done ITEM for each checklist item done.
     Complete {
+        /// The ticket's id (a UUID).
         id: String,
+        /// A checklist item done (repeat for each).
         #[arg(long = "done")]
         done: Vec<String>,
+        /// Why there is no customer signature.
         #[arg(long)]
         no_signature_reason: Option<String>,
     },
     /// Verify completed work.
     Verify {
+        /// The ticket's id (a UUID).
         id: String,
+        /// Verification notes.
         #[arg(long)]
         notes: Option<String>,
     },
     /// Invoice verified work.
     Invoice {
+        /// The ticket's id (a UUID).
         id: String,
+        /// The amount in cents.
         #[arg(long)]
         amount_cents: i64,
+        /// ISO 4217 code, e.g. EUR.
         #[arg(long, default_value = "USD")]
         currency: String,
     },
     /// Close an invoiced ticket.
-    Close { id: String },
+    Close {
+        /// The ticket's id (a UUID).
+        id: String,
+    },
     /// Cancel an open ticket.
     Cancel {
+        /// The ticket's id (a UUID).
         id: String,
+        /// Why, in words; kept in the audit trail.
         #[arg(long)]
         reason: String,
     },
     /// Show a ticket.
-    Get { id: String },
+    Get {
+        /// The ticket's id (a UUID).
+        id: String,
+    },
     /// Show a ticket's audit timeline.
-    Timeline { id: String },
+    Timeline {
+        /// The ticket's id (a UUID).
+        id: String,
+    },
     /// List tickets, oldest first, 1000 a page.
     List {
+        /// Only tickets in this state, e.g. NEW.
         #[arg(long)]
         state: Option<String>,
+        /// Only tickets at this site.
         #[arg(long)]
         site: Option<String>,
         /// Start after this ticket id (printed at the end of a full page).

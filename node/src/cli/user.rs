@@ -18,6 +18,7 @@ pub(super) enum UserCmd {
         /// Create a service account with this name instead.
         #[arg(long)]
         service: Option<String>,
+        /// The account's role.
         #[arg(long, value_parser = parse_role)]
         role: Role,
         #[command(flatten)]
@@ -35,16 +36,23 @@ pub(super) enum UserCmd {
     /// List accounts.
     List,
     /// Disable an account; its tokens stop working at once.
-    Disable { username: String },
+    Disable {
+        /// The account to disable.
+        username: String,
+    },
     /// Change an account's role.
     SetRole {
+        /// The account.
         username: String,
+        /// Its new role.
         #[arg(long, value_parser = parse_role)]
         role: Role,
     },
     /// Set a new password (from stdin, or generated and printed once).
     ResetPassword {
+        /// The account.
         username: String,
+        /// Read the new password from stdin instead of generating one.
         #[arg(long)]
         password_stdin: bool,
     },
