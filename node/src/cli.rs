@@ -35,6 +35,8 @@ use user::{UserCmd, user};
 #[derive(Parser)]
 #[command(name = "dispatch", version, about = "Self-hosted control plane for work between agents, people and machines")]
 struct Cli {
+    #[command(flatten)]
+    leading: LeadingFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,56 +66,56 @@ enum Command {
     /// Bootstrap tokens for worker hosts (admin).
     Token {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
         #[command(subcommand)]
         command: TokenCmd,
     },
     /// Tasks: commands run as sandboxed jobs on worker nodes.
     Task {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
         #[command(subcommand)]
         command: TaskCmd,
     },
     /// Agent lanes: inspect and operator controls.
     Lane {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
         #[command(subcommand)]
         command: LaneCmd,
     },
     /// Handoffs in your queues, decisions, and the callback dead-letter queue.
     Handoff {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
         #[command(subcommand)]
         command: HandoffCmd,
     },
     /// Worker nodes.
     Node {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
         #[command(subcommand)]
         command: NodeCmd,
     },
     /// Work with tickets.
     Ticket {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
         #[command(subcommand)]
         command: TicketCmd,
     },
     /// Upload an evidence file; prints its blob URI.
     Blob {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
         /// The file to upload.
         file: PathBuf,
     },
     /// Log in with a username and password (read from stdin); the CLI keeps the tokens.
     Login {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
         /// The account to log in as.
         #[arg(long)]
         username: String,
@@ -121,7 +123,7 @@ enum Command {
     /// Who the server takes you for: the token's subject, role, scopes and expiry.
     Whoami {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
     },
     /// End the stored login's session on the server and forget its tokens here.
     Logout,
@@ -134,19 +136,19 @@ enum Command {
     /// Speak MCP on stdin/stdout, forwarded to the server's /mcp: for agent hosts that launch MCP servers as processes.
     Mcp {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
     },
     /// Manage accounts (admin).
     User {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
         #[command(subcommand)]
         command: UserCmd,
     },
     /// Administration.
     Admin {
         #[command(flatten)]
-        client: ClientArgs,
+        client: ClientFlags,
         #[command(subcommand)]
         command: AdminCmd,
     },
@@ -159,13 +161,17 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The server a client command talks to when none is named.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// Client options given after the command group (`dispatch ticket list --token T`).
 #[derive(Args)]
-struct ClientArgs {
-    /// Orchestrator URL.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8080", env = "DISPATCH_SERVER")]
-    server: String,
-    /// Access token (default: ./dispatch-data/admin-token when present).
-    #[arg(long, global = true, env = "DISPATCH_TOKEN", hide_env_values = true)]
+struct ClientFlags {
+    /// Orchestrator URL (else $DISPATCH_SERVER, else http://127.0.0.1:8080).
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Access token (else $DISPATCH_TOKEN, a stored login for this server, or ./dispatch-data/admin-token).
+    #[arg(long, global = true)]
     token: Option<String>,
     /// Print the server's JSON answer.
     #[arg(long, global = true)]
@@ -173,6 +179,46 @@ struct ClientArgs {
     /// Idempotency-Key for a mutation (default: a fresh one). Reuse it to retry safely.
     #[arg(long, global = true)]
     idempotency_key: Option<String>,
+}
+
+/// The same options given before the command (`dispatch --token T ticket list`), as
+/// kubectl and nomad take them; given in both places, the one after the command wins.
+#[derive(Args)]
+struct LeadingFlags {
+    /// Orchestrator URL, for the command that follows.
+    #[arg(long = "server", id = "leading_server", value_name = "SERVER")]
+    server: Option<String>,
+    /// Access token, for the command that follows.
+    #[arg(long = "token", id = "leading_token", value_name = "TOKEN")]
+    token: Option<String>,
+    /// Print the server's JSON answer.
+    #[arg(long = "json", id = "leading_json")]
+    json: bool,
+}
+
+/// The client options in effect: after the command, then before it, then the
+/// environment, then the defaults.
+struct ClientArgs {
+    server: String,
+    token: Option<String>,
+    json: bool,
+    idempotency_key: Option<String>,
+}
+
+impl ClientFlags {
+    fn resolve(self, leading: &LeadingFlags) -> ClientArgs {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        ClientArgs {
+            server: self
+                .server
+                .or_else(|| leading.server.clone())
+                .or_else(|| env("DISPATCH_SERVER"))
+                .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+            token: self.token.or_else(|| leading.token.clone()).or_else(|| env("DISPATCH_TOKEN")),
+            json: self.json || leading.json,
+            idempotency_key: self.idempotency_key,
+        }
+    }
 }
 
 /// Which accounts and sites a user or token may touch.
@@ -243,6 +289,8 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let leading = cli.leading;
+    let resolve = |flags: ClientFlags| flags.resolve(&leading);
     match cli.command {
         Command::Up(serve) => serve_until_stopped(serve, true).await,
         Command::Agent { role: AgentRole::Orchestrator, serve, .. } => serve_until_stopped(serve, false).await,
@@ -252,20 +300,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let host = serve.worker_host();
             crate::worker::run(&serve.data_dir, serve.http_addr, token.as_deref(), join.as_deref(), labels, &host).await
         }
-        Command::Token { client, command } => join_token(client, command).await,
-        Command::Node { client, command } => node(client, command).await,
-        Command::Task { client, command } => task(client, command).await,
-        Command::Lane { client, command } => lane(client, command).await,
-        Command::Handoff { client, command } => handoff(client, command).await,
-        Command::Ticket { client, command } => ticket(client, command).await,
+        Command::Token { client, command } => join_token(resolve(client), command).await,
+        Command::Node { client, command } => node(resolve(client), command).await,
+        Command::Task { client, command } => task(resolve(client), command).await,
+        Command::Lane { client, command } => lane(resolve(client), command).await,
+        Command::Handoff { client, command } => handoff(resolve(client), command).await,
+        Command::Ticket { client, command } => ticket(resolve(client), command).await,
         Command::Blob { client, file } => {
+            let client = resolve(client);
             let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
             let out = connect(&client).await?.upload("/v1/blobs", bytes).await?;
             print(&client, &out, |v| format!("{}  ({} bytes)", v["uri"].as_str().unwrap_or("?"), v["size"]));
             Ok(())
         }
-        Command::Admin { client, command } => admin::run(client, command).await,
+        Command::Admin { client, command } => admin::run(resolve(client), command).await,
         Command::Login { client, username } => {
+            let client = resolve(client);
             let pw = terminal::login_password(&username, || Ok(password(true)?.0))?;
             let api = Client::new(&client.server, None);
             let out = api
@@ -275,9 +325,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("logged in as {username}; tokens kept in {} (mode 0600)", path.display());
             Ok(())
         }
-        Command::User { client, command } => user(client, command).await,
-        Command::Mcp { client } => mcp::bridge(client).await,
-        Command::Whoami { client } => whoami(&client).await,
+        Command::User { client, command } => user(resolve(client), command).await,
+        Command::Mcp { client } => mcp::bridge(resolve(client)).await,
+        Command::Whoami { client } => whoami(&resolve(client)).await,
         Command::Logout => logout().await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -372,9 +422,21 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
         store_tokens(&args.server, &out)?;
         return Ok(Client::new(&args.server, out["access_token"].as_str().map(str::to_owned)));
     }
-    let admin = std::fs::read_to_string("./dispatch-data/admin-token").ok().map(|s| s.trim().to_owned());
-    Ok(Client::new(&args.server, admin))
+    match std::fs::read_to_string(ADMIN_TOKEN_FILE) {
+        Ok(admin) => Ok(Client::new(&args.server, Some(admin.trim().to_owned()))),
+        Err(_) => anyhow::bail!(
+            "no access token for {}: looked at --token, $DISPATCH_TOKEN, a stored login for this server ({}) \
+             and {ADMIN_TOKEN_FILE}; pass --token, `dispatch login --server {} --username NAME`, or run from \
+             the directory above `up`'s data dir",
+            args.server,
+            credentials_place(),
+            args.server,
+        ),
+    }
 }
+
+/// Where `up` leaves the admin token, relative to where it was started.
+const ADMIN_TOKEN_FILE: &str = "./dispatch-data/admin-token";
 
 fn store_tokens(server: &str, pair: &Value) -> anyhow::Result<PathBuf> {
     let field =

@@ -301,3 +301,33 @@ fn completions_are_generated_for_bash_and_parse() {
     let checked = Command::new("bash").arg("-n").arg(&path).output().unwrap();
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
 }
+
+/// Client options before the command work as after it (the one after wins), and with no
+/// token anywhere the CLI says where it looked.
+#[tokio::test]
+async fn client_options_go_before_or_after_the_command_and_a_missing_token_is_explained() {
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    let before = dispatch_cmd(&["--server", &s.url, "--token", &s.admin_token, "whoami"]);
+    assert!(String::from_utf8_lossy(&before.stdout).starts_with("admin"), "{before:?}");
+    let before_group = dispatch_cmd(&["--token", &s.admin_token, "--server", &s.url, "ticket", "list", "--json"]);
+    assert!(before_group.status.success(), "{}", String::from_utf8_lossy(&before_group.stderr));
+    let after_wins =
+        dispatch_cmd(&["--token", "not-a-token", "ticket", "list", "--server", &s.url, "--token", &s.admin_token]);
+    assert!(after_wins.status.success(), "{}", String::from_utf8_lossy(&after_wins.stderr));
+
+    let elsewhere = support::tempdir();
+    let config = support::tempdir();
+    let none = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(["ticket", "list", "--server", &s.url])
+        .current_dir(elsewhere.path())
+        .env("DISPATCH_CONFIG_DIR", config.path())
+        .env_remove("DISPATCH_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&none.stderr);
+    assert!(!none.status.success());
+    for place in ["--token", "$DISPATCH_TOKEN", "credentials.json", "./dispatch-data/admin-token"] {
+        assert!(text.contains(place), "{place} not named in: {text}");
+    }
+}

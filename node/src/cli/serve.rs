@@ -141,6 +141,11 @@ pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyh
             token_file.display()
         );
     }
+    // The CLI takes --token, then $DISPATCH_TOKEN, then a stored login, then ./dispatch-data/admin-token.
+    println!("  cli:         export DISPATCH_SERVER={url} DISPATCH_TOKEN=$(cat {})", token_file.display());
+    println!(
+        "               (or run it next to dispatch-data/, or `dispatch login`; `dispatch whoami` says who you are)"
+    );
     stop_signal().await;
     orchestrator.app.serving.stop();
     println!(
