@@ -15,6 +15,7 @@ use crate::client::Client;
 
 mod access;
 mod admin;
+mod context;
 mod lane;
 mod mcp;
 mod node;
@@ -126,7 +127,17 @@ enum Command {
         client: ClientFlags,
     },
     /// End the stored login's session on the server and forget its tokens here.
-    Logout,
+    Logout {
+        #[command(flatten)]
+        client: ClientFlags,
+    },
+    /// Stored logins by name (kubectl's contexts): list, use, remove.
+    Context {
+        #[command(flatten)]
+        client: ClientFlags,
+        #[command(subcommand)]
+        command: context::ContextCmd,
+    },
     /// Print a shell completion script: `dispatch completions bash > /etc/bash_completion.d/dispatch`.
     Completions {
         /// The shell to complete for: bash, zsh, fish, elvish or powershell.
@@ -176,6 +187,9 @@ struct ClientFlags {
     /// Print the server's JSON answer.
     #[arg(long, global = true)]
     json: bool,
+    /// The stored login to use (else $DISPATCH_CONTEXT, else the current one; `dispatch context list`).
+    #[arg(long, global = true)]
+    context: Option<String>,
     /// Idempotency-Key for a mutation (default: a fresh one). Reuse it to retry safely.
     #[arg(long, global = true)]
     idempotency_key: Option<String>,
@@ -194,6 +208,9 @@ struct LeadingFlags {
     /// Print the server's JSON answer.
     #[arg(long = "json", id = "leading_json")]
     json: bool,
+    /// The stored login to use, for the command that follows.
+    #[arg(long = "context", id = "leading_context", value_name = "CONTEXT")]
+    context: Option<String>,
 }
 
 /// The client options in effect: after the command, then before it, then the
@@ -202,20 +219,27 @@ struct ClientArgs {
     server: String,
     token: Option<String>,
     json: bool,
+    /// The context named by --context or $DISPATCH_CONTEXT (None: the current one).
+    context: Option<String>,
     idempotency_key: Option<String>,
 }
 
 impl ClientFlags {
     fn resolve(self, leading: &LeadingFlags) -> ClientArgs {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let context = self.context.or_else(|| leading.context.clone()).or_else(|| env("DISPATCH_CONTEXT"));
+        let context_server =
+            || crate::credentials::Contexts::load().get(context.as_deref()).map(|(_, s)| s.server.clone());
         ClientArgs {
             server: self
                 .server
                 .or_else(|| leading.server.clone())
                 .or_else(|| env("DISPATCH_SERVER"))
+                .or_else(context_server)
                 .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
             token: self.token.or_else(|| leading.token.clone()).or_else(|| env("DISPATCH_TOKEN")),
             json: self.json || leading.json,
+            context,
             idempotency_key: self.idempotency_key,
         }
     }
@@ -314,21 +338,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { client, command } => admin::run(resolve(client), command).await,
-        Command::Login { client, username } => {
-            let client = resolve(client);
-            let pw = terminal::login_password(&username, || Ok(password(true)?.0))?;
-            let api = Client::new(&client.server, None);
-            let out = api
-                .call(Method::POST, "/v1/auth/login", Some(json!({ "username": username, "password": pw })), None)
-                .await?;
-            let path = store_tokens(&client.server, &out)?;
-            println!("logged in as {username}; tokens kept in {} (mode 0600)", path.display());
-            Ok(())
-        }
+        Command::Login { client, username } => context::login(&resolve(client), &username).await,
         Command::User { client, command } => user(resolve(client), command).await,
         Command::Mcp { client } => mcp::bridge(resolve(client)).await,
         Command::Whoami { client } => whoami(&resolve(client)).await,
-        Command::Logout => logout().await,
+        Command::Logout { client } => context::logout(&resolve(client)).await,
+        Command::Context { client, command } => context::context(&resolve(client), command),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "dispatch", &mut std::io::stdout());
@@ -369,23 +384,6 @@ fn human_seconds(s: i64) -> String {
     }
 }
 
-/// `dispatch logout`: ends the stored login's session and forgets it.
-async fn logout() -> anyhow::Result<()> {
-    let Some(stored) = crate::credentials::load() else {
-        println!("not logged in (no stored login at {})", credentials_place());
-        return Ok(());
-    };
-    let api = Client::new(&stored.server, Some(stored.access_token.clone()));
-    let body = json!({ "refresh_token": stored.refresh_token });
-    if let Err(e) = api.call(Method::POST, "/v1/auth/logout", Some(body), None).await {
-        eprintln!("warning: the server did not end the session ({e}); forgetting the tokens anyway");
-    }
-    if let Some(path) = crate::credentials::forget()? {
-        println!("logged out of {}; removed {}", stored.server, path.display());
-    }
-    Ok(())
-}
-
 /// Where the CLI keeps a login, for messages.
 fn credentials_place() -> String {
     crate::credentials::path()
@@ -409,17 +407,23 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
     if let Some(token) = &args.token {
         return Ok(Client::new(&args.server, Some(token.clone())));
     }
-    if let Some(stored) = crate::credentials::load().filter(|s| s.server == args.server) {
+    let contexts = crate::credentials::Contexts::load();
+    if let Some(name) = &args.context
+        && !contexts.contexts.contains_key(name)
+    {
+        anyhow::bail!("no context {name:?} (see `dispatch context list`)");
+    }
+    if let Some((name, stored)) = contexts.get(args.context.as_deref()).filter(|(_, s)| s.server == args.server) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         if stored.access_expires_at > now + 30 {
-            return Ok(Client::new(&args.server, Some(stored.access_token)));
+            return Ok(Client::new(&args.server, Some(stored.access_token.clone())));
         }
         let api = Client::new(&args.server, None);
         let out = api
             .call(Method::POST, "/v1/auth/refresh", Some(json!({ "refresh_token": stored.refresh_token })), None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}; run `dispatch login` again"))?;
-        store_tokens(&args.server, &out)?;
+        context::store(name, &args.server, &out, false)?;
         return Ok(Client::new(&args.server, out["access_token"].as_str().map(str::to_owned)));
     }
     match std::fs::read_to_string(ADMIN_TOKEN_FILE) {
@@ -437,17 +441,6 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
 
 /// Where `up` leaves the admin token, relative to where it was started.
 const ADMIN_TOKEN_FILE: &str = "./dispatch-data/admin-token";
-
-fn store_tokens(server: &str, pair: &Value) -> anyhow::Result<PathBuf> {
-    let field =
-        |k: &str| pair[k].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("the server's answer has no {k}"));
-    crate::credentials::save(&crate::credentials::Stored {
-        server: server.to_owned(),
-        access_token: field("access_token")?,
-        refresh_token: field("refresh_token")?,
-        access_expires_at: time::OffsetDateTime::now_utc().unix_timestamp() + pair["expires_in"].as_i64().unwrap_or(0),
-    })
-}
 
 fn print(args: &ClientArgs, value: &Value, human: impl Fn(&Value) -> String) {
     if args.json {

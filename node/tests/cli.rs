@@ -98,14 +98,15 @@ async fn login_keeps_tokens_private_and_refreshes_them() {
 
     // An expired access token is refreshed (and the rotated refresh token stored).
     let mut stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    let old_refresh = stored["refresh_token"].clone();
-    stored["access_expires_at"] = 0.into();
+    let name = stored["current"].as_str().unwrap().to_owned();
+    let old_refresh = stored["contexts"][&name]["refresh_token"].clone();
+    stored["contexts"][&name]["access_expires_at"] = 0.into();
     std::fs::write(&file, serde_json::to_vec(&stored).unwrap()).unwrap();
     let out = cli(&["ticket", "list"]).wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_ne!(stored["refresh_token"], old_refresh);
-    assert!(stored["access_expires_at"].as_i64().unwrap() > 0);
+    assert_ne!(stored["contexts"][&name]["refresh_token"], old_refresh);
+    assert!(stored["contexts"][&name]["access_expires_at"].as_i64().unwrap() > 0);
 }
 
 #[tokio::test]
@@ -271,18 +272,13 @@ async fn the_cli_says_who_you_are_and_what_went_wrong_plainly() {
     assert!(with_config(&["login", "--server", &s.url, "--username", "ann"], "a-long-passphrase-1\n").status.success());
     let stored: Value =
         serde_json::from_slice(&std::fs::read(config.path().join("credentials.json")).unwrap()).unwrap();
+    let refresh = stored["contexts"][stored["current"].as_str().unwrap()]["refresh_token"].clone();
     let out = with_config(&["logout"], "");
     assert!(String::from_utf8_lossy(&out.stdout).contains("logged out of"), "{out:?}");
-    assert!(!config.path().join("credentials.json").exists());
-    let (status, _) = s
-        .send(
-            "POST",
-            "/v1/auth/refresh",
-            "",
-            None,
-            Some(serde_json::json!({ "refresh_token": stored["refresh_token"] })),
-        )
-        .await;
+    let left: Value = serde_json::from_slice(&std::fs::read(config.path().join("credentials.json")).unwrap()).unwrap();
+    assert_eq!(left["contexts"], serde_json::json!({}), "the login is forgotten here");
+    let (status, _) =
+        s.send("POST", "/v1/auth/refresh", "", None, Some(serde_json::json!({ "refresh_token": refresh }))).await;
     assert_eq!(status, 401, "the session ended on the server too");
 
     let log = std::fs::read_to_string(Server::log_path(dir.path())).unwrap();
@@ -330,4 +326,55 @@ async fn client_options_go_before_or_after_the_command_and_a_missing_token_is_ex
     for place in ["--token", "$DISPATCH_TOKEN", "credentials.json", "./dispatch-data/admin-token"] {
         assert!(text.contains(place), "{place} not named in: {text}");
     }
+}
+
+/// Two logins kept side by side as contexts: a second login does not replace the first,
+/// `--context` picks one for a command, `context use` switches.
+#[tokio::test]
+async fn two_contexts_are_used_side_by_side() {
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    s.add_person("ann", "a-long-passphrase-1").await;
+    s.add_person("olga", "a-long-passphrase-2").await;
+    let config = support::tempdir();
+    let cli = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(args)
+            .env("DISPATCH_CONFIG_DIR", config.path())
+            .env_remove("DISPATCH_TOKEN")
+            .env_remove("DISPATCH_SERVER")
+            .current_dir(config.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, said) =
+        cli(&["login", "--server", &s.url, "--username", "ann", "--context", "ann-dispatch"], "a-long-passphrase-1\n");
+    assert!(ok && said.contains("context ann-dispatch is now current"), "{said}");
+    let (ok, said) = cli(&["login", "--server", &s.url, "--username", "olga"], "a-long-passphrase-2\n");
+    assert!(ok, "{said}");
+    let olga_context = said.split("context ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+
+    // No --server: the context knows it. The current one is olga's; --context picks ann's.
+    let (_, who) = cli(&["whoami"], "");
+    assert!(who.starts_with("olga "), "{who}");
+    let (_, who) = cli(&["--context", "ann-dispatch", "whoami"], "");
+    assert!(who.starts_with("ann "), "{who}");
+    let (_, listed) = cli(&["context", "list"], "");
+    assert!(listed.contains(&format!("* {olga_context}")) && listed.contains("  ann-dispatch"), "{listed}");
+    let (ok, _) = cli(&["context", "use", "ann-dispatch"], "");
+    assert!(ok);
+    let (_, who) = cli(&["whoami"], "");
+    assert!(who.starts_with("ann "), "{who}");
+    let (ok, said) = cli(&["--context", "nobody", "whoami"], "");
+    assert!(!ok && said.contains("no context \"nobody\""), "{said}");
 }
