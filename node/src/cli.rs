@@ -138,6 +138,12 @@ enum Command {
         #[command(subcommand)]
         command: context::ContextCmd,
     },
+    /// This binary's version and the versions of what it stores and speaks.
+    Version {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script: `dispatch completions bash > /etc/bash_completion.d/dispatch`.
     Completions {
         /// The shell to complete for: bash, zsh, fish, elvish or powershell.
@@ -344,6 +350,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Whoami { client } => whoami(&resolve(client)).await,
         Command::Logout { client } => context::logout(&resolve(client)).await,
         Command::Context { client, command } => context::context(&resolve(client), command),
+        Command::Version { json } => {
+            let v = json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "data_format": actors::storage::FORMAT_VERSION,
+                "record_version": actors::storage::RECORD_VERSION,
+                "cluster_protocol": cluster::wire::PROTOCOL_VERSION,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!(
+                    "dispatch {}\n  data format:      {} (records v{}); a newer file is refused, not misread\n  cluster protocol: {}",
+                    v["version"].as_str().unwrap_or("?"),
+                    v["data_format"],
+                    v["record_version"],
+                    v["cluster_protocol"]
+                );
+            }
+            Ok(())
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "dispatch", &mut std::io::stdout());

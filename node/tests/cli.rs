@@ -378,3 +378,15 @@ async fn two_contexts_are_used_side_by_side() {
     let (ok, said) = cli(&["--context", "nobody", "whoami"], "");
     assert!(!ok && said.contains("no context \"nobody\""), "{said}");
 }
+
+#[test]
+fn version_names_the_data_format_and_the_protocol() {
+    let out = dispatch_cmd(&["version", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["data_format"], storage::FORMAT_VERSION);
+    assert_eq!(v["cluster_protocol"], cluster::wire::PROTOCOL_VERSION);
+    let human = String::from_utf8(dispatch_cmd(&["version"]).stdout).unwrap();
+    assert!(human.starts_with(&format!("dispatch {}", env!("CARGO_PKG_VERSION"))), "{human}");
+    assert!(human.contains(&format!("data format:      {}", storage::FORMAT_VERSION)), "{human}");
+}

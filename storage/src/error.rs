@@ -13,6 +13,12 @@ pub enum StorageError {
     /// Filesystem error outside redb (data dir, blobs).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The file was written by a newer dispatch, in a layout this one does not know.
+    #[error(
+        "the log was written in data format {found}, newer than this dispatch reads ({supported}): \
+         run the newer dispatch, or restore a backup made with this one"
+    )]
+    NewerFormat { found: u32, supported: u32 },
     /// The log cannot be used right now (it is being reopened after a write failure).
     #[error("storage unavailable: {0}")]
     Unavailable(String),

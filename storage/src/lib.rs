@@ -16,7 +16,7 @@ mod writer;
 
 pub use blobs::{BlobError, BlobStore, BlobUri};
 pub use error::StorageError;
-pub use log::{ChainBreak, Log};
+pub use log::{ChainBreak, FORMAT_VERSION, Log};
 pub use record::{ActorRef, EventRecord, Hash, NewEvent, RECORD_VERSION};
 pub use stored::{IdempotencyKey, IdempotencyRecord, StoredResponse};
 pub use writer::{Append, AppendError, Appended, IndexOp, LogWriter, WriterHandle};

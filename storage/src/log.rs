@@ -55,6 +55,12 @@ struct Inner {
     fault: Mutex<Option<String>>,
 }
 
+/// The layout of the log file (its tables, keys and [`crate::RECORD_VERSION`] records);
+/// written into a new file, and a file written with a newer one is refused rather than
+/// misread. `dispatch version` prints it.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_KEY: &str = "format_version";
+
 fn open_db(path: &Path) -> Result<Database, StorageError> {
     let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
     let txn = db.begin_write()?;
@@ -65,7 +71,17 @@ fn open_db(path: &Path) -> Result<Database, StorageError> {
         txn.open_table(IDEMPOTENCY)?;
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(INDEXES)?;
-        txn.open_table(META)?;
+        let mut meta = txn.open_table(META)?;
+        let stored = meta.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
+        match stored {
+            None => drop(meta.insert(FORMAT_KEY, FORMAT_VERSION.to_le_bytes().as_slice())?),
+            Some(bytes) => {
+                let found = bytes.get(..4).and_then(|b| b.try_into().ok()).map_or(u32::MAX, u32::from_le_bytes);
+                if found > FORMAT_VERSION {
+                    return Err(StorageError::NewerFormat { found, supported: FORMAT_VERSION });
+                }
+            }
+        }
     }
     txn.commit()?;
     Ok(db)

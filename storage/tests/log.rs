@@ -151,3 +151,27 @@ async fn idempotency_records_past_retention_are_purged() {
     assert!(log.idempotency(&key("new")).unwrap().is_some());
     assert_eq!(log.global_len().unwrap(), 2, "events are never purged");
 }
+
+/// A file stamped with a newer data format is refused, not misread; this one's is kept.
+#[test]
+fn a_log_from_a_newer_format_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    drop(Log::open(&path).unwrap());
+    drop(Log::open(&path).unwrap()); // reopening its own format is fine
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            use redb::ReadableTable;
+            let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+            let mut table = txn.open_table(meta).unwrap();
+            let stamped = table.get("format_version").unwrap().unwrap().value().to_vec();
+            assert_eq!(stamped, dispatch_storage::FORMAT_VERSION.to_le_bytes());
+            table.insert("format_version", (dispatch_storage::FORMAT_VERSION + 1).to_le_bytes().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let refused = Log::open(&path).err().expect("a newer format must not open").to_string();
+    assert!(refused.contains("newer than this dispatch reads") && refused.contains("restore a backup"), "{refused}");
+}
