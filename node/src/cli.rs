@@ -20,6 +20,7 @@ mod lane;
 mod mcp;
 mod node;
 mod serve;
+mod table;
 mod task;
 mod terminal;
 mod ticket;
@@ -181,6 +182,20 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 /// The server a client command talks to when none is named.
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
+/// How a client command prints its answer.
+#[derive(Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// For people: tables with headers, human times.
+    #[default]
+    Table,
+    /// Tables with more columns.
+    Wide,
+    /// The server's JSON answer (the same as --json).
+    Json,
+    /// The server's answer as YAML.
+    Yaml,
+}
+
 /// Client options given after the command group (`dispatch ticket list --token T`).
 #[derive(Args)]
 struct ClientFlags {
@@ -190,9 +205,12 @@ struct ClientFlags {
     /// Access token (else $DISPATCH_TOKEN, a stored login for this server, or ./dispatch-data/admin-token).
     #[arg(long, global = true)]
     token: Option<String>,
-    /// Print the server's JSON answer.
+    /// Print the server's JSON answer (-o json).
     #[arg(long, global = true)]
     json: bool,
+    /// How to print the answer: table (default), wide, json or yaml.
+    #[arg(short = 'o', long, global = true, value_enum)]
+    output: Option<Output>,
     /// The stored login to use (else $DISPATCH_CONTEXT, else the current one; `dispatch context list`).
     #[arg(long, global = true)]
     context: Option<String>,
@@ -211,9 +229,12 @@ struct LeadingFlags {
     /// Access token, for the command that follows.
     #[arg(long = "token", id = "leading_token", value_name = "TOKEN")]
     token: Option<String>,
-    /// Print the server's JSON answer.
+    /// Print the server's JSON answer (-o json).
     #[arg(long = "json", id = "leading_json")]
     json: bool,
+    /// How to print the answer: table (default), wide, json or yaml.
+    #[arg(short = 'o', long = "output", id = "leading_output", value_enum)]
+    output: Option<Output>,
     /// The stored login to use, for the command that follows.
     #[arg(long = "context", id = "leading_context", value_name = "CONTEXT")]
     context: Option<String>,
@@ -224,7 +245,9 @@ struct LeadingFlags {
 struct ClientArgs {
     server: String,
     token: Option<String>,
+    /// The answer is printed as JSON (`--json` or `-o json`).
     json: bool,
+    output: Output,
     /// The context named by --context or $DISPATCH_CONTEXT (None: the current one).
     context: Option<String>,
     idempotency_key: Option<String>,
@@ -234,6 +257,8 @@ impl ClientFlags {
     fn resolve(self, leading: &LeadingFlags) -> ClientArgs {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let context = self.context.or_else(|| leading.context.clone()).or_else(|| env("DISPATCH_CONTEXT"));
+        let output = self.output.or(leading.output);
+        table::set_wide(output == Some(Output::Wide));
         let context_server =
             || crate::credentials::Contexts::load().get(context.as_deref()).map(|(_, s)| s.server.clone());
         ClientArgs {
@@ -244,7 +269,8 @@ impl ClientFlags {
                 .or_else(context_server)
                 .unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
             token: self.token.or_else(|| leading.token.clone()).or_else(|| env("DISPATCH_TOKEN")),
-            json: self.json || leading.json,
+            json: self.json || leading.json || output == Some(Output::Json),
+            output: if self.json || leading.json { Output::Json } else { output.unwrap_or_default() },
             context,
             idempotency_key: self.idempotency_key,
         }
@@ -393,21 +419,10 @@ async fn whoami(args: &ClientArgs) -> anyhow::Result<()> {
             list("sites").unwrap_or_default(),
             list("queues").filter(|q| !q.is_empty()).unwrap_or_else(|| "-".into()),
             list("tools").unwrap_or_else(|| "all of the role's".into()),
-            human_seconds(left),
+            table::span(left),
         )
     });
     Ok(())
-}
-
-/// `90` → `1m30s`, for people reading how long something has left.
-fn human_seconds(s: i64) -> String {
-    let s = s.max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
-    }
 }
 
 /// Where the CLI keeps a login, for messages.
@@ -469,10 +484,10 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
 const ADMIN_TOKEN_FILE: &str = "./dispatch-data/admin-token";
 
 fn print(args: &ClientArgs, value: &Value, human: impl Fn(&Value) -> String) {
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
-    } else {
-        println!("{}", human(value));
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
+        Output::Yaml => print!("{}", yaml_serde::to_string(value).unwrap_or_default()),
+        Output::Table | Output::Wide => println!("{}", human(value)),
     }
 }
 

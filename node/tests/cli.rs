@@ -390,3 +390,67 @@ fn version_names_the_data_format_and_the_protocol() {
     assert!(human.starts_with(&format!("dispatch {}", env!("CARGO_PKG_VERSION"))), "{human}");
     assert!(human.contains(&format!("data format:      {}", storage::FORMAT_VERSION)), "{human}");
 }
+
+/// Human output: headers on every list, a sentence for an empty one, columns that stay
+/// put past #10, the tool and hash on the timeline, human times, and the details people
+/// look for (queues, labels, checkpoints, handoff ids, what a cancel did).
+#[tokio::test]
+async fn human_output_has_headers_stable_columns_and_says_when_a_list_is_empty() {
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    let admin = s.admin_token.clone();
+    let cli = |args: &[&str]| {
+        let out = dispatch_cmd(&[&["--server", &s.url, "--token", &admin], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["ticket", "list"]).trim(), "no tickets match");
+    assert_eq!(cli(&["handoff", "dlq"]).trim(), "the dead-letter queue is empty");
+
+    let crew = Crew::new(&s).await;
+    let id = support::dispatched_ticket(&s, &crew).await;
+    for n in 0..6 {
+        let (status, body) = s
+            .send("POST", &format!("/v1/tickets/{id}/evidence"), &crew.technician, Some(&support::key()),
+                Some(serde_json::json!({ "evidence_key": format!("note_{n}"), "kind": "note", "uri": s.blob(&crew.technician, b"x").await })))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let timeline = cli(&["ticket", "timeline", &id]);
+    let lines: Vec<&str> = timeline.lines().collect();
+    assert!(lines.len() > 10 && lines[0].starts_with("SEQ "), "{timeline}");
+    let tool_at = lines[0].find("TOOL").unwrap();
+    for row in &lines[1..] {
+        assert!(
+            row.get(tool_at..).is_some_and(|t| t.starts_with("ticket.")
+                || t.starts_with("schedule.")
+                || t.starts_with("assignment.")
+                || t.starts_with("closeout.")),
+            "column moved: {row}"
+        );
+    }
+    let (_, json) = s.send("GET", &format!("/v1/tickets/{id}/timeline"), &admin, None, None).await;
+    let last_hash = json["events"].as_array().unwrap().last().unwrap()["hash"].as_str().unwrap()[..12].to_owned();
+    assert!(lines.last().unwrap().ends_with(&last_hash), "{timeline}");
+    let list = cli(&["ticket", "list"]);
+    assert!(list.starts_with("ID ") && !list.contains("ACCOUNT"), "{list}");
+    assert!(cli(&["ticket", "list", "-o", "wide"]).lines().next().unwrap().ends_with("SUMMARY"));
+    let yaml = cli(&["-o", "yaml", "ticket", "get", &id]);
+    assert!(yaml.lines().any(|l| l == format!("id: {id}")), "{yaml}");
+    let json: serde_json::Value = serde_json::from_str(&cli(&["ticket", "get", &id, "-o", "json"])).unwrap();
+    assert_eq!(json["id"], id.as_str());
+
+    let users = cli(&["user", "create", "olga", "--role", "operator", "--queues", "refunds,billing"]);
+    assert!(users.contains("QUEUES") && users.contains("refunds,billing"), "{users}");
+    let tokens = cli(&["admin", "tokens"]);
+    assert!(tokens.starts_with("JTI ") && tokens.contains(" live ") && tokens.contains("(in "), "{tokens}");
+    assert!(!tokens.contains("expires_ms") && !tokens.contains("1795"), "{tokens}");
+    assert!(cli(&["node", "show", "node-1"]).contains("labels:"));
+    assert!(cli(&["node", "list"]).starts_with("ID "));
+
+    let task = cli(&["task", "run", "--detach", "--label", "zone=nowhere", "--", "true"]);
+    let task = task.trim();
+    assert_eq!(cli(&["task", "cancel", task]).trim(), format!("task {task} cancelled"));
+    let result = cli(&["task", "result", task]);
+    assert!(result.contains(&format!("task {task} CANCELLED")) && result.contains("it never ran"), "{result}");
+}

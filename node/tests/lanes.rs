@@ -462,7 +462,7 @@ async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
     assert!(!ok && err.contains("FORBIDDEN"), "ops may not touch a billing lane: {err}");
     let (ok, out, err) =
         cli(&billing, &["lane", "assign-owner", "lane-bill", "--owner", "erin", "--reason", "on call"]);
-    assert!(ok && out.contains("owner=erin"), "{out}{err}");
+    assert!(ok && out.contains("owner:       erin"), "{out}{err}");
     let (ok, out, _) = cli(&billing, &["lane", "owner", "lane-bill"]);
     assert!(ok && out.trim() == "erin", "{out}");
     let (ok, out, _) = cli(&billing, &["lane", "inspect", "lane-bill", "--json"]);

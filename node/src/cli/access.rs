@@ -5,6 +5,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::table::{Table, at_ms, at_secs, cell};
 use super::{ClientArgs, connect, print};
 
 /// Admin commands about access (flattened into `dispatch admin`).
@@ -66,19 +67,27 @@ pub async fn run(args: ClientArgs, command: AccessCmd) -> anyhow::Result<()> {
         AccessCmd::Tokens { after } => {
             let out = client.call(Method::GET, &format!("/v1/admin/tokens{}", page_query(&after)), None, None).await?;
             print(&args, &out, |v| {
-                let rows = v["tokens"].as_array().into_iter().flatten().map(|t| {
-                    format!(
-                        "{}  sub={} role={} expires_at={} minted_by={} kid={}{}",
-                        t["jti"].as_str().unwrap_or("?"),
-                        t["sub"].as_str().unwrap_or("?"),
-                        t["role"].as_str().unwrap_or("?"),
-                        t["expires_at"],
-                        t["minted_by"].as_str().unwrap_or("?"),
-                        t["kid"].as_str().unwrap_or("?"),
-                        if t["revoked"] == true { "  REVOKED" } else { "" }
-                    )
-                });
-                rows.collect::<Vec<_>>().join("\n") + &more(v)
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let mut table = Table::new(&["JTI", "SUB", "ROLE", "STATE", "EXPIRES", "MINTED BY", "KID"]);
+                for t in v["tokens"].as_array().into_iter().flatten() {
+                    let expires = t["expires_at"].as_i64().unwrap_or(0);
+                    let state = match () {
+                        _ if t["revoked"] == true => "REVOKED",
+                        _ if expires <= now => "EXPIRED",
+                        _ => "live",
+                    };
+                    let (jti, sub, role) = (cell(&t["jti"]), cell(&t["sub"]), cell(&t["role"]));
+                    table.row(vec![
+                        jti,
+                        sub,
+                        role,
+                        state.into(),
+                        at_secs(expires),
+                        cell(&t["minted_by"]),
+                        cell(&t["kid"]),
+                    ]);
+                }
+                table.render("no minted tokens") + &more(v)
             });
         }
         AccessCmd::RevokeToken { jti } => {
@@ -94,11 +103,18 @@ pub async fn run(args: ClientArgs, command: AccessCmd) -> anyhow::Result<()> {
             let path = format!("/v1/users/{username}/sessions{}", page_query(&after));
             let out = client.call(Method::GET, &path, None, None).await?;
             print(&args, &out, |v| {
-                let rows = v["sessions"].as_array().into_iter().flatten().map(|s| {
-                    let state = if s["revoked"] == true { "ENDED" } else { "live" };
-                    format!("{}  {state}  expires_ms={}", s["id"].as_str().unwrap_or("?"), s["expires_ms"])
-                });
-                rows.collect::<Vec<_>>().join("\n") + &more(v)
+                let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+                let mut table = Table::new(&["SESSION", "STATE", "EXPIRES"]);
+                for s in v["sessions"].as_array().into_iter().flatten() {
+                    let expires = s["expires_ms"].as_i64().unwrap_or(0);
+                    let state = match () {
+                        _ if s["revoked"] == true => "ENDED",
+                        _ if expires <= now_ms => "EXPIRED",
+                        _ => "live",
+                    };
+                    table.row(vec![cell(&s["id"]), state.into(), at_ms(expires)]);
+                }
+                table.render(&format!("{username} has no sessions")) + &more(v)
             });
         }
         AccessCmd::RevokeSessions { username, session, all: _ } => {

@@ -4,6 +4,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::table::{Table, at_ms, cell};
 use super::{ClientArgs, connect, print, strip_nulls};
 
 #[derive(Subcommand)]
@@ -108,17 +109,33 @@ pub(super) enum HandoffCmd {
     },
 }
 
+/// A lane: its state, owner, current handoff and checkpoints.
 pub(super) fn lane_line(l: &Value) -> String {
     let h = &l["handoff"];
-    format!(
-        "{}  {:<13} agent={} owner={} handoff={} ({})",
-        l["id"].as_str().unwrap_or("?"),
-        l["status"].as_str().unwrap_or("?"),
-        l["agent"].as_str().unwrap_or("?"),
-        l["owner"].as_str().unwrap_or("-"),
-        h["handoff_id"].as_str().unwrap_or("-"),
-        h["status"].as_str().unwrap_or("-"),
-    )
+    let handoff = if h.is_null() {
+        "-".to_owned()
+    } else {
+        format!(
+            "{} ({}), queue {}",
+            cell(&h["request"]["handoff_id"]),
+            cell(&h["status"]),
+            cell(&h["request"]["queue"])
+        )
+    };
+    let checkpoints: Vec<String> = l["checkpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} ({})", cell(&c["name"]), at_ms(c["at_ms"].as_i64().unwrap_or(0))))
+        .collect();
+    [
+        format!("{}  {}", cell(&l["id"]), cell(&l["status"])),
+        format!("  agent:       {}", cell(&l["agent"])),
+        format!("  owner:       {}", cell(&l["owner"])),
+        format!("  handoff:     {handoff}   ({} in all)", cell(&l["handoffs"])),
+        format!("  checkpoints: {}", if checkpoints.is_empty() { "-".into() } else { checkpoints.join(", ") }),
+    ]
+    .join("\n")
 }
 
 pub(super) async fn lane(args: ClientArgs, command: LaneCmd) -> anyhow::Result<()> {
@@ -151,16 +168,29 @@ pub(super) async fn lane(args: ClientArgs, command: LaneCmd) -> anyhow::Result<(
     Ok(())
 }
 
+const HANDOFF_HEADERS: [&str; 8] = ["HANDOFF", "STATUS", "LANE", "QUEUE", "TRIGGER", "SLA DUE", "DEADLINE", "REASON"];
+
+/// One handoff as a row of the queue.
+fn handoff_row(h: &Value) -> Vec<String> {
+    let r = &h["request"];
+    let status = format!("{}{}", cell(&h["status"]), if h["escalated"] == true { " ESCALATED" } else { "" });
+    let due = |k: &str| r[k].as_i64().map_or("-".into(), at_ms);
+    let (id, lane, queue, trigger) =
+        (cell(&r["handoff_id"]), cell(&h["lane_id"]), cell(&r["queue"]), cell(&r["trigger_class"]));
+    vec![id, status, lane, queue, trigger, due("sla_due_ms"), due("deadline_ms"), cell(&r["reason"])]
+}
+
+/// One handoff in full: the row, then its checkpoint, context and decision.
 pub(super) fn handoff_line(h: &Value) -> String {
+    let mut table = Table::new(&HANDOFF_HEADERS);
+    table.row(handoff_row(h));
+    let context = serde_json::to_string_pretty(&h["request"]["context"]).unwrap_or_default();
     format!(
-        "{}  {:<8} lane={} queue={} trigger={}{}  {}",
-        h["handoff_id"].as_str().unwrap_or("?"),
-        h["status"].as_str().unwrap_or("?"),
-        h["lane_id"].as_str().unwrap_or("?"),
-        h["queue"].as_str().unwrap_or("?"),
-        h["trigger_class"].as_str().unwrap_or("?"),
-        if h["escalated"] == true { " ESCALATED" } else { "" },
-        h["reason"].as_str().unwrap_or_default(),
+        "{}\n  checkpoint: {}\n  decision:   {}\n  context:    {}",
+        table.render(""),
+        cell(&h["request"]["checkpoint"]),
+        cell(&h["decision"]["action"]),
+        context.replace('\n', "\n              ")
     )
 }
 
@@ -174,7 +204,9 @@ pub(super) async fn handoff(args: ClientArgs, command: HandoffCmd) -> anyhow::Re
                 .collect();
             let out = client.call(Method::GET, &format!("/v1/handoffs?{}", query.join("&")), None, None).await?;
             print(&args, &out, |v| {
-                v["handoffs"].as_array().into_iter().flatten().map(handoff_line).collect::<Vec<_>>().join("\n")
+                let mut table = Table::new(&HANDOFF_HEADERS);
+                v["handoffs"].as_array().into_iter().flatten().for_each(|h| table.row(handoff_row(h)));
+                table.render("no handoffs in your queues match")
             });
         }
         HandoffCmd::Show { id } => {
@@ -197,21 +229,13 @@ pub(super) async fn handoff(args: ClientArgs, command: HandoffCmd) -> anyhow::Re
         HandoffCmd::Dlq => {
             let out = client.call(Method::GET, "/v1/dlq", None, None).await?;
             print(&args, &out, |v| {
-                v["deliveries"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|d| {
-                        format!(
-                            "{}  lane={} attempts={} last_error={}",
-                            d["id"].as_str().unwrap_or("?"),
-                            d["lane_id"].as_str().unwrap_or("?"),
-                            d["attempts"],
-                            d["last_error"].as_str().unwrap_or("-")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                let mut table = Table::new(&["DELIVERY", "LANE", "ATTEMPTS", "LAST ERROR"]);
+                for d in v["deliveries"].as_array().into_iter().flatten() {
+                    table.row(
+                        [&d["id"], &d["lane_id"], &d["attempts"], &d["last_error"]].into_iter().map(cell).collect(),
+                    );
+                }
+                table.render("the dead-letter queue is empty")
             });
         }
         HandoffCmd::Replay { id } => {

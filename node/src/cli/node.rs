@@ -4,6 +4,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::table::{Table, at_ms, cell};
 use super::{ClientArgs, connect, parse_label, print, split, strip_nulls};
 
 #[derive(Subcommand)]
@@ -107,16 +108,22 @@ pub(super) fn parse_duration(s: &str) -> Result<u64, String> {
 
 pub(super) async fn join_token(args: ClientArgs, command: TokenCmd) -> anyhow::Result<()> {
     let client = connect(&args).await?;
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let state = |t: &Value| match () {
+        _ if t["revoked"] == true => "REVOKED",
+        _ if t["expires_ms"].as_i64().is_some_and(|e| e <= now_ms) => "EXPIRED",
+        _ if t["uses"] == t["uses_allowed"] => "USED UP",
+        _ => "usable",
+    };
+    let row = |t: &Value| {
+        let uses = format!("{}/{}", t["uses"], t["uses_allowed"]);
+        vec![cell(&t["id"]), state(t).into(), uses, at_ms(t["expires_ms"].as_i64().unwrap_or(0)), cell(&t["labels"])]
+    };
+    let headers = ["ID", "STATE", "USES", "EXPIRES", "LABELS"];
     let line = |t: &Value| {
-        format!(
-            "{}  uses {}/{}  expires_ms={}{}  labels={}",
-            t["id"].as_str().unwrap_or("?"),
-            t["uses"],
-            t["uses_allowed"],
-            t["expires_ms"],
-            if t["revoked"] == true { "  REVOKED" } else { "" },
-            t["labels"],
-        )
+        let mut table = Table::new(&headers);
+        table.row(row(t));
+        table.render("")
     };
     match command {
         TokenCmd::Create { ttl, uses, labels } => {
@@ -129,7 +136,9 @@ pub(super) async fn join_token(args: ClientArgs, command: TokenCmd) -> anyhow::R
         TokenCmd::List => {
             let out = client.call(Method::GET, "/v1/join-tokens", None, None).await?;
             print(&args, &out, |v| {
-                v["tokens"].as_array().into_iter().flatten().map(line).collect::<Vec<_>>().join("\n")
+                let mut table = Table::new(&headers);
+                v["tokens"].as_array().into_iter().flatten().for_each(|t| table.row(row(t)));
+                table.render("no bootstrap tokens (`dispatch token create` makes one)")
             });
         }
         TokenCmd::Revoke { id } => {
@@ -140,22 +149,52 @@ pub(super) async fn join_token(args: ClientArgs, command: TokenCmd) -> anyhow::R
     Ok(())
 }
 
-pub(super) fn node_line(n: &Value) -> String {
+/// A node's configuration version and what the node said of it.
+fn config_cell(n: &Value) -> String {
     let ack = &n["config_ack"];
-    format!(
-        "{:<10} {:<12} {:<20} config v{} (acked {})  cores={} docker={}",
-        n["id"].as_str().unwrap_or("?"),
-        n["state"].as_str().unwrap_or("?"),
-        n["capabilities"]["hostname"].as_str().unwrap_or("?"),
-        n["config_version"],
-        match ack["outcome"].as_str() {
-            _ if ack.is_null() => "none".to_owned(),
-            Some(outcome) => format!("v{} {outcome}", ack["version"]),
-            None => format!("v{} failed: {}", ack["version"], ack["outcome"]["failed"]["error"]),
-        },
-        n["capabilities"]["cores"],
-        n["capabilities"]["docker_version"].as_str().unwrap_or("none"),
-    )
+    let said = match ack["outcome"].as_str() {
+        _ if ack.is_null() => "not acknowledged".to_owned(),
+        Some(outcome) => format!("v{} {outcome}", ack["version"]),
+        None => format!("v{} failed: {}", ack["version"], cell(&ack["outcome"]["failed"]["error"])),
+    };
+    format!("v{} ({said})", n["config_version"])
+}
+
+/// The labels placement goes by: the join token's, then the configuration's.
+fn given_labels(n: &Value) -> Value {
+    let mut labels = n["token_labels"].as_object().cloned().unwrap_or_default();
+    labels.extend(n["config"]["labels"].as_object().cloned().unwrap_or_default());
+    Value::Object(labels)
+}
+
+fn nodes_table(v: &Value) -> String {
+    let mut t = Table::new(&["ID", "STATE", "HOST", "CONFIG", "ENGINE", "LABELS"]);
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        let engine = n["capabilities"]["docker_version"].as_str().map_or("none".into(), |d| format!("docker {d}"));
+        t.row(vec![
+            cell(&n["id"]),
+            cell(&n["state"]),
+            cell(&n["capabilities"]["hostname"]),
+            config_cell(n),
+            engine,
+            cell(&given_labels(n)),
+        ]);
+    }
+    t.render("no worker nodes (`dispatch token create`, then `dispatch agent --role worker --token …`)")
+}
+
+/// One node, every field a person asks about.
+pub(super) fn node_line(n: &Value) -> String {
+    let caps = &n["capabilities"];
+    [
+        format!("{}  {}{}", cell(&n["id"]), cell(&n["state"]), if n["draining"] == true { " (draining)" } else { "" }),
+        format!("  host:     {}  ({} cores)", cell(&caps["hostname"]), cell(&caps["cores"])),
+        format!("  engine:   {}", caps["docker_version"].as_str().map_or("none".into(), |d| format!("docker {d}"))),
+        format!("  config:   {}", config_cell(n)),
+        format!("  labels:   {}   (the node reports: {})", cell(&given_labels(n)), cell(&caps["labels"])),
+        format!("  joined:   {}", at_ms(n["joined_ms"].as_i64().unwrap_or(0))),
+    ]
+    .join("\n")
 }
 
 pub(super) async fn node(args: ClientArgs, command: NodeCmd) -> anyhow::Result<()> {
@@ -163,9 +202,7 @@ pub(super) async fn node(args: ClientArgs, command: NodeCmd) -> anyhow::Result<(
     let out = match command {
         NodeCmd::List => {
             let out = client.call(Method::GET, "/v1/nodes", None, None).await?;
-            print(&args, &out, |v| {
-                v["nodes"].as_array().into_iter().flatten().map(node_line).collect::<Vec<_>>().join("\n")
-            });
+            print(&args, &out, nodes_table);
             return Ok(());
         }
         NodeCmd::Show { id } => client.call(Method::GET, &format!("/v1/nodes/{id}"), None, None).await?,

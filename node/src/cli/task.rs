@@ -4,6 +4,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::table::{Table, at_ms, cell};
 use super::{ClientArgs, connect, parse_label, print, strip_nulls};
 use crate::client::Client;
 
@@ -225,17 +226,41 @@ pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<(
         TaskCmd::Result { id } => {
             let out = client.call(Method::GET, &format!("/v1/tasks/{id}/result"), None, None).await?;
             print(&args, &out, |v| {
-                format!(
-                    "{}{}exit code: {}",
-                    v["result"]["stdout"].as_str().unwrap_or_default(),
-                    v["result"]["stderr"].as_str().unwrap_or_default(),
-                    v["result"]["exit_code"]
-                )
+                let r = &v["result"];
+                let mut text =
+                    format!("{}{}", r["stdout"].as_str().unwrap_or_default(), r["stderr"].as_str().unwrap_or_default());
+                let mut how = vec![format!("task {id} {}", cell(&v["state"]))];
+                how.push(match r["exit_code"].as_i64() {
+                    Some(code) => format!("exit code {code}"),
+                    None => "it never ran".into(),
+                });
+                for (flag, said) in [
+                    ("cancelled", "cancelled: its job was killed"),
+                    ("timed_out", "killed at its timeout"),
+                    ("oom_killed", "killed for using more memory than its limit"),
+                ] {
+                    if r[flag] == true {
+                        how.push(said.into());
+                    }
+                }
+                if let Some(why) = r["error"].as_str().or(v["reason"].as_str()) {
+                    how.push(why.into());
+                }
+                text.push_str(&how.join("; "));
+                text
             });
         }
         TaskCmd::Cancel { id } => {
             let out = client.call(Method::POST, &format!("/v1/tasks/{id}/cancel"), None, None).await?;
-            print(&args, &out, task_line);
+            print(&args, &out, |t| match t["state"].as_str() {
+                Some("CANCELLED") => format!("task {id} cancelled"),
+                Some(state) if t["cancel_requested"] == true => {
+                    format!(
+                        "task {id} is {state}: cancel requested, its job is being killed (see `dispatch task status {id}`)"
+                    )
+                }
+                _ => task_line(t),
+            });
         }
         TaskCmd::List { state } => {
             let path = match state {
@@ -244,7 +269,22 @@ pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<(
             };
             let out = client.call(Method::GET, &path, None, None).await?;
             print(&args, &out, |v| {
-                v["tasks"].as_array().into_iter().flatten().map(task_line).collect::<Vec<_>>().join("\n")
+                let mut t = Table::new(&["ID", "STATE", "ATTEMPTS", "NODE", "COMMAND"]).wide(&["IMAGE", "CREATED"]);
+                for task in v["tasks"].as_array().into_iter().flatten() {
+                    let attempts = task["attempts"].as_array();
+                    let node = attempts.and_then(|a| a.last()).map_or("-".into(), |a| cell(&a["node"]));
+                    let mut state = cell(&task["state"]);
+                    if let Some(waiting) = task["waiting"].as_str() {
+                        state = format!("{state} (waiting: {waiting})");
+                    }
+                    let command =
+                        task["spec"]["command"].as_array().map(|c| c.iter().map(cell).collect::<Vec<_>>().join(" "));
+                    let created = at_ms(task["created_ms"].as_i64().unwrap_or(0));
+                    let count = attempts.map_or(0, Vec::len).to_string();
+                    let (id, image) = (cell(&task["id"]), cell(&task["spec"]["image"]));
+                    t.row(vec![id, state, count, node, command.unwrap_or_default(), image, created]);
+                }
+                t.render("no tasks")
             });
         }
     }

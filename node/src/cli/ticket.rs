@@ -6,6 +6,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::table::{Table, cell};
 use super::{ClientArgs, connect, print};
 use crate::client::{Client, ClientError};
 
@@ -193,6 +194,27 @@ pub(super) enum TicketCmd {
     },
 }
 
+/// A ticket's timeline: every event with its actor, the tool that caused it and the
+/// start of its hash (its link in the stream's hash chain).
+fn timeline_table(v: &Value) -> String {
+    let mut t = Table::new(&["SEQ", "AT", "EVENT", "FROM", "TO", "ACTOR", "TOOL", "HASH"]);
+    for e in v["events"].as_array().into_iter().flatten() {
+        let actor = format!("{} ({})", cell(&e["actor"]["id"]), cell(&e["actor"]["role"]));
+        let hash: String = e["hash"].as_str().unwrap_or("-").chars().take(12).collect();
+        t.row(vec![
+            cell(&e["seq"]),
+            cell(&e["occurred_at"]),
+            cell(&e["kind"]),
+            cell(&e["before_state"]),
+            cell(&e["after_state"]),
+            actor,
+            cell(&e["tool"]),
+            hash,
+        ]);
+    }
+    t.render("no events")
+}
+
 pub(super) fn ticket_line(t: &Value) -> String {
     format!(
         "{}  {:<30} v{:<3} {} @ {}  {}",
@@ -313,26 +335,7 @@ async fn read(args: &ClientArgs, client: &Client, command: TicketCmd) -> anyhow:
         }
         TicketCmd::Timeline { id } => {
             let out = client.call(Method::GET, &format!("/v1/tickets/{id}/timeline"), None, None).await?;
-            print(args, &out, |v| {
-                v["events"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        format!(
-                            "#{:<3} {}  {:<28} {:>30} -> {:<30} {} ({})",
-                            e["seq"],
-                            e["occurred_at"].as_str().unwrap_or(""),
-                            e["kind"].as_str().unwrap_or(""),
-                            e["before_state"].as_str().unwrap_or("-"),
-                            e["after_state"].as_str().unwrap_or("-"),
-                            e["actor"]["id"].as_str().unwrap_or(""),
-                            e["actor"]["role"].as_str().unwrap_or(""),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+            print(args, &out, timeline_table);
         }
         TicketCmd::List { state, site, after } => {
             let mut path = "/v1/tickets?limit=1000".to_owned();
@@ -343,11 +346,18 @@ async fn read(args: &ClientArgs, client: &Client, command: TicketCmd) -> anyhow:
             }
             let out = client.call(Method::GET, &path, None, None).await?;
             print(args, &out, |v| {
-                let mut lines: Vec<String> = v["tickets"].as_array().into_iter().flatten().map(ticket_line).collect();
-                if let Some(next) = v["next_after"].as_str() {
-                    lines.push(format!("… more: dispatch ticket list --after {next}"));
+                let mut t = Table::new(&["ID", "STATE", "PRIORITY", "TYPE", "SITE", "TECHNICIAN", "UPDATED"])
+                    .wide(&["ACCOUNT", "VERSION", "CREATED", "SUMMARY"]);
+                for k in v["tickets"].as_array().into_iter().flatten() {
+                    let cells = ["id", "state", "priority", "incident_type", "site_id", "technician_id", "updated_at"];
+                    let wide = ["account_id", "version", "created_at", "summary"];
+                    t.row(cells.iter().chain(&wide).map(|c| cell(&k[*c])).collect());
                 }
-                lines.join("\n")
+                let mut out = t.render("no tickets match");
+                if let Some(next) = v["next_after"].as_str() {
+                    out.push_str(&format!("\n… more: dispatch ticket list --after {next}"));
+                }
+                out
             });
         }
         _ => anyhow::bail!("not a read"),

@@ -5,6 +5,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::table::{Table, cell};
 use super::{ClientArgs, ScopeArgs, connect, parse_role, password, print, split};
 
 #[derive(Subcommand)]
@@ -60,16 +61,19 @@ pub(super) enum UserCmd {
 
 pub(super) async fn user(args: ClientArgs, command: UserCmd) -> anyhow::Result<()> {
     let client = connect(&args).await?;
+    let headers = ["USERNAME", "KIND", "ROLE", "STATE", "ACCOUNTS", "SITES", "QUEUES", "TOOLS"];
+    let row = |u: &Value| {
+        let state = if u["disabled"] == true { "DISABLED" } else { "enabled" };
+        let fields = [&u["username"], &u["kind"], &u["role"]];
+        let mut cells: Vec<String> = fields.into_iter().map(cell).collect();
+        cells.push(state.into());
+        cells.extend([&u["accounts"], &u["sites"], &u["queues"], &u["tools"]].into_iter().map(cell));
+        cells
+    };
     let line = |u: &Value| {
-        format!(
-            "{:<24} {:<8} {:<11} accounts={} sites={}{}",
-            u["username"].as_str().unwrap_or("?"),
-            u["kind"].as_str().unwrap_or("?"),
-            u["role"].as_str().unwrap_or("?"),
-            u["accounts"],
-            u["sites"],
-            if u["disabled"] == true { "  DISABLED" } else { "" }
-        )
+        let mut table = Table::new(&headers);
+        table.row(row(u));
+        table.render("")
     };
     match command {
         UserCmd::Create { username, service, role, scope, queues, tools, password_stdin } => {
@@ -100,7 +104,9 @@ pub(super) async fn user(args: ClientArgs, command: UserCmd) -> anyhow::Result<(
         UserCmd::List => {
             let out = client.call(Method::GET, "/v1/users", None, None).await?;
             print(&args, &out, |v| {
-                v["users"].as_array().into_iter().flatten().map(line).collect::<Vec<_>>().join("\n")
+                let mut table = Table::new(&headers);
+                v["users"].as_array().into_iter().flatten().for_each(|u| table.row(row(u)));
+                table.render("no accounts")
             });
         }
         UserCmd::Disable { username } => {
