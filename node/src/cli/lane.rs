@@ -115,12 +115,7 @@ pub(super) fn lane_line(l: &Value) -> String {
     let handoff = if h.is_null() {
         "-".to_owned()
     } else {
-        format!(
-            "{} ({}), queue {}",
-            cell(&h["request"]["handoff_id"]),
-            cell(&h["status"]),
-            cell(&h["request"]["queue"])
-        )
+        format!("{} ({}), queue {}", cell(&h["handoff_id"]), cell(&h["status"]), cell(&h["queue"]))
     };
     let checkpoints: Vec<String> = l["checkpoints"]
         .as_array()
@@ -172,7 +167,7 @@ const HANDOFF_HEADERS: [&str; 8] = ["HANDOFF", "STATUS", "LANE", "QUEUE", "TRIGG
 
 /// One handoff as a row of the queue.
 fn handoff_row(h: &Value) -> Vec<String> {
-    let r = &h["request"];
+    let r = h; // the request's fields are flattened into the handoff
     let status = format!("{}{}", cell(&h["status"]), if h["escalated"] == true { " ESCALATED" } else { "" });
     let due = |k: &str| r[k].as_i64().map_or("-".into(), at_ms);
     let (id, lane, queue, trigger) =
@@ -184,11 +179,11 @@ fn handoff_row(h: &Value) -> Vec<String> {
 pub(super) fn handoff_line(h: &Value) -> String {
     let mut table = Table::new(&HANDOFF_HEADERS);
     table.row(handoff_row(h));
-    let context = serde_json::to_string_pretty(&h["request"]["context"]).unwrap_or_default();
+    let context = serde_json::to_string_pretty(&h["context"]).unwrap_or_default();
     format!(
         "{}\n  checkpoint: {}\n  decision:   {}\n  context:    {}",
         table.render(""),
-        cell(&h["request"]["checkpoint"]),
+        cell(&h["checkpoint"]),
         cell(&h["decision"]["action"]),
         context.replace('\n', "\n              ")
     )

@@ -251,7 +251,15 @@ pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<(
             });
         }
         TaskCmd::Cancel { id } => {
-            let out = client.call(Method::POST, &format!("/v1/tasks/{id}/cancel"), None, None).await?;
+            let mut out = client.call(Method::POST, &format!("/v1/tasks/{id}/cancel"), None, None).await?;
+            // A running job is killed by its node: wait (bounded) to say how it ended.
+            for _ in 0..100 {
+                if !matches!(out["state"].as_str(), Some("QUEUED" | "DISPATCHED" | "RUNNING")) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                out = client.call(Method::GET, &format!("/v1/tasks/{id}"), None, None).await?;
+            }
             print(&args, &out, |t| match t["state"].as_str() {
                 Some("CANCELLED") => format!("task {id} cancelled"),
                 Some(state) if t["cancel_requested"] == true => {
@@ -269,20 +277,18 @@ pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<(
             };
             let out = client.call(Method::GET, &path, None, None).await?;
             print(&args, &out, |v| {
-                let mut t = Table::new(&["ID", "STATE", "ATTEMPTS", "NODE", "COMMAND"]).wide(&["IMAGE", "CREATED"]);
+                let mut t =
+                    Table::new(&["ID", "STATE", "ATTEMPTS", "NODE", "COMMAND", "WAITING"]).wide(&["IMAGE", "CREATED"]);
                 for task in v["tasks"].as_array().into_iter().flatten() {
                     let attempts = task["attempts"].as_array();
                     let node = attempts.and_then(|a| a.last()).map_or("-".into(), |a| cell(&a["node"]));
-                    let mut state = cell(&task["state"]);
-                    if let Some(waiting) = task["waiting"].as_str() {
-                        state = format!("{state} (waiting: {waiting})");
-                    }
+                    let (state, waiting) = (cell(&task["state"]), cell(&task["waiting"]));
                     let command =
                         task["spec"]["command"].as_array().map(|c| c.iter().map(cell).collect::<Vec<_>>().join(" "));
                     let created = at_ms(task["created_ms"].as_i64().unwrap_or(0));
                     let count = attempts.map_or(0, Vec::len).to_string();
                     let (id, image) = (cell(&task["id"]), cell(&task["spec"]["image"]));
-                    t.row(vec![id, state, count, node, command.unwrap_or_default(), image, created]);
+                    t.row(vec![id, state, count, node, command.unwrap_or_default(), waiting, image, created]);
                 }
                 t.render("no tasks")
             });
