@@ -25,6 +25,7 @@ mod task;
 mod terminal;
 mod ticket;
 mod user;
+mod views;
 
 use admin::AdminCmd;
 use lane::{HandoffCmd, LaneCmd, handoff, lane};
@@ -116,8 +117,12 @@ enum Command {
     },
     /// Log in with a username and password (read from stdin); the CLI keeps the tokens.
     Login {
-        #[command(flatten)]
-        client: ClientFlags,
+        /// Orchestrator URL (else $DISPATCH_SERVER, else http://127.0.0.1:8080).
+        #[arg(long)]
+        server: Option<String>,
+        /// The name to keep this login under (default USER@HOST:PORT).
+        #[arg(long)]
+        context: Option<String>,
         /// The account to log in as.
         #[arg(long)]
         username: String,
@@ -370,7 +375,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { client, command } => admin::run(resolve(client), command).await,
-        Command::Login { client, username } => context::login(&resolve(client), &username).await,
+        Command::Login { server, context, username } => {
+            let flags = ClientFlags { server, token: None, json: false, output: None, context, idempotency_key: None };
+            context::login(&resolve(flags), &username).await
+        }
         Command::User { client, command } => user(resolve(client), command).await,
         Command::Mcp { client } => mcp::bridge(resolve(client)).await,
         Command::Whoami { client } => whoami(&resolve(client)).await,

@@ -140,3 +140,25 @@ async fn keyed_routes_say_so_and_check_the_key() {
     let mint = &doc["paths"]["/v1/admin/tokens"]["post"];
     assert!(mint["parameters"].as_array().is_none_or(|p| p.iter().all(|p| p["name"] != "Idempotency-Key")));
 }
+
+/// A body missing several required fields is refused naming all of them at once.
+#[tokio::test]
+async fn every_missing_field_is_named_at_once() {
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    let (status, body) = s.send("POST", "/v1/admin/tokens", &s.admin_token, None, Some(serde_json::json!({}))).await;
+    assert_eq!(status, 422, "{body}");
+    let missing = body["error"]["details"]["missing_fields"].as_array().unwrap();
+    for field in ["sub", "role"] {
+        assert!(missing.iter().any(|m| m == field), "{field} not named: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(field), "{body}");
+    }
+    let (status, body) = s
+        .send("POST", "/v1/tickets", &s.admin_token, Some(&support::key()), Some(serde_json::json!({ "summary": "x" })))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["details"]["missing_fields"],
+        serde_json::json!(["account_id", "site_id", "incident_type"])
+    );
+}

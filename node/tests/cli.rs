@@ -448,6 +448,16 @@ async fn human_output_has_headers_stable_columns_and_says_when_a_list_is_empty()
     assert!(cli(&["node", "show", "node-1"]).contains("labels:"));
     assert!(cli(&["node", "list"]).starts_with("ID "));
 
+    assert!(cli(&["ticket", "templates"]).contains("DOOR_WONT_LATCH"));
+    let cockpit = cli(&["ticket", "cockpit"]);
+    assert!(cockpit.starts_with("TICKET ") && cockpit.contains(&id), "{cockpit}");
+    let packet = cli(&["ticket", "packet", &id]);
+    assert!(packet.contains("closeout:  NOT ready: missing evidence") && packet.contains("photo_after"), "{packet}");
+    assert!(cli(&["handoff", "insights"]).contains("HITL rate"));
+    assert!(cli(&["node", "show", "node-1"]).contains("images:"));
+    let login_help = String::from_utf8(dispatch_cmd(&["login", "--help"]).stdout).unwrap();
+    assert!(!login_help.contains("--token") && !login_help.contains("--idempotency-key"), "{login_help}");
+
     let task = cli(&["task", "run", "--detach", "--label", "zone=nowhere", "--", "true"]);
     let task = task.trim();
     assert_eq!(cli(&["task", "cancel", task]).trim(), format!("task {task} cancelled"));

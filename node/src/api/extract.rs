@@ -206,7 +206,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync, T: DeserializeOwned + utoipa::PartialSchema> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -223,10 +223,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let value = whole_numbers_as_integers(value);
         let mut canonical = Vec::with_capacity(bytes.len());
         write_canonical(&value, &mut canonical);
+        let missing = missing_fields::<T>(&value);
+        if !missing.is_empty() {
+            let message = format!("invalid body: missing field(s) {}", missing.join(", "));
+            let details = serde_json::json!({ "missing_fields": missing });
+            return Err(ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, message).details(details));
+        }
         let typed = T::deserialize(value)
             .map_err(|e| ApiError::validation(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid body: {e}")))?;
         Ok(JsonBody { value: typed, canonical_hash: Sha256::digest(&canonical).into() })
     }
+}
+
+/// Every field `T`'s schema requires that `body` lacks, so a caller hears of all of them at
+/// once (serde stops at the first).
+fn missing_fields<T: utoipa::PartialSchema>(body: &Value) -> Vec<String> {
+    let schema = serde_json::to_value(T::schema()).unwrap_or_default();
+    let required = schema["required"].as_array().cloned().unwrap_or_default();
+    required.iter().filter_map(Value::as_str).filter(|f| body.get(f).is_none()).map(str::to_owned).collect()
 }
 
 /// `2.0` read as `2`: JSON Schema calls a whole-number float an integer, and so do

@@ -102,6 +102,8 @@ pub(super) enum HandoffCmd {
     },
     /// Callback deliveries that failed every attempt.
     Dlq,
+    /// The engineering view: HITL rate, decision mix and latencies by trigger class (no content).
+    Insights,
     /// Deliver a dead letter again.
     Replay {
         /// The dead letter's delivery id (from `handoff dlq`).
@@ -232,6 +234,10 @@ pub(super) async fn handoff(args: ClientArgs, command: HandoffCmd) -> anyhow::Re
                 }
                 table.render("the dead-letter queue is empty")
             });
+        }
+        HandoffCmd::Insights => {
+            let out = client.call(Method::GET, "/v1/insights/handoffs", None, None).await?;
+            print(&args, &out, super::views::insights);
         }
         HandoffCmd::Replay { id } => {
             let out = client.call(Method::POST, &format!("/v1/dlq/{id}/replay"), None, None).await?;

@@ -160,6 +160,20 @@ fn config_cell(n: &Value) -> String {
     format!("v{} ({said})", n["config_version"])
 }
 
+/// The images the node reports, and whether the one its jobs run in by default is there
+/// (the default sandbox image is built from the host's busybox on first use).
+fn images_cell(n: &Value) -> String {
+    let images: Vec<&str> =
+        n["capabilities"]["images"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let wanted = n["config"]["sandbox_image"].as_str().unwrap_or(crate::sandbox::DEFAULT_IMAGE);
+    let standing = if images.contains(&wanted) {
+        format!("{wanted} present")
+    } else {
+        format!("{wanted} NOT present (the default is built from the host's busybox on first use)")
+    };
+    format!("{standing}; {} in all", images.len())
+}
+
 /// The labels placement goes by: the join token's, then the configuration's.
 fn given_labels(n: &Value) -> Value {
     let mut labels = n["token_labels"].as_object().cloned().unwrap_or_default();
@@ -191,6 +205,7 @@ pub(super) fn node_line(n: &Value) -> String {
         format!("  host:     {}  ({} cores)", cell(&caps["hostname"]), cell(&caps["cores"])),
         format!("  engine:   {}", caps["docker_version"].as_str().map_or("none".into(), |d| format!("docker {d}"))),
         format!("  config:   {}", config_cell(n)),
+        format!("  images:   {}", images_cell(n)),
         format!("  labels:   {}   (the node reports: {})", cell(&given_labels(n)), cell(&caps["labels"])),
         format!("  joined:   {}", at_ms(n["joined_ms"].as_i64().unwrap_or(0))),
     ]

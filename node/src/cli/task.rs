@@ -225,30 +225,7 @@ pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<(
         }
         TaskCmd::Result { id } => {
             let out = client.call(Method::GET, &format!("/v1/tasks/{id}/result"), None, None).await?;
-            print(&args, &out, |v| {
-                let r = &v["result"];
-                let mut text =
-                    format!("{}{}", r["stdout"].as_str().unwrap_or_default(), r["stderr"].as_str().unwrap_or_default());
-                let mut how = vec![format!("task {id} {}", cell(&v["state"]))];
-                how.push(match r["exit_code"].as_i64() {
-                    Some(code) => format!("exit code {code}"),
-                    None => "it never ran".into(),
-                });
-                for (flag, said) in [
-                    ("cancelled", "cancelled: its job was killed"),
-                    ("timed_out", "killed at its timeout"),
-                    ("oom_killed", "killed for using more memory than its limit"),
-                ] {
-                    if r[flag] == true {
-                        how.push(said.into());
-                    }
-                }
-                if let Some(why) = r["error"].as_str().or(v["reason"].as_str()) {
-                    how.push(why.into());
-                }
-                text.push_str(&how.join("; "));
-                text
-            });
+            print(&args, &out, |v| result_text(&id, v));
         }
         TaskCmd::Cancel { id } => {
             let mut out = client.call(Method::POST, &format!("/v1/tasks/{id}/cancel"), None, None).await?;
@@ -276,23 +253,48 @@ pub(super) async fn task(args: ClientArgs, command: TaskCmd) -> anyhow::Result<(
                 None => "/v1/tasks".to_owned(),
             };
             let out = client.call(Method::GET, &path, None, None).await?;
-            print(&args, &out, |v| {
-                let mut t =
-                    Table::new(&["ID", "STATE", "ATTEMPTS", "NODE", "COMMAND", "WAITING"]).wide(&["IMAGE", "CREATED"]);
-                for task in v["tasks"].as_array().into_iter().flatten() {
-                    let attempts = task["attempts"].as_array();
-                    let node = attempts.and_then(|a| a.last()).map_or("-".into(), |a| cell(&a["node"]));
-                    let (state, waiting) = (cell(&task["state"]), cell(&task["waiting"]));
-                    let command =
-                        task["spec"]["command"].as_array().map(|c| c.iter().map(cell).collect::<Vec<_>>().join(" "));
-                    let created = at_ms(task["created_ms"].as_i64().unwrap_or(0));
-                    let count = attempts.map_or(0, Vec::len).to_string();
-                    let (id, image) = (cell(&task["id"]), cell(&task["spec"]["image"]));
-                    t.row(vec![id, state, count, node, command.unwrap_or_default(), waiting, image, created]);
-                }
-                t.render("no tasks")
-            });
+            print(&args, &out, tasks_table);
         }
     }
     Ok(())
+}
+
+/// A finished task's output, then how it ended in words.
+fn result_text(id: &str, v: &Value) -> String {
+    let r = &v["result"];
+    let mut text = format!("{}{}", r["stdout"].as_str().unwrap_or_default(), r["stderr"].as_str().unwrap_or_default());
+    let mut how = vec![format!("task {id} {}", cell(&v["state"]))];
+    how.push(match r["exit_code"].as_i64() {
+        Some(code) => format!("exit code {code}"),
+        None => "it never ran".into(),
+    });
+    for (flag, said) in [
+        ("cancelled", "cancelled: its job was killed"),
+        ("timed_out", "killed at its timeout"),
+        ("oom_killed", "killed for using more memory than its limit"),
+    ] {
+        if r[flag] == true {
+            how.push(said.into());
+        }
+    }
+    if let Some(why) = r["error"].as_str().or(v["reason"].as_str()) {
+        how.push(why.into());
+    }
+    text.push_str(&how.join("; "));
+    text
+}
+
+fn tasks_table(v: &Value) -> String {
+    let mut t = Table::new(&["ID", "STATE", "ATTEMPTS", "NODE", "COMMAND", "WAITING"]).wide(&["IMAGE", "CREATED"]);
+    for task in v["tasks"].as_array().into_iter().flatten() {
+        let attempts = task["attempts"].as_array();
+        let node = attempts.and_then(|a| a.last()).map_or("-".into(), |a| cell(&a["node"]));
+        let (state, waiting) = (cell(&task["state"]), cell(&task["waiting"]));
+        let command = task["spec"]["command"].as_array().map(|c| c.iter().map(cell).collect::<Vec<_>>().join(" "));
+        let created = at_ms(task["created_ms"].as_i64().unwrap_or(0));
+        let count = attempts.map_or(0, Vec::len).to_string();
+        let (id, image) = (cell(&task["id"]), cell(&task["spec"]["image"]));
+        t.row(vec![id, state, count, node, command.unwrap_or_default(), waiting, image, created]);
+    }
+    t.render("no tasks")
 }

@@ -180,6 +180,15 @@ pub(super) enum TicketCmd {
         /// The ticket's id (a UUID).
         id: String,
     },
+    /// The incident templates: what closeout needs per incident type.
+    Templates,
+    /// The dispatcher cockpit: open tickets, most urgent SLA first, with the actions you may take.
+    Cockpit,
+    /// A technician's job packet: site, scope, window, checklist and what still blocks closeout.
+    Packet {
+        /// The ticket's id (a UUID).
+        id: String,
+    },
     /// List tickets, oldest first, 1000 a page.
     List {
         /// Only tickets in this state, e.g. NEW.
@@ -235,7 +244,12 @@ pub(super) fn window(s: &str) -> anyhow::Result<Value> {
 pub(super) async fn ticket(args: ClientArgs, command: TicketCmd) -> anyhow::Result<()> {
     let client = connect(&args).await?;
     let (path, body) = match command {
-        TicketCmd::Timeline { .. } | TicketCmd::List { .. } | TicketCmd::ConfirmBypass { .. } => {
+        TicketCmd::Timeline { .. }
+        | TicketCmd::List { .. }
+        | TicketCmd::ConfirmBypass { .. }
+        | TicketCmd::Templates
+        | TicketCmd::Cockpit
+        | TicketCmd::Packet { .. } => {
             return read(&args, &client, command).await;
         }
         TicketCmd::Evidence { id, key, kind, file, uri } => {
@@ -320,7 +334,10 @@ fn command_request(command: TicketCmd) -> anyhow::Result<(String, Option<Value>)
         TicketCmd::Evidence { .. }
         | TicketCmd::Timeline { .. }
         | TicketCmd::List { .. }
-        | TicketCmd::ConfirmBypass { .. } => anyhow::bail!("not a ticket command"),
+        | TicketCmd::ConfirmBypass { .. }
+        | TicketCmd::Templates
+        | TicketCmd::Cockpit
+        | TicketCmd::Packet { .. } => anyhow::bail!("not a ticket command"),
     };
     Ok((path, Some(body)))
 }
@@ -359,6 +376,18 @@ async fn read(args: &ClientArgs, client: &Client, command: TicketCmd) -> anyhow:
                 }
                 out
             });
+        }
+        TicketCmd::Templates => {
+            let out = client.call(Method::GET, "/v1/incident-templates", None, None).await?;
+            print(args, &out, super::views::templates);
+        }
+        TicketCmd::Cockpit => {
+            let out = client.call(Method::GET, "/v1/ux/dispatcher/cockpit", None, None).await?;
+            print(args, &out, super::views::cockpit);
+        }
+        TicketCmd::Packet { id } => {
+            let out = client.call(Method::GET, &format!("/v1/ux/technician/job-packet/{id}"), None, None).await?;
+            print(args, &out, super::views::job_packet);
         }
         _ => anyhow::bail!("not a read"),
     }

@@ -59,22 +59,26 @@ pub(super) enum UserCmd {
     },
 }
 
+const HEADERS: [&str; 8] = ["USERNAME", "KIND", "ROLE", "STATE", "ACCOUNTS", "SITES", "QUEUES", "TOOLS"];
+
+/// An account as a row of [`HEADERS`].
+fn row(u: &Value) -> Vec<String> {
+    let state = if u["disabled"] == true { "DISABLED" } else { "enabled" };
+    let mut cells: Vec<String> = [&u["username"], &u["kind"], &u["role"]].into_iter().map(cell).collect();
+    cells.push(state.into());
+    cells.extend([&u["accounts"], &u["sites"], &u["queues"], &u["tools"]].into_iter().map(cell));
+    cells
+}
+
+/// One account, under the headers.
+fn line(u: &Value) -> String {
+    let mut table = Table::new(&HEADERS);
+    table.row(row(u));
+    table.render("")
+}
+
 pub(super) async fn user(args: ClientArgs, command: UserCmd) -> anyhow::Result<()> {
     let client = connect(&args).await?;
-    let headers = ["USERNAME", "KIND", "ROLE", "STATE", "ACCOUNTS", "SITES", "QUEUES", "TOOLS"];
-    let row = |u: &Value| {
-        let state = if u["disabled"] == true { "DISABLED" } else { "enabled" };
-        let fields = [&u["username"], &u["kind"], &u["role"]];
-        let mut cells: Vec<String> = fields.into_iter().map(cell).collect();
-        cells.push(state.into());
-        cells.extend([&u["accounts"], &u["sites"], &u["queues"], &u["tools"]].into_iter().map(cell));
-        cells
-    };
-    let line = |u: &Value| {
-        let mut table = Table::new(&headers);
-        table.row(row(u));
-        table.render("")
-    };
     match command {
         UserCmd::Create { username, service, role, scope, queues, tools, password_stdin } => {
             let mut body = json!({ "role": role, "accounts": split(&scope.accounts), "sites": split(&scope.sites), "queues": split(&queues) });
@@ -104,7 +108,7 @@ pub(super) async fn user(args: ClientArgs, command: UserCmd) -> anyhow::Result<(
         UserCmd::List => {
             let out = client.call(Method::GET, "/v1/users", None, None).await?;
             print(&args, &out, |v| {
-                let mut table = Table::new(&headers);
+                let mut table = Table::new(&HEADERS);
                 v["users"].as_array().into_iter().flatten().for_each(|u| table.row(row(u)));
                 table.render("no accounts")
             });
