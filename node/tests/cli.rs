@@ -255,20 +255,7 @@ async fn the_cli_says_who_you_are_and_what_went_wrong_plainly() {
     // logout ends the stored login's session and forgets it.
     s.add_person("ann", "a-long-passphrase-1").await;
     let config = support::tempdir();
-    let with_config = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
-            .args(args)
-            .env("DISPATCH_CONFIG_DIR", config.path())
-            .env_remove("DISPATCH_TOKEN")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let with_config = |args: &[&str], stdin: &str| with_config_dir(config.path(), args, stdin);
     assert!(with_config(&["login", "--server", &s.url, "--username", "ann"], "a-long-passphrase-1\n").status.success());
     let stored: Value =
         serde_json::from_slice(&std::fs::read(config.path().join("credentials.json")).unwrap()).unwrap();
@@ -338,20 +325,7 @@ async fn two_contexts_are_used_side_by_side() {
     s.add_person("olga", "a-long-passphrase-2").await;
     let config = support::tempdir();
     let cli = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
-            .args(args)
-            .env("DISPATCH_CONFIG_DIR", config.path())
-            .env_remove("DISPATCH_TOKEN")
-            .env_remove("DISPATCH_SERVER")
-            .current_dir(config.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = with_config_dir(config.path(), args, stdin);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
@@ -463,4 +437,23 @@ async fn human_output_has_headers_stable_columns_and_says_when_a_list_is_empty()
     assert_eq!(cli(&["task", "cancel", task]).trim(), format!("task {task} cancelled"));
     let result = cli(&["task", "result", task]);
     assert!(result.contains(&format!("task {task} CANCELLED")) && result.contains("it never ran"), "{result}");
+}
+
+/// Runs the CLI with its stored logins in `config` (and that as its working directory),
+/// no token or server from the environment, and `stdin` as its input.
+fn with_config_dir(config: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        .args(args)
+        .env("DISPATCH_CONFIG_DIR", config)
+        .env_remove("DISPATCH_TOKEN")
+        .env_remove("DISPATCH_SERVER")
+        .current_dir(config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }
