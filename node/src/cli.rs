@@ -15,6 +15,7 @@ use crate::client::Client;
 
 mod access;
 mod admin;
+mod audit;
 mod context;
 mod lane;
 mod mcp;
@@ -136,6 +137,13 @@ enum Command {
     Logout {
         #[command(flatten)]
         client: ClientFlags,
+    },
+    /// Prove the log's hash chains (admin), on the server or on a stopped data dir.
+    Audit {
+        #[command(flatten)]
+        client: ClientFlags,
+        #[command(subcommand)]
+        command: audit::AuditCmd,
     },
     /// Stored logins by name (kubectl's contexts): list, use, remove.
     Context {
@@ -383,6 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mcp { client } => mcp::bridge(resolve(client)).await,
         Command::Whoami { client } => whoami(&resolve(client)).await,
         Command::Logout { client } => context::logout(&resolve(client)).await,
+        Command::Audit { client, command } => audit::audit(resolve(client), command).await,
         Command::Context { client, command } => context::context(&resolve(client), command),
         Command::Version { json } => {
             let v = json!({

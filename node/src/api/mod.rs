@@ -4,6 +4,7 @@
 mod access;
 mod accounts;
 mod admin;
+pub mod audit;
 mod blobs;
 mod dlq;
 mod envelopes;

@@ -10,8 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{
-    App, BLOB_BODY_LIMIT, access, accounts, admin, blobs, dlq, envelopes, handoffs, insights, lanes, nodes, openapi,
-    system, tasks, tickets, ux,
+    App, BLOB_BODY_LIMIT, access, accounts, admin, audit, blobs, dlq, envelopes, handoffs, insights, lanes, nodes,
+    openapi, system, tasks, tickets, ux,
 };
 
 /// The API's routes with their OpenAPI description.
@@ -72,6 +72,7 @@ fn identity_routes() -> OpenApiRouter<App> {
         .routes(routes!(access::revoke_token))
         .routes(routes!(accounts::rotate_signing_key))
         .routes(routes!(access::retire_signing_key))
+        .routes(routes!(audit::verify))
 }
 
 fn cluster_routes() -> OpenApiRouter<App> {
