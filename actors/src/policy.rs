@@ -191,6 +191,7 @@ pub const TOOLS: &[ToolSpec] = &[
     t("admin.signing_keys.retire", &[Admin], &[], true, "Retire a signing key no live token needs"),
     t("admin.signing_keys.rotate", &[Admin], &[], true, "Add a new token signing key"),
     t("admin.audit.verify", &[Admin], &[], false, "Re-compute every hash chain and check the global order"),
+    t("admin.backup", &[Admin], &[], false, "A consistent backup of the running orchestrator"),
     t("user.create", &[Admin], &[], true, "Create a person's or a service's account"),
     t("user.list", &[Admin], &[], false, "List accounts"),
     t("user.disable", &[Admin], &[], true, "Disable an account and revoke its tokens"),

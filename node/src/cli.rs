@@ -16,6 +16,7 @@ use crate::client::Client;
 mod access;
 mod admin;
 mod audit;
+mod backup;
 mod context;
 mod lane;
 mod mcp;
@@ -144,6 +145,26 @@ enum Command {
         client: ClientFlags,
         #[command(subcommand)]
         command: audit::AuditCmd,
+    },
+    /// Write a consistent backup of the running orchestrator (admin) to FILE, or of a
+    /// stopped node's data dir with --data-dir. FILE appears only once complete.
+    Backup {
+        #[command(flatten)]
+        client: ClientFlags,
+        /// Where to write the backup (must not exist).
+        file: PathBuf,
+        /// Back up this stopped node's data dir directly instead of asking the server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Restore a backup into a new or empty data dir, after verifying every hash chain,
+    /// every blob and the manifest; then start `dispatch up --data-dir DIR` on it.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data dir to create (missing or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
     },
     /// Stored logins by name (kubectl's contexts): list, use, remove.
     Context {
@@ -392,6 +413,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Whoami { client } => whoami(&resolve(client)).await,
         Command::Logout { client } => context::logout(&resolve(client)).await,
         Command::Audit { client, command } => audit::audit(resolve(client), command).await,
+        Command::Backup { client, file, data_dir } => backup::backup(resolve(client), file, data_dir).await,
+        Command::Restore { file, data_dir } => backup::restore(&file, &data_dir),
         Command::Context { client, command } => context::context(&resolve(client), command),
         Command::Version { json } => {
             let v = json!({

@@ -81,6 +81,26 @@ impl Client {
         self.finish(req, None).await
     }
 
+    /// Streams a GET's body into `out` (backups); an error answer is read as JSON.
+    pub async fn download(&self, path: &str, out: &mut (impl std::io::Write + Send)) -> Result<u64, ClientError> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let transport = |source| ClientError::Transport { server: self.base.clone(), source };
+        let mut response = req.send().await.map_err(transport)?;
+        if !response.status().is_success() {
+            return self.finish_response(response).await.map(|_| 0);
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            out.write_all(&chunk)
+                .map_err(|e| ClientError::Unexpected { status: 200, body: format!("writing: {e}") })?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+
     async fn finish(
         &self,
         mut req: reqwest::RequestBuilder,
@@ -94,6 +114,11 @@ impl Client {
         }
         let transport = |source| ClientError::Transport { server: self.base.clone(), source };
         let response = req.send().await.map_err(transport)?;
+        self.finish_response(response).await
+    }
+
+    async fn finish_response(&self, response: reqwest::Response) -> Result<Value, ClientError> {
+        let transport = |source| ClientError::Transport { server: self.base.clone(), source };
         let status = response.status().as_u16();
         let text = response.text().await.map_err(transport)?;
         let value: Option<Value> = serde_json::from_str(&text).ok();

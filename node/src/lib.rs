@@ -8,6 +8,7 @@ pub use cluster;
 
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod capabilities;
 pub mod cli;
 pub mod client;

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 /// A parsed `blob:sha256:<64 hex>` reference.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BlobUri {
     hex: String,
 }
@@ -107,6 +107,11 @@ impl BlobStore {
     /// True when `uri` is a blob reference whose file exists and still hashes to its name.
     pub fn resolves(&self, uri: &str) -> bool {
         BlobUri::parse(uri).is_some_and(|blob| self.intact(&blob.hex))
+    }
+
+    /// The file of `uri`, when it exists and still hashes to its name (backups copy it).
+    pub fn path_of_intact(&self, uri: &BlobUri) -> Option<PathBuf> {
+        self.intact(&uri.hex).then(|| self.path_of(&uri.hex))
     }
 
     /// Size and modification time of a blob's file, when it exists.

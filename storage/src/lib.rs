@@ -7,6 +7,7 @@
 //! only once its commit is durable. Reads open their own read transactions on the
 //! shared [`Log`] and never wait for the writer.
 
+mod backup;
 mod blobs;
 mod error;
 mod log;
@@ -14,6 +15,7 @@ mod record;
 mod stored;
 mod writer;
 
+pub use backup::LogSummary;
 pub use blobs::{BlobError, BlobStore, BlobUri};
 pub use error::StorageError;
 pub use log::{ChainBreak, FORMAT_VERSION, Log};

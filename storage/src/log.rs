@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::StorageError;
 use crate::record::{EventRecord, Hash};
@@ -94,6 +94,11 @@ impl Log {
         let path = path.as_ref().to_owned();
         let db = open_db(&path)?;
         Ok(Log { inner: Arc::new(Inner { path, db: RwLock::new(Some(Arc::new(db))), fault: Mutex::new(None) }) })
+    }
+
+    /// Where the file is (a backup's temp copy and the blobs live beside it).
+    pub fn path(&self) -> &Path {
+        &self.inner.path
     }
 
     /// The database, for one operation. Callers hold it for as long as their
@@ -302,75 +307,77 @@ impl Log {
     /// Re-computes every hash of `stream` and checks each link to its predecessor and
     /// the stream head. Returns the first break, if any.
     pub fn verify_stream(&self, stream: &str) -> Result<Option<ChainBreak>, StorageError> {
-        let records = self.read_stream(stream, 0)?;
-        let (head_seq, head_hash) = self.stream_head(stream)?;
-        let mut prev: Hash = [0; 32];
-        let brk = |seq, reason: &str| ChainBreak { stream: stream.to_owned(), seq, reason: reason.to_owned() };
-        for (i, r) in records.iter().enumerate() {
-            if r.seq != i as u64 + 1 {
-                return Ok(Some(brk(r.seq, "sequence gap")));
-            }
-            if r.prev_hash != prev {
-                return Ok(Some(brk(r.seq, "prev_hash does not match the previous event")));
-            }
-            if r.compute_hash() != r.hash {
-                return Ok(Some(brk(r.seq, "hash does not match the record")));
-            }
-            prev = r.hash;
-        }
-        if head_seq != records.len() as u64 || head_hash != prev {
-            return Ok(Some(brk(head_seq, "stream head does not match the last event")));
-        }
-        Ok(None)
+        let db = self.db()?;
+        verify_stream_in(&db.begin_read()?, stream)
     }
 
-    /// Verifies every stream and that the global order names exactly the stored events.
+    /// Verifies every stream and that the global order names exactly the stored events,
+    /// all in one read transaction: the log as of one position, however many commits
+    /// land meanwhile.
     pub fn verify_all(&self) -> Result<Vec<ChainBreak>, StorageError> {
-        let streams: Vec<String> = {
-            let db = self.db()?;
-            let txn = db.begin_read()?;
-            let table = txn.open_table(STREAMS)?;
-            let mut v = Vec::new();
-            for e in table.iter()? {
-                v.push(e?.0.value().to_owned());
-            }
-            v
-        };
-        let mut breaks = Vec::new();
-        let mut total = 0u64;
-        for s in &streams {
-            if let Some(b) = self.verify_stream(s)? {
-                breaks.push(b);
-            }
-            total += self.stream_head(s)?.0;
-        }
         let db = self.db()?;
         let txn = db.begin_read()?;
-        let global = txn.open_table(GLOBAL)?;
-        let events = txn.open_table(EVENTS)?;
-        if global.len()? != total || events.len()? != total {
-            breaks.push(ChainBreak {
-                stream: String::new(),
-                seq: 0,
-                reason: format!(
-                    "global order holds {} entries and events table {} for {total} events in streams",
-                    global.len()?,
-                    events.len()?
-                ),
-            });
-        }
-        for (i, entry) in global.iter()?.enumerate() {
-            let (pos, v) = entry?;
-            let (stream, seq) = v.value();
-            if pos.value() != i as u64 + 1 || events.get((stream, seq))?.is_none() {
-                breaks.push(ChainBreak {
-                    stream: stream.to_owned(),
-                    seq,
-                    reason: format!("global position {} is out of order or dangling", pos.value()),
-                });
-                break;
+        let mut breaks = Vec::new();
+        let mut total = 0u64;
+        for entry in txn.open_table(STREAMS)?.iter()? {
+            let (name, head) = entry?;
+            if let Some(b) = verify_stream_in(&txn, name.value())? {
+                breaks.push(b);
             }
+            total += StreamHead::decode(head.value())?.seq;
         }
+        breaks.extend(verify_global(&txn, total)?);
         Ok(breaks)
     }
+}
+
+fn verify_stream_in(txn: &ReadTransaction, stream: &str) -> Result<Option<ChainBreak>, StorageError> {
+    let (head_seq, head_hash) = match txn.open_table(STREAMS)?.get(stream)? {
+        Some(v) => StreamHead::decode(v.value())?.into(),
+        None => (0, [0; 32]),
+    };
+    let brk = |seq, reason: &str| ChainBreak { stream: stream.to_owned(), seq, reason: reason.to_owned() };
+    let mut prev: Hash = [0; 32];
+    let mut count = 0u64;
+    for entry in txn.open_table(EVENTS)?.range((stream, 0)..=(stream, u64::MAX))? {
+        let r = EventRecord::decode(entry?.1.value())?;
+        count += 1;
+        if r.seq != count {
+            return Ok(Some(brk(r.seq, "sequence gap")));
+        }
+        if r.prev_hash != prev {
+            return Ok(Some(brk(r.seq, "prev_hash does not match the previous event")));
+        }
+        if r.compute_hash() != r.hash {
+            return Ok(Some(brk(r.seq, "hash does not match the record")));
+        }
+        prev = r.hash;
+    }
+    if head_seq != count || head_hash != prev {
+        return Ok(Some(brk(head_seq, "stream head does not match the last event")));
+    }
+    Ok(None)
+}
+
+/// The global order holds exactly the `total` events of the streams, numbered 1.. with no gap.
+fn verify_global(txn: &ReadTransaction, total: u64) -> Result<Option<ChainBreak>, StorageError> {
+    let global = txn.open_table(GLOBAL)?;
+    let events = txn.open_table(EVENTS)?;
+    if global.len()? != total || events.len()? != total {
+        let reason = format!(
+            "global order holds {} entries and events table {} for {total} events in streams",
+            global.len()?,
+            events.len()?
+        );
+        return Ok(Some(ChainBreak { stream: String::new(), seq: 0, reason }));
+    }
+    for (i, entry) in global.iter()?.enumerate() {
+        let (pos, v) = entry?;
+        let (stream, seq) = v.value();
+        if pos.value() != i as u64 + 1 || events.get((stream, seq))?.is_none() {
+            let reason = format!("global position {} is out of order or dangling", pos.value());
+            return Ok(Some(ChainBreak { stream: stream.to_owned(), seq, reason }));
+        }
+    }
+    Ok(None)
 }

@@ -91,3 +91,50 @@ pub(super) async fn verify(
         .map_err(|e| ApiError::internal("verifying the log", e))?;
     checked.map(Json).map_err(|e| ApiError::internal("verifying the log", e))
 }
+
+/// Chunks of a backup in flight to the client; past this the copy waits for the client.
+const BACKUP_CHUNKS: usize = 8;
+const BACKUP_CHUNK_BYTES: usize = 256 * 1024;
+
+#[utoipa::path(operation_id = "admin.backup", get, path = "/v1/admin/backup", tag = "admin",
+    responses((status = 200, description = "A backup archive, a tar file: manifest.json, dispatch.redb, ca/, blobs/", content_type = "application/octet-stream", body = crate::dto::rules::Binary),
+        (status = "4XX", body = ErrorBody)))]
+/// A consistent backup of the running orchestrator, streamed as it is written (`dispatch
+/// backup FILE` keeps it). A failure midway ends the body early, which the client sees.
+pub(super) async fn backup(
+    State(app): State<App>,
+    Caller(caller): Caller,
+    ctx: RequestCtx,
+) -> Result<axum::response::Response, ApiError> {
+    authorize_route(&caller, &ctx, "admin.backup")?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(BACKUP_CHUNKS);
+    let log = app.log.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(BACKUP_CHUNK_BYTES, ChannelWriter(tx.clone()));
+        if let Err(e) = crate::backup::write_archive(&log, &mut out) {
+            tracing::warn!(error = %format!("{e:#}"), "backup failed");
+            let _ = tx.blocking_send(Err(std::io::Error::other(format!("{e:#}"))));
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|chunk| (chunk, rx)) });
+    axum::response::Response::builder()
+        .header("content-type", "application/octet-stream")
+        .body(axum::body::Body::from_stream(body))
+        .map_err(|e| ApiError::internal("building the response", e))
+}
+
+/// Sends what is written to the response body; fails once the client has gone.
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(axum::body::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

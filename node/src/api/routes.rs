@@ -73,6 +73,7 @@ fn identity_routes() -> OpenApiRouter<App> {
         .routes(routes!(accounts::rotate_signing_key))
         .routes(routes!(access::retire_signing_key))
         .routes(routes!(audit::verify))
+        .routes(routes!(audit::backup))
 }
 
 fn cluster_routes() -> OpenApiRouter<App> {
