@@ -98,11 +98,17 @@ impl Orchestrator {
         config: ServerConfig,
         io: Io<L>,
     ) -> anyhow::Result<Orchestrator> {
+        // The recorder first, so what start-up counts and sets is recorded.
+        let metrics = crate::telemetry::metrics();
+        crate::telemetry::zero_alerted_counters();
         let Storage { log, writer, writer_thread, blobs } = io.storage;
         let templates = Arc::new(load_templates(&config)?);
         let auth = Auth::load_or_create(&log)?;
         let kernel = Kernel { log: log.clone(), writer: writer.clone(), clock: io.clock, ids: io.ids };
         let deps = Arc::new(TicketDeps { blobs: blobs.clone(), templates: templates.clone() });
+        for (state, n) in actors::ticket::store::count_by_state(&log).context("counting tickets")? {
+            metrics::gauge!("dispatch_tickets", "state" => state.as_str()).set(n as f64);
+        }
         let tickets =
             Entities::start(kernel.clone(), deps, config.supervisor).await.context("starting ticket actors")?;
         let (cluster, endpoint) = start_cluster(&config, &kernel, io.cluster_socket, io.quinn_seed).await?;
@@ -142,7 +148,7 @@ impl Orchestrator {
             lanes: lanes.clone(),
             auth,
             dev_headers: config.dev_headers,
-            metrics: crate::telemetry::metrics(),
+            metrics,
             login_limits: Default::default(),
             decoy_hash: crate::api::identity::start_decoy_hash(),
             callbacks: config.delivery.addresses(),

@@ -53,6 +53,32 @@ pub fn metrics() -> PrometheusHandle {
         .clone()
 }
 
+/// Counters the alert rules read with `increase()`, created at 0 when an orchestrator
+/// starts: Prometheus cannot see the first increment of a series it never saw, so the
+/// first burst of refusals after a start would otherwise never alert.
+pub fn zero_alerted_counters() {
+    for code in [
+        "UNAUTHORIZED",
+        "FORBIDDEN",
+        "SCOPE_FORBIDDEN",
+        "TOOL_NOT_ALLOWED",
+        "RATE_LIMITED",
+        "CLOSEOUT_REQUIREMENTS_INCOMPLETE",
+        "MISSING_SIGNATURE_CONFIRMATION",
+        "INVALID_EVIDENCE_REFERENCE",
+    ] {
+        metrics::counter!("dispatch_api_errors_total", "code" => code).increment(0);
+    }
+    for name in [
+        "dispatch_handoff_sla_misses_total",
+        "dispatch_idempotency_conflicts_total",
+        "dispatch_leases_expired_total",
+        "dispatch_log_commit_failures_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 fn describe() {
     describe_api_and_log();
     describe_cluster_and_tasks();
@@ -83,6 +109,11 @@ fn describe_api_and_log() {
     describe_counter!(
         "dispatch_cluster_connections_refused_total",
         "Cluster peers refused before their handshake: too many unauthenticated at once."
+    );
+    describe_gauge!("dispatch_tickets", "Tickets by state.");
+    describe_gauge!(
+        "dispatch_data_dir_free_bytes",
+        "Free bytes of the data dir's filesystem, measured at each scrape."
     );
     describe_counter!("dispatch_ticket_transitions_total", "Durable ticket state changes, by from and to state.");
     describe_counter!("dispatch_idempotency_replays_total", "Retried requests answered from the stored response.");

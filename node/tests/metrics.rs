@@ -30,6 +30,9 @@ async fn metrics_cover_requests_commits_and_transitions_and_pass_promtool() {
         "dispatch_log_commit_duration_seconds_bucket",
         "dispatch_log_commit_batch_size_bucket",
         "dispatch_http_request_duration_seconds_bucket",
+        "dispatch_tickets{state=\"TRIAGED\"} 1",
+        "dispatch_tickets{state=\"NEW\"} 0",
+        "dispatch_data_dir_free_bytes ",
     ] {
         assert!(text.contains(series), "missing {series} in:\n{text}");
     }
@@ -37,4 +40,9 @@ async fn metrics_cover_requests_commits_and_transitions_and_pass_promtool() {
     if support::have_prometheus_tool("promtool") {
         support::promtool_check(&text, "the orchestrator");
     }
+    // After a restart the gauge of tickets by state is counted from the log.
+    s.stop();
+    let s = Server::start(dir.path());
+    let text = support::get(format!("{}/metrics", s.url)).await.unwrap().text().await.unwrap();
+    assert!(text.contains("dispatch_tickets{state=\"TRIAGED\"} 1"), "{text}");
 }

@@ -96,6 +96,10 @@ impl Entity for Tickets {
         if from != after.state.as_str() {
             metrics::counter!("dispatch_ticket_transitions_total", "from" => from, "to" => after.state.as_str())
                 .increment(1);
+            if let Some(b) = before {
+                metrics::gauge!("dispatch_tickets", "state" => b.state.as_str()).decrement(1.0);
+            }
+            metrics::gauge!("dispatch_tickets", "state" => after.state.as_str()).increment(1.0);
         }
     }
 }

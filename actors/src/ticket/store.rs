@@ -96,6 +96,27 @@ pub fn list(
     Ok((page, None))
 }
 
+/// Tickets in each state, counted from the index in pages (at start-up; the
+/// `dispatch_tickets` gauge follows commits after that).
+pub fn count_by_state(log: &Log) -> Result<Vec<(TicketState, u64)>, StorageError> {
+    const PAGE: usize = 10_000;
+    let mut counts = Vec::new();
+    for state in TicketState::ALL {
+        let prefix = format!("{}{SEP}", state.as_str());
+        let (mut n, mut after) = (0u64, None::<String>);
+        loop {
+            let page = log.index_page(BY_STATE, &prefix, after.as_deref(), PAGE)?;
+            n += page.len() as u64;
+            match page.last() {
+                Some((key, _)) if page.len() == PAGE => after = Some(key.clone()),
+                _ => break,
+            }
+        }
+        counts.push((state, n));
+    }
+    Ok(counts)
+}
+
 fn ids_in(log: &Log, index: &str, prefix: &str) -> Result<Vec<Uuid>, StorageError> {
     Ok(log
         .index_scan(index, prefix, usize::MAX)?

@@ -176,9 +176,14 @@ impl FreeSpace {
         {
             return None;
         }
-        let free = rustix::fs::statvfs(&self.dir).ok().map(|s| s.f_bavail.saturating_mul(s.f_frsize))?;
+        let free = self.bytes()?;
         *last = Some((Instant::now(), free));
         (free < reserve).then_some(free)
+    }
+
+    /// The free bytes now (None: the filesystem did not answer).
+    pub fn bytes(&self) -> Option<u64> {
+        rustix::fs::statvfs(&self.dir).ok().map(|s| s.f_bavail.saturating_mul(s.f_frsize))
     }
 }
 

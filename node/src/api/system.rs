@@ -42,5 +42,8 @@ pub(super) async fn ready(State(app): State<App>) -> impl IntoResponse {
 
 /// Prometheus text exposition.
 pub(super) async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    if let Some(free) = app.free_space.bytes() {
+        metrics::gauge!("dispatch_data_dir_free_bytes").set(free as f64);
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
 }
