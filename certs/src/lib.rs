@@ -122,6 +122,18 @@ impl ClusterCa {
         Ok((IssuedCert { der, not_after: now + SERVER_VALIDITY }, key.serialize_der()))
     }
 
+    /// A server certificate for the HTTPS API under `names` (DNS names or IP
+    /// addresses), and its key (PKCS#8 DER).
+    pub fn issue_https(&self, names: &[String], now: SystemTime) -> Result<(IssuedCert, Vec<u8>), CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.distinguished_name.push(DnType::CommonName, names.first().map_or(SERVER_NAME, String::as_str));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        validity(&mut params, now, SERVER_VALIDITY);
+        let der = params.signed_by(&key, &self.issuer)?.der().to_vec();
+        Ok((IssuedCert { der, not_after: now + SERVER_VALIDITY }, key.serialize_der()))
+    }
+
     /// A client certificate for node `node_id` over the node's own public key (the
     /// node keeps its private key; only the public half crosses the wire).
     pub fn issue_node(

@@ -128,6 +128,9 @@ enum Command {
         /// The account to log in as.
         #[arg(long)]
         username: String,
+        /// PEM certificate to trust for an https:// server (the cluster CA's); kept with the login.
+        #[arg(long, value_name = "PEM")]
+        ca_cert: Option<PathBuf>,
     },
     /// Who the server takes you for: the token's subject, role, scopes and expiry.
     Whoami {
@@ -251,6 +254,10 @@ struct ClientFlags {
     /// Idempotency-Key for a mutation (default: a fresh one). Reuse it to retry safely.
     #[arg(long, global = true)]
     idempotency_key: Option<String>,
+    /// PEM certificate to trust for an https:// server besides the system's roots: the
+    /// cluster CA's (<data-dir>/ca/ca.crt.pem) (else $DISPATCH_CA_CERT, or the context's).
+    #[arg(long, global = true, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
 }
 
 /// The same options given before the command (`dispatch --token T ticket list`), as
@@ -285,6 +292,15 @@ struct ClientArgs {
     /// The context named by --context or $DISPATCH_CONTEXT (None: the current one).
     context: Option<String>,
     idempotency_key: Option<String>,
+    /// The CA certificate to trust for https (flag, $DISPATCH_CA_CERT, or the context's).
+    ca_cert: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// A client of the server these options name, with `token`.
+    fn client(&self, token: Option<String>) -> Client {
+        Client::new(&self.server, token, self.ca_cert.as_deref())
+    }
 }
 
 impl ClientFlags {
@@ -293,8 +309,9 @@ impl ClientFlags {
         let context = self.context.or_else(|| leading.context.clone()).or_else(|| env("DISPATCH_CONTEXT"));
         let output = self.output.or(leading.output);
         table::set_wide(output == Some(Output::Wide));
-        let context_server =
-            || crate::credentials::Contexts::load().get(context.as_deref()).map(|(_, s)| s.server.clone());
+        let stored = || crate::credentials::Contexts::load().get(context.as_deref()).map(|(_, s)| s.clone());
+        let context_server = || stored().map(|s| s.server);
+        let ca_cert = self.ca_cert.or_else(|| env("DISPATCH_CA_CERT").map(PathBuf::from)).or_else(|| stored()?.ca_cert);
         ClientArgs {
             server: self
                 .server
@@ -307,6 +324,7 @@ impl ClientFlags {
             output: if self.json || leading.json { Output::Json } else { output.unwrap_or_default() },
             context,
             idempotency_key: self.idempotency_key,
+            ca_cert,
         }
     }
 }
@@ -388,7 +406,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init_logs(serve.log_json);
             let labels = labels.into_iter().collect();
             let host = serve.worker_host();
-            crate::worker::run(&serve.data_dir, serve.http_addr, token.as_deref(), join.as_deref(), labels, &host).await
+            let (addr, https) = (serve.http_addr, serve.https());
+            crate::worker::run(&serve.data_dir, addr, token.as_deref(), join.as_deref(), labels, &host, https.as_ref())
+                .await
         }
         Command::Token { client, command } => join_token(resolve(client), command).await,
         Command::Node { client, command } => node(resolve(client), command).await,
@@ -404,8 +424,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { client, command } => admin::run(resolve(client), command).await,
-        Command::Login { server, context, username } => {
-            let flags = ClientFlags { server, token: None, json: false, output: None, context, idempotency_key: None };
+        Command::Login { server, context, username, ca_cert } => {
+            let flags =
+                ClientFlags { server, token: None, json: false, output: None, context, idempotency_key: None, ca_cert };
             context::login(&resolve(flags), &username).await
         }
         Command::User { client, command } => user(resolve(client), command).await,
@@ -486,7 +507,7 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
         anyhow::bail!("--server needs a scheme: http://{0} or https://{0}", args.server);
     }
     if let Some(token) = &args.token {
-        return Ok(Client::new(&args.server, Some(token.clone())));
+        return Ok(args.client(Some(token.clone())));
     }
     let contexts = crate::credentials::Contexts::load();
     if let Some(name) = &args.context
@@ -497,18 +518,18 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
     if let Some((name, stored)) = contexts.get(args.context.as_deref()).filter(|(_, s)| s.server == args.server) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         if stored.access_expires_at > now + 30 {
-            return Ok(Client::new(&args.server, Some(stored.access_token.clone())));
+            return Ok(args.client(Some(stored.access_token.clone())));
         }
-        let api = Client::new(&args.server, None);
+        let api = args.client(None);
         let out = api
             .call(Method::POST, "/v1/auth/refresh", Some(json!({ "refresh_token": stored.refresh_token })), None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}; run `dispatch login` again"))?;
-        context::store(name, &args.server, &out, false)?;
-        return Ok(Client::new(&args.server, out["access_token"].as_str().map(str::to_owned)));
+        context::store(name, args, &out, false)?;
+        return Ok(args.client(out["access_token"].as_str().map(str::to_owned)));
     }
     match std::fs::read_to_string(ADMIN_TOKEN_FILE) {
-        Ok(admin) => Ok(Client::new(&args.server, Some(admin.trim().to_owned()))),
+        Ok(admin) => Ok(args.client(Some(admin.trim().to_owned()))),
         Err(_) => anyhow::bail!(
             "no access token for {}: looked at --token, $DISPATCH_TOKEN, a stored login for this server ({}) \
              and {ADMIN_TOKEN_FILE}; pass --token, `dispatch login --server {} --username NAME`, or run from \

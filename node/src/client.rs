@@ -8,10 +8,28 @@ use serde_json::Value;
 pub enum ClientError {
     #[error("{code} ({status}): {message}")]
     Api { status: u16, code: String, message: String, details: Value },
-    #[error("cannot reach {server}: {source}")]
+    #[error("cannot reach {server}: {}", explain(source))]
     Transport { server: String, source: reqwest::Error },
     #[error("unexpected answer ({status}): {body}")]
     Unexpected { status: u16, body: String },
+}
+
+/// A transport error, with what to do when the server's certificate is not trusted.
+fn explain(e: &reqwest::Error) -> String {
+    let text = format!("{e}");
+    let mut chain = text.clone();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    if chain.contains("UnknownIssuer") {
+        return format!(
+            "{text}: the server's certificate is not signed by a CA this client trusts; if the cluster CA issued it, \
+             pass --ca-cert <data-dir>/ca/ca.crt.pem (or set DISPATCH_CA_CERT)"
+        );
+    }
+    text
 }
 
 /// An API client bound to one server and token.
@@ -24,11 +42,11 @@ pub struct Client {
 impl Client {
     /// A client of `server`, authenticating with `token` when given. `https://`
     /// servers are verified against the platform's roots plus the PEM certificates in
-    /// `$DISPATCH_CA_FILE`, when set.
-    pub fn new(server: &str, token: Option<String>) -> Client {
-        let roots = match std::env::var_os("DISPATCH_CA_FILE") {
-            Some(path) => crate::outbound::read_roots(std::path::Path::new(&path)).unwrap_or_else(|e| {
-                eprintln!("warning: DISPATCH_CA_FILE ignored: {e:#}");
+    /// `ca_cert` (the cluster CA's, for a server whose certificate it issued).
+    pub fn new(server: &str, token: Option<String>, ca_cert: Option<&std::path::Path>) -> Client {
+        let roots = match ca_cert {
+            Some(path) => crate::outbound::read_roots(path).unwrap_or_else(|e| {
+                eprintln!("warning: --ca-cert ignored: {e:#}");
                 vec![]
             }),
             None => vec![],

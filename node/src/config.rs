@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub delivery: crate::lanes::DeliveryPolicy,
     /// Limits at the edges: HTTP connections and deadlines, trusted proxies, storage.
     pub edge: EdgeConfig,
+    /// HTTPS on the API port (None: plain HTTP, for loopback-only setups).
+    pub https: Option<crate::tls::HttpsConfig>,
     /// How many lane actors stay awake.
     pub lanes: SupervisorConfig,
 }

@@ -16,6 +16,9 @@ pub struct Stored {
     pub refresh_token: String,
     /// Unix seconds.
     pub access_expires_at: i64,
+    /// The CA certificate the server's HTTPS certificate is checked against (given at login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Every stored login by context name, and which one is current.

@@ -39,11 +39,12 @@ impl Default for HttpLimits {
 }
 
 /// Serves `router` on `listener` (a TCP listener, or the simulator's) until `stop`
-/// resolves, then lets in-flight requests finish.
+/// resolves, then lets in-flight requests finish. With `tls`, every connection is HTTPS.
 pub async fn serve<L: Listener<Addr = SocketAddr>>(
     mut listener: L,
     router: Router,
     limits: HttpLimits,
+    tls: Option<Arc<crate::tls::Https>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
@@ -63,20 +64,17 @@ pub async fn serve<L: Listener<Addr = SocketAddr>>(
             continue;
         };
         let service = Tagged { router: router.clone(), remote };
-        let (mut shutdown, done) = (shutdown_rx.clone(), done_rx.clone());
+        let (shutdown, done) = (shutdown_rx.clone(), done_rx.clone());
         let header_timeout = limits.header_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-            tokio::pin!(conn);
-            let stopping = tokio::select! {
-                _ = conn.as_mut() => false,
-                _ = shutdown.wait_for(|s| *s) => true,
-            };
-            if stopping {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.as_mut().await;
+            match tls {
+                None => serve_connection(stream, service, header_timeout, shutdown).await,
+                Some(tls) => {
+                    if let Some(stream) = tls.accept(stream, header_timeout).await {
+                        serve_connection(stream, service, header_timeout, shutdown).await;
+                    }
+                }
             }
             drop((permit, done));
         });
@@ -84,6 +82,25 @@ pub async fn serve<L: Listener<Addr = SocketAddr>>(
     let _ = shutdown_tx.send(true);
     drop(done_rx);
     done_tx.closed().await;
+}
+
+/// Serves HTTP/1.1 on one connection until it ends, or gracefully once `shutdown` says so.
+async fn serve_connection<S>(stream: S, service: Tagged, header_timeout: Duration, mut shutdown: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(conn);
+    let stopping = tokio::select! {
+        _ = conn.as_mut() => false,
+        _ = shutdown.wait_for(|s| *s) => true,
+    };
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.as_mut().await;
+    }
 }
 
 /// The router for one connection, with the client's address for `ConnectInfo`.

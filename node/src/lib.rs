@@ -27,4 +27,5 @@ pub mod protocol;
 pub mod sandbox;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;

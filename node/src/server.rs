@@ -28,6 +28,8 @@ pub struct Orchestrator {
     pub addr: SocketAddr,
     /// Where workers connect (QUIC).
     pub cluster_addr: SocketAddr,
+    /// The API's URL: `https://` when it serves TLS.
+    pub url: String,
     pub app: App,
     endpoint: quinn::Endpoint,
     stop: oneshot::Sender<()>,
@@ -175,8 +177,16 @@ impl Orchestrator {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let (router, http_limits) = (api::router(app.clone()), config.edge.http.clone());
+        let tls = match &config.https {
+            Some(https) => Some(crate::tls::Https::load(https, &config.data_dir.join("ca")).context("HTTPS")?),
+            None => None,
+        };
+        if let Some(tls) = &tls {
+            tls.reload_on_sighup();
+        }
+        let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
         let task = tokio::spawn(async move {
-            crate::http::serve(listener, router, http_limits, async move {
+            crate::http::serve(listener, router, http_limits, tls, async move {
                 let _ = stopped.await;
             })
             .await;
@@ -188,7 +198,7 @@ impl Orchestrator {
             tracing::warn!("X-Actor-* identity headers are accepted (--dev-headers): never use this in production");
         }
         tracing::info!(%addr, %cluster_addr, data_dir = %config.data_dir.display(), "orchestrator started");
-        Ok(Orchestrator { addr, cluster_addr, app, endpoint, stop, task })
+        Ok(Orchestrator { addr, cluster_addr, url, app, endpoint, stop, task })
     }
 
     /// Stops accepting requests, finishes in-flight ones, and closes the log.

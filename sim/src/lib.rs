@@ -436,6 +436,7 @@ fn server_config(dir: &Path, heartbeat_interval_ms: u64) -> ServerConfig {
         delivery: Default::default(),
         edge: Default::default(),
         lanes: Default::default(),
+        https: None,
     }
 }
 

@@ -75,22 +75,28 @@ pub(super) fn context(args: &ClientArgs, command: ContextCmd) -> anyhow::Result<
 /// `USER@HOST:PORT`), which becomes current; other contexts stay as they were.
 pub(super) async fn login(args: &ClientArgs, username: &str) -> anyhow::Result<()> {
     let pw = terminal::login_password(username, || Ok(super::password(true)?.0))?;
-    let api = Client::new(&args.server, None);
+    let api = args.client(None);
     let body = json!({ "username": username, "password": pw });
     let out = api.call(Method::POST, "/v1/auth/login", Some(body), None).await?;
     let host = args.server.split("://").nth(1).unwrap_or(&args.server).trim_end_matches('/');
     let name = args.context.clone().unwrap_or_else(|| format!("{username}@{host}"));
-    let path = store(&name, &args.server, &out, true)?;
+    let path = store(&name, args, &out, true)?;
     println!("logged in as {username}; context {name} is now current (tokens in {}, mode 0600)", path.display());
     Ok(())
 }
 
 /// Stores a token pair (a login's or a refresh's answer) as context `name`.
-pub(super) fn store(name: &str, server: &str, pair: &Value, make_current: bool) -> anyhow::Result<std::path::PathBuf> {
+pub(super) fn store(
+    name: &str,
+    args: &ClientArgs,
+    pair: &Value,
+    make_current: bool,
+) -> anyhow::Result<std::path::PathBuf> {
     let field =
         |k: &str| pair[k].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("the server's answer has no {k}"));
     let stored = Stored {
-        server: server.to_owned(),
+        server: args.server.clone(),
+        ca_cert: args.ca_cert.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         access_token: field("access_token")?,
         refresh_token: field("refresh_token")?,
         access_expires_at: time::OffsetDateTime::now_utc().unix_timestamp() + pair["expires_in"].as_i64().unwrap_or(0),
@@ -111,7 +117,7 @@ pub(super) async fn logout(args: &ClientArgs) -> anyhow::Result<()> {
         println!("not logged in (no stored login at {})", super::credentials_place());
         return Ok(());
     };
-    let api = Client::new(&stored.server, Some(stored.access_token.clone()));
+    let api = Client::new(&stored.server, Some(stored.access_token.clone()), stored.ca_cert.as_deref());
     let body = json!({ "refresh_token": stored.refresh_token });
     if let Err(e) = api.call(Method::POST, "/v1/auth/logout", Some(body), None).await {
         eprintln!("warning: the server did not end the session ({e}); forgetting the tokens anyway");

@@ -84,12 +84,33 @@ pub(super) struct ServeArgs {
     /// Refuse new work (507) while the data dir's filesystem has less free space (MiB).
     #[arg(long, default_value_t = 64)]
     pub(super) min_free_mb: u64,
+    /// Serve the API over HTTPS with this PEM certificate chain (with --tls-key; read
+    /// again on SIGHUP).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub(super) tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub(super) tls_key: Option<PathBuf>,
+    /// Orchestrator: serve HTTPS with a certificate from the cluster CA for this DNS name
+    /// or address (repeatable); clients trust <data-dir>/ca/ca.crt.pem (--ca-cert).
+    #[arg(long, value_name = "NAME", conflicts_with = "tls_cert")]
+    pub(super) tls_san: Vec<String>,
     /// Orchestrator: evidence bytes each account may store (MiB).
     #[arg(long, default_value_t = 1024)]
     pub(super) blob_quota_mb: u64,
 }
 
 impl ServeArgs {
+    /// HTTPS for the API port, when asked for.
+    pub(super) fn https(&self) -> Option<crate::tls::HttpsConfig> {
+        use crate::tls::HttpsConfig;
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(HttpsConfig::Files { cert: cert.clone(), key: key.clone() }),
+            _ if !self.tls_san.is_empty() => Some(HttpsConfig::ClusterCa { names: self.tls_san.clone() }),
+            _ => None,
+        }
+    }
+
     pub(super) fn worker_host(&self) -> crate::worker::WorkerHost {
         crate::worker::WorkerHost { busybox: self.sandbox_busybox.clone(), inference: self.local_inference }
     }
@@ -103,7 +124,7 @@ pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyh
         true => Some(start_local_worker(&orchestrator, &args.data_dir.join("worker"), &args.worker_host()).await?),
         false => None,
     };
-    let url = format!("http://{}", orchestrator.addr);
+    let url = orchestrator.url.clone();
     // The admin token exists on disk before anyone is told where to connect.
     let token_file = args.data_dir.join("admin-token");
     let fresh_token = mint_admin_token(&orchestrator, &token_file)?;
@@ -113,6 +134,7 @@ pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyh
     };
     println!("dispatch: listening on {url}");
     println!("  cluster:     {} (QUIC, mutual TLS)", orchestrator.cluster_addr);
+    print_https(&args);
     match &local_worker {
         Some(local) => {
             println!("  mode:        embedded single node (orchestrator + local worker {})", local.node_id);
@@ -199,7 +221,27 @@ fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
             data_dir: args.data_dir.clone(),
         },
         lanes: Default::default(),
+        https: args.https(),
     })
+}
+
+/// What an HTTPS client needs to know; a warning when plain HTTP leaves this host.
+fn print_https(args: &ServeArgs) {
+    match args.https() {
+        Some(crate::tls::HttpsConfig::ClusterCa { names }) => println!(
+            "  https:       certificate from the cluster CA for {}; clients: --ca-cert {}",
+            names.join(", "),
+            crate::tls::ca_pem_path(&args.data_dir.join("ca")).display()
+        ),
+        Some(crate::tls::HttpsConfig::Files { cert, .. }) => {
+            println!("  https:       certificate {} (kill -HUP {} reloads it)", cert.display(), std::process::id())
+        }
+        None if !args.http_addr.ip().is_loopback() => println!(
+            "  WARNING:     plain HTTP on {}: tokens and passwords cross the network unencrypted; use --tls-cert/--tls-key or --tls-san",
+            args.http_addr
+        ),
+        None => {}
+    }
 }
 
 /// The admin token, minted and saved (0600) at the first start only; `Some` when new.

@@ -148,7 +148,18 @@ pub async fn run(
     via: Option<&str>,
     labels: BTreeMap<String, String>,
     host: &WorkerHost,
+    https: Option<&crate::tls::HttpsConfig>,
 ) -> anyhow::Result<()> {
+    if let Some(crate::tls::HttpsConfig::ClusterCa { .. }) = https {
+        anyhow::bail!(
+            "--tls-san is for the orchestrator (it holds the CA); a worker serves HTTPS with --tls-cert and --tls-key"
+        );
+    }
+    let tls = https.map(|c| crate::tls::Https::load(c, &data_dir.join("ca"))).transpose().context("HTTPS")?;
+    if let Some(tls) = &tls {
+        tls.reload_on_sighup();
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let metrics = crate::telemetry::metrics();
     crate::datadir::prepare(data_dir)?;
     let store = Arc::new(WorkerStore::open(data_dir)?);
@@ -166,13 +177,12 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
     let mut http_stopped = stopped.clone();
     let http = tokio::spawn(async move {
-        axum::serve(listener, router(app))
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.wait_for(|s| *s).await;
-            })
-            .await
+        let stopped = async move {
+            let _ = http_stopped.wait_for(|s| *s).await;
+        };
+        crate::http::serve(listener, router(app), crate::http::HttpLimits::default(), tls, stopped).await
     });
-    println!("dispatch worker: {} joined; health, readiness and metrics on http://{addr}", local.node_id);
+    println!("dispatch worker: {} joined; health, readiness and metrics on {scheme}://{addr}", local.node_id);
     let run = local.worker.run(stopped);
     tokio::pin!(run);
     let result = tokio::select! {

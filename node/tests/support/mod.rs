@@ -343,5 +343,6 @@ pub fn server_config(dir: &Path) -> dispatch_node::server::ServerConfig {
         delivery: Default::default(),
         edge: Default::default(),
         lanes: Default::default(),
+        https: None,
     }
 }
