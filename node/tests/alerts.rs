@@ -220,6 +220,7 @@ async fn a_drill_fires_and_resolves_four_alerts_in_a_real_prometheus() {
     let quiet = firing(&prometheus).await;
     assert!(quiet.iter().all(|(n, _)| !DRILLED.contains(&n.as_str())), "nothing is wrong yet: {quiet:?}");
 
+    let ran = run_a_task(&s).await;
     let worker = lose_a_node(&s, dir.path()).await;
     refuse_logins(&s).await;
     refuse_completions(&s).await;
@@ -231,6 +232,7 @@ async fn a_drill_fires_and_resolves_four_alerts_in_a_real_prometheus() {
     .await;
     let (_, auth) = fired.iter().find(|(n, _)| n == "DispatchAuthFailureSpike").unwrap();
     assert_eq!(auth["runbook_url"], "https://runbooks.test/dispatch/auth-failures.md");
+    every_dashboard_panel_has_data(&prometheus, ran).await;
 
     // The fix of the lost node's runbook: remove it. The others clear as the windows pass.
     let (status, body) =
@@ -240,6 +242,40 @@ async fn a_drill_fires_and_resolves_four_alerts_in_a_real_prometheus() {
         now.iter().all(|(n, _)| !DRILLED.contains(&n.as_str()))
     })
     .await;
+}
+
+/// Each query of the Grafana dashboard returns at least one series from this Prometheus
+/// (polled, bounded: a rate needs two scrapes of a series that just appeared).
+async fn every_dashboard_panel_has_data(p: &Prometheus, ran_a_task: bool) {
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/dispatch.json")).unwrap()).unwrap();
+    let panels: Vec<&Value> = dashboard["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row").collect();
+    assert!(panels.len() >= 16, "{} panels", panels.len());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut empty = Vec::new();
+        for panel in &panels {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let task_panel = expr.contains("dispatch_node_running_jobs");
+                if !query_has_data(p, expr).await && (ran_a_task || !task_panel) {
+                    empty.push(format!("{}: {expr}", panel["title"]));
+                }
+            }
+        }
+        if empty.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "panels without data:\n{}", empty.join("\n"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn query_has_data(p: &Prometheus, expr: &str) -> bool {
+    let query = reqwest::Url::parse_with_params(&format!("{}/query", p.api), [("query", expr)]).unwrap();
+    let body: Value = support::get(query).await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "success", "{expr}: {body}");
+    body["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
 }
 
 /// Joins a worker process, then SIGKILLs it; returns its node id once it is LOST.
@@ -306,7 +342,8 @@ async fn refuse_completions(s: &Server) {
     }
 }
 
-/// A handoff with a one-second SLA that nobody answers.
+/// A handoff with a one-second SLA that nobody answers in time; an operator decides it
+/// once the lane has escalated.
 async fn miss_a_handoff_sla(s: &Server) {
     let agent = s.token("bot", "agent", &["*"], &["*"]).await;
     let (status, body) =
@@ -322,4 +359,43 @@ async fn miss_a_handoff_sla(s: &Server) {
                   "sla_seconds": 1, "deadline_seconds": 600, "timeout_action": "reject" } });
     let (status, body) = s.send("POST", "/v1/events", &agent, None, Some(envelope)).await;
     assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let handoff = loop {
+        let (_, lane) = s.send("GET", "/v1/lanes/drill", &s.admin_token, None, None).await;
+        if lane["handoff"]["escalated"] == true {
+            break lane["handoff"]["handoff_id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the SLA was never missed: {lane}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let operator = json!({ "sub": "olga", "role": "operator", "accounts": ["*"], "sites": ["*"], "queues": ["ops"], "ttl_seconds": 600 });
+    let (_, minted) = s.send("POST", "/v1/admin/tokens", &s.admin_token, None, Some(operator)).await;
+    let decision = json!({ "action": "approve", "reason": "checked in the drill" });
+    let path = format!("/v1/handoffs/{handoff}/decision");
+    let (status, body) =
+        s.send("POST", &path, minted["token"].as_str().unwrap(), Some(&support::key()), Some(decision)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Runs one task on `up`'s own worker (in Docker), so the task panels have data.
+/// False (said loudly) when no Docker Engine answers.
+async fn run_a_task(s: &Server) -> bool {
+    let engine = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
+    if !engine.is_ok_and(|o| o.status.success()) {
+        eprintln!("\n!!! no Docker Engine answers: SKIPPING the task panels of the dashboard check !!!\n");
+        return false;
+    }
+    let body = json!({ "command": ["echo", "drill"] });
+    let (status, task) = s.send("POST", "/v1/tasks", &s.admin_token, Some(&support::key()), Some(body)).await;
+    assert_eq!(status, 202, "{task}");
+    let id = task["task_id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, t) = s.send("GET", &format!("/v1/tasks/{id}"), &s.admin_token, None, None).await;
+        if t["state"] == "SUCCEEDED" {
+            return true;
+        }
+        assert!(Instant::now() < deadline && t["state"] != "FAILED", "the drill's task: {t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
