@@ -49,13 +49,25 @@ pub struct Storage {
 impl Storage {
     /// Makes the data dir private, opens the log and the blob store, starts the writer.
     pub fn open(data_dir: &Path) -> anyhow::Result<Storage> {
+        let (log, blobs) = Self::files(data_dir)?;
+        let (writer, writer_thread) = LogWriter::start(&log).context("starting the log writer")?;
+        Ok(Storage { log, writer, writer_thread: Some(writer_thread), blobs })
+    }
+
+    /// As [`Storage::open`], with a writer that commits on the caller's thread (the
+    /// simulator's: its runs must not depend on another thread's timing).
+    pub fn open_inline(data_dir: &Path) -> anyhow::Result<Storage> {
+        let (log, blobs) = Self::files(data_dir)?;
+        Ok(Storage { writer: LogWriter::inline(&log), log, writer_thread: None, blobs })
+    }
+
+    fn files(data_dir: &Path) -> anyhow::Result<(Log, BlobStore)> {
         crate::datadir::prepare(data_dir)?;
         let path = log_path(data_dir);
         let log = Log::open(&path)
             .with_context(|| format!("opening {} (is another dispatch using this data dir?)", path.display()))?;
         let blobs = BlobStore::open(data_dir.join("blobs")).context("opening the blob store")?;
-        let (writer, writer_thread) = LogWriter::start(&log).context("starting the log writer")?;
-        Ok(Storage { log, writer, writer_thread: Some(writer_thread), blobs })
+        Ok((log, blobs))
     }
 }
 

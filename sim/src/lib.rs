@@ -26,7 +26,7 @@ use dispatch_node::cluster;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -119,8 +119,6 @@ struct Shared {
     runs: Mutex<Vec<Run>>,
     /// Answers to redelivered jobs.
     redelivered: Mutex<Vec<String>>,
-    /// Each host's count of writes its log writer thread has not answered yet.
-    writes: Mutex<BTreeMap<String, Arc<AtomicUsize>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -148,9 +146,8 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// A quiet network; the seed from `SIM_SEED` when set (to replay a failure).
-    pub fn new(default_seed: u64) -> Self {
-        let seed = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default_seed);
+    /// A quiet network, with randomness from `seed` (see [`sweep`]).
+    pub fn new(seed: u64) -> Self {
         Setup {
             seed,
             token_uses: 2,
@@ -196,9 +193,9 @@ impl Harness {
                 if let Some(previous) = lock(&disk).take() {
                     previous.join();
                 }
-                let mut storage = Storage::open(&dir)?;
+                // Commits on this host's own thread: a seed always writes the same log.
+                let mut storage = Storage::open_inline(&dir)?;
                 *lock(&disk) = storage.writer_thread.take();
-                lock(&shared.writes).insert(ORCHESTRATOR.into(), storage.writer.in_flight());
                 let io = Io {
                     storage,
                     http: SimTcp::bind(HTTP_PORT).await?,
@@ -238,10 +235,7 @@ impl Harness {
         self.sim.host(name.clone(), move || {
             let (shared, dir, name) = (shared.clone(), dir.clone(), name.clone());
             async move {
-                let store = Arc::new(WorkerStore::open(&dir)?);
-                if let Some(writes) = store.in_flight() {
-                    lock(&shared.writes).insert(name.clone(), writes);
-                }
+                let store = Arc::new(WorkerStore::open_inline(&dir)?);
                 let endpoint = cluster::transport::endpoint(SimUdp::bind(0).await?, None, Some(seed))?;
                 let capabilities = Capabilities {
                     hostname: name.clone(),
@@ -378,15 +372,10 @@ impl Harness {
         }
     }
 
-    /// One tick. Durable writes happen outside the simulation (a real file, a real
-    /// fsync on a real thread); the clock waits for them, so they take no simulated
-    /// time and runs repeat whatever the machine's load.
+    /// One tick. Durable writes are real (a real file, a real fsync) but made on the
+    /// simulation's own thread as the hosts call them, so they take no simulated time
+    /// and a seed repeats whatever the machine's load.
     fn step(&mut self) {
-        let started = std::time::Instant::now();
-        while lock(&self.shared.writes).values().any(|w| w.load(Ordering::SeqCst) > 0) {
-            assert!(started.elapsed() < Duration::from_secs(60), "a log write has not finished in 60 s");
-            std::thread::yield_now();
-        }
         if let Err(e) = self.sim.step() {
             panic!("simulation failed: {e}");
         }
@@ -464,21 +453,42 @@ fn mirror_status(shared: &Arc<Shared>, host: &str, mut status: tokio::sync::watc
     });
 }
 
-/// Prints the seed when a scenario fails, so it can be replayed with `SIM_SEED`.
-pub struct SeedOnFailure {
-    pub scenario: &'static str,
-    pub seed: u64,
+/// Seeds a scenario runs in `cargo test` (its own seed and this many less one more): a
+/// few dozen each, so CI sweeps every scenario; `benches/seed-sweep.sh` runs any number.
+pub const CI_SEEDS: u64 = 24;
+
+/// The seeds a scenario runs: `SIM_SEED` alone (a replay); else `SIM_SEEDS` seeds from
+/// `SIM_SEED_BASE` (a sweep); else `default_seed` and the [`CI_SEEDS`]` - 1` after it.
+pub fn seeds(default_seed: u64) -> std::ops::Range<u64> {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(seed) = var("SIM_SEED") {
+        return seed..seed + 1;
+    }
+    match var("SIM_SEEDS") {
+        Some(n) => {
+            let base = var("SIM_SEED_BASE").unwrap_or(0);
+            base..base + n
+        }
+        None => default_seed..default_seed + CI_SEEDS,
+    }
 }
 
-impl Drop for SeedOnFailure {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
+/// Runs `scenario` once per seed of [`seeds`], every one of them even after a failure,
+/// then fails naming each failing seed and how to replay it.
+pub fn sweep(name: &str, default_seed: u64, scenario: impl Fn(u64)) {
+    init_logs();
+    let seeds = seeds(default_seed);
+    let count = seeds.end - seeds.start;
+    let mut failed = Vec::new();
+    for seed in seeds {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(seed))).is_err() {
             eprintln!(
-                "\n*** simulation {} failed with seed {}; replay: SIM_SEED={} cargo test -p dispatch-sim {} ***\n",
-                self.scenario, self.seed, self.seed, self.scenario
+                "*** simulation {name} failed with seed {seed}; replay: SIM_SEED={seed} cargo test -p dispatch-sim {name} ***"
             );
+            failed.push(seed);
         }
     }
+    assert!(failed.is_empty(), "{name}: {} of {count} seeds failed: {failed:?}", failed.len());
 }
 
 /// Logs from the simulated hosts when `RUST_LOG` is set.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use actors::task::{AttemptOutcome, TaskState};
-use dispatch_sim::{Harness, ORCHESTRATOR, SeedOnFailure, Setup};
+use dispatch_sim::{Harness, ORCHESTRATOR, Setup};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -64,92 +64,96 @@ fn host_of(h: &Harness, node: &str) -> String {
     h.nodes().into_iter().find(|n| n.id == node).map(|n| n.capabilities.hostname).unwrap_or_default()
 }
 
-fn start(seed: u64, scenario: &'static str) -> (Harness, SeedOnFailure) {
-    dispatch_sim::init_logs();
+fn start(seed: u64) -> Harness {
     let setup = Setup::new(seed);
-    let guard = SeedOnFailure { scenario, seed: setup.seed };
     let mut h = Harness::new(&setup);
     h.worker("w1");
     h.worker("w2");
     h.run_until("both workers ready for jobs", S(60), |h| ready(h, &["w1", "w2"]));
-    (h, guard)
+    h
 }
 
 #[test]
 fn a_partition_between_dispatch_and_start_moves_the_job_after_its_lease() {
-    let (mut h, _seed) = start(41, "a_partition_between_dispatch_and_start_moves_the_job_after_its_lease");
-    // node-1 is chosen first (least busy, then by id): cut it off as the job is handed out.
-    let first = host_of(&h, "node-1");
-    h.sim.partition(ORCHESTRATOR, first.as_str());
-    h.submit("t1", 2_000, 0, 3);
-    h.run_until("t1 final", S(60), |h| all_final(h, &["t1"]));
-    h.sim.repair(ORCHESTRATOR, first.as_str());
-    h.run_for(S(10));
-    assert_eq!(state(&h, "t1"), Some(TaskState::Succeeded));
-    let o = outcomes(&h, "t1");
-    assert_eq!(o.first(), Some(&Some(AttemptOutcome::Lost)), "the unreachable attempt was lost, not run: {o:?}");
-    assert!(h.runs().iter().all(|r| r.host != first), "the cut-off worker never ran it");
-    check_tasks(&h, &["t1"]);
+    dispatch_sim::sweep("a_partition_between_dispatch_and_start_moves_the_job_after_its_lease", 41, |seed| {
+        let mut h = start(seed);
+        // node-1 is chosen first (least busy, then by id): cut it off as the job is handed out.
+        let first = host_of(&h, "node-1");
+        h.sim.partition(ORCHESTRATOR, first.as_str());
+        h.submit("t1", 2_000, 0, 3);
+        h.run_until("t1 final", S(60), |h| all_final(h, &["t1"]));
+        h.sim.repair(ORCHESTRATOR, first.as_str());
+        h.run_for(S(10));
+        assert_eq!(state(&h, "t1"), Some(TaskState::Succeeded));
+        let o = outcomes(&h, "t1");
+        assert_eq!(o.first(), Some(&Some(AttemptOutcome::Lost)), "the unreachable attempt was lost, not run: {o:?}");
+        assert!(h.runs().iter().all(|r| r.host != first), "the cut-off worker never ran it");
+        check_tasks(&h, &["t1"]);
+    });
 }
 
 #[test]
 fn a_worker_crash_mid_job_is_retried_elsewhere_after_the_lease() {
-    let (mut h, _seed) = start(43, "a_worker_crash_mid_job_is_retried_elsewhere_after_the_lease");
-    h.submit("t1", 20_000, 0, 3);
-    h.run_until("t1 running", S(30), |h| state(h, "t1") == Some(TaskState::Running));
-    let victim = h.runs()[0].host.clone();
-    h.crash(&victim);
-    h.run_for(S(2));
-    h.sim.bounce(victim.as_str());
-    h.run_until("t1 final", S(120), |h| all_final(h, &["t1"]));
-    assert_eq!(state(&h, "t1"), Some(TaskState::Succeeded));
-    assert_eq!(outcomes(&h, "t1")[0], Some(AttemptOutcome::Lost));
-    check_tasks(&h, &["t1"]);
+    dispatch_sim::sweep("a_worker_crash_mid_job_is_retried_elsewhere_after_the_lease", 43, |seed| {
+        let mut h = start(seed);
+        h.submit("t1", 20_000, 0, 3);
+        h.run_until("t1 running", S(30), |h| state(h, "t1") == Some(TaskState::Running));
+        let victim = h.runs()[0].host.clone();
+        h.crash(&victim);
+        h.run_for(S(2));
+        h.sim.bounce(victim.as_str());
+        h.run_until("t1 final", S(120), |h| all_final(h, &["t1"]));
+        assert_eq!(state(&h, "t1"), Some(TaskState::Succeeded));
+        assert_eq!(outcomes(&h, "t1")[0], Some(AttemptOutcome::Lost));
+        check_tasks(&h, &["t1"]);
+    });
 }
 
 #[test]
 fn an_orchestrator_crash_with_jobs_in_flight_loses_nothing_and_reruns_nothing() {
-    let (mut h, _seed) = start(47, "an_orchestrator_crash_with_jobs_in_flight_loses_nothing_and_reruns_nothing");
-    let ids = ["t1", "t2", "t3"];
-    for id in ids {
-        h.submit(id, 8_000, 0, 3);
-    }
-    h.run_until("all running", S(30), |h| ids.iter().all(|id| state(h, id) == Some(TaskState::Running)));
-    h.crash(ORCHESTRATOR);
-    h.run_for(S(2));
-    h.sim.bounce(ORCHESTRATOR);
-    h.run_until("all final", S(120), |h| all_final(h, &ids));
-    for id in ids {
-        assert_eq!(state(&h, id), Some(TaskState::Succeeded), "{id}");
-        assert_eq!(outcomes(&h, id).len(), 1, "{id}: the running job was kept, not run again");
-    }
-    assert_eq!(h.runs().len(), 3);
-    check_tasks(&h, &ids);
+    dispatch_sim::sweep("an_orchestrator_crash_with_jobs_in_flight_loses_nothing_and_reruns_nothing", 47, |seed| {
+        let mut h = start(seed);
+        let ids = ["t1", "t2", "t3"];
+        for id in ids {
+            h.submit(id, 8_000, 0, 3);
+        }
+        h.run_until("all running", S(30), |h| ids.iter().all(|id| state(h, id) == Some(TaskState::Running)));
+        h.crash(ORCHESTRATOR);
+        h.run_for(S(2));
+        h.sim.bounce(ORCHESTRATOR);
+        h.run_until("all final", S(120), |h| all_final(h, &ids));
+        for id in ids {
+            assert_eq!(state(&h, id), Some(TaskState::Succeeded), "{id}");
+            assert_eq!(outcomes(&h, id).len(), 1, "{id}: the running job was kept, not run again");
+        }
+        assert_eq!(h.runs().len(), 3);
+        check_tasks(&h, &ids);
+    });
 }
 
 #[test]
 fn duplicated_and_delayed_messages_never_run_a_job_twice() {
-    dispatch_sim::init_logs();
-    let setup = Setup { fail_rate: 0.05, max_latency: Duration::from_millis(150), ..Setup::new(53) };
-    let _seed = SeedOnFailure { scenario: "duplicated_and_delayed_messages_never_run_a_job_twice", seed: setup.seed };
-    let mut h = Harness::new(&setup);
-    h.worker("w1");
-    h.worker("w2");
-    h.run_until("workers ready", S(120), |h| ready(h, &["w1", "w2"]));
-    let ids = ["t1", "t2", "t3", "t4", "t5"];
-    for id in ids {
-        h.submit(id, 2_000, 0, 5);
-    }
-    h.run_until("all final", S(300), |h| all_final(h, &ids));
-    let runs_before = h.runs().len();
-    // Every finished job offered again: the stored result comes back, nothing runs.
-    for id in ids {
-        let (task, _) = h.task(id).unwrap();
-        let last = task.attempts.last().unwrap();
-        h.redeliver(&last.job_id, &last.node);
-    }
-    h.run_until("redeliveries answered", S(60), |h| h.redelivered().len() == ids.len());
-    assert!(h.redelivered().iter().all(|a| a == "already finished"), "{:?}", h.redelivered());
-    assert_eq!(h.runs().len(), runs_before, "no job ran again");
-    check_tasks(&h, &ids);
+    dispatch_sim::sweep("duplicated_and_delayed_messages_never_run_a_job_twice", 53, |seed| {
+        let setup = Setup { fail_rate: 0.05, max_latency: Duration::from_millis(150), ..Setup::new(seed) };
+        let mut h = Harness::new(&setup);
+        h.worker("w1");
+        h.worker("w2");
+        h.run_until("workers ready", S(120), |h| ready(h, &["w1", "w2"]));
+        let ids = ["t1", "t2", "t3", "t4", "t5"];
+        for id in ids {
+            h.submit(id, 2_000, 0, 5);
+        }
+        h.run_until("all final", S(300), |h| all_final(h, &ids));
+        let runs_before = h.runs().len();
+        // Every finished job offered again: the stored result comes back, nothing runs.
+        for id in ids {
+            let (task, _) = h.task(id).unwrap();
+            let last = task.attempts.last().unwrap();
+            h.redeliver(&last.job_id, &last.node);
+        }
+        h.run_until("redeliveries answered", S(60), |h| h.redelivered().len() == ids.len());
+        assert!(h.redelivered().iter().all(|a| a == "already finished"), "{:?}", h.redelivered());
+        assert_eq!(h.runs().len(), runs_before, "no job ran again");
+        check_tasks(&h, &ids);
+    });
 }

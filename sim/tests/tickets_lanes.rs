@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dispatch_sim::http::{AGENT, Actor, Answer, DISPATCHER, Exchange, send_until_answered};
-use dispatch_sim::{Harness, ORCHESTRATOR, SeedOnFailure, Setup};
+use dispatch_sim::{Harness, ORCHESTRATOR, Setup};
 use serde_json::{Value, json};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
@@ -114,56 +114,68 @@ fn ticket_trace(h: &Harness, journal: &Shared) -> Vec<String> {
 
 #[test]
 fn acknowledged_ticket_commands_survive_a_partition_and_a_crash_and_retries_answer_the_same() {
-    dispatch_sim::init_logs();
-    let (mut h, journal) = tickets_through_faults(11);
-    let _seed = SeedOnFailure { scenario: "acknowledged_ticket_commands_survive", seed: h.seed };
-    let answered = lock(&journal).answered.clone();
-    assert_eq!(answered.len(), 15, "3 tickets × (create + 4 commands)");
-    let retried = answered.iter().filter(|(_, _, attempts)| *attempts > 1).count();
-    assert!(retried >= 2, "the partition and the crash should each have held up a command; {retried} were retried");
+    dispatch_sim::sweep(
+        "acknowledged_ticket_commands_survive_a_partition_and_a_crash_and_retries_answer_the_same",
+        11,
+        |seed| {
+            let (mut h, journal) = tickets_through_faults(seed);
+            let answered = lock(&journal).answered.clone();
+            assert_eq!(answered.len(), 15, "3 tickets × (create + 4 commands)");
+            let retried = answered.iter().filter(|(_, _, attempts)| *attempts > 1).count();
+            assert!(
+                retried >= 2,
+                "the partition and the crash should each have held up a command; {retried} were retried"
+            );
 
-    // Every ticket is where its last acknowledged command left it, each command applied once.
-    for id in answered.iter().filter(|(r, _, _)| r.path == "/v1/tickets").map(|(_, (_, b), _)| b["id"].clone()) {
-        let states: Vec<String> =
-            h.stream(&format!("ticket/{}", id.as_str().unwrap())).into_iter().filter_map(|r| r.to_state).collect();
-        let mut path = states.clone();
-        path.dedup();
-        assert_eq!(
-            path,
-            ["NEW", "READY_TO_SCHEDULE", "SCHEDULE_PROPOSED", "SCHEDULED", "DISPATCHED"],
-            "{id}: {states:?}"
-        );
-        assert_eq!(
-            states.iter().filter(|s| *s == "READY_TO_SCHEDULE").count(),
-            1,
-            "{id}: triage applied once: {states:?}"
-        );
-    }
+            // Every ticket is where its last acknowledged command left it, each command applied once.
+            for id in answered.iter().filter(|(r, _, _)| r.path == "/v1/tickets").map(|(_, (_, b), _)| b["id"].clone())
+            {
+                let states: Vec<String> = h
+                    .stream(&format!("ticket/{}", id.as_str().unwrap()))
+                    .into_iter()
+                    .filter_map(|r| r.to_state)
+                    .collect();
+                let mut path = states.clone();
+                path.dedup();
+                assert_eq!(
+                    path,
+                    ["NEW", "READY_TO_SCHEDULE", "SCHEDULE_PROPOSED", "SCHEDULED", "DISPATCHED"],
+                    "{id}: {states:?}"
+                );
+                assert_eq!(
+                    states.iter().filter(|s| *s == "READY_TO_SCHEDULE").count(),
+                    1,
+                    "{id}: triage applied once: {states:?}"
+                );
+            }
 
-    // A retry of any acknowledged command, after the crash, answers what the first answer said.
-    let replays = Shared::default();
-    let (requests, sink) = (answered.clone(), replays.clone());
-    h.sim.client("retrier", async move {
-        for (request, _, _) in requests {
-            exchange(&sink, &DISPATCHER, request).await;
-        }
-        lock(&sink).done = true;
-        Ok(())
-    });
-    h.run_until("every retry answered", S(60), |_| lock(&replays).done);
-    for ((request, first, _), (_, again, _)) in answered.iter().zip(lock(&replays).answered.iter()) {
-        assert_eq!(first, again, "{} {} answered differently on retry", request.method, request.path);
-    }
+            // A retry of any acknowledged command, after the crash, answers what the first answer said.
+            let replays = Shared::default();
+            let (requests, sink) = (answered.clone(), replays.clone());
+            h.sim.client("retrier", async move {
+                for (request, _, _) in requests {
+                    exchange(&sink, &DISPATCHER, request).await;
+                }
+                lock(&sink).done = true;
+                Ok(())
+            });
+            h.run_until("every retry answered", S(60), |_| lock(&replays).done);
+            for ((request, first, _), (_, again, _)) in answered.iter().zip(lock(&replays).answered.iter()) {
+                assert_eq!(first, again, "{} {} answered differently on retry", request.method, request.path);
+            }
+        },
+    );
 }
 
 #[test]
 fn the_same_seed_gives_the_same_ticket_trace() {
-    dispatch_sim::init_logs();
-    let (first, journal) = tickets_through_faults(21);
-    let (second, again) = tickets_through_faults(21);
-    let (a, b) = (ticket_trace(&first, &journal), ticket_trace(&second, &again));
-    assert!(a.len() >= 15, "{a:?}");
-    assert_eq!(a, b, "same seed, different ticket histories");
+    dispatch_sim::sweep("the_same_seed_gives_the_same_ticket_trace", 21, |seed| {
+        let (first, journal) = tickets_through_faults(seed);
+        let (second, again) = tickets_through_faults(seed);
+        let (a, b) = (ticket_trace(&first, &journal), ticket_trace(&second, &again));
+        assert!(a.len() >= 15, "{a:?}");
+        assert_eq!(a, b, "same seed, different ticket histories");
+    });
 }
 
 /// An agent opens a lane, checkpoints, and asks a human for a decision with a
@@ -204,22 +216,23 @@ fn handoff_through_a_crash(seed: u64) -> Harness {
 
 #[test]
 fn a_handoff_sla_set_before_a_crash_fires_once_after_the_restart() {
-    dispatch_sim::init_logs();
-    let h = handoff_through_a_crash(31);
-    let _seed = SeedOnFailure { scenario: "a_handoff_sla_set_before_a_crash", seed: h.seed };
-    let lane = h.stream("lane/lane-1");
-    let requested = lane.iter().find(|r| r.kind == "handoff.requested").map(|r| r.time_ms).unwrap();
-    let escalations: Vec<i64> = lane.iter().filter(|r| r.kind == "lane.escalated").map(|r| r.time_ms).collect();
-    assert_eq!(escalations.len(), 1, "the SLA fired {} times", escalations.len());
-    let late = escalations[0] - requested;
-    assert!((5_000..9_000).contains(&late), "fired {late} ms after the request (SLA 5 s)");
+    dispatch_sim::sweep("a_handoff_sla_set_before_a_crash_fires_once_after_the_restart", 31, |seed| {
+        let h = handoff_through_a_crash(seed);
+        let lane = h.stream("lane/lane-1");
+        let requested = lane.iter().find(|r| r.kind == "handoff.requested").map(|r| r.time_ms).unwrap();
+        let escalations: Vec<i64> = lane.iter().filter(|r| r.kind == "lane.escalated").map(|r| r.time_ms).collect();
+        assert_eq!(escalations.len(), 1, "the SLA fired {} times", escalations.len());
+        let late = escalations[0] - requested;
+        assert!((5_000..9_000).contains(&late), "fired {late} ms after the request (SLA 5 s)");
+    });
 }
 
 #[test]
 fn the_same_seed_gives_the_same_lane_trace() {
-    dispatch_sim::init_logs();
-    let (a, b) = (handoff_through_a_crash(41), handoff_through_a_crash(41));
-    let (a, b) = (a.trace_stream("lane/lane-1"), b.trace_stream("lane/lane-1"));
-    assert!(a.iter().any(|e| e.contains("lane.escalated")), "{a:?}");
-    assert_eq!(a, b, "same seed, different lane histories");
+    dispatch_sim::sweep("the_same_seed_gives_the_same_lane_trace", 41, |seed| {
+        let (a, b) = (handoff_through_a_crash(seed), handoff_through_a_crash(seed));
+        let (a, b) = (a.trace_stream("lane/lane-1"), b.trace_stream("lane/lane-1"));
+        assert!(a.iter().any(|e| e.contains("lane.escalated")), "{a:?}");
+        assert_eq!(a, b, "same seed, different lane histories");
+    });
 }

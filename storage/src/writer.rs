@@ -2,8 +2,6 @@
 //! idempotency records. Every commit is fsynced before any caller hears back.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -94,8 +92,17 @@ enum Job {
 /// Handle for submitting appends to the writer thread. Clone freely.
 #[derive(Clone)]
 pub struct LogWriter {
-    tx: mpsc::Sender<Job>,
-    in_flight: Arc<AtomicUsize>,
+    path: WritePath,
+}
+
+#[derive(Clone)]
+enum WritePath {
+    /// A writer thread group-commits everything queued (a running node).
+    Thread(mpsc::Sender<Job>),
+    /// Each append commits on the caller's thread as it is called (the simulator): no
+    /// other thread, so commits happen in the order the simulation makes them and a
+    /// seed always gives the same log.
+    Inline(Log),
 }
 
 /// Owns the writer thread; dropping every [`LogWriter`] and then calling
@@ -118,20 +125,32 @@ impl LogWriter {
     pub fn start(log: &Log) -> Result<(LogWriter, WriterHandle), StorageError> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let log = log.clone();
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let done = in_flight.clone();
-        let thread =
-            std::thread::Builder::new().name("dispatch-log-writer".into()).spawn(move || run(log, rx, &done))?;
-        Ok((LogWriter { tx, in_flight }, WriterHandle { thread: Some(thread) }))
+        let thread = std::thread::Builder::new().name("dispatch-log-writer".into()).spawn(move || run(log, rx))?;
+        Ok((LogWriter { path: WritePath::Thread(tx) }, WriterHandle { thread: Some(thread) }))
+    }
+
+    /// A writer that commits each append on the caller's thread, one commit per append
+    /// (still fsynced before it answers). For the simulator, where only one thread may
+    /// decide the order of events.
+    pub fn inline(log: &Log) -> LogWriter {
+        LogWriter { path: WritePath::Inline(log.clone()) }
     }
 
     /// Appends atomically and returns once the commit holding it is fsynced.
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if self.tx.send(Job::Append { append: Box::new(append), reply }).await.is_err() {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(AppendError::WriterGone);
+        match &self.path {
+            WritePath::Thread(tx) => {
+                if tx.send(Job::Append { append: Box::new(append), reply }).await.is_err() {
+                    return Err(AppendError::WriterGone);
+                }
+            }
+            WritePath::Inline(log) => {
+                if commit_batch(log, vec![append], vec![reply]) {
+                    // A failed commit leaves redb refusing until the file is reopened.
+                    let _ = log.reopen();
+                }
+            }
         }
         rx.await.map_err(|_| AppendError::WriterGone)?
     }
@@ -140,29 +159,33 @@ impl LogWriter {
     /// retention window) and returns how many were removed. A retry arriving after
     /// that runs as a new request.
     pub async fn purge_idempotency(&self, before_ms: i64) -> Result<u64, AppendError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::PurgeIdempotency { before_ms, reply }).await.map_err(|_| AppendError::WriterGone)?;
-        rx.await.map_err(|_| AppendError::WriterGone)?
-    }
-
-    /// Appends handed to the writer thread and not yet answered by it. A simulation
-    /// waits for zero before advancing its clock, so an fsync takes no simulated time.
-    pub fn in_flight(&self) -> Arc<AtomicUsize> {
-        self.in_flight.clone()
+        match &self.path {
+            WritePath::Thread(tx) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send(Job::PurgeIdempotency { before_ms, reply }).await.map_err(|_| AppendError::WriterGone)?;
+                rx.await.map_err(|_| AppendError::WriterGone)?
+            }
+            WritePath::Inline(log) => {
+                purge_idempotency(log, before_ms).map_err(|e| AppendError::Storage(e.to_string()))
+            }
+        }
     }
 
     /// True while the writer thread is running.
     pub fn is_running(&self) -> bool {
-        !self.tx.is_closed()
+        match &self.path {
+            WritePath::Thread(tx) => !tx.is_closed(),
+            WritePath::Inline(_) => true,
+        }
     }
 }
 
-fn run(log: Log, mut rx: mpsc::Receiver<Job>, in_flight: &AtomicUsize) {
+fn run(log: Log, mut rx: mpsc::Receiver<Job>) {
     // After a failed commit redb refuses everything until the file is reopened.
     let mut broken = false;
     loop {
         if broken {
-            if !reopen_when_possible(&log, &mut rx, in_flight) {
+            if !reopen_when_possible(&log, &mut rx) {
                 return;
             }
             broken = false;
@@ -186,9 +209,7 @@ fn run(log: Log, mut rx: mpsc::Receiver<Job>, in_flight: &AtomicUsize) {
             }
         }
         if !appends.is_empty() {
-            let answered = appends.len();
             broken = commit_batch(&log, appends, replies);
-            in_flight.fetch_sub(answered, Ordering::SeqCst);
         }
         for (before_ms, reply) in purges {
             let _ = reply.send(purge_idempotency(&log, before_ms).map_err(|e| AppendError::Storage(e.to_string())));
@@ -201,7 +222,7 @@ const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Reopens the log until it works, answering whatever arrives meanwhile with the
 /// fault (nothing is acknowledged that is not durable). False when every sender is gone.
-fn reopen_when_possible(log: &Log, rx: &mut mpsc::Receiver<Job>, in_flight: &AtomicUsize) -> bool {
+fn reopen_when_possible(log: &Log, rx: &mut mpsc::Receiver<Job>) -> bool {
     loop {
         match log.reopen() {
             Ok(()) => {
@@ -214,10 +235,7 @@ fn reopen_when_possible(log: &Log, rx: &mut mpsc::Receiver<Job>, in_flight: &Ato
         let fault = log.fault().unwrap_or_else(|| "the log file is being reopened".into());
         loop {
             match rx.try_recv() {
-                Ok(Job::Append { reply, .. }) => {
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
-                    let _ = reply.send(Err(AppendError::Storage(fault.clone())));
-                }
+                Ok(Job::Append { reply, .. }) => drop(reply.send(Err(AppendError::Storage(fault.clone())))),
                 Ok(Job::PurgeIdempotency { reply, .. }) => drop(reply.send(Err(AppendError::Storage(fault.clone())))),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return false,

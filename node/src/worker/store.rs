@@ -3,7 +3,6 @@
 //! result, kept until the orchestrator has recorded it.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use actors::node::Origin;
 use actors::storage::{self, Append, IndexOp, Log, LogWriter, WriterHandle};
@@ -86,6 +85,16 @@ impl Drop for WorkerStore {
 impl WorkerStore {
     /// Opens (or creates) `dir/worker.redb`; the directory is private to the worker.
     pub fn open(dir: &Path) -> Result<Self, WorkerError> {
+        Self::open_with(dir, false)
+    }
+
+    /// As [`WorkerStore::open`], committing on the caller's thread (the simulator's
+    /// runs must not depend on another thread's timing).
+    pub fn open_inline(dir: &Path) -> Result<Self, WorkerError> {
+        Self::open_with(dir, true)
+    }
+
+    fn open_with(dir: &Path, inline: bool) -> Result<Self, WorkerError> {
         use std::os::unix::fs::PermissionsExt;
         let err = |e: &dyn std::fmt::Display| WorkerError::Store(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
@@ -93,6 +102,9 @@ impl WorkerStore {
         let path = dir.join("worker.redb");
         let log = Log::open(&path).map_err(|e| err(&e))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| err(&e))?;
+        if inline {
+            return Ok(WorkerStore { writer: Some(LogWriter::inline(&log)), log, thread: None });
+        }
         let (writer, handle) = LogWriter::start(&log).map_err(|e| err(&e))?;
         Ok(WorkerStore { log, writer: Some(writer), thread: Some(handle) })
     }
@@ -138,11 +150,6 @@ impl WorkerStore {
     /// Why the store's writes are failing, while they are (the worker's `/ready` says so).
     pub fn fault(&self) -> Option<String> {
         self.log.fault()
-    }
-
-    /// Writes handed to the store's writer and not yet answered (see [`LogWriter::in_flight`]).
-    pub fn in_flight(&self) -> Option<Arc<std::sync::atomic::AtomicUsize>> {
-        self.writer.as_ref().map(LogWriter::in_flight)
     }
 
     /// The identity stored by the join, if this worker has joined.
