@@ -2,7 +2,8 @@
 //! (or an internal one with no route out), memory without swap, a CPU quota, a pids
 //! limit, a read-only root, every capability dropped, no new privileges, a tmpfs
 //! `/tmp`, and the job's own workspace at `/workspace`. Output is capped and flagged
-//! when cut; the timeout kills; the container and workspace are always removed.
+//! when cut; the timeout kills; the container and workspace are removed once the
+//! worker has stored the result (until then the container holds it: see [`recover`]).
 //!
 //! No registry is assumed: the default image is built here from the host's static
 //! busybox (Debian's `busybox-static`), imported through the engine API as a root
@@ -25,12 +26,17 @@ use cluster::proto::{JobResult, JobSpec, NetworkPolicy};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+mod recover;
+
 /// The image jobs run in unless they or the node configuration name another.
 pub const DEFAULT_IMAGE: &str = "dispatch-sandbox:busybox";
 /// The internal network of `restricted` jobs.
 pub const RESTRICTED_NETWORK: &str = "dispatch-restricted";
 /// Label on every job container, so leftovers can be found.
 pub const JOB_LABEL: &str = "dispatch.job";
+/// Label naming the worker a job container belongs to (its workspaces directory, unique
+/// on a host), so a restarted worker takes back its own leftovers and no one else's.
+pub const OWNER_LABEL: &str = "dispatch.worker";
 /// Jobs run as `nobody`.
 const SANDBOX_USER: &str = "65534:65534";
 /// After a kill, how long the output may take to end.
@@ -210,26 +216,39 @@ impl Sandbox {
         Ok(list.into_iter().filter_map(|c| c.labels?.remove(JOB_LABEL)).collect())
     }
 
-    /// Runs one job to the end. Never fails: a sandbox problem is reported in the result.
+    /// Runs one job to the end and removes its container. Never fails: a sandbox
+    /// problem is reported in the result.
     pub async fn run(&self, job: &JobSpec, cancel: watch::Receiver<bool>) -> JobResult {
+        let result = self.run_kept(job, cancel).await;
+        self.release(&job.job_id).await;
+        result
+    }
+
+    /// Runs one job to the end, leaving its (stopped) container until [`Sandbox::release`]:
+    /// should the worker die before storing the result, the container still holds it.
+    pub async fn run_kept(&self, job: &JobSpec, cancel: watch::Receiver<bool>) -> JobResult {
         let started_ms = now_ms();
-        let name =
-            format!("dispatch-job-{}", job.job_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+        let name = container_name(&job.job_id);
         let workspace = self.workspaces.join(&name);
         let mut result = match self.run_in(job, &name, &workspace, cancel).await {
             Ok(r) => r,
             Err(e) => JobResult { error: Some(e.to_string()), ..JobResult::default() },
         };
+        result.started_ms = started_ms;
+        result.finished_ms = now_ms();
+        result
+    }
+
+    /// Removes a job's container and workspace: its result is stored elsewhere now.
+    pub async fn release(&self, job_id: &str) {
+        let name = container_name(job_id);
         let remove = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         if let Err(e) = self.docker.remove_container(&name, Some(remove)).await
             && !matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
         {
-            tracing::warn!(job = %job.job_id, error = %e, "job container not removed");
+            tracing::warn!(job = %job_id, error = %e, "job container not removed");
         }
-        let _ = tokio::fs::remove_dir_all(&workspace).await;
-        result.started_ms = started_ms;
-        result.finished_ms = now_ms();
-        result
+        let _ = tokio::fs::remove_dir_all(self.workspaces.join(&name)).await;
     }
 
     async fn run_in(
@@ -254,7 +273,7 @@ impl Sandbox {
             .docker
             .remove_container(name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
             .await;
-        let body = container_body(job, network, workspace);
+        let body = container_body(job, network, workspace, &self.workspaces);
         let options = CreateContainerOptions { name: Some(name.to_owned()), ..Default::default() };
         self.docker.create_container(Some(options), body).await?;
         let attach = AttachContainerOptions { stream: true, stdout: true, stderr: true, ..Default::default() };
@@ -340,8 +359,18 @@ impl Sandbox {
 
 impl crate::worker::jobs::Executor for Sandbox {
     fn run(&self, job: JobSpec, cancel: watch::Receiver<bool>) -> crate::worker::jobs::JobRun<'_> {
-        Box::pin(async move { Sandbox::run(self, &job, cancel).await })
+        Box::pin(async move { Sandbox::run_kept(self, &job, cancel).await })
     }
+
+    fn release<'a>(&'a self, job_id: &'a str) -> crate::worker::jobs::Release<'a> {
+        Box::pin(Sandbox::release(self, job_id))
+    }
+}
+
+/// The container a job runs in: named after the job, so a rerun of the very same job
+/// finds what an earlier run left.
+fn container_name(job_id: &str) -> String {
+    format!("dispatch-job-{}", job_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"))
 }
 
 /// Why `dir` is over `quota` bytes (or over [`WORKSPACE_ENTRIES`] entries), if it is.
@@ -484,7 +513,7 @@ fn is_static_elf(bytes: &[u8]) -> bool {
 
 /// The container a job runs in: read-only root, no capabilities, no new privileges,
 /// its limits, the workspace bind-mounted, and only the job's own environment.
-fn container_body(job: &JobSpec, network: &str, workspace: &Path) -> ContainerCreateBody {
+fn container_body(job: &JobSpec, network: &str, workspace: &Path, owner: &Path) -> ContainerCreateBody {
     let mut env: Vec<String> = job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.extend([
         format!("DISPATCH_TASK_ID={}", job.task_id),
@@ -515,7 +544,10 @@ fn container_body(job: &JobSpec, network: &str, workspace: &Path) -> ContainerCr
         user: Some(SANDBOX_USER.into()),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
-        labels: Some(HashMap::from([(JOB_LABEL.into(), job.job_id.clone())])),
+        labels: Some(HashMap::from([
+            (JOB_LABEL.into(), job.job_id.clone()),
+            (OWNER_LABEL.into(), owner.display().to_string()),
+        ])),
         host_config: Some(host),
         ..Default::default()
     }

@@ -199,3 +199,48 @@ async fn a_host_without_busybox_is_told_how_to_get_the_default_image() {
     let result = s.run(&spec, cancel).await;
     assert_eq!(result.error.as_deref(), Some(problem.as_str()), "{result:?}");
 }
+
+/// A worker that died while its jobs ran comes back to find their containers: one that
+/// ended hands over its exit code and output (the job is not run again), one still
+/// running is stopped and reported lost. Another worker on the same engine sees neither.
+#[tokio::test]
+async fn a_restarted_worker_takes_back_what_its_job_containers_hold() {
+    if sandbox().await.is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dispatch-sandbox-restart-{}", std::process::id()));
+    let before = std::sync::Arc::new(Sandbox::connect(dir.clone(), PathBuf::from("/bin/busybox")).await.unwrap());
+    let ended = job("ended", "echo out; echo err >&2; exit 4");
+    let (_keep, cancel) = watch::channel(false);
+    let r = before.run_kept(&ended, cancel.clone()).await;
+    assert_eq!(r.exit_code, Some(4), "{r:?}");
+    // The worker process dies while this one runs: its supervision is gone, the container is not.
+    let running = job("running", "sleep 60");
+    let supervising = tokio::spawn({
+        let (before, running, cancel) = (before.clone(), running.clone(), cancel.clone());
+        async move { before.run_kept(&running, cancel).await }
+    });
+    let name = format!("dispatch-job-{}", running.job_id.replace('/', "_"));
+    for _ in 0..200 {
+        let state = std::process::Command::new("docker").args(["inspect", "-f", "{{.State.Running}}", &name]).output();
+        if state.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    supervising.abort();
+
+    let other = Sandbox::connect(dir.with_extension("other"), PathBuf::from("/bin/busybox")).await.unwrap();
+    assert!(other.leftover_results().await.unwrap().is_empty(), "another worker's containers are not its own");
+    let after = Sandbox::connect(dir, PathBuf::from("/bin/busybox")).await.unwrap();
+    let found: BTreeMap<String, JobResult> = after.leftover_results().await.unwrap().into_iter().collect();
+    let took = &found[&ended.job_id];
+    assert_eq!((took.exit_code, took.stdout.as_str(), took.stderr.as_str()), (Some(4), "out\n", "err\n"), "{took:?}");
+    assert!(!took.lease_lost && took.finished_ms >= took.started_ms && took.started_ms > 0, "{took:?}");
+    let stopped = &found[&running.job_id];
+    assert!(stopped.lease_lost && stopped.exit_code.is_none(), "{stopped:?}");
+    for id in [&ended.job_id, &running.job_id] {
+        after.release(id).await;
+        assert!(!after.leftover_containers().await.unwrap().contains(id), "{id} released");
+    }
+}

@@ -21,10 +21,18 @@ use super::store::WorkerStore;
 /// simulations).
 pub type JobRun<'a> = Pin<Box<dyn Future<Output = JobResult> + Send + 'a>>;
 
+/// What [`Executor::release`] does, boxed like a run.
+pub type Release<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// Runs jobs on this node.
 pub trait Executor: Send + Sync + 'static {
     /// Runs `job` to the end; `cancel` turning true means stop it now.
     fn run(&self, job: JobSpec, cancel: watch::Receiver<bool>) -> JobRun<'_>;
+
+    /// The job's result is stored: whatever else still holds it (a container) may go.
+    fn release<'a>(&'a self, _job_id: &'a str) -> Release<'a> {
+        Box::pin(async {})
+    }
 }
 
 struct Running {
@@ -140,9 +148,15 @@ impl Jobs {
     }
 
     async fn finish(&self, job_id: &str, result: JobResult) {
-        // On disk first: from now on a redelivery gets this result, and a restart reports it.
-        if let Err(e) = self.store.save_job_result(job_id, &result).await {
-            tracing::error!(job = %job_id, error = %e, "job result not stored");
+        // On disk first: from now on a redelivery gets this result, and a restart reports
+        // it. Only then may the executor drop its own copy (a stopped container).
+        match self.store.save_job_result(job_id, &result).await {
+            Ok(()) => {
+                if let Some(executor) = &self.executor {
+                    executor.release(job_id).await;
+                }
+            }
+            Err(e) => tracing::error!(job = %job_id, error = %e, "job result not stored; its container keeps it"),
         }
         self.running().remove(job_id);
         tracing::info!(job = %job_id, exit_code = ?result.exit_code, "job finished");

@@ -67,6 +67,7 @@ pub async fn prepare(
     let endpoint = cluster::transport::endpoint(socket, None, None)?;
     let (sandbox, problem) = match Sandbox::connect(data_dir.join("workspaces"), host.busybox.clone()).await {
         Ok(s) => {
+            take_back_leftovers(&store, &s).await;
             let problem = s.default_image_problem().await;
             (Some(Arc::new(s)), problem)
         }
@@ -79,6 +80,32 @@ pub async fn prepare(
     let executor = sandbox.map(|s| s as Arc<dyn Executor>);
     let local = join_or_resume(store, WorkerIo { endpoint, capabilities, executor }, token, via).await?;
     Ok(LocalWorker { sandbox_problem: problem, ..local })
+}
+
+/// Before any job is offered: the results held by job containers this worker's
+/// previous process left are stored (and reported once connected), then the containers
+/// go. A result already stored is kept; a container whose result cannot be stored stays.
+async fn take_back_leftovers(store: &WorkerStore, sandbox: &Sandbox) {
+    let leftovers = match sandbox.leftover_results().await {
+        Ok(l) => l,
+        Err(e) => return tracing::warn!(error = %e, "cannot list this worker's leftover job containers"),
+    };
+    for (job_id, result) in leftovers {
+        let stored = match store.job_result(&job_id) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => store.save_job_result(&job_id, &result).await,
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) => {
+                tracing::info!(job = %job_id, exit_code = ?result.exit_code, lost = result.lease_lost, "took back a job left by a restart");
+                sandbox.release(&job_id).await;
+            }
+            Err(e) => {
+                tracing::warn!(job = %job_id, error = %e, "a leftover job's result not stored; its container stays")
+            }
+        }
+    }
 }
 
 /// The one wiring of a worker, whatever it runs on: joins with `token` when the

@@ -1,0 +1,90 @@
+//! What a restarted worker finds of its own jobs on the engine. Containers outlive the
+//! worker process: a job may have run to its end after the worker died, or still be
+//! running. A container that ended holds the job's result (exit code and output), which
+//! the worker stores and reports, so a job that finished just before a crash is never
+//! run again. One still running (or never started) is stopped and reported as lost, so
+//! the orchestrator retries it at once instead of waiting out its lease, and the retry
+//! cannot overlap it.
+
+use std::collections::HashMap;
+
+use bollard::models::ContainerStateStatusEnum;
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions, LogsOptions};
+use cluster::proto::JobResult;
+use futures_util::StreamExt;
+
+use super::{JOB_LABEL, OWNER_LABEL, Sandbox, SandboxError, container_name, keep};
+
+/// Output kept of a recovered job, per stream: the default cap of a job's output (the
+/// job's own cap is not known after a restart).
+const RECOVERED_OUTPUT_CAP: usize = 1 << 20;
+
+impl Sandbox {
+    /// This worker's leftover job containers, each with the result it holds. The
+    /// containers stay until [`Sandbox::release`], once the result is stored.
+    pub async fn leftover_results(&self) -> Result<Vec<(String, JobResult)>, SandboxError> {
+        let owner = format!("{OWNER_LABEL}={}", self.workspaces.display());
+        let filters = HashMap::from([("label".to_owned(), vec![owner])]);
+        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let mut found = Vec::new();
+        for container in self.docker.list_containers(Some(options)).await? {
+            let Some(job_id) = container.labels.and_then(|mut l| l.remove(JOB_LABEL)) else { continue };
+            let result = self.result_of_leftover(&job_id).await?;
+            found.push((job_id, result));
+        }
+        Ok(found)
+    }
+
+    /// The result a leftover container holds; one that has not ended is stopped first.
+    async fn result_of_leftover(&self, job_id: &str) -> Result<JobResult, SandboxError> {
+        let name = container_name(job_id);
+        let state = self.docker.inspect_container(&name, None::<InspectContainerOptions>).await?.state;
+        let state = state.unwrap_or_default();
+        let ended = matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD));
+        let (Some(exit_code), true) = (state.exit_code, ended) else {
+            self.kill(&name).await;
+            return Ok(JobResult {
+                lease_lost: true,
+                error: Some("its worker restarted while it ran; it was stopped".into()),
+                ..JobResult::default()
+            });
+        };
+        let mut result = JobResult {
+            exit_code: Some(exit_code),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            started_ms: unix_ms(state.started_at.as_deref()),
+            finished_ms: unix_ms(state.finished_at.as_deref()),
+            ..JobResult::default()
+        };
+        let (stdout, stderr) = self.output(&name, &mut result).await;
+        result.stdout = String::from_utf8_lossy(&stdout).into_owned();
+        result.stderr = String::from_utf8_lossy(&stderr).into_owned();
+        Ok(result)
+    }
+
+    /// The output an ended container logged, capped and flagged as a run's is.
+    async fn output(&self, name: &str, result: &mut JobResult) -> (Vec<u8>, Vec<u8>) {
+        use bollard::container::LogOutput;
+        let options = LogsOptions { stdout: true, stderr: true, ..Default::default() };
+        let mut logs = self.docker.logs(name, Some(options));
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        while let Some(Ok(item)) = logs.next().await {
+            match item {
+                LogOutput::StdOut { message } => {
+                    keep(&mut stdout, &message, RECOVERED_OUTPUT_CAP, &mut result.stdout_truncated)
+                }
+                LogOutput::StdErr { message } => {
+                    keep(&mut stderr, &message, RECOVERED_OUTPUT_CAP, &mut result.stderr_truncated)
+                }
+                _ => {}
+            }
+        }
+        (stdout, stderr)
+    }
+}
+
+/// Milliseconds since the epoch of one of Docker's RFC 3339 times (0 when absent).
+fn unix_ms(at: Option<&str>) -> i64 {
+    let parsed = at.and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
+    parsed.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
