@@ -10,6 +10,7 @@
 mod backup;
 mod blobs;
 mod error;
+mod faults;
 mod log;
 mod record;
 mod stored;
@@ -18,6 +19,7 @@ mod writer;
 pub use backup::LogSummary;
 pub use blobs::{BlobError, BlobStore, BlobUri};
 pub use error::StorageError;
+pub use faults::Faults;
 pub use log::{ChainBreak, FORMAT_VERSION, Log};
 pub use record::{ActorRef, EventRecord, Hash, NewEvent, RECORD_VERSION};
 pub use stored::{IdempotencyKey, IdempotencyRecord, StoredResponse};

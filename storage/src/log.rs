@@ -53,6 +53,8 @@ struct Inner {
     /// `None` only while a reopen is swapping the file.
     db: RwLock<Option<Arc<Database>>>,
     fault: Mutex<Option<String>>,
+    /// A test's failing disk under the file (see [`crate::Faults`]); `None` in production.
+    faults: Option<Arc<crate::Faults>>,
 }
 
 /// The layout of the log file (its tables, keys and [`crate::RECORD_VERSION`] records);
@@ -61,8 +63,16 @@ struct Inner {
 pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_KEY: &str = "format_version";
 
-fn open_db(path: &Path) -> Result<Database, StorageError> {
-    let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
+fn open_db(path: &Path, faults: Option<&Arc<crate::Faults>>) -> Result<Database, StorageError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(CACHE_BYTES);
+    let db = match faults {
+        None => builder.create(path)?,
+        Some(faults) => {
+            let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+            builder.create_with_backend(crate::faults::FaultyFile::new(file, faults.clone())?)?
+        }
+    };
     let txn = db.begin_write()?;
     {
         txn.open_table(EVENTS)?;
@@ -91,9 +101,19 @@ impl Log {
     /// Opens (or creates) the log at `path`, creating every table so reads never miss one.
     /// Fails if another process holds the file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
-        let path = path.as_ref().to_owned();
-        let db = open_db(&path)?;
-        Ok(Log { inner: Arc::new(Inner { path, db: RwLock::new(Some(Arc::new(db))), fault: Mutex::new(None) }) })
+        Self::open_on(path.as_ref(), None)
+    }
+
+    /// Opens the log on a disk that fails when `faults` says so: for tests of the write
+    /// path (reopens after a failure go through the same failing disk).
+    pub fn open_with_faults(path: impl AsRef<Path>, faults: Arc<crate::Faults>) -> Result<Self, StorageError> {
+        Self::open_on(path.as_ref(), Some(faults))
+    }
+
+    fn open_on(path: &Path, faults: Option<Arc<crate::Faults>>) -> Result<Self, StorageError> {
+        let db = open_db(path, faults.as_ref())?;
+        let db = RwLock::new(Some(Arc::new(db)));
+        Ok(Log { inner: Arc::new(Inner { path: path.to_owned(), db, fault: Mutex::new(None), faults }) })
     }
 
     /// Where the file is (a backup's temp copy and the blobs live beside it).
@@ -143,7 +163,7 @@ impl Log {
                 }
             }
         }
-        let db = open_db(&self.inner.path)?;
+        let db = open_db(&self.inner.path, self.inner.faults.as_ref())?;
         *self.inner.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
         Ok(())
     }
