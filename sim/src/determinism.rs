@@ -3,10 +3,19 @@
 use dispatch_node::actors::kernel::Clock;
 
 /// The simulation's clock: simulated time since the run's first reading, from a fixed
-/// epoch, so event times repeat run to run and never go back across a restart.
+/// epoch, so event times repeat run to run and never go back across a restart — unless
+/// a test makes the wall clock jump (an NTP step, a VM resumed), as [`SimClock::jump`] does.
 #[derive(Default)]
 pub(crate) struct SimClock {
     start: std::sync::OnceLock<tokio::time::Instant>,
+    jumped_ms: std::sync::atomic::AtomicI64,
+}
+
+impl SimClock {
+    /// Moves the wall clock by `ms` (back when negative); simulated time runs on.
+    pub(crate) fn jump(&self, ms: i64) {
+        self.jumped_ms.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// 2026-01-01T00:00:00Z.
@@ -15,7 +24,7 @@ const SIM_EPOCH_MS: i64 = 1_767_225_600_000;
 impl Clock for SimClock {
     fn now_ms(&self) -> i64 {
         let start = self.start.get_or_init(tokio::time::Instant::now);
-        SIM_EPOCH_MS + start.elapsed().as_millis() as i64
+        SIM_EPOCH_MS + start.elapsed().as_millis() as i64 + self.jumped_ms.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -130,6 +130,8 @@ pub struct Harness {
     pub sim: turmoil::Sim<'static>,
     pub seed: u64,
     shared: Arc<Shared>,
+    /// The orchestrator's wall clock, kept across its restarts.
+    clock: Arc<SimClock>,
     _dir: tempfile::TempDir,
     root: PathBuf,
 }
@@ -172,7 +174,8 @@ impl Harness {
             .min_message_latency(Duration::from_millis(1))
             .max_message_latency(setup.max_latency)
             .build();
-        let mut h = Harness { sim, seed: setup.seed, shared: Arc::new(Shared::default()), _dir: dir, root };
+        let shared = Arc::new(Shared::default());
+        let mut h = Harness { sim, seed: setup.seed, shared, clock: Arc::default(), _dir: dir, root };
         h.orchestrator(setup);
         h
     }
@@ -182,7 +185,7 @@ impl Harness {
         let dir = self.root.join(ORCHESTRATOR);
         let disk: Arc<Mutex<Option<WriterHandle>>> = Arc::default();
         let (seed, uses) = (quinn_seed(setup.seed, ORCHESTRATOR), setup.token_uses);
-        let (clock, scenario_seed, lives) = (Arc::new(SimClock::default()), setup.seed, Arc::new(AtomicU64::new(0)));
+        let (clock, scenario_seed, lives) = (self.clock.clone(), setup.seed, Arc::new(AtomicU64::new(0)));
         let heartbeat_ms = setup.heartbeat_interval_ms;
         self.sim.host(ORCHESTRATOR, move || {
             let (shared, dir, disk) = (shared.clone(), dir.clone(), disk.clone());
@@ -341,6 +344,12 @@ impl Harness {
     /// Every job run so far.
     pub fn runs(&self) -> Vec<Run> {
         lock(&self.shared.runs).clone()
+    }
+
+    /// Steps the orchestrator's wall clock by `ms` (back when negative), as an NTP step
+    /// would; simulated time, and every monotonic timer, runs on undisturbed.
+    pub fn jump_clock(&self, ms: i64) {
+        self.clock.jump(ms);
     }
 
     /// Crashes a host; runs of its jobs end now (its runtime, and the jobs in it, are gone).

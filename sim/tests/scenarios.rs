@@ -163,6 +163,27 @@ fn config_changed_during_a_partition_is_acknowledged_after_it_heals() {
     });
 }
 
+/// The orchestrator crashes right after a configuration change is stored, before or
+/// while it reaches the worker: after the restart it is pushed again and acknowledged,
+/// and the node is still one node.
+#[test]
+fn an_orchestrator_restart_during_a_config_change_still_gets_it_acknowledged() {
+    dispatch_sim::sweep("an_orchestrator_restart_during_a_config_change_still_gets_it_acknowledged", 73, |seed| {
+        let mut h = Harness::new(&Setup::new(seed));
+        h.worker("w1");
+        h.run_until("w1 settled", S(60), |h| settled(h, "w1"));
+        let id = h.node("w1").unwrap().id;
+        h.set_config(&id, NodeConfig { sandbox_image: "sandbox:v2".into(), ..NodeConfig::default() });
+        h.run_until("config v2 stored", S(5), |h| h.node("w1").is_some_and(|n| n.config_version == 2));
+        h.crash(ORCHESTRATOR);
+        h.run_for(S(2));
+        h.sim.bounce(ORCHESTRATOR);
+        h.run_until("v2 acknowledged after the restart", S(60), |h| settled(h, "w1"));
+        assert_eq!(h.worker_status("w1").and_then(|s| s.applied_version), Some(2));
+        check_membership(&h, &["w1"]);
+    });
+}
+
 #[test]
 fn a_steady_cluster_raises_no_false_alarms() {
     dispatch_sim::sweep("a_steady_cluster_raises_no_false_alarms", 31, |seed| {

@@ -157,3 +157,73 @@ fn duplicated_and_delayed_messages_never_run_a_job_twice() {
         check_tasks(&h, &ids);
     });
 }
+
+/// Leases run on the monotonic clock: the orchestrator's wall clock stepping an hour
+/// ahead, then two back, while a job runs expires nothing, and the job runs once.
+#[test]
+fn a_clock_jump_expires_no_lease() {
+    dispatch_sim::sweep("a_clock_jump_expires_no_lease", 61, |seed| {
+        let mut h = start(seed);
+        h.submit("t1", 10_000, 0, 3);
+        h.run_until("t1 running", S(30), |h| state(h, "t1") == Some(TaskState::Running));
+        h.jump_clock(3_600_000);
+        h.run_for(S(3));
+        h.jump_clock(-7_200_000);
+        h.run_until("t1 final", S(60), |h| all_final(h, &["t1"]));
+        assert_eq!(state(&h, "t1"), Some(TaskState::Succeeded));
+        assert_eq!((outcomes(&h, "t1").len(), h.runs().len()), (1, 1), "one attempt, one run");
+        check_tasks(&h, &["t1"]);
+    });
+}
+
+/// The worker is cut off while its job runs, and the job ends before the lease is due.
+/// The result, kept on the worker's disk, is reported once the network heals and the
+/// task ends with it; were the report too late, the attempt was lost and the one rerun's
+/// result stands. Never two results for a task, never overlapping runs.
+#[test]
+fn a_worker_partitioned_while_its_job_finishes_reports_it_after_the_heal() {
+    dispatch_sim::sweep("a_worker_partitioned_while_its_job_finishes_reports_it_after_the_heal", 67, |seed| {
+        let mut h = start(seed);
+        h.submit("t1", 2_500, 0, 3);
+        h.run_until("t1 running", S(30), |h| state(h, "t1") == Some(TaskState::Running));
+        let host = h.runs()[0].host.clone();
+        h.sim.partition(ORCHESTRATOR, host.as_str());
+        h.run_until("the job ends while its worker is cut off", S(10), |h| h.runs()[0].end.is_some());
+        h.sim.repair(ORCHESTRATOR, host.as_str());
+        h.run_until("t1 final", S(60), |h| all_final(h, &["t1"]));
+        assert_eq!(state(&h, "t1"), Some(TaskState::Succeeded));
+        let o = outcomes(&h, "t1");
+        match o[0] {
+            Some(AttemptOutcome::Ran { succeeded: true, .. }) => assert_eq!(h.runs().len(), 1, "{o:?}"),
+            Some(AttemptOutcome::Lost) => assert_eq!((o.len(), h.runs().len()), (2, 2), "{o:?}"),
+            _ => panic!("the first attempt ran or was lost: {o:?}"),
+        }
+        check_tasks(&h, &["t1"]);
+    });
+}
+
+/// Messages delayed up to 1.5 s and some lost, while one worker's link is cut and
+/// restored twice: packets of an old connection arrive after the new one's. Every task
+/// still ends once, and no job runs twice or overlaps another attempt.
+#[test]
+fn messages_reordered_across_reconnects_never_run_a_job_twice() {
+    dispatch_sim::sweep("messages_reordered_across_reconnects_never_run_a_job_twice", 71, |seed| {
+        let setup = Setup { fail_rate: 0.02, max_latency: Duration::from_millis(1_500), ..Setup::new(seed) };
+        let mut h = Harness::new(&setup);
+        h.worker("w1");
+        h.worker("w2");
+        h.run_until("workers ready", S(300), |h| ready(h, &["w1", "w2"]));
+        let ids = ["t1", "t2", "t3", "t4", "t5", "t6"];
+        for id in ids {
+            h.submit(id, 3_000, 0, 5);
+        }
+        for _ in 0..2 {
+            h.run_for(S(2));
+            h.sim.partition(ORCHESTRATOR, "w1");
+            h.run_for(S(3));
+            h.sim.repair(ORCHESTRATOR, "w1");
+        }
+        h.run_until("all final", S(600), |h| all_final(h, &ids));
+        check_tasks(&h, &ids);
+    });
+}

@@ -236,3 +236,29 @@ fn the_same_seed_gives_the_same_lane_trace() {
         assert_eq!(a, b, "same seed, different lane histories");
     });
 }
+
+/// The orchestrator's wall clock steps two hours ahead while a handoff waits (SLA 60 s,
+/// deadline 1 h), then three hours back: the due timers fire once, on the jump ahead,
+/// and nothing fires again when the clock goes back.
+#[test]
+fn a_clock_jump_fires_due_handoff_timers_once_and_a_jump_back_fires_nothing() {
+    dispatch_sim::sweep("a_clock_jump_fires_due_handoff_timers_once_and_a_jump_back_fires_nothing", 59, |seed| {
+        let mut h = Harness::new(&Setup::new(seed));
+        let journal = Shared::default();
+        h.sim.client("agent", agent(journal.clone(), 60));
+        h.run_until("the handoff is acknowledged", S(60), |_| lock(&journal).done);
+        h.run_for(S(5));
+        let kinds = |h: &Harness| h.stream("lane/lane-1").into_iter().map(|r| r.kind).collect::<Vec<_>>();
+        let count = |kinds: &[String], kind: &str| kinds.iter().filter(|k| *k == kind).count();
+        assert_eq!(count(&kinds(&h), "handoff.expired") + count(&kinds(&h), "lane.escalated"), 0, "nothing due yet");
+        h.jump_clock(2 * 3_600_000);
+        h.run_until("the deadline fires after the jump", S(10), |h| count(&kinds(h), "handoff.expired") > 0);
+        h.run_for(S(5));
+        let after = kinds(&h);
+        assert_eq!(count(&after, "handoff.expired"), 1, "{after:?}");
+        assert!(count(&after, "lane.escalated") <= 1, "{after:?}");
+        h.jump_clock(-3 * 3_600_000);
+        h.run_for(S(10));
+        assert_eq!(kinds(&h), after, "a clock going back fires nothing again");
+    });
+}
