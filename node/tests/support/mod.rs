@@ -3,6 +3,9 @@
 #![allow(clippy::unwrap_used)] // a test unwraps what it set up: a failure there is the test failing
 #![allow(dead_code)]
 
+pub mod docker;
+pub mod member;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
