@@ -13,4 +13,4 @@ cd "$(dirname "$0")/.."
 export CRASH_CYCLES=${1:-1000}
 [[ -n "${2:-}" ]] && export CRASH_SEED=$2
 PROFILE=${PROFILE:-release}
-cargo test -q -p dispatch --profile "$PROFILE" --test crash_cycles -- --nocapture 2>&1 | grep -v '^$'
+cargo test -q -p dispatch --profile "$PROFILE" --test crash_cycles -- --nocapture 2>&1 | grep --line-buffered -v '^$'

@@ -182,6 +182,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Started by a worker beside each job: stops the job's container once its hold runs out.
+    #[command(hide = true)]
+    SandboxFence {
+        #[arg(long)]
+        container: String,
+        #[arg(long)]
+        hold_file: PathBuf,
+    },
     /// Print a shell completion script: `dispatch completions bash > /etc/bash_completion.d/dispatch`.
     Completions {
         /// The shell to complete for: bash, zsh, fish, elvish or powershell.
@@ -401,6 +409,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let resolve = |flags: ClientFlags| flags.resolve(&leading);
     match cli.command {
         Command::Up(serve) => serve_until_stopped(serve, true).await,
+        Command::SandboxFence { container, hold_file } => crate::sandbox::run_fence(&container, &hold_file).await,
         Command::Agent { role: AgentRole::Orchestrator, serve, .. } => serve_until_stopped(serve, false).await,
         Command::Agent { role: AgentRole::Worker, join, token, labels, serve } => {
             crate::telemetry::init_logs(serve.log_json);

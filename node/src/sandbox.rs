@@ -26,7 +26,10 @@ use cluster::proto::{JobResult, JobSpec, NetworkPolicy};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+mod fence;
 mod recover;
+
+pub use fence::run_fence;
 
 /// The image jobs run in unless they or the node configuration name another.
 pub const DEFAULT_IMAGE: &str = "dispatch-sandbox:busybox";
@@ -75,6 +78,10 @@ pub struct Sandbox {
     image_build: tokio::sync::Mutex<()>,
     /// Bytes a job's workspace may hold (files and directories, counted as written).
     workspace_quota: u64,
+    /// What runs each job's fence (`dispatch` itself), if fences are wanted.
+    fence_program: Option<PathBuf>,
+    /// Jobs whose fence has been started.
+    fences: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How much a job's `/workspace` may hold unless configured otherwise.
@@ -101,6 +108,8 @@ impl Sandbox {
             default_image: DEFAULT_IMAGE.to_owned(),
             image_build: tokio::sync::Mutex::new(()),
             workspace_quota: WORKSPACE_QUOTA,
+            fence_program: None,
+            fences: Default::default(),
         })
     }
 
@@ -236,6 +245,10 @@ impl Sandbox {
         };
         result.started_ms = started_ms;
         result.finished_ms = now_ms();
+        // Killed by its fence while this worker was frozen: lost, as the lease is.
+        if result.exit_code == Some(137) && !result.cancelled && !result.timed_out && self.hold_ran_out(&job.job_id) {
+            result.lease_lost = true;
+        }
         result
     }
 
@@ -249,6 +262,7 @@ impl Sandbox {
             tracing::warn!(job = %job_id, error = %e, "job container not removed");
         }
         let _ = tokio::fs::remove_dir_all(self.workspaces.join(&name)).await;
+        self.unhold(job_id);
     }
 
     async fn run_in(
@@ -364,6 +378,10 @@ impl crate::worker::jobs::Executor for Sandbox {
 
     fn release<'a>(&'a self, job_id: &'a str) -> crate::worker::jobs::Release<'a> {
         Box::pin(Sandbox::release(self, job_id))
+    }
+
+    fn hold(&self, job_id: &str, until_ms: i64) {
+        Sandbox::hold(self, job_id, until_ms);
     }
 }
 

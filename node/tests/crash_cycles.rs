@@ -287,6 +287,9 @@ async fn check_settled(s: &Server, ledger: &Ledger, seen: &Mutex<HashMap<String,
     for id in &ledger.tasks {
         let done = |t: &Value| matches!(t["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED"));
         let task = until(s, &format!("/v1/tasks/{id}"), &format!("task {id} ended"), done).await;
+        // The job always succeeds when it runs: a crash may lose an attempt, never fail one.
+        let failed_run = |a: &Value| a["outcome"]["ran"].is_object() && a["outcome"]["ran"]["succeeded"] != true;
+        assert!(!task["attempts"].as_array().unwrap().iter().any(failed_run), "a crash made a run fail: {task}");
         *ended.entry(task["state"].as_str().unwrap().to_owned()).or_default() += 1;
     }
     for lane in &ledger.timed {
@@ -350,6 +353,9 @@ async fn sigkill_under_mixed_load_loses_nothing_acknowledged() {
         let tokens = tokens.clone().unwrap();
         if cycle > 0 {
             replayed += check_restart(&s, &tokens, &ledger, cycle - 1, &mut rng).await;
+            if cycle % 50 == 0 {
+                eprintln!("{cycle} kills survived: {replayed} acknowledged commands replayed their answers");
+            }
         }
         if cycle == cycles {
             let ledger = std::mem::take(&mut *ledger.lock().unwrap()); // the loaders are gone

@@ -1,11 +1,12 @@
 //! Real processes, real network faults. An orchestrator and three workers, each in its
 //! own network namespace on one bridge, talk QUIC with mutual TLS over veth links.
 //! iptables cuts one worker off while it runs a job and drops 5% of another's packets
-//! for the whole run; the third is frozen with SIGSTOP and resumed, then SIGKILLed and
-//! restarted. Checked: each is seen UNREACHABLE and comes back ACTIVE as the same
-//! node; every task ends SUCCEEDED, including the cut-off worker's (its job stops before
-//! the lease runs out and runs again elsewhere); Docker's event stream shows no task ran
-//! to the end twice and no two attempts overlapped; the log's chains verify.
+//! for the whole run; the third is frozen with SIGSTOP while it runs a job and resumed,
+//! then SIGKILLed while it runs another and restarted. Checked: each is seen UNREACHABLE
+//! and comes back ACTIVE as the same node; every task ends SUCCEEDED (a job whose worker
+//! is cut off stops itself before the lease runs out; one whose worker is frozen or dead
+//! is stopped by its fence) and runs again elsewhere; Docker's event stream shows no task
+//! ran to the end twice and no two attempts overlapped; the log's chains verify.
 //!
 //! Needs root and `ip netns` (CI runs as root) and says SKIPPING loudly otherwise. This
 //! kernel has no netem, so there is no added delay: loss is iptables' statistic match.
@@ -179,8 +180,33 @@ impl Cluster {
         resp.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_owned()
     }
 
+    /// Submits tasks `keys` and waits until one of them runs on `node` (no tasks, and no
+    /// wait, without Docker).
+    async fn jobs_running_on(&self, tasks: bool, node: &str, keys: std::ops::Range<usize>) -> Vec<String> {
+        if !tasks {
+            return Vec::new();
+        }
+        let ids = futures_util::future::join_all(keys.map(|n| self.submit(n))).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let running = self.get("/v1/tasks?state=RUNNING").await;
+            let on_node =
+                |t: &Value| t["attempts"].as_array().and_then(|a| a.last()).is_some_and(|a| a["node"] == node);
+            if running["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| ids.contains(&t["id"].as_str().unwrap_or_default().to_owned()) && on_node(t))
+            {
+                return ids;
+            }
+            assert!(Instant::now() < deadline, "no job ran on {node}: {running}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits (bounded) until `check` holds for every task in `ids`.
-    async fn tasks_all(&self, ids: &[String], what: &str, check: impl Fn(&Value) -> bool) -> Vec<Value> {
+    async fn tasks_all(&self, ids: &[String], what: &str, check: impl Fn(&Value) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let mut tasks = Vec::new();
@@ -188,7 +214,7 @@ impl Cluster {
                 tasks.push(self.get(&format!("/v1/tasks/{id}")).await);
             }
             if tasks.iter().all(&check) {
-                return tasks;
+                return;
             }
             assert!(Instant::now() < deadline, "{what} not within 120 s: {tasks:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -242,43 +268,35 @@ async fn partitions_loss_and_frozen_or_killed_workers_lose_nothing() {
 
     // w1 is cut off while it runs a job: it stops the job before its lease runs out,
     // and the task runs again on another worker.
-    let mut submitted = Vec::new();
-    if tasks {
-        submitted = futures_util::future::join_all((0..6).map(|n| c.submit(n))).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !c.get("/v1/tasks?state=RUNNING").await["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["attempts"].as_array().unwrap().last().unwrap()["node"] == ids[0].as_str())
-        {
-            assert!(Instant::now() < deadline, "no job ran on w1");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let mut submitted = c.jobs_running_on(tasks, &ids[0], 0..6).await;
     net.cut("w1", 10);
     c.node_becomes(&ids[0], &["UNREACHABLE", "LOST"]).await;
-    if tasks {
-        c.tasks_all(&submitted, "every task SUCCEEDED", succeeded).await;
-    }
+    c.tasks_all(&submitted, "every task SUCCEEDED", succeeded).await;
     net.heal("w1");
     c.node_becomes(&ids[0], &["ACTIVE"]).await;
 
-    // w3 frozen, then resumed; then killed and started again without a token.
+    // w3 is frozen while it runs a job: it cannot stop the job, its fence does.
+    let frozen = c.jobs_running_on(tasks, &ids[2], 6..12).await;
     w3.signal("STOP");
     c.node_becomes(&ids[2], &["UNREACHABLE", "LOST"]).await;
+    c.tasks_all(&frozen, "every task SUCCEEDED while w3 is frozen", succeeded).await;
     w3.signal("CONT");
     c.node_becomes(&ids[2], &["ACTIVE"]).await;
+
+    // w3 is killed while it runs a job, and started again without a token.
+    let killed = c.jobs_running_on(tasks, &ids[2], 12..18).await;
     w3.signal("KILL");
     drop(w3);
     c.node_becomes(&ids[2], &["UNREACHABLE", "LOST"]).await;
+    c.tasks_all(&killed, "every task SUCCEEDED after w3 was killed", succeeded).await;
     let w3 = worker(&net, "w3", 13, &dirs[2], None);
     assert_eq!(w3.after("dispatch worker: "), ids[2], "the same node after a restart");
     c.node_becomes(&ids[2], &["ACTIVE"]).await;
+    submitted.extend(frozen.into_iter().chain(killed));
 
     // After it all, the cluster still runs work.
     if tasks {
-        let more = futures_util::future::join_all((6..9).map(|n| c.submit(n))).await;
+        let more = futures_util::future::join_all((18..21).map(|n| c.submit(n))).await;
         c.tasks_all(&more, "tasks after the faults SUCCEEDED", succeeded).await;
         submitted.extend(more);
     }

@@ -244,3 +244,57 @@ async fn a_restarted_worker_takes_back_what_its_job_containers_hold() {
         assert!(!after.leftover_containers().await.unwrap().contains(id), "{id} released");
     }
 }
+
+fn container_running(name: &str) -> bool {
+    let state = std::process::Command::new("docker").args(["inspect", "-f", "{{.State.Running}}", name]).output();
+    state.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// A job's fence, a process of its own, stops the container once the worker stops
+/// renewing its hold (the worker died or froze), and leaves a renewed one running. The
+/// stopped job is then taken back as lost, not as a run that failed.
+#[tokio::test]
+async fn a_fence_stops_a_job_whose_worker_stopped_renewing_it() {
+    if sandbox().await.is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dispatch-sandbox-fence-{}", std::process::id()));
+    let fenced = Sandbox::connect(dir.clone(), PathBuf::from("/bin/busybox")).await.unwrap();
+    let s = std::sync::Arc::new(fenced.with_fence(PathBuf::from(env!("CARGO_BIN_EXE_dispatch"))));
+    let (orphan, renewed) = (job("orphan", "sleep 60"), job("renewed", "sleep 60"));
+    let (_keep, cancel) = watch::channel(false);
+    let mut runs = Vec::new();
+    for j in [&orphan, &renewed] {
+        s.hold(&j.job_id, now_ms() + 1_500);
+        let (s, j, cancel) = (s.clone(), j.clone(), cancel.clone());
+        runs.push(tokio::spawn(async move { s.run_kept(&j, cancel).await }));
+    }
+    let name = |j: &JobSpec| format!("dispatch-job-{}", j.job_id.replace('/', "_"));
+    let started = std::time::Instant::now();
+    while !(container_running(&name(&orphan)) && container_running(&name(&renewed))) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the jobs never started");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for r in runs {
+        r.abort(); // the worker is gone: nothing supervises the containers any more
+    }
+    // Only `renewed` is held on, for 4 s; `orphan`'s hold runs out after 1.5 s.
+    let held = std::time::Instant::now();
+    while held.elapsed() < std::time::Duration::from_secs(4) {
+        s.hold(&renewed.job_id, now_ms() + 1_000);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(!container_running(&name(&orphan)), "the fence stopped the job nobody renewed");
+    assert!(container_running(&name(&renewed)), "a renewed job runs on");
+
+    let after = Sandbox::connect(dir, PathBuf::from("/bin/busybox")).await.unwrap();
+    let found: BTreeMap<String, JobResult> = after.leftover_results().await.unwrap().into_iter().collect();
+    assert!(found[&orphan.job_id].lease_lost, "taken back as lost: {:?}", found[&orphan.job_id]);
+    for id in [&orphan.job_id, &renewed.job_id] {
+        after.release(id).await;
+    }
+}

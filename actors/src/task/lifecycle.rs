@@ -266,8 +266,19 @@ pub fn decide(task: Option<&Task>, command: &TaskCommand) -> Result<Vec<TaskEven
                 retry_at: retry_at(task, *now_ms, true),
             }]
         }
+        // The job ran to a clean end but its answer came after the lease ran out, and the
+        // retry is not out yet: that run is the task's, and no second run follows.
+        C::Finish { attempt, result, .. } if late_success(task, *attempt, result) => {
+            vec![E::Finished { attempt: *attempt, result: result.clone(), retry_at: None }]
+        }
         C::Finish { .. } | C::ExpireLease { .. } | C::Refuse { .. } => vec![],
     })
+}
+
+/// A success from the attempt that was just lost, while the task waits for its retry.
+fn late_success(task: &Task, attempt: u32, result: &JobResult) -> bool {
+    let last_lost = task.attempts.last().is_some_and(|a| a.n == attempt && a.outcome == Some(AttemptOutcome::Lost));
+    task.state == TaskState::Queued && last_lost && result.succeeded() && !result.lease_lost
 }
 
 /// The task after `event`, at `now_ms`.

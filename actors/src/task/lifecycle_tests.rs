@@ -97,6 +97,20 @@ fn retries_wait_their_backoff_and_keep_every_attempt() {
 }
 
 #[test]
+fn a_late_success_before_the_retry_is_out_ends_the_task_with_no_second_run() {
+    let lost = run(Some(created(3, false)), &[dispatch(0), C::ExpireLease { attempt: 1, now_ms: 0 }]).unwrap();
+    assert_eq!(lost.state, TaskState::Queued);
+    // A late failure or a run its worker stopped changes nothing: the retry stands.
+    assert_eq!(decide(Some(&lost), &C::Finish { attempt: 1, result: exit(1), now_ms: 10 }), Ok(vec![]));
+    let stopped = JobResult { lease_lost: true, ..exit(137) };
+    assert_eq!(decide(Some(&lost), &C::Finish { attempt: 1, result: stopped, now_ms: 10 }), Ok(vec![]));
+    let done = run(Some(lost), &[C::Finish { attempt: 1, result: exit(0), now_ms: 10 }]).unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert_eq!(done.attempts.len(), 1, "no retry was dispatched");
+    assert_eq!(done.attempts[0].outcome, Some(AttemptOutcome::Ran { exit_code: Some(0), succeeded: true }));
+}
+
+#[test]
 fn late_and_repeated_answers_change_nothing() {
     let t = run(Some(created(3, false)), &[dispatch(0), C::ExpireLease { attempt: 1, now_ms: 0 }, dispatch(60_000)])
         .unwrap();

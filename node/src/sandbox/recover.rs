@@ -43,12 +43,11 @@ impl Sandbox {
         let ended = matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD));
         let (Some(exit_code), true) = (state.exit_code, ended) else {
             self.kill(&name).await;
-            return Ok(JobResult {
-                lease_lost: true,
-                error: Some("its worker restarted while it ran; it was stopped".into()),
-                ..JobResult::default()
-            });
+            return Ok(lost("its worker restarted while it ran; it was stopped"));
         };
+        if exit_code == 137 && self.hold_ran_out(job_id) {
+            return Ok(lost("its worker was gone when its lease ran out; its fence stopped it"));
+        }
         let mut result = JobResult {
             exit_code: Some(exit_code),
             oom_killed: state.oom_killed.unwrap_or(false),
@@ -81,6 +80,11 @@ impl Sandbox {
         }
         (stdout, stderr)
     }
+}
+
+/// A run stopped for want of a lease: the orchestrator retries it.
+fn lost(why: &str) -> JobResult {
+    JobResult { lease_lost: true, error: Some(why.into()), ..JobResult::default() }
 }
 
 /// Milliseconds since the epoch of one of Docker's RFC 3339 times (0 when absent).

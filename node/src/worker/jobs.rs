@@ -33,6 +33,20 @@ pub trait Executor: Send + Sync + 'static {
     fn release<'a>(&'a self, _job_id: &'a str) -> Release<'a> {
         Box::pin(async {})
     }
+
+    /// The job may run until `until_ms` (Unix ms) and must be stopped then even if this
+    /// worker is no longer there to do it.
+    fn hold(&self, _job_id: &str, _until_ms: i64) {}
+}
+
+/// The wall-clock time (Unix ms) of `at`, for a process that cannot share our `Instant`s.
+fn wall_ms(at: Instant) -> i64 {
+    let now = Instant::now();
+    let offset = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    match at >= now {
+        true => crate::clock::now_ms().saturating_add(offset(at - now)),
+        false => crate::clock::now_ms().saturating_sub(offset(now - at)),
+    }
 }
 
 struct Running {
@@ -107,14 +121,18 @@ impl Jobs {
             Running { cancel, lease: Duration::from_millis(lease_ms), since: Instant::now(), fenced: false },
         );
         drop(running);
+        // Held for most of the lease until the fence loop sets the exact time.
+        executor.hold(&job.job_id, wall_ms(Instant::now() + Duration::from_millis(lease_ms * 4 / 5)));
         let jobs = self.clone();
         tokio::spawn(async move {
             let job_id = job.job_id.clone();
             tracing::info!(job = %job_id, "job started");
             let mut result = executor.run(job, cancelled).await;
             if jobs.running().get(&job_id).is_some_and(|r| r.fenced) {
+                // Stopped for want of a lease: lost (retried), unless it ended on its own
+                // before the kill landed; then its result stands, and no second run follows.
                 result.cancelled = false;
-                result.lease_lost = true;
+                result.lease_lost = matches!(result.exit_code, None | Some(137));
             }
             jobs.finish(&job_id, result).await;
         });
@@ -138,7 +156,11 @@ impl Jobs {
     pub fn fence(&self, margin: Duration) {
         let renewed = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
         for (job_id, r) in self.running().iter_mut() {
-            if Instant::now() + margin >= renewed.max(r.since) + r.lease && !*r.cancel.borrow() {
+            let until = (renewed.max(r.since) + r.lease).checked_sub(margin).unwrap_or(r.since);
+            if let Some(executor) = &self.executor {
+                executor.hold(job_id, wall_ms(until));
+            }
+            if Instant::now() >= until && !*r.cancel.borrow() {
                 tracing::warn!(job = %job_id, "lease not renewed in time; stopping the job");
                 metrics::counter!("dispatch_worker_jobs_fenced_total").increment(1);
                 r.fenced = true;
@@ -150,7 +172,9 @@ impl Jobs {
     async fn finish(&self, job_id: &str, result: JobResult) {
         // On disk first: from now on a redelivery gets this result, and a restart reports
         // it. Only then may the executor drop its own copy (a stopped container).
-        match self.store.save_job_result(job_id, &result).await {
+        let stored = self.store.save_job_result(job_id, &result).await;
+        self.running().remove(job_id);
+        match stored {
             Ok(()) => {
                 if let Some(executor) = &self.executor {
                     executor.release(job_id).await;
@@ -158,7 +182,6 @@ impl Jobs {
             }
             Err(e) => tracing::error!(job = %job_id, error = %e, "job result not stored; its container keeps it"),
         }
-        self.running().remove(job_id);
         tracing::info!(job = %job_id, exit_code = ?result.exit_code, "job finished");
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(conn) = conn {

@@ -67,6 +67,7 @@ pub async fn prepare(
     let endpoint = cluster::transport::endpoint(socket, None, None)?;
     let (sandbox, problem) = match Sandbox::connect(data_dir.join("workspaces"), host.busybox.clone()).await {
         Ok(s) => {
+            let s = s.with_fence(std::env::current_exe().context("this program's path, for job fences")?);
             take_back_leftovers(&store, &s).await;
             let problem = s.default_image_problem().await;
             (Some(Arc::new(s)), problem)
