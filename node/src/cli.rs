@@ -185,8 +185,10 @@ enum Command {
     /// Started by a worker beside each job: stops the job's container once its hold runs out.
     #[command(hide = true)]
     SandboxFence {
+        /// The job's container, killed once its hold runs out.
         #[arg(long)]
         container: String,
+        /// The file holding until when (Unix ms) the job may run; the fence ends when it is gone.
         #[arg(long)]
         hold_file: PathBuf,
     },
