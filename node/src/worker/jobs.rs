@@ -56,6 +56,8 @@ struct Running {
     since: Instant,
     /// Stopped for want of a lease (not cancelled by anyone).
     fenced: bool,
+    /// The hold last given to the executor: it is written again only when it moves.
+    held: Option<Instant>,
 }
 
 /// The jobs of one worker.
@@ -118,7 +120,13 @@ impl Jobs {
         let (cancel, cancelled) = watch::channel(false);
         running.insert(
             job.job_id.clone(),
-            Running { cancel, lease: Duration::from_millis(lease_ms), since: Instant::now(), fenced: false },
+            Running {
+                cancel,
+                lease: Duration::from_millis(lease_ms),
+                since: Instant::now(),
+                fenced: false,
+                held: None,
+            },
         );
         drop(running);
         // Held for most of the lease until the fence loop sets the exact time.
@@ -157,8 +165,9 @@ impl Jobs {
         let renewed = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
         for (job_id, r) in self.running().iter_mut() {
             let until = (renewed.max(r.since) + r.lease).checked_sub(margin).unwrap_or(r.since);
-            if let Some(executor) = &self.executor {
+            if let Some(executor) = self.executor.as_ref().filter(|_| r.held != Some(until)) {
                 executor.hold(job_id, wall_ms(until));
+                r.held = Some(until);
             }
             if Instant::now() >= until && !*r.cancel.borrow() {
                 tracing::warn!(job = %job_id, "lease not renewed in time; stopping the job");
