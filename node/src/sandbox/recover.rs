@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 
-use bollard::models::ContainerStateStatusEnum;
-use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions, LogsOptions};
+use bollard::models::{ContainerState, ContainerStateStatusEnum};
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions, LogsOptions, WaitContainerOptions};
 use cluster::proto::JobResult;
 use futures_util::StreamExt;
 
-use super::{JOB_LABEL, OWNER_LABEL, Sandbox, SandboxError, container_name, keep};
+use super::{DRAIN_AFTER_KILL, JOB_LABEL, OWNER_LABEL, Sandbox, SandboxError, container_name, keep};
 
 /// Output kept of a recovered job, per stream: the default cap of a job's output (the
 /// job's own cap is not known after a restart).
@@ -38,18 +38,22 @@ impl Sandbox {
     /// The result a leftover container holds; one that has not ended is stopped first.
     async fn result_of_leftover(&self, job_id: &str) -> Result<JobResult, SandboxError> {
         let name = container_name(job_id);
-        let state = self.docker.inspect_container(&name, None::<InspectContainerOptions>).await?.state;
-        let state = state.unwrap_or_default();
-        let ended = matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD));
-        let (Some(exit_code), true) = (state.exit_code, ended) else {
+        let mut state = self.state_of(&name).await?;
+        let mut stopped_here = false;
+        if !has_ended(&state) {
             self.kill(&name).await;
-            return Ok(lost("its worker restarted while it ran; it was stopped"));
-        };
-        if exit_code == 137 && self.hold_ran_out(job_id) {
-            return Ok(lost("its worker was gone when its lease ran out; its fence stopped it"));
+            let mut waits = self.docker.wait_container(&name, None::<WaitContainerOptions>);
+            let _ = tokio::time::timeout(DRAIN_AFTER_KILL, waits.next()).await;
+            // Read again: it may have run to its end just before the kill landed.
+            state = self.state_of(&name).await?;
+            stopped_here = true;
+        }
+        let fenced = state.exit_code == Some(137) && self.hold_ran_out(job_id);
+        if let Some(why) = leftover_lost(&state, stopped_here, fenced) {
+            return Ok(lost(why));
         }
         let mut result = JobResult {
-            exit_code: Some(exit_code),
+            exit_code: state.exit_code,
             oom_killed: state.oom_killed.unwrap_or(false),
             started_ms: unix_ms(state.started_at.as_deref()),
             finished_ms: unix_ms(state.finished_at.as_deref()),
@@ -59,6 +63,11 @@ impl Sandbox {
         result.stdout = String::from_utf8_lossy(&stdout).into_owned();
         result.stderr = String::from_utf8_lossy(&stderr).into_owned();
         Ok(result)
+    }
+
+    async fn state_of(&self, name: &str) -> Result<ContainerState, SandboxError> {
+        let inspected = self.docker.inspect_container(name, None::<InspectContainerOptions>).await?;
+        Ok(inspected.state.unwrap_or_default())
     }
 
     /// The output an ended container logged, capped and flagged as a run's is.
@@ -82,6 +91,27 @@ impl Sandbox {
     }
 }
 
+fn has_ended(state: &ContainerState) -> bool {
+    state.exit_code.is_some()
+        && matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD))
+}
+
+/// Why a leftover's run counts as lost (retried), or `None` when its exit is its own
+/// result. `stopped_here`: it had not ended when found and was killed; `fenced`: it
+/// exited 137 after its hold ran out. A run that ended on its own stands even when a
+/// kill raced it, or the task would run twice.
+fn leftover_lost(state: &ContainerState, stopped_here: bool, fenced: bool) -> Option<&'static str> {
+    if !has_ended(state) {
+        Some("its worker restarted before it ended; it was stopped")
+    } else if stopped_here && state.exit_code == Some(137) {
+        Some("its worker restarted while it ran; it was stopped")
+    } else if fenced {
+        Some("its worker was gone when its lease ran out; its fence stopped it")
+    } else {
+        None
+    }
+}
+
 /// A run stopped for want of a lease: the orchestrator retries it.
 fn lost(why: &str) -> JobResult {
     JobResult { lease_lost: true, error: Some(why.into()), ..JobResult::default() }
@@ -91,4 +121,35 @@ fn lost(why: &str) -> JobResult {
 fn unix_ms(at: Option<&str>) -> i64 {
     let parsed = at.and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
     parsed.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(status: ContainerStateStatusEnum, exit_code: Option<i64>) -> ContainerState {
+        ContainerState { status: Some(status), exit_code, ..ContainerState::default() }
+    }
+
+    #[test]
+    fn a_leftover_run_is_lost_only_when_something_of_ours_stopped_it() {
+        use ContainerStateStatusEnum::{CREATED, EXITED, RUNNING};
+        let cases = [
+            // (state after the restart looked, killed here, fence's hold ran out, lost?)
+            (state(EXITED, Some(0)), false, false, false),
+            (state(EXITED, Some(3)), false, false, false),
+            (state(EXITED, Some(137)), false, false, false),
+            (state(EXITED, Some(137)), false, true, true),
+            // Found running and killed: a kill that raced the job's own clean end
+            // leaves its result standing (the task must not run again).
+            (state(EXITED, Some(0)), true, false, false),
+            (state(EXITED, Some(1)), true, false, false),
+            (state(EXITED, Some(137)), true, false, true),
+            (state(RUNNING, None), true, false, true),
+            (state(CREATED, Some(0)), true, false, true),
+        ];
+        for (i, (st, stopped_here, fenced, lost)) in cases.iter().enumerate() {
+            assert_eq!(leftover_lost(st, *stopped_here, *fenced).is_some(), *lost, "case {i}: {st:?}");
+        }
+    }
 }
