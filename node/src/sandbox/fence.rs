@@ -55,17 +55,26 @@ impl Sandbox {
         }
     }
 
-    /// Whether the job's hold ran out (its fence stopped it, or will).
+    /// Whether the job's hold ran out: its fence stopped it (a late renewal cannot hide
+    /// that, the fence leaves a mark first), or will.
     pub(super) fn hold_ran_out(&self, job_id: &str) -> bool {
-        let until = std::fs::read_to_string(self.hold_file(job_id)).ok().and_then(|t| t.trim().parse::<i64>().ok());
-        until.is_some_and(|until| now_ms() >= until)
+        let hold = self.hold_file(job_id);
+        let until = std::fs::read_to_string(&hold).ok().and_then(|t| t.trim().parse::<i64>().ok());
+        fence_mark(&hold).exists() || until.is_some_and(|until| now_ms() >= until)
     }
 
     /// The job is over: its fence may go.
     pub(super) fn unhold(&self, job_id: &str) {
-        let _ = std::fs::remove_file(self.hold_file(job_id));
+        let hold = self.hold_file(job_id);
+        let _ = std::fs::remove_file(fence_mark(&hold));
+        let _ = std::fs::remove_file(hold);
         self.fences.lock().unwrap_or_else(|p| p.into_inner()).remove(job_id);
     }
+}
+
+/// Left by a fence that stopped its job, beside the hold file.
+fn fence_mark(hold_file: &Path) -> PathBuf {
+    hold_file.with_extension("fenced")
 }
 
 /// `dispatch sandbox-fence`: kills `container` once the time in `hold_file` has passed;
@@ -80,6 +89,11 @@ pub async fn run_fence(container: &str, hold_file: &Path) -> anyhow::Result<()> 
         };
         if now_ms() >= until {
             tracing::warn!(container, "its worker did not renew the job's hold in time; stopping it");
+            // Marked before the kill: an exit 137 after this is the fence's, whatever the
+            // worker writes into the hold later.
+            if let Err(e) = std::fs::write(fence_mark(hold_file), until.to_string()) {
+                tracing::warn!(container, error = %e, "fence mark not written");
+            }
             let kill = docker.kill_container(container, Some(KillContainerOptions { signal: "KILL".into() })).await;
             if let Err(e) = kill {
                 tracing::debug!(container, error = %e, "fence kill");
