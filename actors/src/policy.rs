@@ -236,6 +236,7 @@ pub const TOOLS: &[ToolSpec] = &[
     t("lane.override_close", OPERATORS, &[], true, "Close a lane by hand").keyed(),
     t("admin.lanes.freeze", &[Admin], &[], true, "Refuse new lanes"),
     t("admin.lanes.unfreeze", &[Admin], &[], true, "Accept new lanes again"),
+    t("events.stream", ANY_ROLE, &[], false, "Live events the caller may read, resumable (Server-Sent Events)"),
     t("dlq.list", OPERATORS, &[], false, "Callback deliveries that failed every attempt"),
     t("dlq.replay", OPERATORS, &[], true, "Deliver a dead letter again"),
     t("insights.handoffs", &[Engineer, Admin], &[], false, "Handoff aggregates (no content)"),

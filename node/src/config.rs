@@ -52,6 +52,8 @@ pub struct EdgeConfig {
     pub blob_quota_bytes: u64,
     /// The data dir whose free space is watched (set by `Orchestrator::start`).
     pub data_dir: PathBuf,
+    /// Limits of each event stream (`GET /v1/stream`).
+    pub streams: crate::api::StreamLimits,
 }
 
 impl Default for EdgeConfig {
@@ -62,6 +64,7 @@ impl Default for EdgeConfig {
             min_free_bytes: 64 << 20,
             blob_quota_bytes: 1 << 30,
             data_dir: PathBuf::new(),
+            streams: Default::default(),
         }
     }
 }

@@ -172,6 +172,7 @@ impl Orchestrator {
             local_node: Default::default(),
             free_space: crate::api::FreeSpace::new(config.data_dir.clone()),
             serving: Default::default(),
+            streams: crate::api::Streams::new(&config.edge.streams),
         }));
         let running = Running { tickets, lanes, tasks, cluster, background, writer_thread };
         Self::serve(config, app, io.http, endpoint, running).await

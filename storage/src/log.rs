@@ -55,6 +55,9 @@ struct Inner {
     fault: Mutex<Option<String>>,
     /// A test's failing disk under the file (see [`crate::Faults`]); `None` in production.
     faults: Option<Arc<crate::Faults>>,
+    /// The last durable global position, so readers of the global order (the event
+    /// stream) wait for a commit instead of polling.
+    head: tokio::sync::watch::Sender<u64>,
 }
 
 /// The layout of the log file (its tables, keys and [`crate::RECORD_VERSION`] records);
@@ -112,8 +115,10 @@ impl Log {
 
     fn open_on(path: &Path, faults: Option<Arc<crate::Faults>>) -> Result<Self, StorageError> {
         let db = open_db(path, faults.as_ref())?;
+        let last = db.begin_read()?.open_table(GLOBAL)?.last()?.map_or(0, |(k, _)| k.value());
         let db = RwLock::new(Some(Arc::new(db)));
-        Ok(Log { inner: Arc::new(Inner { path: path.to_owned(), db, fault: Mutex::new(None), faults }) })
+        let head = tokio::sync::watch::Sender::new(last);
+        Ok(Log { inner: Arc::new(Inner { path: path.to_owned(), db, fault: Mutex::new(None), faults, head }) })
     }
 
     /// Where the file is (a backup's temp copy and the blobs live beside it).
@@ -131,6 +136,17 @@ impl Log {
     /// Why writes are failing, while they are.
     pub fn fault(&self) -> Option<String> {
         self.inner.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The last durable global position, as it changes: `changed()` wakes after each
+    /// commit that added events.
+    pub fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    /// A commit up to `position` is durable.
+    pub(crate) fn committed_up_to(&self, position: u64) {
+        self.inner.head.send_if_modified(|head| std::mem::replace(head, position.max(*head)) < position);
     }
 
     pub(crate) fn set_fault(&self, why: Option<String>) {

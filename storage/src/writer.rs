@@ -253,6 +253,10 @@ fn commit_batch(log: &Log, appends: Vec<Append>, replies: Vec<oneshot::Sender<Re
     let (results, failed) = match commit(log, appends) {
         Ok(results) => {
             log.set_fault(None);
+            let last = results.iter().flatten().flat_map(|a| a.records.last()).map(|r| r.global_position).max();
+            if let Some(last) = last {
+                log.committed_up_to(last);
+            }
             (results, false)
         }
         Err(e) => {

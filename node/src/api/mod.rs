@@ -19,6 +19,7 @@ mod nodes;
 pub(crate) mod openapi;
 mod paging;
 mod routes;
+mod stream;
 mod system;
 mod tasks;
 mod tickets;
@@ -50,6 +51,7 @@ pub(crate) use extract::{
 };
 pub(crate) use lanes::LANE_ID_PATTERN;
 pub(crate) use nodes::{JOIN_TOKEN_TTL_SECONDS, JOIN_TOKEN_USES};
+pub use stream::{StreamLimits, Streams};
 
 /// Largest JSON body accepted.
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
@@ -96,6 +98,8 @@ pub struct AppInner {
     pub free_space: FreeSpace,
     /// Requests in flight, and whether the server has begun to stop.
     pub serving: Serving,
+    /// Open event streams per principal (`GET /v1/stream`).
+    pub streams: stream::Streams,
 }
 
 /// What stopping needs to know of the requests being served: how many there are (to say
@@ -121,6 +125,11 @@ impl Serving {
     /// Begins stopping: every open long-poll answers with what it has.
     pub fn stop(&self) {
         self.stopping.send_replace(true);
+    }
+
+    /// Whether stopping has begun, as it changes (for open event streams).
+    pub fn watch_stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Resolves once [`Serving::stop`] has been called.

@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use super::{
     App, BLOB_BODY_LIMIT, access, accounts, admin, audit, blobs, dlq, envelopes, handoffs, insights, lanes, nodes,
-    openapi, system, tasks, tickets, ux,
+    openapi, stream, system, tasks, tickets, ux,
 };
 
 /// The API's routes with their OpenAPI description.
@@ -21,6 +21,7 @@ pub(super) fn routes() -> OpenApiRouter<App> {
         .merge(identity_routes())
         .merge(cluster_routes())
         .merge(lane_routes())
+        .routes(routes!(stream::stream))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/schemas/event-envelope.v1.json", get(envelopes::envelope_schema))
         .route("/health", get(system::health))

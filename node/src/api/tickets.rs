@@ -265,13 +265,17 @@ pub(super) fn timeline_of(app: &App, caller: &Principal, id: Uuid) -> Result<Vec
     for task in actors::task::store::for_ticket(&app.log, &id.to_string()).map_err(|e| failed(&e))? {
         task_records.extend(app.log.read_stream(&actors::task::store::stream(&task), 0).map_err(|e| failed(&e))?);
     }
-    let sees_task_contents = actors::policy::tool("task.result").is_some_and(|t| t.roles.contains(&caller.role));
-    if !sees_task_contents {
+    if !sees_task_contents(caller) {
         task_records.iter_mut().for_each(|r| r.payload = b"null".to_vec());
     }
     records.extend(task_records);
     records.sort_by_key(|r| r.global_position);
     Ok(records.into_iter().map(TimelineEntry::from).collect())
+}
+
+/// Whether `caller` may see what a task ran and printed (else only its state changes).
+pub(super) fn sees_task_contents(caller: &Principal) -> bool {
+    actors::policy::tool("task.result").is_some_and(|t| t.roles.contains(&caller.role))
 }
 
 impl From<actors::storage::EventRecord> for TimelineEntry {

@@ -98,6 +98,15 @@ pub(super) struct ServeArgs {
     /// Orchestrator: evidence bytes each account may store (MiB).
     #[arg(long, default_value_t = 1024)]
     pub(super) blob_quota_mb: u64,
+    /// Orchestrator: events buffered per event stream (GET /v1/stream).
+    #[arg(long, default_value_t = 1024)]
+    pub(super) stream_buffer: usize,
+    /// Orchestrator: an event stream whose buffer stays full this long is cut off (ms).
+    #[arg(long, default_value_t = 10_000)]
+    pub(super) stream_slow_ms: u64,
+    /// Orchestrator: event streams one caller may hold open at once.
+    #[arg(long, default_value_t = 4)]
+    pub(super) streams_per_caller: usize,
 }
 
 impl ServeArgs {
@@ -219,6 +228,12 @@ fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
             min_free_bytes: args.min_free_mb << 20,
             blob_quota_bytes: args.blob_quota_mb << 20,
             data_dir: args.data_dir.clone(),
+            streams: crate::api::StreamLimits {
+                buffer: args.stream_buffer,
+                slow_after: std::time::Duration::from_millis(args.stream_slow_ms),
+                per_principal: args.streams_per_caller,
+                ..Default::default()
+            },
         },
         lanes: Default::default(),
         https: args.https(),

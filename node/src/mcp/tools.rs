@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use super::forward::{self, Answer, Call, Origin};
 use crate::api::openapi::Operation;
 
-/// Tools MCP does not offer: `blob.upload` takes raw bytes, not JSON arguments.
-const NOT_OVER_MCP: &[&str] = &["blob.upload"];
+/// Tools MCP does not offer: `blob.upload` takes raw bytes, not JSON arguments;
+/// `events.stream` never ends (an MCP tool call answers once).
+const NOT_OVER_MCP: &[&str] = &["blob.upload", "events.stream"];
 /// The argument naming a mutation's idempotency key.
 const KEY_ARGUMENT: &str = "idempotency_key";
 /// The argument holding a route's JSON body.
@@ -316,7 +317,7 @@ mod tests {
         let names: Vec<String> = catalogue(&admin).into_iter().map(|t| t.name.into_owned()).collect();
         let expected: Vec<&str> = policy::TOOLS
             .iter()
-            .filter(|t| t.roles.contains(&policy::Role::Admin) && t.name != "blob.upload")
+            .filter(|t| t.roles.contains(&policy::Role::Admin) && !NOT_OVER_MCP.contains(&t.name))
             .map(|t| t.name)
             .collect();
         assert_eq!(names, expected);
