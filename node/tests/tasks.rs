@@ -44,11 +44,12 @@ fn finished(t: &Value) -> bool {
     matches!(t["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "CANCELLED"))
 }
 
-fn job_containers() -> String {
-    let out = Command::new("docker")
-        .args(["ps", "-a", "--filter", "label=dispatch.job", "--format", "{{.Names}}"])
-        .output()
-        .unwrap();
+/// The job containers of the worker whose data dir is `worker_dir` (other tests' jobs
+/// may run on the same engine at the same time).
+fn job_containers(worker_dir: &std::path::Path) -> String {
+    let workspaces = std::fs::canonicalize(worker_dir.join("workspaces")).unwrap();
+    let owner = format!("label=dispatch.worker={}", workspaces.display());
+    let out = Command::new("docker").args(["ps", "-a", "--filter", &owner, "--format", "{{.Names}}"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -99,6 +100,8 @@ async fn tasks_run_on_the_local_worker_and_come_back_with_their_output() {
     let (_, sleeper) = submit(&s, &admin, "k-sleep", json!({ "command": ["sleep", "60"] })).await;
     let sleeper = sleeper["task_id"].as_str().unwrap().to_owned();
     wait(&s, &sleeper, |t| t["state"] == "RUNNING").await;
+    let worker_dir = dir.path().join("worker");
+    assert!(job_containers(&worker_dir).contains("dispatch-job-"), "the running job's container is this worker's");
     let (status, early) = s.send("GET", &format!("/v1/tasks/{sleeper}/result"), &admin, None, None).await;
     assert_eq!((status, early["error"]["code"].clone()), (409, json!("TASK_NOT_FINISHED")));
     let (status, _) = s.send("POST", &format!("/v1/tasks/{sleeper}/cancel"), &admin, None, Some(json!({}))).await;
@@ -109,7 +112,7 @@ async fn tasks_run_on_the_local_worker_and_come_back_with_their_output() {
     assert_eq!(result["result"]["cancelled"], true, "{result}");
     let (status, again) = s.send("POST", &format!("/v1/tasks/{sleeper}/cancel"), &admin, None, Some(json!({}))).await;
     assert_eq!((status, again["error"]["code"].clone()), (409, json!("TASK_FINISHED")));
-    assert_eq!(job_containers(), "", "no job container is left behind");
+    assert_eq!(job_containers(&worker_dir), "", "no job container is left behind");
 
     // A task linked to a ticket shows up in the ticket's timeline.
     let dispatcher = s.token("disp", "dispatcher", &["acct-1"], &["*"]).await;
