@@ -117,20 +117,20 @@ impl Jobs {
         if running.len() >= max_running as usize {
             return JobAnswer::Refused(format!("no free slot ({max_running} jobs running)"));
         }
+        // The lease runs from the last renewal this worker saw answered, not from now: an
+        // offer read late (by a worker frozen or cut off meanwhile) must not start a run the
+        // orchestrator may already have given up on and retried elsewhere.
+        let since = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        let held_until = since + Duration::from_millis(lease_ms * 4 / 5);
+        if Instant::now() >= held_until {
+            return JobAnswer::Refused("the offer arrived after its lease ran out".into());
+        }
         let (cancel, cancelled) = watch::channel(false);
-        running.insert(
-            job.job_id.clone(),
-            Running {
-                cancel,
-                lease: Duration::from_millis(lease_ms),
-                since: Instant::now(),
-                fenced: false,
-                held: None,
-            },
-        );
+        let lease = Duration::from_millis(lease_ms);
+        running.insert(job.job_id.clone(), Running { cancel, lease, since, fenced: false, held: None });
         drop(running);
         // Held for most of the lease until the fence loop sets the exact time.
-        executor.hold(&job.job_id, wall_ms(Instant::now() + Duration::from_millis(lease_ms * 4 / 5)));
+        executor.hold(&job.job_id, wall_ms(held_until));
         let jobs = self.clone();
         tokio::spawn(async move {
             let job_id = job.job_id.clone();
