@@ -43,7 +43,11 @@ async fn a_copy_taken_during_writes_is_the_log_at_one_position() {
     for w in writers {
         w.await.unwrap();
     }
-    assert!(summary.global_position > 200 && summary.streams == 8, "{summary:?}");
+    // The copy may land between two commits at any point after the 200th event (CI once took
+    // it at exactly 200), never past what the log holds once the writers have stopped.
+    let written = log.global_len().unwrap();
+    assert!(summary.global_position >= 200 && summary.global_position <= written, "{summary:?}");
+    assert_eq!(summary.streams, 8, "{summary:?}");
     assert_eq!(blobs.into_iter().map(|b| b.to_string()).collect::<Vec<_>>(), vec![evidence]);
     let copied = Log::open(&copy).unwrap();
     assert_eq!(copied.summary().unwrap(), summary, "the copy holds what its summary says");
