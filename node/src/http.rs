@@ -121,3 +121,17 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tagged {
         tower::Service::call(&mut self.router.clone(), req)
     }
 }
+
+/// `s` as one path segment or query value (RFC 3986: unreserved characters kept, the
+/// rest escaped), for the edges that call the API's routes in-process.
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

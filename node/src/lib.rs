@@ -15,6 +15,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster_edge;
 pub mod config;
+pub mod console;
 pub mod credentials;
 pub mod datadir;
 pub mod dispatch;

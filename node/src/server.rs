@@ -173,6 +173,7 @@ impl Orchestrator {
             free_space: crate::api::FreeSpace::new(config.data_dir.clone()),
             serving: Default::default(),
             streams: crate::api::Streams::new(&config.edge.streams),
+            https: config.https.is_some(),
         }));
         let running = Running { tickets, lanes, tasks, cluster, background, writer_thread };
         Self::serve(config, app, io.http, endpoint, running).await

@@ -30,16 +30,22 @@ impl FromRequestParts<App> for Caller {
     }
 }
 
-/// Who sent the request: a bearer token, or (with `--dev-headers` only) `X-Actor-*`.
+/// Who sent the request: a bearer token, a browser's session cookie (with its CSRF
+/// token on a mutation), or (with `--dev-headers` only) `X-Actor-*`.
 pub(crate) fn authenticate(parts: &Parts, app: &App) -> Result<Principal, ApiError> {
     let headers = &parts.headers;
+    let verify =
+        |token: &str| app.auth.verify(token.trim()).map(|(p, _)| p).map_err(|e| ApiError::unauthorized(e.to_string()));
     if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
         let token = value
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
-        return app.auth.verify(token.trim()).map(|(p, _)| p).map_err(|e| ApiError::unauthorized(e.to_string()));
+        return verify(token);
+    }
+    if let Some(token) = crate::console::session::access_token(parts) {
+        return verify(token?);
     }
     let has_dev_headers = headers.keys().any(|k| k.as_str().starts_with("x-actor-"));
     if has_dev_headers && app.dev_headers {

@@ -44,7 +44,7 @@ use crate::auth::Auth;
 use error::{ApiError, REQUEST_ID};
 use extract::RequestCtx;
 
-pub(crate) use accounts::MIN_PASSWORD;
+pub(crate) use accounts::{MIN_PASSWORD, client_address};
 pub(crate) use admin::TOKEN_TTL_SECONDS;
 pub(crate) use extract::{
     IDEMPOTENCY_KEY_PATTERN, IDEMPOTENCY_KEY_RULE, authenticate, canonical_sha256, is_idempotency_key,
@@ -100,6 +100,8 @@ pub struct AppInner {
     pub serving: Serving,
     /// Open event streams per principal (`GET /v1/stream`).
     pub streams: stream::Streams,
+    /// Whether the API is served over HTTPS (the console's cookies are then `Secure`).
+    pub https: bool,
 }
 
 /// What stopping needs to know of the requests being served: how many there are (to say
@@ -207,10 +209,11 @@ impl std::ops::Deref for App {
     }
 }
 
-/// The whole HTTP surface: the API, and MCP at `/mcp` in front of it.
+/// The whole HTTP surface: the API, MCP at `/mcp` and the web console at `/`, both
+/// in front of the API.
 pub fn router(app: App) -> Router {
     let api = api_router(app.clone());
-    api.clone().merge(crate::mcp::router(app, api))
+    api.clone().merge(crate::mcp::router(app.clone(), api.clone())).merge(crate::console::router(app, api))
 }
 
 /// The API's routes, each behind the route guard, with the edge's limits and metrics.

@@ -141,6 +141,8 @@ pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyh
         true => first_admin(&orchestrator, args.admin_password_file.as_deref()).await?,
         false => None,
     };
+    // The console first: it is what a person opens.
+    println!("dispatch: console at {url}/");
     println!("dispatch: listening on {url}");
     println!("  cluster:     {} (QUIC, mutual TLS)", orchestrator.cluster_addr);
     print_https(&args);

@@ -175,7 +175,7 @@ pub struct Templates {
 }
 
 /// Where a ticket stands against its closeout template. Lists are sorted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CloseoutStatus {
     pub ready: bool,
     pub required_evidence_keys: Vec<String>,

@@ -107,16 +107,3 @@ pub(super) fn refusal(status: u16, code: &str, message: &str) -> Answer {
     let body = serde_json::json!({ "error": { "code": code, "message": message, "details": {} } });
     Answer { status, body, replayed: false }
 }
-
-/// `s` as one path segment (RFC 3986: unreserved characters kept, the rest escaped).
-pub(super) fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}

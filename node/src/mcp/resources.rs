@@ -117,6 +117,6 @@ fn route_of(uri: &str) -> Option<(&'static str, String)> {
             return None;
         }
         let template = crate::api::openapi::operation(f.tool)?.template;
-        Some((f.tool, template.replace("{id}", &forward::encode(id))))
+        Some((f.tool, template.replace("{id}", &crate::http::path_segment(id))))
     })
 }

@@ -126,13 +126,13 @@ fn route_call<'a>(spec: &'a ToolSpec, op: &Operation, mut args: JsonObject) -> R
             Some(_) => return Err(format!("{} must be a non-empty string", p.name)),
             None => return Err(format!("{} is required", p.name)),
         };
-        uri = uri.replace(&format!("{{{}}}", p.name), &forward::encode(&value));
+        uri = uri.replace(&format!("{{{}}}", p.name), &crate::http::path_segment(&value));
     }
     let mut query = vec![];
     for p in &op.query_params {
         match args.remove(&p.name) {
             None | Some(Value::Null) => {}
-            Some(Value::String(s)) => query.push(format!("{}={}", p.name, forward::encode(&s))),
+            Some(Value::String(s)) => query.push(format!("{}={}", p.name, crate::http::path_segment(&s))),
             Some(v @ (Value::Number(_) | Value::Bool(_))) => query.push(format!("{}={v}", p.name)),
             Some(_) => return Err(format!("{} must be a string, a number or a boolean", p.name)),
         }

@@ -1,0 +1,239 @@
+//! The operator's screens: the handoff queue, one handoff with its decision and its
+//! lane's controls, and the dead letters of lane callbacks with replay.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::pages::{Action, ActionForm, Chrome, refusal_page};
+use super::{Console, Viewer};
+use crate::dto::lanes::{Handoff, HandoffStatus, Lane, LaneStatus};
+use crate::http::path_segment;
+
+/// `ms` since the epoch as RFC 3339 (the page shows it in the browser's zone).
+pub fn when(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// An enum's name as the API writes it (`WAITING_HUMAN`, `approve`).
+pub fn name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// JSON as a person reads it.
+pub fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct HandoffList {
+    handoffs: Vec<Handoff>,
+    next_cursor: Option<String>,
+}
+
+/// The queue's filters and page, from its query string.
+#[derive(Deserialize, Default)]
+pub struct QueueQuery {
+    #[serde(default)]
+    queue: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/handoffs.html")]
+struct QueuePage {
+    chrome: Chrome,
+    filter: QueueQuery,
+    queues: Vec<String>,
+    handoffs: Vec<Handoff>,
+    next: Option<String>,
+}
+
+impl QueuePage {
+    fn when(&self, ms: &i64) -> String {
+        when(*ms)
+    }
+
+    fn name<T: serde::Serialize>(&self, v: &T) -> String {
+        name(v)
+    }
+}
+
+/// `GET /console/handoffs`: the open handoffs in the operator's queues, oldest first.
+pub async fn queue(State(console): State<Console>, headers: HeaderMap, Query(q): Query<QueueQuery>) -> Response {
+    let viewer = match Viewer::of(&console, &headers, "/console/handoffs") {
+        Ok(v) => v,
+        Err(to_sign_in) => return to_sign_in.into_response(),
+    };
+    let status = if q.status.is_empty() { "OPEN" } else { q.status.as_str() };
+    let mut uri = format!("/v1/handoffs?limit=100&status={}", path_segment(status));
+    for (name, value) in [("queue", &q.queue), ("cursor", &q.cursor)] {
+        if !value.is_empty() {
+            uri.push_str(&format!("&{name}={}", path_segment(value)));
+        }
+    }
+    let list = match console.read::<HandoffList>(&viewer, &uri).await {
+        Ok(list) => list,
+        Err(refusal) => return refusal_page(&viewer, refusal),
+    };
+    let next = list.next_cursor.map(|c| {
+        let query = [("queue", q.queue.as_str()), ("status", status), ("cursor", c.as_str())];
+        format!("/console/handoffs?{}", serde_urlencoded::to_string(query).unwrap_or_default())
+    });
+    let page = QueuePage {
+        chrome: Chrome::of(&viewer, "Handoffs", "/console/handoffs"),
+        queues: viewer.principal.queues.clone(),
+        filter: QueueQuery { status: status.to_owned(), ..q },
+        handoffs: list.handoffs,
+        next,
+    };
+    viewer.page(page.render())
+}
+
+#[derive(Template)]
+#[template(path = "console/handoff.html")]
+struct HandoffPage {
+    chrome: Chrome,
+    handoff: Handoff,
+    lane: Lane,
+    /// The state the agent saved at the handoff's checkpoint.
+    checkpoint_state: Option<String>,
+    decide: Option<ActionForm>,
+    controls: Vec<ActionForm>,
+}
+
+impl HandoffPage {
+    fn when(&self, ms: &i64) -> String {
+        when(*ms)
+    }
+
+    fn pretty(&self, v: &serde_json::Value) -> String {
+        pretty(v)
+    }
+
+    fn name<T: serde::Serialize>(&self, v: &T) -> String {
+        name(v)
+    }
+}
+
+/// `GET /console/handoffs/{id}`: context and checkpoint, the decision, the lane's controls.
+pub async fn handoff(State(console): State<Console>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let id = path_segment(&id);
+    let viewer = match Viewer::of(&console, &headers, &format!("/console/handoffs/{id}")) {
+        Ok(v) => v,
+        Err(to_sign_in) => return to_sign_in.into_response(),
+    };
+    let handoff = match console.read::<Handoff>(&viewer, &format!("/v1/handoffs/{id}")).await {
+        Ok(h) => h,
+        Err(refusal) => return refusal_page(&viewer, refusal),
+    };
+    let lane_id = path_segment(&handoff.lane_id);
+    let lane = match console.read::<Lane>(&viewer, &format!("/v1/lanes/{lane_id}")).await {
+        Ok(l) => l,
+        Err(refusal) => return refusal_page(&viewer, refusal),
+    };
+    let queues: Vec<String> =
+        viewer.principal.queues.iter().filter(|q| **q != handoff.request.queue && *q != "*").cloned().collect();
+    let form = |tool: &str, path: String| {
+        let action =
+            Action { tool: tool.to_owned(), method: "POST".into(), path, enabled: true, disabled_reason: None };
+        ActionForm::of(action, "h", &queues)
+    };
+    let decide =
+        (handoff.status == HandoffStatus::Open).then(|| form("handoff.decide", format!("/v1/handoffs/{id}/decision")));
+    let controls = lane_controls(&lane)
+        .into_iter()
+        .map(|(tool, path)| form(tool, format!("/v1/lanes/{lane_id}/{path}")))
+        .collect();
+    let checkpoint_state =
+        lane.checkpoints.iter().rev().find(|c| c.name == handoff.request.checkpoint).map(|c| pretty(&c.state));
+    let page = HandoffPage {
+        chrome: Chrome::of(&viewer, "Handoff", "/console/handoffs"),
+        handoff,
+        lane,
+        checkpoint_state,
+        decide,
+        controls,
+    };
+    viewer.page(page.render())
+}
+
+/// The controls that apply to a lane in its present status (tool, route under the lane).
+fn lane_controls(lane: &Lane) -> Vec<(&'static str, &'static str)> {
+    let mut controls = Vec::new();
+    match lane.status {
+        LaneStatus::Closed => return controls,
+        LaneStatus::Blocked => controls.push(("lane.unblock", "unblock")),
+        LaneStatus::Active | LaneStatus::WaitingHuman => controls.push(("lane.escalate", "escalate")),
+    }
+    match lane.owner {
+        None => controls.push(("lane.assign_owner", "assign-owner")),
+        Some(_) => controls.push(("lane.reassign_owner", "reassign-owner")),
+    }
+    controls.push(("lane.override_close", "override-close"));
+    controls
+}
+
+#[derive(Deserialize)]
+struct DeadLetterList {
+    deliveries: Vec<crate::lanes::Delivery>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/dead_letters.html")]
+struct DeadLettersPage {
+    chrome: Chrome,
+    letters: Vec<(crate::lanes::Delivery, ActionForm)>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct CursorQuery {
+    #[serde(default)]
+    cursor: String,
+}
+
+/// `GET /console/dead-letters`: callbacks that failed every attempt, each with replay.
+pub async fn dead_letters(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Query(q): Query<CursorQuery>,
+) -> Response {
+    let viewer = match Viewer::of(&console, &headers, "/console/dead-letters") {
+        Ok(v) => v,
+        Err(to_sign_in) => return to_sign_in.into_response(),
+    };
+    let mut uri = "/v1/dlq?limit=100".to_owned();
+    if !q.cursor.is_empty() {
+        uri.push_str(&format!("&cursor={}", path_segment(&q.cursor)));
+    }
+    let list = match console.read::<DeadLetterList>(&viewer, &uri).await {
+        Ok(list) => list,
+        Err(refusal) => return refusal_page(&viewer, refusal),
+    };
+    let letters = list
+        .deliveries
+        .into_iter()
+        .map(|d| {
+            let path = format!("/v1/dlq/{}/replay", path_segment(&d.id));
+            let action =
+                Action { tool: "dlq.replay".into(), method: "POST".into(), path, enabled: true, disabled_reason: None };
+            (d, ActionForm::of(action, "d", &[]))
+        })
+        .collect();
+    let next = list.next_cursor.map(|c| format!("/console/dead-letters?cursor={}", path_segment(&c)));
+    let page = DeadLettersPage { chrome: Chrome::of(&viewer, "Dead letters", "/console/dead-letters"), letters, next };
+    viewer.page(page.render())
+}

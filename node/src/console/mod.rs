@@ -1,0 +1,195 @@
+//! The web console: pages for the people who do the work, served by the binary.
+//!
+//! Pages are rendered on the server from askama templates (compiled and checked with the
+//! binary: no build step outside cargo, nothing fetched at run time) and read their data
+//! by calling the API's own routes in-process as the signed-in person, so a page shows
+//! exactly what the API would answer that person. A little hand-written script
+//! (`assets/console.js`) sends actions to the same `/v1` routes the CLI uses, with an
+//! idempotency key fixed when the form was drawn, keeps SLA countdowns live and redraws
+//! the page's live region when `GET /v1/stream` reports a change.
+
+mod forms;
+mod handoffs;
+mod pages;
+pub mod session;
+mod ticket;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+
+use crate::api::App;
+use actors::policy::{Principal, Role};
+
+/// What the console's handlers share: the server, and its API to read through.
+#[derive(Clone)]
+pub struct Console {
+    app: App,
+    api: Router,
+}
+
+/// The console's routes: `/`, `/console/…` and its embedded assets.
+pub fn router(app: App, api: Router) -> Router {
+    let console = Console { app: app.clone(), api };
+    let session_routes = Router::new()
+        .route(session::SESSION_PATH, post(session::sign_in))
+        .route("/console/session/refresh", post(session::refresh))
+        .route("/console/session/end", post(session::sign_out))
+        .with_state(app.clone());
+    Router::new()
+        .route("/", get(home))
+        .route("/console/sign-in", get(pages::sign_in))
+        .route("/console/cockpit", get(pages::cockpit))
+        .route("/console/jobs", get(ticket::jobs))
+        .route("/console/tickets/{id}", get(ticket::page))
+        .route("/console/handoffs", get(handoffs::queue))
+        .route("/console/handoffs/{id}", get(handoffs::handoff))
+        .route("/console/dead-letters", get(handoffs::dead_letters))
+        .route("/console/assets/console.js", get(script))
+        .route("/console/assets/console.css", get(style))
+        .with_state(console)
+        .merge(session_routes)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::api::observe))
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+}
+
+/// The signed-in person a page is drawn for, and what the page needs to send actions.
+pub struct Viewer {
+    pub principal: Principal,
+    token: String,
+    pub csrf: String,
+    /// A new CSRF cookie to set with the page, when the browser had none.
+    set_csrf: Option<HeaderValue>,
+    /// The log's durable head when the request came in.
+    pub after: u64,
+}
+
+impl Viewer {
+    /// The person signed in by this request's cookie, or the sign-in page to send them
+    /// to (coming back to `path` after).
+    fn of(console: &Console, headers: &HeaderMap, path: &str) -> Result<Viewer, Redirect> {
+        let signed_in = session::cookie(headers, session::ACCESS)
+            .and_then(|token| console.app.auth.verify(token).ok().map(|(p, _)| (p, token.to_owned())));
+        let Some((principal, token)) = signed_in else {
+            let query = serde_urlencoded::to_string([("next", path)]).unwrap_or_default();
+            return Err(Redirect::to(&format!("/console/sign-in?{query}")));
+        };
+        let (csrf, set_csrf) = session::csrf_token(headers, console.app.https);
+        let after = *console.app.log.watch_head().borrow();
+        Ok(Viewer { principal, token, csrf, set_csrf, after })
+    }
+
+    /// The screens this person's role has, for the top bar.
+    pub fn nav(&self) -> Vec<(&'static str, &'static str)> {
+        match self.principal.role {
+            Role::Technician => vec![("/console/jobs", "My jobs")],
+            Role::Dispatcher | Role::Manager | Role::Agent => vec![("/console/cockpit", "Cockpit")],
+            Role::Operator => vec![("/console/handoffs", "Handoffs"), ("/console/dead-letters", "Dead letters")],
+            Role::Admin => vec![
+                ("/console/cockpit", "Cockpit"),
+                ("/console/handoffs", "Handoffs"),
+                ("/console/dead-letters", "Dead letters"),
+            ],
+            _ => vec![],
+        }
+    }
+
+    /// A rendered page, with the CSRF cookie when it is new.
+    fn page(&self, html: Result<String, askama::Error>) -> Response {
+        let mut response = rendered(html);
+        if let Some(set) = &self.set_csrf {
+            response.headers_mut().append(header::SET_COOKIE, set.clone());
+        }
+        response
+    }
+}
+
+/// An answer from the API that is not a success: its status, code and plain message.
+pub struct Refusal {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+/// The largest answer a page reads from a route.
+const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
+
+impl Console {
+    /// `GET uri` on the API as `viewer`, decoded as `T`.
+    async fn read<T: DeserializeOwned>(&self, viewer: &Viewer, uri: &str) -> Result<T, Refusal> {
+        let request = Request::get(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", viewer.token))
+            .body(Body::empty())
+            .map_err(|e| Refusal { status: 400, code: "VALIDATION_ERROR".into(), message: e.to_string() })?;
+        let mut request = request;
+        request.extensions_mut().insert(crate::api::Forwarded);
+        let Ok(response) = tower::Service::call(&mut self.api.clone(), request).await;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), ANSWER_LIMIT).await.map_err(|e| Refusal {
+            status: 500,
+            code: "INTERNAL".into(),
+            message: format!("reading the answer: {e}"),
+        })?;
+        if !status.is_success() {
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let text = |k: &str| body["error"][k].as_str().unwrap_or_default().to_owned();
+            return Err(Refusal { status: status.as_u16(), code: text("code"), message: text("message") });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Refusal {
+            status: 500,
+            code: "INTERNAL".into(),
+            message: format!("the answer of {uri} did not read as expected: {e}"),
+        })
+    }
+}
+
+/// `/`: the signed-in person's first screen, or the sign-in page.
+async fn home(State(console): State<Console>, headers: HeaderMap) -> Response {
+    match Viewer::of(&console, &headers, "/") {
+        Ok(viewer) => match viewer.nav().first() {
+            Some((href, _)) => Redirect::to(href).into_response(),
+            None => pages::no_screen(&viewer),
+        },
+        Err(to_sign_in) => to_sign_in.into_response(),
+    }
+}
+
+/// A page as the browser gets it: never cached (it shows one person's data), and
+/// allowed to run only the console's own script and style, in no frame.
+fn rendered(html: Result<String, askama::Error>) -> Response {
+    let mut response = match html {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => crate::api::error::ApiError::internal("rendering a page", e).into_response(),
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    response
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("assets/console.js"))
+}
+
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", include_str!("assets/console.css"))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
