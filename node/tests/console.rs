@@ -429,3 +429,143 @@ async fn an_operator_approves_a_handoff_and_the_waiting_agent_gets_the_decision(
     chromium.close().await;
     s.stop();
 }
+
+/// A lane of `bot`'s with one handoff in queue `ops`, decided by `olga` as `decision`.
+async fn decided_handoff(s: &Server, decision: &str) {
+    let agent = s.token("bot", "agent", &["*"], &["*"]).await;
+    for (path, body) in [
+        ("/v1/lanes", json!({ "lane_id": "lane-1" })),
+        ("/v1/lanes/lane-1/checkpoints", json!({ "name": "c1", "state": { "step": 1 } })),
+        (
+            "/v1/lanes/lane-1/handoffs",
+            json!({ "checkpoint": "c1", "trigger_class": "policy", "reason": "refund over limit",
+            "context": { "secret_customer": "Ada Lovelace" }, "queue": "ops", "sla_seconds": 600, "deadline_seconds": 3600,
+            "timeout_action": "reject" }),
+        ),
+    ] {
+        let (status, answer) = s.send("POST", path, &agent, Some(&support::key()), Some(body)).await;
+        assert!(status == 200 || status == 201, "{path}: {answer}");
+    }
+    let ops = json!({ "sub": "olga", "role": "operator", "accounts": ["*"], "sites": ["*"], "queues": ["ops"], "ttl_seconds": 600 });
+    let (_, minted) = s.send("POST", "/v1/admin/tokens", &s.admin_token, None, Some(ops)).await;
+    let olga = minted["token"].as_str().unwrap();
+    let (_, list) = s.send("GET", "/v1/handoffs", olga, None, None).await;
+    let id = list["handoffs"][0]["handoff_id"].as_str().unwrap();
+    let body = json!({ "action": decision, "reason": "checked" });
+    let (status, answer) =
+        s.send("POST", &format!("/v1/handoffs/{id}/decision"), olga, Some(&support::key()), Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test]
+async fn an_engineer_sees_the_charts_and_no_handoff_content() {
+    let Some(chromium) = Chromium::launch(1280, 900, false).await else { return };
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    add_user(&s, "eve", "engineer").await;
+    decided_handoff(&s, "approve").await;
+    let tab = chromium.open(&format!("{}/", s.url)).await;
+    browser_sign_in(&tab, "eve", "/console/insights").await;
+    tab.weigh("insights").await;
+    assert_eq!(tab.js::<String>("document.querySelector('#hitl-rate').textContent").await, "100.0%");
+    let bars: usize = tab.js("document.querySelectorAll('svg.chart rect').length").await;
+    assert_eq!(bars, 1 + 4, "one decision-mix bar and four latency bars for one trigger class");
+    let text: String = tab.js("document.body.innerText").await;
+    assert!(text.contains("approve") && text.contains("policy"), "{text}");
+    for secret in ["Ada Lovelace", "refund over limit", "lane-1", "ops"] {
+        assert!(!text.contains(secret), "an engineer is shown {secret:?}");
+    }
+    tab.screenshot("insights").await;
+
+    // The handoff queue is not an engineer's: the refusal says so, with its code.
+    tab.goto("/console/handoffs").await;
+    tab.wait("document.querySelector('.refusal code')?.textContent === 'FORBIDDEN'", "the refusal").await;
+    chromium.close().await;
+    s.stop();
+}
+
+#[tokio::test]
+async fn an_operator_runs_a_task_and_reads_its_output_as_it_finishes() {
+    if !support::docker::tasks_can_run("the console's task test") {
+        return;
+    }
+    let Some(chromium) = Chromium::launch(1280, 900, false).await else { return };
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    let body = json!({ "username": "olga", "role": "operator", "password": PASSWORD, "queues": ["ops"] });
+    assert_eq!(s.send("POST", "/v1/users", &s.admin_token, None, Some(body)).await.0, 201);
+    let tab = chromium.open(&format!("{}/console/nodes", s.url)).await;
+    browser_sign_in(&tab, "olga", "/console/nodes").await;
+    tab.wait("document.querySelector('tr[data-node] .state')?.textContent === 'ACTIVE'", "the local worker").await;
+
+    tab.goto("/console/tasks").await;
+    tab.wait("document.querySelector('#tasks .empty')", "the empty task list").await;
+    tab.click("#run-task summary").await;
+    tab.type_into("#run-task textarea[name=command]", "echo").await;
+    tab.page.find_element("#run-task textarea[name=command]").await.unwrap().press_key("Enter").await.unwrap();
+    tab.type_into("#run-task textarea[name=command]", "hello from the console").await;
+    tab.click("#run-task button[type=submit]").await;
+    tab.wait("document.querySelector('#run-task .outcome a')", "the link to the new task").await;
+    tab.click("#run-task .outcome a").await;
+    tab.wait_for_page("/console/tasks/").await;
+    tab.wait("document.querySelector('#stdout')?.textContent.includes('hello from the console')", "the output").await;
+    assert_eq!(tab.js::<String>("document.querySelector('#exit-code strong').textContent").await, "0");
+    assert_eq!(tab.js::<String>("document.querySelector('#task .state').textContent").await, "SUCCEEDED");
+    tab.screenshot("task").await;
+    chromium.close().await;
+    s.stop();
+}
+
+#[tokio::test]
+async fn an_admin_adds_a_person_who_then_signs_in_and_creates_a_join_token_shown_once() {
+    let Some(chromium) = Chromium::launch(1280, 900, false).await else { return };
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    add_user(&s, "ada", "admin").await;
+    let tab = chromium.open(&format!("{}/console/admin", s.url)).await;
+    browser_sign_in(&tab, "ada", "/console/admin").await;
+    tab.weigh("admin").await;
+
+    tab.click("#new-user summary").await;
+    tab.type_into("#new-user input[name=username]", "tom").await;
+    tab.choose("#new-user select[name=role]", "technician").await;
+    tab.type_into("#new-user input[name=password]", PASSWORD).await;
+    tab.type_into("#new-user textarea[name=accounts]", "acct-1").await;
+    tab.click("#new-user button[type=submit]").await;
+    tab.wait("document.querySelector('tr[data-user=\"tom\"] .role-name')?.textContent === 'technician'", "tom's row")
+        .await;
+    let (_, users) = s.send("GET", "/v1/users", &s.admin_token, None, None).await;
+    let tom = users["users"].as_array().unwrap().iter().find(|u| u["username"] == "tom").unwrap().clone();
+    assert_eq!(tom["accounts"], json!(["acct-1"]), "{tom}");
+
+    tab.click("#new-token summary").await;
+    tab.click("#new-token button[type=submit]").await;
+    tab.wait("document.querySelector('#new-token code.secret')", "the join token").await;
+    let token: String = tab.js("document.querySelector('#new-token code.secret').textContent").await;
+    assert!(token.len() > 20, "{token}");
+    tab.wait(
+        "[...document.querySelectorAll('tr[data-token]')].some(r => r.textContent.includes('by ada'))",
+        "the token's row",
+    )
+    .await;
+    let page: String = tab.js("document.querySelector('#join-tokens').innerHTML").await;
+    assert!(!page.contains(&token), "the list never shows the secret again");
+    tab.screenshot("admin").await;
+
+    // Disabling asks for a second press; the first alone changes nothing.
+    let disable = "tr[data-user=\"tom\"] form[data-tool=\"user.disable\"] button";
+    tab.click(disable).await;
+    tab.wait(
+        &format!("document.querySelector('{disable}').textContent.includes('press again')"),
+        "the second-press prompt",
+    )
+    .await;
+    let (_, users) = s.send("GET", "/v1/users", &s.admin_token, None, None).await;
+    assert!(users["users"].as_array().unwrap().iter().any(|u| u["username"] == "tom" && u["disabled"] == false));
+
+    // The new person signs in with what the admin set.
+    tab.click(".who button[type=submit]").await;
+    browser_sign_in(&tab, "tom", "/console/jobs").await;
+    chromium.close().await;
+    s.stop();
+}

@@ -18,6 +18,10 @@ pub enum Kind {
     Number,
     /// One of the signed-in operator's queues (or none).
     Queue,
+    /// A list, one item per line (a command's arguments).
+    Lines,
+    /// A password (not shown as it is typed).
+    Secret,
 }
 
 /// One field of an action's form.
@@ -96,7 +100,42 @@ pub fn fields(tool: &str) -> &'static [Field] {
         hint: "Must start with human_override: and say why; it stays in the lane's audit trail.",
         ..field("reason", "Reason", Kind::LongText, true)
     }];
+    const RUN_TASK: &[Field] = &[
+        Field {
+            hint: "One argument per line; no shell unless you name one (sh, then -c, then the script).",
+            ..field("command", "Command", Kind::Lines, true)
+        },
+        Field { hint: "Default: the node's sandbox image.", ..field("image", "Image", Kind::Text, false) },
+        field("network_policy", "Network", Kind::Choice(&["none", "restricted"]), false),
+        Field { hint: "Default 300.", ..field("timeout_seconds", "Timeout (seconds)", Kind::Number, false) },
+        Field { hint: "Default 3.", ..field("max_attempts", "Attempts at most", Kind::Number, false) },
+    ];
+    const ROLES: &[&str] =
+        &["dispatcher", "technician", "manager", "qa", "billing", "operator", "engineer", "agent", "admin"];
+    const NEW_USER: &[Field] = &[
+        field("username", "Username", Kind::Text, true),
+        field("role", "Role", Kind::Choice(ROLES), true),
+        Field { hint: "At least 12 characters.", ..field("password", "Password", Kind::Secret, false) },
+        Field { hint: "One per line; empty: every account.", ..field("accounts", "Accounts", Kind::Lines, false) },
+        Field { hint: "One per line; empty: every site.", ..field("sites", "Sites", Kind::Lines, false) },
+        Field { hint: "Operators: the handoff queues they work.", ..field("queues", "Queues", Kind::Lines, false) },
+    ];
+    const SET_ROLE: &[Field] = &[Field {
+        hint: "Their sessions end: they sign in again with the new role.",
+        ..field("role", "New role", Kind::Choice(ROLES), true)
+    }];
+    const PASSWORD: &[Field] =
+        &[Field { hint: "Their sessions end at once.", ..field("password", "New password", Kind::Secret, true) }];
+    const JOIN_TOKEN: &[Field] = &[
+        Field { hint: "Default 900 (15 minutes).", ..field("ttl_seconds", "Valid for (seconds)", Kind::Number, false) },
+        Field { hint: "Default 1.", ..field("uses", "Nodes that may join with it", Kind::Number, false) },
+    ];
     match tool {
+        "user.create" => NEW_USER,
+        "user.set_role" => SET_ROLE,
+        "user.reset_password" => PASSWORD,
+        "join_token.create" => JOIN_TOKEN,
+        "task.create" => RUN_TASK,
         "ticket.triage" => TRIAGE,
         "schedule.propose" => PROPOSE,
         "schedule.confirm" => CONFIRM,
@@ -112,6 +151,21 @@ pub fn fields(tool: &str) -> &'static [Field] {
         "lane.override_close" => OVERRIDE,
         _ => &[],
     }
+}
+
+/// Tools that take something away at one press (no form to fill first): the console
+/// asks for a second press.
+pub fn asks_twice(tool: &str) -> bool {
+    matches!(
+        tool,
+        "user.disable"
+            | "user.sessions.revoke"
+            | "join_token.revoke"
+            | "admin.signing_keys.retire"
+            | "node.drain"
+            | "node.remove"
+            | "task.cancel"
+    )
 }
 
 /// Tools with a panel of their own on the ticket page rather than a form in a list.
@@ -143,6 +197,19 @@ pub fn label(tool: &str) -> &'static str {
         "lane.unblock" => "Unblock",
         "lane.override_close" => "Override-close",
         "dlq.replay" => "Replay",
+        "task.create" => "Run a task",
+        "task.cancel" => "Cancel task",
+        "node.drain" => "Drain",
+        "node.remove" => "Remove",
+        "user.create" => "Add a person or service",
+        "user.set_role" => "Change role",
+        "user.reset_password" => "Reset password",
+        "user.disable" => "Disable",
+        "user.sessions.revoke" => "End sessions",
+        "join_token.create" => "Create a join token",
+        "join_token.revoke" => "Revoke",
+        "admin.signing_keys.rotate" => "Add a signing key",
+        "admin.signing_keys.retire" => "Retire",
         _ => "Run",
     }
 }

@@ -8,8 +8,11 @@
 //! idempotency key fixed when the form was drawn, keeps SLA countdowns live and redraws
 //! the page's live region when `GET /v1/stream` reports a change.
 
+mod admin;
 mod forms;
 mod handoffs;
+mod insights;
+mod operations;
 mod pages;
 pub mod session;
 mod ticket;
@@ -49,6 +52,11 @@ pub fn router(app: App, api: Router) -> Router {
         .route("/console/handoffs", get(handoffs::queue))
         .route("/console/handoffs/{id}", get(handoffs::handoff))
         .route("/console/dead-letters", get(handoffs::dead_letters))
+        .route("/console/tasks", get(operations::tasks))
+        .route("/console/tasks/{id}", get(operations::task))
+        .route("/console/nodes", get(operations::nodes))
+        .route("/console/insights", get(insights::page))
+        .route("/console/admin", get(admin::page))
         .route("/console/assets/console.js", get(script))
         .route("/console/assets/console.css", get(style))
         .with_state(console)
@@ -83,17 +91,22 @@ impl Viewer {
         Ok(Viewer { principal, token, csrf, set_csrf, after })
     }
 
-    /// The screens this person's role has, for the top bar.
+    /// The screens this person's role has, for the top bar (the first is their home).
     pub fn nav(&self) -> Vec<(&'static str, &'static str)> {
+        const COCKPIT: (&str, &str) = ("/console/cockpit", "Cockpit");
+        const HANDOFFS: (&str, &str) = ("/console/handoffs", "Handoffs");
+        const DEAD_LETTERS: (&str, &str) = ("/console/dead-letters", "Dead letters");
+        const TASKS: (&str, &str) = ("/console/tasks", "Tasks");
+        const NODES: (&str, &str) = ("/console/nodes", "Nodes");
+        const INSIGHTS: (&str, &str) = ("/console/insights", "Insights");
+        const ADMIN: (&str, &str) = ("/console/admin", "Admin");
         match self.principal.role {
             Role::Technician => vec![("/console/jobs", "My jobs")],
-            Role::Dispatcher | Role::Manager | Role::Agent => vec![("/console/cockpit", "Cockpit")],
-            Role::Operator => vec![("/console/handoffs", "Handoffs"), ("/console/dead-letters", "Dead letters")],
-            Role::Admin => vec![
-                ("/console/cockpit", "Cockpit"),
-                ("/console/handoffs", "Handoffs"),
-                ("/console/dead-letters", "Dead letters"),
-            ],
+            Role::Dispatcher | Role::Manager => vec![COCKPIT],
+            Role::Agent => vec![COCKPIT, TASKS],
+            Role::Operator => vec![HANDOFFS, DEAD_LETTERS, TASKS, NODES],
+            Role::Engineer => vec![INSIGHTS, NODES],
+            Role::Admin => vec![COCKPIT, HANDOFFS, DEAD_LETTERS, TASKS, NODES, INSIGHTS, ADMIN],
             _ => vec![],
         }
     }

@@ -83,6 +83,8 @@ pub struct FieldView {
     /// `text`, `textarea`, `select`, `datetime-local` or `number`.
     pub control: &'static str,
     pub options: Vec<String>,
+    /// One item per line, sent as a JSON array.
+    pub list: bool,
 }
 
 /// An action the person may take now, as a form that posts to its route.
@@ -95,6 +97,10 @@ pub struct ActionForm {
     /// again, sends the same key and runs the command once.
     pub idempotency_key: String,
     pub fields: Vec<FieldView>,
+    /// Where what the action creates is shown (its id is appended), if it creates one.
+    pub created: &'static str,
+    /// Whether it runs only on a second press ([`forms::asks_twice`]).
+    pub confirm: bool,
 }
 
 /// An action the person may not take, and why, in the policy's words.
@@ -141,18 +147,31 @@ impl ActionForm {
                     Kind::When => ("datetime-local", vec![]),
                     Kind::Number => ("number", vec![]),
                     Kind::Queue => ("select", std::iter::once(String::new()).chain(queues.iter().cloned()).collect()),
+                    Kind::Lines => ("textarea", vec![]),
+                    Kind::Secret => ("password", vec![]),
                 };
                 let id = format!("{scope}-{}-{}", a.tool.replace('.', "-"), f.name.replace('.', "-"));
-                FieldView { id, name: f.name, label: f.label, hint: f.hint, required: f.required, control, options }
+                FieldView {
+                    id,
+                    name: f.name,
+                    label: f.label,
+                    hint: f.hint,
+                    required: f.required,
+                    control,
+                    options,
+                    list: matches!(f.kind, Kind::Lines),
+                }
             })
             .collect();
         ActionForm {
             label: forms::label(&a.tool),
+            confirm: forms::asks_twice(&a.tool),
             tool: a.tool,
             method: a.method,
             path: a.path,
             idempotency_key: key,
             fields,
+            created: "",
         }
     }
 }

@@ -29,7 +29,7 @@ pub struct Account {
 }
 
 /// What the API shows of a user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UserView {
     #[serde(flatten)]
     pub account: Account,

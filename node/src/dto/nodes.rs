@@ -126,7 +126,7 @@ pub struct JoinToken {
 }
 
 /// A node and how long ago it was last heard from (None: not since this orchestrator started).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NodeView {
     #[serde(flatten)]
     pub node: Node,

@@ -80,6 +80,7 @@ function bodyOf(form) {
     let value = el.value;
     if (el.type === "number") value = Number(value);
     if (el.type === "datetime-local") value = new Date(value).toISOString();
+    if ("list" in el.dataset) value = value.split("\n").map((s) => s.replace(/\r$/, "")).filter((s) => s !== "");
     const path = el.name.split(".");
     let at = body;
     path.slice(0, -1).forEach((p, i) => {
@@ -128,6 +129,17 @@ document.addEventListener("submit", async (e) => {
   const button = form.querySelector('button[type="submit"]');
   const outcome = form.querySelector(".outcome");
   if (button.disabled) return;
+  if ("confirm" in form.dataset && form.dataset.armed !== "1") {
+    // Takes something away: a second press within five seconds confirms it.
+    form.dataset.armed = "1";
+    const label = button.textContent;
+    button.textContent = `${label}: press again to confirm`;
+    setTimeout(() => {
+      delete form.dataset.armed;
+      button.textContent = label;
+    }, 5000);
+    return;
+  }
   button.disabled = true;
   outcome.className = "outcome";
   outcome.textContent = "Sending…";
@@ -136,8 +148,17 @@ document.addEventListener("submit", async (e) => {
     if (!r.ok) throw new Error(await refusalText(r));
     const answer = await r.json().catch(() => ({}));
     outcome.textContent = "Done.";
-    if (form.dataset.created && answer.id) {
-      outcome.innerHTML = `Created. <a href="${form.dataset.created}${encodeURIComponent(answer.id)}">Open the ticket</a>`;
+    if (answer.token) {
+      // A secret the server shows once (a join token): shown here, never stored.
+      outcome.textContent = "Created. Copy it now, it is not shown again: ";
+      const code = document.createElement("code");
+      code.className = "secret";
+      code.textContent = answer.token;
+      outcome.append(code);
+    }
+    const created = answer.id ?? answer.task_id;
+    if (form.dataset.created && created) {
+      outcome.innerHTML = `Created. <a href="${form.dataset.created}${encodeURIComponent(created)}">Open it</a>`;
     }
     form.reset();
     form.dataset.key = newKey();
@@ -293,7 +314,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   localTimes(document);
   tick();
   setInterval(tick, 1000);
-  const live = document.querySelector("[data-live]");
+  // A region with no topic is redrawn after the person's own actions only.
+  const live = document.querySelector("[data-live]:not([data-live=''])");
   const after = document.querySelector('meta[name="log-position"]')?.content;
   document.documentElement.dataset.applied = after ?? "0";
   if (live && after) follow(live.dataset.live, after);
