@@ -569,3 +569,38 @@ async fn an_admin_adds_a_person_who_then_signs_in_and_creates_a_join_token_shown
     chromium.close().await;
     s.stop();
 }
+
+#[tokio::test]
+async fn every_screen_labels_its_controls_and_fits_a_360_px_phone() {
+    let Some(chromium) = Chromium::launch(360, 740, true).await else { return };
+    let dir = support::tempdir();
+    let s = Server::start(dir.path());
+    add_user(&s, "ada", "admin").await;
+    let crew = support::Crew::new(&s).await;
+    let id = support::dispatched_ticket(&s, &crew).await;
+    decided_handoff(&s, "reject").await;
+    let tab = chromium.open(&format!("{}/console/sign-in", s.url)).await;
+    tab.audit("sign-in").await;
+    browser_sign_in(&tab, "ada", "/console/cockpit").await;
+    for page in [
+        "/console/cockpit".to_owned(),
+        format!("/console/tickets/{id}"),
+        "/console/handoffs?status=DECIDED".to_owned(),
+        "/console/dead-letters".to_owned(),
+        "/console/tasks".to_owned(),
+        "/console/nodes".to_owned(),
+        "/console/insights".to_owned(),
+        "/console/admin".to_owned(),
+    ] {
+        tab.goto(&page).await;
+        tab.wait("document.readyState === 'complete' && document.querySelector('main h1')", &page).await;
+        // Open every folded form, so what it holds is checked too.
+        tab.js::<bool>("(document.querySelectorAll('details').forEach(d => d.open = true), true)").await;
+        tab.audit(&page).await;
+        if page == "/console/cockpit" {
+            tab.screenshot("cockpit-360").await;
+        }
+    }
+    chromium.close().await;
+    s.stop();
+}

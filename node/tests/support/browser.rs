@@ -222,6 +222,21 @@ impl Tab {
         eprintln!("page weight {name}: {figures}");
     }
 
+    /// Fails unless every control on the page has a label a screen reader announces and
+    /// the page fits its viewport's width (no sideways scrolling).
+    pub async fn audit(&self, name: &str) {
+        let found: serde_json::Value = self
+            .js("(() => { const unlabeled = [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')] \
+                   .filter(el => el.tagName === 'BUTTON' ? !el.textContent.trim() && !el.getAttribute('aria-label') \
+                                 : !(el.labels && el.labels.length) && !el.getAttribute('aria-label')) \
+                   .map(el => el.outerHTML.slice(0, 160)); \
+                 const wide = document.documentElement.scrollWidth > window.innerWidth + 1; \
+                 return { unlabeled, scroll_width: wide ? document.documentElement.scrollWidth : 0, width: window.innerWidth }; })()")
+            .await;
+        assert_eq!(found["unlabeled"], serde_json::json!([]), "{name}: controls without a label");
+        assert_eq!(found["scroll_width"], 0, "{name}: wider than the {} px viewport", found["width"]);
+    }
+
     /// Saves a screenshot of the whole page as `<target tmp>/console/<name>.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console");
