@@ -292,28 +292,35 @@ async fn a_technician_on_a_phone_checks_in_uploads_is_refused_then_signs_and_com
         std::fs::write(&path, format!("\u{ff}\u{d8} a photo of {name}")).unwrap();
         path
     };
-    for (key, file) in [("photo_before", photo("before.jpg")), ("photo_after", photo("after.jpg"))] {
-        tab.choose("#evidence-key", key).await;
-        tab.choose_files("#evidence-file", &[file]).await;
-        tab.click("form.upload button[type=submit]").await;
-        tab.wait(
-            &format!("[...document.querySelectorAll('#evidence li code')].some(c => c.textContent === '{key}')"),
-            key,
-        )
-        .await;
-        settle(&tab, &s, &id).await;
-    }
+    let upload = |key: &'static str, file: std::path::PathBuf| {
+        let tab = &tab;
+        let (s, id) = (&s, &id);
+        async move {
+            tab.choose("#evidence-key", key).await;
+            tab.choose_files("#evidence-file", &[file]).await;
+            tab.click("form.upload button[type=submit]").await;
+            let shown =
+                format!("[...document.querySelectorAll('#evidence li code')].some(c => c.textContent === '{key}')");
+            tab.wait(&shown, key).await;
+            settle(tab, s, id).await;
+        }
+    };
+    upload("photo_before", photo("before.jpg")).await;
 
-    // Completing without a signature or a reason is refused, naming what is missing.
+    // Completing with a photo missing is refused, naming it; the gate lists it too.
     tick_checklist(&tab).await;
     tab.click("form.complete button[type=submit]").await;
     tab.wait("document.querySelector('form.complete .outcome').classList.contains('refusal')", "the refusal").await;
     let refusal: String = tab.js("document.querySelector('form.complete .outcome').textContent").await;
-    assert!(refusal.starts_with("MISSING_SIGNATURE_CONFIRMATION"), "{refusal}");
+    assert!(refusal.starts_with("CLOSEOUT_REQUIREMENTS_INCOMPLETE") && refusal.contains("photo_after"), "{refusal}");
     let missing: String = tab.js("document.querySelector('#closeout-missing').textContent").await;
-    assert!(missing.contains("signature"), "the gate lists the signature: {missing}");
+    assert!(
+        missing.contains("photo_after") && missing.contains("signature"),
+        "the gate lists what is missing: {missing}"
+    );
     tab.screenshot("job-packet-refused").await;
 
+    upload("photo_after", photo("after.jpg")).await;
     tab.draw("#signature-pad", &[(20.0, 40.0), (60.0, 70.0), (100.0, 30.0), (150.0, 80.0), (200.0, 40.0)]).await;
     tab.click("form.signature button[type=submit]").await;
     tab.wait(

@@ -64,7 +64,11 @@ async function send(method, path, body, key, contentType = "application/json") {
 async function refusalText(r) {
   try {
     const e = (await r.json()).error;
-    return `${e.code}: ${e.message}`;
+    // Lists in the details say what is missing (missing_evidence_keys: photo_after).
+    const lists = Object.entries(e.details ?? {}).filter(([, v]) => Array.isArray(v) && v.length);
+    const words = (k) => k.charAt(0).toUpperCase() + k.slice(1).replaceAll("_", " ");
+    const more = lists.map(([k, v]) => ` ${words(k)}: ${v.join(", ")}.`).join("");
+    return `${e.code}: ${e.message}.${more}`;
   } catch {
     return `refused (${r.status})`;
   }
