@@ -3,12 +3,11 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::handoffs::{name, when};
-use super::pages::{Action, ActionForm, Chrome, refusal_page};
+use super::pages::{Action, ActionForm, Chrome};
 use super::{Console, Viewer};
 use crate::dto::accounts::UserView;
 use crate::dto::nodes::JoinToken;
@@ -70,19 +69,12 @@ impl AdminPage {
 
 /// `GET /console/admin`: the first 1,000 accounts and join tokens (more than a small
 /// cluster has), and every signing key.
-pub async fn page(State(console): State<Console>, headers: HeaderMap) -> Response {
-    let viewer = match Viewer::of(&console, &headers, "/console/admin") {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
-    let (users, tokens, keys) = match tokio::try_join!(
-        console.read::<Users>(&viewer, "/v1/users?limit=1000"),
-        console.read::<JoinTokens>(&viewer, "/v1/join-tokens?limit=1000"),
-        console.read::<KeySet>(&viewer, "/v1/auth/keys"),
-    ) {
-        Ok(read) => read,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+pub async fn page(State(console): State<Console>, viewer: Viewer) -> Result<Response, Response> {
+    let (users, tokens, keys) = tokio::try_join!(
+        console.fetch::<Users>(&viewer, "/v1/users?limit=1000"),
+        console.fetch::<JoinTokens>(&viewer, "/v1/join-tokens?limit=1000"),
+        console.fetch::<KeySet>(&viewer, "/v1/auth/keys"),
+    )?;
     let users = users
         .users
         .into_iter()
@@ -130,5 +122,5 @@ pub async fn page(State(console): State<Console>, headers: HeaderMap) -> Respons
         keys,
         rotate: form("admin.signing_keys.rotate", "/v1/admin/signing-keys".into(), "rotate"),
     };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }

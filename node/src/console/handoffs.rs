@@ -3,11 +3,10 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
-use super::pages::{Action, ActionForm, Chrome, refusal_page};
+use super::pages::{Action, ActionForm, Chrome};
 use super::{Console, Viewer};
 use crate::dto::lanes::{Handoff, HandoffStatus, Lane, LaneStatus};
 use crate::http::path_segment;
@@ -71,11 +70,11 @@ impl QueuePage {
 }
 
 /// `GET /console/handoffs`: the open handoffs in the operator's queues, oldest first.
-pub async fn queue(State(console): State<Console>, headers: HeaderMap, Query(q): Query<QueueQuery>) -> Response {
-    let viewer = match Viewer::of(&console, &headers, "/console/handoffs") {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
+pub async fn queue(
+    State(console): State<Console>,
+    viewer: Viewer,
+    Query(q): Query<QueueQuery>,
+) -> Result<Response, Response> {
     let status = if q.status.is_empty() { "OPEN" } else { q.status.as_str() };
     let mut uri = format!("/v1/handoffs?limit=100&status={}", path_segment(status));
     for (name, value) in [("queue", &q.queue), ("cursor", &q.cursor)] {
@@ -83,10 +82,7 @@ pub async fn queue(State(console): State<Console>, headers: HeaderMap, Query(q):
             uri.push_str(&format!("&{name}={}", path_segment(value)));
         }
     }
-    let list = match console.read::<HandoffList>(&viewer, &uri).await {
-        Ok(list) => list,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+    let list = console.fetch::<HandoffList>(&viewer, &uri).await?;
     let next = list.next_cursor.map(|c| {
         let query = [("queue", q.queue.as_str()), ("status", status), ("cursor", c.as_str())];
         format!("/console/handoffs?{}", serde_urlencoded::to_string(query).unwrap_or_default())
@@ -98,7 +94,7 @@ pub async fn queue(State(console): State<Console>, headers: HeaderMap, Query(q):
         handoffs: list.handoffs,
         next,
     };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }
 
 #[derive(Template)]
@@ -128,21 +124,15 @@ impl HandoffPage {
 }
 
 /// `GET /console/handoffs/{id}`: context and checkpoint, the decision, the lane's controls.
-pub async fn handoff(State(console): State<Console>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn handoff(
+    State(console): State<Console>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
     let id = path_segment(&id);
-    let viewer = match Viewer::of(&console, &headers, &format!("/console/handoffs/{id}")) {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
-    let handoff = match console.read::<Handoff>(&viewer, &format!("/v1/handoffs/{id}")).await {
-        Ok(h) => h,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+    let handoff = console.fetch::<Handoff>(&viewer, &format!("/v1/handoffs/{id}")).await?;
     let lane_id = path_segment(&handoff.lane_id);
-    let lane = match console.read::<Lane>(&viewer, &format!("/v1/lanes/{lane_id}")).await {
-        Ok(l) => l,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+    let lane = console.fetch::<Lane>(&viewer, &format!("/v1/lanes/{lane_id}")).await?;
     let queues: Vec<String> =
         viewer.principal.queues.iter().filter(|q| **q != handoff.request.queue && *q != "*").cloned().collect();
     let form = |tool: &str, path: String| {
@@ -166,7 +156,7 @@ pub async fn handoff(State(console): State<Console>, headers: HeaderMap, Path(id
         decide,
         controls,
     };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }
 
 /// The controls that apply to a lane in its present status (tool, route under the lane).
@@ -208,21 +198,14 @@ pub struct CursorQuery {
 /// `GET /console/dead-letters`: callbacks that failed every attempt, each with replay.
 pub async fn dead_letters(
     State(console): State<Console>,
-    headers: HeaderMap,
+    viewer: Viewer,
     Query(q): Query<CursorQuery>,
-) -> Response {
-    let viewer = match Viewer::of(&console, &headers, "/console/dead-letters") {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
+) -> Result<Response, Response> {
     let mut uri = "/v1/dlq?limit=100".to_owned();
     if !q.cursor.is_empty() {
         uri.push_str(&format!("&cursor={}", path_segment(&q.cursor)));
     }
-    let list = match console.read::<DeadLetterList>(&viewer, &uri).await {
-        Ok(list) => list,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+    let list = console.fetch::<DeadLetterList>(&viewer, &uri).await?;
     let letters = list
         .deliveries
         .into_iter()
@@ -235,5 +218,5 @@ pub async fn dead_letters(
         .collect();
     let next = list.next_cursor.map(|c| format!("/console/dead-letters?cursor={}", path_segment(&c)));
     let page = DeadLettersPage { chrome: Chrome::of(&viewer, "Dead letters", "/console/dead-letters"), letters, next };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }

@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
-use super::pages::{Chrome, refusal_page};
+use super::pages::Chrome;
 use super::{Console, Viewer};
 
 #[derive(Deserialize)]
@@ -83,15 +82,8 @@ struct InsightsPage {
 }
 
 /// `GET /console/insights`.
-pub async fn page(State(console): State<Console>, headers: HeaderMap) -> Response {
-    let viewer = match Viewer::of(&console, &headers, "/console/insights") {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
-    let i = match console.read::<Insights>(&viewer, "/v1/insights/handoffs").await {
-        Ok(i) => i,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+pub async fn page(State(console): State<Console>, viewer: Viewer) -> Result<Response, Response> {
+    let i = console.fetch::<Insights>(&viewer, "/v1/insights/handoffs").await?;
     let mix = bars(i.decision_mix.into_iter().map(|(k, n)| (k, "mix", n as f64, n.to_string())).collect());
     let mut latency = Vec::new();
     for (class, s) in i.by_trigger_class {
@@ -115,7 +107,7 @@ pub async fn page(State(console): State<Console>, headers: HeaderMap) -> Respons
         mix,
         latency: bars(latency),
     };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }
 
 #[cfg(test)]

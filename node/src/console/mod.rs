@@ -19,7 +19,8 @@ mod ticket;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -74,6 +75,16 @@ pub struct Viewer {
     set_csrf: Option<HeaderValue>,
     /// The log's durable head when the request came in.
     pub after: u64,
+}
+
+impl FromRequestParts<Console> for Viewer {
+    type Rejection = Redirect;
+
+    /// A page's viewer, or the sign-in page that comes back to this page after.
+    async fn from_request_parts(parts: &mut Parts, console: &Console) -> Result<Viewer, Redirect> {
+        let here = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        Viewer::of(console, &parts.headers, here)
+    }
 }
 
 impl Viewer {
@@ -132,6 +143,11 @@ pub struct Refusal {
 const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
 
 impl Console {
+    /// What a page shows from `GET uri`, or the page that says why the API refused it.
+    async fn fetch<T: DeserializeOwned>(&self, viewer: &Viewer, uri: &str) -> Result<T, Response> {
+        self.read(viewer, uri).await.map_err(|refusal| pages::refusal_page(viewer, refusal))
+    }
+
     /// `GET uri` on the API as `viewer`, decoded as `T`.
     async fn read<T: DeserializeOwned>(&self, viewer: &Viewer, uri: &str) -> Result<T, Refusal> {
         let request = Request::get(uri)
@@ -161,13 +177,10 @@ impl Console {
 }
 
 /// `/`: the signed-in person's first screen, or the sign-in page.
-async fn home(State(console): State<Console>, headers: HeaderMap) -> Response {
-    match Viewer::of(&console, &headers, "/") {
-        Ok(viewer) => match viewer.nav().first() {
-            Some((href, _)) => Redirect::to(href).into_response(),
-            None => pages::no_screen(&viewer),
-        },
-        Err(to_sign_in) => to_sign_in.into_response(),
+async fn home(viewer: Viewer) -> Response {
+    match viewer.nav().first() {
+        Some((href, _)) => Redirect::to(href).into_response(),
+        None => pages::no_screen(&viewer),
     }
 }
 

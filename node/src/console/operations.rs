@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 use actors::policy::Role;
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::handoffs::{name, when};
-use super::pages::{Action, ActionForm, Chrome, refusal_page};
+use super::pages::{Action, ActionForm, Chrome};
 use super::{Console, Viewer};
 use crate::dto::nodes::NodeView;
 use crate::dto::tasks::{AttemptOutcome, Task, TaskState};
@@ -61,15 +60,8 @@ impl NodesPage {
 }
 
 /// `GET /console/nodes`.
-pub async fn nodes(State(console): State<Console>, headers: HeaderMap) -> Response {
-    let viewer = match Viewer::of(&console, &headers, "/console/nodes") {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
-    let list = match console.read::<NodeList>(&viewer, "/v1/nodes?limit=1000").await {
-        Ok(list) => list,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+pub async fn nodes(State(console): State<Console>, viewer: Viewer) -> Result<Response, Response> {
+    let list = console.fetch::<NodeList>(&viewer, "/v1/nodes?limit=1000").await?;
     let counts_jobs = matches!(viewer.principal.role, Role::Operator | Role::Admin);
     let mut running: BTreeMap<String, usize> = BTreeMap::new();
     if counts_jobs && let Ok(tasks) = console.read::<TaskList>(&viewer, "/v1/tasks?state=RUNNING&limit=1000").await {
@@ -94,7 +86,7 @@ pub async fn nodes(State(console): State<Console>, headers: HeaderMap) -> Respon
         })
         .collect();
     let page = NodesPage { chrome: Chrome::of(&viewer, "Nodes", "/console/nodes"), nodes, counts_jobs, admin };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }
 
 #[derive(Deserialize, Default)]
@@ -129,21 +121,18 @@ impl TasksPage {
 const TASK_STATES: &[&str] = &["QUEUED", "DISPATCHED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"];
 
 /// `GET /console/tasks`: tasks by state, oldest first, and a form to run one.
-pub async fn tasks(State(console): State<Console>, headers: HeaderMap, Query(q): Query<TasksQuery>) -> Response {
-    let viewer = match Viewer::of(&console, &headers, "/console/tasks") {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
+pub async fn tasks(
+    State(console): State<Console>,
+    viewer: Viewer,
+    Query(q): Query<TasksQuery>,
+) -> Result<Response, Response> {
     let mut uri = "/v1/tasks?limit=100".to_owned();
     for (name, value) in [("state", &q.state), ("cursor", &q.cursor)] {
         if !value.is_empty() {
             uri.push_str(&format!("&{name}={}", path_segment(value)));
         }
     }
-    let list = match console.read::<TaskList>(&viewer, &uri).await {
-        Ok(list) => list,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+    let list = console.fetch::<TaskList>(&viewer, &uri).await?;
     let next = list.next_cursor.map(|c| {
         format!(
             "/console/tasks?{}",
@@ -158,7 +147,7 @@ pub async fn tasks(State(console): State<Console>, headers: HeaderMap, Query(q):
         next,
         run: ActionForm { created: "/console/tasks/", ..form("task.create", "/v1/tasks".into()) },
     };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }
 
 /// `GET /v1/tasks/{id}/result`, as the page reads it.
@@ -199,25 +188,19 @@ impl TaskPage {
 }
 
 /// `GET /console/tasks/{id}`: a task's attempts, output and exit code.
-pub async fn task(State(console): State<Console>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn task(
+    State(console): State<Console>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
     let id = path_segment(&id);
-    let viewer = match Viewer::of(&console, &headers, &format!("/console/tasks/{id}")) {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
-    let mut task = match console.read::<Task>(&viewer, &format!("/v1/tasks/{id}")).await {
-        Ok(t) => t,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+    let mut task = console.fetch::<Task>(&viewer, &format!("/v1/tasks/{id}")).await?;
     let open = matches!(task.state, TaskState::Queued | TaskState::Dispatched | TaskState::Running);
     // The output comes from its own route, once the task has finished.
     if !open {
-        match console.read::<TaskResult>(&viewer, &format!("/v1/tasks/{id}/result")).await {
-            Ok(r) => task.result = r.result,
-            Err(refusal) => return refusal_page(&viewer, refusal),
-        }
+        task.result = console.fetch::<TaskResult>(&viewer, &format!("/v1/tasks/{id}/result")).await?.result;
     }
     let cancel = (open && !task.cancel_requested).then(|| form("task.cancel", format!("/v1/tasks/{id}/cancel")));
     let page = TaskPage { chrome: Chrome::of(&viewer, "Task", "/console/tasks"), task, cancel };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }

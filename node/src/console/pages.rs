@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::forms::{self, Kind};
@@ -312,17 +312,10 @@ const QUEUE_STATES: &[&str] = &[
 /// `GET /console/cockpit`: the queue in SLA order with every action of each row.
 pub async fn cockpit(
     State(console): State<Console>,
-    headers: HeaderMap,
+    viewer: Viewer,
     Query(filter): Query<CockpitFilter>,
-) -> Response {
-    let viewer = match Viewer::of(&console, &headers, "/console/cockpit") {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
-    let answer = match console.read::<CockpitAnswer>(&viewer, "/v1/ux/dispatcher/cockpit").await {
-        Ok(answer) => answer,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+) -> Result<Response, Response> {
+    let answer = console.fetch::<CockpitAnswer>(&viewer, "/v1/ux/dispatcher/cockpit").await?;
     let incident_types =
         console.read::<Templates>(&viewer, "/v1/incident-templates").await.map(|t| t.templates).unwrap_or_default();
     let total = answer.queue.len();
@@ -344,5 +337,5 @@ pub async fn cockpit(
         incident_types,
         create_key: uuid::Uuid::new_v4().to_string(),
     };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }

@@ -4,11 +4,10 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
-use super::pages::{Action, Actions, Chrome, Header, refusal_page};
+use super::pages::{Action, Actions, Chrome, Header};
 use super::{Console, Viewer};
 use crate::dto::tickets::CloseoutStatus;
 
@@ -93,17 +92,13 @@ struct TicketPage {
 }
 
 /// `GET /console/tickets/{id}`.
-pub async fn page(State(console): State<Console>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let path = format!("/console/tickets/{}", crate::http::path_segment(&id));
-    let viewer = match Viewer::of(&console, &headers, &path) {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
+pub async fn page(
+    State(console): State<Console>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
     let uri = format!("/v1/ux/technician/job-packet/{}", crate::http::path_segment(&id));
-    let packet = match console.read::<Packet>(&viewer, &uri).await {
-        Ok(p) => p,
-        Err(refusal) => return refusal_page(&viewer, refusal),
-    };
+    let packet = console.fetch::<Packet>(&viewer, &uri).await?;
     let mut actions = packet.actions;
     let mut take = |tool: &str| {
         let at = actions.iter().position(|a| a.tool == tool && a.enabled)?;
@@ -131,7 +126,7 @@ pub async fn page(State(console): State<Console>, headers: HeaderMap, Path(id): 
         timeline: packet.timeline,
         closing,
     };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }
 
 /// A ticket in the technician's list.
@@ -163,20 +158,13 @@ const JOB_STATES: [&str; 4] = ["DISPATCHED", "IN_PROGRESS", "APPROVAL_REQUIRED",
 
 /// `GET /console/jobs`: the tickets assigned to the signed-in technician (the first
 /// page of each open state, which is more than one person works through in a day).
-pub async fn jobs(State(console): State<Console>, headers: HeaderMap) -> Response {
-    let viewer = match Viewer::of(&console, &headers, "/console/jobs") {
-        Ok(v) => v,
-        Err(to_sign_in) => return to_sign_in.into_response(),
-    };
+pub async fn jobs(State(console): State<Console>, viewer: Viewer) -> Result<Response, Response> {
     let mut jobs = Vec::new();
     for state in JOB_STATES {
-        match console.read::<JobList>(&viewer, &format!("/v1/tickets?state={state}&limit=200")).await {
-            Ok(list) => jobs.extend(
-                list.tickets.into_iter().filter(|t| t.technician_id.as_deref() == Some(viewer.principal.sub.as_str())),
-            ),
-            Err(refusal) => return refusal_page(&viewer, refusal),
-        }
+        let list = console.fetch::<JobList>(&viewer, &format!("/v1/tickets?state={state}&limit=200")).await?;
+        let mine = |t: &Job| t.technician_id.as_deref() == Some(viewer.principal.sub.as_str());
+        jobs.extend(list.tickets.into_iter().filter(mine));
     }
     let page = JobsPage { chrome: Chrome::of(&viewer, "My jobs", "/console/jobs"), jobs };
-    viewer.page(page.render())
+    Ok(viewer.page(page.render()))
 }
