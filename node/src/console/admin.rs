@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::handoffs::{name, when};
 use super::pages::{Action, ActionForm, Chrome};
 use super::{Console, Viewer};
 use crate::dto::accounts::UserView;
@@ -55,16 +54,6 @@ struct AdminPage {
     new_token: ActionForm,
     keys: Vec<(String, ActionForm)>,
     rotate: ActionForm,
-}
-
-impl AdminPage {
-    fn name<T: serde::Serialize>(&self, v: &T) -> String {
-        name(v)
-    }
-
-    fn when(&self, ms: &i64) -> String {
-        when(*ms)
-    }
 }
 
 /// `GET /console/admin`: the first 1,000 accounts and join tokens (more than a small

@@ -11,27 +11,6 @@ use super::{Console, Viewer};
 use crate::dto::lanes::{Handoff, HandoffStatus, Lane, LaneStatus};
 use crate::http::path_segment;
 
-/// `ms` since the epoch as RFC 3339 (the page shows it in the browser's zone).
-pub fn when(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
-/// An enum's name as the API writes it (`WAITING_HUMAN`, `approve`).
-pub fn name<T: serde::Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
-    }
-}
-
-/// JSON as a person reads it.
-pub fn pretty(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_default()
-}
-
 #[derive(Deserialize)]
 struct HandoffList {
     handoffs: Vec<Handoff>,
@@ -57,16 +36,6 @@ struct QueuePage {
     queues: Vec<String>,
     handoffs: Vec<Handoff>,
     next: Option<String>,
-}
-
-impl QueuePage {
-    fn when(&self, ms: &i64) -> String {
-        when(*ms)
-    }
-
-    fn name<T: serde::Serialize>(&self, v: &T) -> String {
-        name(v)
-    }
 }
 
 /// `GET /console/handoffs`: the open handoffs in the operator's queues, oldest first.
@@ -109,20 +78,6 @@ struct HandoffPage {
     controls: Vec<ActionForm>,
 }
 
-impl HandoffPage {
-    fn when(&self, ms: &i64) -> String {
-        when(*ms)
-    }
-
-    fn pretty(&self, v: &serde_json::Value) -> String {
-        pretty(v)
-    }
-
-    fn name<T: serde::Serialize>(&self, v: &T) -> String {
-        name(v)
-    }
-}
-
 /// `GET /console/handoffs/{id}`: context and checkpoint, the decision, the lane's controls.
 pub async fn handoff(
     State(console): State<Console>,
@@ -146,8 +101,12 @@ pub async fn handoff(
         .into_iter()
         .map(|(tool, path)| form(tool, format!("/v1/lanes/{lane_id}/{path}")))
         .collect();
-    let checkpoint_state =
-        lane.checkpoints.iter().rev().find(|c| c.name == handoff.request.checkpoint).map(|c| pretty(&c.state));
+    let checkpoint_state = lane
+        .checkpoints
+        .iter()
+        .rev()
+        .find(|c| c.name == handoff.request.checkpoint)
+        .map(|c| super::view::pretty(&c.state));
     let page = HandoffPage {
         chrome: Chrome::of(&viewer, "Handoff", "/console/handoffs"),
         handoff,

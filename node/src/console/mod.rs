@@ -16,6 +16,7 @@ mod operations;
 mod pages;
 pub mod session;
 mod ticket;
+mod view;
 
 use axum::Router;
 use axum::body::Body;

@@ -10,7 +10,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::handoffs::{name, when};
 use super::pages::{Action, ActionForm, Chrome};
 use super::{Console, Viewer};
 use crate::dto::nodes::NodeView;
@@ -51,12 +50,6 @@ struct NodesPage {
     counts_jobs: bool,
     /// Whether the viewer may drain and remove nodes.
     admin: bool,
-}
-
-impl NodesPage {
-    fn name<T: serde::Serialize>(&self, v: &T) -> String {
-        name(v)
-    }
 }
 
 /// `GET /console/nodes`.
@@ -108,16 +101,6 @@ struct TasksPage {
     run: ActionForm,
 }
 
-impl TasksPage {
-    fn name<T: serde::Serialize>(&self, v: &T) -> String {
-        name(v)
-    }
-
-    fn when(&self, ms: &i64) -> String {
-        when(*ms)
-    }
-}
-
 const TASK_STATES: &[&str] = &["QUEUED", "DISPATCHED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"];
 
 /// `GET /console/tasks`: tasks by state, oldest first, and a form to run one.
@@ -165,14 +148,6 @@ struct TaskPage {
 }
 
 impl TaskPage {
-    fn name<T: serde::Serialize>(&self, v: &T) -> String {
-        name(v)
-    }
-
-    fn when(&self, ms: &i64) -> String {
-        when(*ms)
-    }
-
     /// How an attempt ended, in words.
     fn outcome(&self, outcome: &Option<AttemptOutcome>) -> String {
         match outcome {
