@@ -242,6 +242,22 @@ async fn a_dispatcher_creates_and_triages_and_sees_the_queue_change_live() {
     tab.click(&format!("{row} form[data-tool=\"ticket.triage\"] button[type=submit]")).await;
     tab.wait(&format!("{} === 'READY_TO_SCHEDULE'", row_state(&id)), "the triaged row").await;
     assert!(tab.js::<bool>("window.sameLoad === true").await, "the page was never reloaded");
+
+    // A ticket triaged without a schedule can only be dispatched as the emergency
+    // override: its own form, with the reason required and the audit warning.
+    let other_row = format!("tr[data-ticket=\"{other}\"]");
+    settle(&tab, &s, &id).await;
+    tab.click(&format!("{other_row} form[data-tool=\"ticket.triage\"] summary")).await;
+    tab.choose(&format!("{other_row} form[data-tool=\"ticket.triage\"] select[name=workflow_outcome]"), "TRIAGED")
+        .await;
+    tab.click(&format!("{other_row} form[data-tool=\"ticket.triage\"] button[type=submit]")).await;
+    tab.wait(&format!("{} === 'TRIAGED'", row_state(&other)), "the ticket triaged without a schedule").await;
+    let dispatch = format!("{other_row} form[data-tool=\"assignment.dispatch\"]");
+    let summary: String = tab.js(&format!("document.querySelector('{dispatch} summary').textContent")).await;
+    assert_eq!(summary, "Emergency dispatch (override)");
+    assert!(tab.js::<bool>(&format!("document.querySelector('{dispatch} textarea[name=reason]').required")).await);
+    let warning: String = tab.js(&format!("document.querySelector('{dispatch}').textContent")).await;
+    assert!(warning.contains("audit timeline"), "{warning}");
     tab.screenshot("cockpit").await;
     tab.goto("/console/cockpit").await;
     tab.wait(&format!("{} === 'READY_TO_SCHEDULE'", row_state(&id)), "the cockpit again").await;

@@ -22,6 +22,8 @@ pub enum Kind {
     Lines,
     /// A password (not shown as it is typed).
     Secret,
+    /// A value the form always sends (a hidden field).
+    Fixed(&'static str),
 }
 
 /// One field of an action's form.
@@ -62,14 +64,19 @@ pub fn fields(tool: &str) -> &'static [Field] {
         field("window.start", "Window starts", Kind::When, true),
         field("window.end", "Window ends", Kind::When, true),
     ];
-    const DISPATCH: &[Field] = &[
+    const DISPATCH: &[Field] = &[field("technician_id", "Technician", Kind::Text, true)];
+    const BYPASS: &[Field] = &[
         field("technician_id", "Technician", Kind::Text, true),
-        field("dispatch_mode", "Mode", Kind::Choice(&["STANDARD", "EMERGENCY_BYPASS"]), false),
+        field("dispatch_mode", "", Kind::Fixed("EMERGENCY_BYPASS"), true),
         Field {
-            hint: "Required to reassign or to bypass the schedule. The override and its reason go into the ticket's audit timeline.",
-            ..field("reason", "Reason", Kind::LongText, false)
+            hint: "This dispatch skips the schedule: the reason and your name go into the ticket's audit timeline, \
+                   and a manager must confirm it.",
+            ..field("reason", "Why the override", Kind::LongText, true)
         },
-        field("manager_confirmation", "Manager confirmation (bypass only)", Kind::Text, false),
+        Field {
+            hint: "The manager who confirmed it by phone; else a manager confirms it from the ticket.",
+            ..field("manager_confirmation", "Manager confirmation", Kind::Text, false)
+        },
     ];
     const CHANGE: &[Field] =
         &[field("reason", "Why", Kind::LongText, true), field("change_summary", "What changes", Kind::LongText, true)];
@@ -140,6 +147,7 @@ pub fn fields(tool: &str) -> &'static [Field] {
         "schedule.propose" => PROPOSE,
         "schedule.confirm" => CONFIRM,
         "assignment.dispatch" => DISPATCH,
+        BYPASS_FORM => BYPASS,
         "tech.request_change" => CHANGE,
         "approval.decide" => DECIDE,
         "qa.verify" => VERIFY,
@@ -150,6 +158,17 @@ pub fn fields(tool: &str) -> &'static [Field] {
         "lane.assign_owner" | "lane.reassign_owner" => OWNER,
         "lane.override_close" => OVERRIDE,
         _ => &[],
+    }
+}
+
+/// The form of `assignment.dispatch` from TRIAGED: the emergency override of the schedule.
+const BYPASS_FORM: &str = "assignment.dispatch#bypass";
+
+/// Which form a ticket tool takes in `state` (its own, or a variant of it).
+pub fn form_of<'a>(tool: &'a str, state: &str) -> &'a str {
+    match (tool, state) {
+        ("assignment.dispatch", "TRIAGED") => BYPASS_FORM,
+        _ => tool,
     }
 }
 
@@ -179,7 +198,8 @@ pub fn label(tool: &str) -> &'static str {
         "ticket.triage" => "Triage",
         "schedule.propose" => "Propose a window",
         "schedule.confirm" => "Confirm the window",
-        "assignment.dispatch" => "Dispatch / reassign",
+        "assignment.dispatch" => "Dispatch",
+        BYPASS_FORM => "Emergency dispatch (override)",
         "assignment.confirm_bypass" => "Confirm bypass",
         "tech.check_in" => "Check in",
         "tech.request_change" => "Request a change",
@@ -239,6 +259,15 @@ mod tests {
                 }),
             ),
             ("ticket.cancel", serde_json::to_value(crate::dto::ticket_commands::Cancel { reason: String::new() })),
+            (
+                form_of("assignment.dispatch", "TRIAGED"),
+                serde_json::to_value(crate::dto::ticket_commands::DispatchAssignment {
+                    technician_id: String::new(),
+                    dispatch_mode: None,
+                    reason: None,
+                    manager_confirmation: None,
+                }),
+            ),
         ];
         for (tool, body) in bodies {
             let body = body.unwrap();

@@ -117,13 +117,16 @@ pub struct Actions {
 }
 
 impl Actions {
-    pub fn of(actions: Vec<Action>, scope: &str) -> Actions {
+    /// The forms of the enabled actions and the reasons for the rest, for a ticket in
+    /// `state` (a dispatch from TRIAGED is the emergency override, with its own form).
+    pub fn of(actions: Vec<Action>, scope: &str, state: &str) -> Actions {
         let (mut forms, mut unavailable) = (Vec::new(), Vec::new());
         for a in actions {
             let label = forms::label(&a.tool);
             if a.enabled {
                 if !forms::has_panel(&a.tool) {
-                    forms.push(ActionForm::of(a, scope, &[]));
+                    let form = forms::form_of(&a.tool, state).to_owned();
+                    forms.push(ActionForm::with_form(a, &form, scope, &[]));
                 }
             } else if let Some(r) = a.disabled_reason {
                 unavailable.push(Unavailable { label, policy: r.policy, message: r.message });
@@ -136,23 +139,27 @@ impl Actions {
 impl ActionForm {
     /// The form for `a`; a [`Kind::Queue`] field offers `queues`.
     pub fn of(a: Action, scope: &str, queues: &[String]) -> ActionForm {
-        let key = uuid::Uuid::new_v4().to_string();
-        let fields = forms::fields(&a.tool)
+        let form = a.tool.clone();
+        ActionForm::with_form(a, &form, scope, queues)
+    }
+
+    /// `a` with the fields and label of `form` (its tool's, or a variant's).
+    fn with_form(a: Action, form: &str, scope: &str, queues: &[String]) -> ActionForm {
+        let fields = forms::fields(form)
             .iter()
             .map(|f| {
                 let (control, options) = match f.kind {
                     Kind::Text => ("text", vec![]),
-                    Kind::LongText => ("textarea", vec![]),
+                    Kind::LongText | Kind::Lines => ("textarea", vec![]),
                     Kind::Choice(options) => ("select", options.iter().map(|o| o.to_string()).collect()),
                     Kind::When => ("datetime-local", vec![]),
                     Kind::Number => ("number", vec![]),
                     Kind::Queue => ("select", std::iter::once(String::new()).chain(queues.iter().cloned()).collect()),
-                    Kind::Lines => ("textarea", vec![]),
                     Kind::Secret => ("password", vec![]),
+                    Kind::Fixed(value) => ("hidden", vec![value.to_owned()]),
                 };
-                let id = format!("{scope}-{}-{}", a.tool.replace('.', "-"), f.name.replace('.', "-"));
                 FieldView {
-                    id,
+                    id: format!("{scope}-{}-{}", form.replace(['.', '#'], "-"), f.name.replace('.', "-")),
                     name: f.name,
                     label: f.label,
                     hint: f.hint,
@@ -164,12 +171,12 @@ impl ActionForm {
             })
             .collect();
         ActionForm {
-            label: forms::label(&a.tool),
+            label: forms::label(form),
             confirm: forms::asks_twice(&a.tool),
             tool: a.tool,
             method: a.method,
             path: a.path,
-            idempotency_key: key,
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
             fields,
             created: "",
         }
@@ -324,7 +331,7 @@ pub async fn cockpit(
         .into_iter()
         .filter(|r| filter.keeps(r))
         .map(|mut r| {
-            let actions = Actions::of(std::mem::take(&mut r.actions), &r.ticket.ticket_id);
+            let actions = Actions::of(std::mem::take(&mut r.actions), &r.ticket.ticket_id, &r.ticket.state);
             (r, actions)
         })
         .collect();

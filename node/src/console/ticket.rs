@@ -115,7 +115,7 @@ pub async fn page(
         if viewer.principal.role == actors::policy::Role::Technician { "/console/jobs" } else { "/console/cockpit" };
     let page = TicketPage {
         chrome: Chrome::of(&viewer, "Ticket", here),
-        actions: Actions::of(actions, "t"),
+        actions: Actions::of(actions, "t", &packet.ticket.state),
         ticket: packet.ticket,
         scope: packet.scope,
         window: packet.window,
