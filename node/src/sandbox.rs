@@ -292,6 +292,11 @@ impl Sandbox {
         self.docker.create_container(Some(options), body).await?;
         let attach = AttachContainerOptions { stream: true, stdout: true, stderr: true, ..Default::default() };
         let mut output = self.docker.attach_container(name, Some(attach)).await?.output;
+        // Stopped while it was being set up (a worker frozen before the start, whose lease
+        // ran out meanwhile): it never starts; the orchestrator has run it elsewhere.
+        if *cancel.borrow() {
+            return Ok(JobResult { cancelled: true, ..JobResult::default() });
+        }
         self.docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await?;
 
         let (mut result, stdout, stderr) = self.supervise(job, name, workspace, &mut output, cancel).await;

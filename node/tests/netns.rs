@@ -8,6 +8,9 @@
 //! is stopped by its fence) and runs again elsewhere; Docker's event stream shows no task
 //! ran to the end twice and no two attempts overlapped; the log's chains verify.
 //!
+//! `NETNS_KEEP=1` keeps the members' logs and data dirs (the path is printed) for a
+//! post-mortem of a failed run.
+//!
 //! Needs root and `ip netns` (CI runs as root) and says SKIPPING loudly otherwise. This
 //! kernel has no netem, so there is no added delay: loss is iptables' statistic match.
 
@@ -228,7 +231,9 @@ fn worker(net: &Net, host: &str, n: u32, dir: &Path, join: Option<(&str, &str)>)
     if let Some((addr, token)) = join {
         args.extend(["--join", addr, "--token", token]);
     }
-    let log = dir.with_extension(format!("{}.log", std::process::id()));
+    // A restarted member writes a log of its own: the first one says what it did before.
+    let first = dir.with_extension(format!("{}.log", std::process::id()));
+    let log = if first.exists() { dir.with_extension(format!("{}.restarted.log", std::process::id())) } else { first };
     Member::spawn_in(Some(&net.ns(host)), &args, &log, |l| l.starts_with("dispatch worker:"))
 }
 
@@ -241,12 +246,17 @@ async fn partitions_loss_and_frozen_or_killed_workers_lose_nothing() {
     let Some(net) = Net::create(&["orch", "w1", "w2", "w3"]) else { return };
     let tasks = tasks_can_run("the partition test");
     let events = tasks.then(DockerEvents::watch);
-    let root = support::tempdir();
-    let odir = root.path().join("orchestrator");
+    let root_dir = support::tempdir();
+    let root = root_dir.path().to_owned();
+    if std::env::var_os("NETNS_KEEP").is_some() {
+        eprintln!("netns logs kept in {}", root.display());
+        std::mem::forget(root_dir);
+    }
+    let odir = root.as_path().join("orchestrator");
     let (api, quic) = (format!("{}:8080", net.ip(10)), format!("{}:7443", net.ip(10)));
     let args = ["agent", "--role", "orchestrator", "--http-addr", &api, "--cluster-addr", &quic];
     let args = [&args[..], &["--node-heartbeat-ms", "300", "--data-dir", odir.to_str().unwrap()]].concat();
-    let _orchestrator = Member::spawn_in(Some(&net.ns("orch")), &args, &root.path().join("orchestrator.log"), |l| {
+    let _orchestrator = Member::spawn_in(Some(&net.ns("orch")), &args, &root.as_path().join("orchestrator.log"), |l| {
         l.contains("cluster:")
     });
     let admin = std::fs::read_to_string(odir.join("admin-token")).unwrap().trim().to_owned();
@@ -256,7 +266,7 @@ async fn partitions_loss_and_frozen_or_killed_workers_lose_nothing() {
         .output()
         .unwrap();
     let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
-    let dirs: Vec<_> = ["w1", "w2", "w3"].iter().map(|w| root.path().join(w)).collect();
+    let dirs: Vec<_> = ["w1", "w2", "w3"].iter().map(|w| root.as_path().join(w)).collect();
     let w1 = worker(&net, "w1", 11, &dirs[0], Some((&quic, &token)));
     let w2 = worker(&net, "w2", 12, &dirs[1], Some((&quic, &token)));
     let w3 = worker(&net, "w3", 13, &dirs[2], Some((&quic, &token)));

@@ -94,12 +94,34 @@ pub async fn run_fence(container: &str, hold_file: &Path) -> anyhow::Result<()> 
             if let Err(e) = std::fs::write(fence_mark(hold_file), until.to_string()) {
                 tracing::warn!(container, error = %e, "fence mark not written");
             }
-            let kill = docker.kill_container(container, Some(KillContainerOptions { signal: "KILL".into() })).await;
-            if let Err(e) = kill {
-                tracing::debug!(container, error = %e, "fence kill");
-            }
-            return Ok(());
+            return stop(&docker, container, hold_file).await;
         }
         tokio::time::sleep(FENCE_TICK).await;
     }
+}
+
+/// How long a fence whose hold ran out waits for a container that is not there yet (its
+/// worker may be about to start it) before it gives up.
+const FENCE_WATCH: Duration = Duration::from_secs(60);
+
+/// Kills the container, and again should it start later: a worker frozen between
+/// creating and starting its job starts it when it wakes, after the hold ran out.
+/// Done when the container has stopped, or its hold file is gone (the result is stored).
+async fn stop(docker: &Docker, container: &str, hold_file: &Path) -> anyhow::Result<()> {
+    let give_up = tokio::time::Instant::now() + FENCE_WATCH;
+    while hold_file.exists() && tokio::time::Instant::now() < give_up {
+        let kill = docker.kill_container(container, Some(KillContainerOptions { signal: "KILL".into() })).await;
+        let inspected = docker.inspect_container(container, None).await;
+        let stopped = inspected.ok().and_then(|c| c.state).is_some_and(|s| {
+            s.running != Some(true) && s.status != Some(bollard::models::ContainerStateStatusEnum::CREATED)
+        });
+        if stopped {
+            return Ok(());
+        }
+        if let Err(e) = kill {
+            tracing::debug!(container, error = %e, "fence kill");
+        }
+        tokio::time::sleep(FENCE_TICK).await;
+    }
+    Ok(())
 }

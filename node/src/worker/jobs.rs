@@ -147,11 +147,17 @@ impl Jobs {
         JobAnswer::Accepted
     }
 
-    /// Stops a running job (a cancel from the orchestrator).
+    /// Stops a running job (a cancel from the orchestrator). Its hold ends now: should
+    /// this worker die before it stops the job, the fence does.
     pub fn cancel(&self, job_id: &str) -> JobAnswer {
-        match self.running().get(job_id) {
+        match self.running().get_mut(job_id) {
             Some(r) => {
                 let _ = r.cancel.send(true);
+                if let Some(executor) = &self.executor {
+                    let now = Instant::now();
+                    executor.hold(job_id, wall_ms(now));
+                    r.held = Some(now);
+                }
                 JobAnswer::Accepted
             }
             None => JobAnswer::Unknown,
@@ -164,6 +170,11 @@ impl Jobs {
     pub fn fence(&self, margin: Duration) {
         let renewed = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
         for (job_id, r) in self.running().iter_mut() {
+            // A job being stopped is no longer this worker's to hold: a renewal that comes
+            // after (a frozen worker waking up) must not move its hold forward again.
+            if *r.cancel.borrow() {
+                continue;
+            }
             let until = (renewed.max(r.since) + r.lease).checked_sub(margin).unwrap_or(r.since);
             if let Some(executor) = self.executor.as_ref().filter(|_| r.held != Some(until)) {
                 executor.hold(job_id, wall_ms(until));
@@ -228,5 +239,69 @@ impl Jobs {
     /// The connection ended.
     pub fn disconnected(&self) {
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs until cancelled and writes down every hold it is given.
+    #[derive(Default)]
+    struct Holds(Mutex<Vec<i64>>);
+
+    impl Executor for Holds {
+        fn run(&self, _job: JobSpec, mut cancel: watch::Receiver<bool>) -> JobRun<'_> {
+            Box::pin(async move {
+                let _ = cancel.wait_for(|c| *c).await;
+                JobResult { cancelled: true, ..JobResult::default() }
+            })
+        }
+
+        fn hold(&self, _job_id: &str, until_ms: i64) {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(until_ms);
+        }
+    }
+
+    fn job(id: &str) -> JobSpec {
+        JobSpec {
+            job_id: id.into(),
+            task_id: "t".into(),
+            attempt: 1,
+            command: vec!["true".into()],
+            image: "i".into(),
+            network: cluster::proto::NetworkPolicy::None,
+            memory_bytes: 0,
+            cpu_millis: 0,
+            pids: 0,
+            timeout_ms: 1000,
+            env: Default::default(),
+            files: Default::default(),
+            output_cap: 0,
+        }
+    }
+
+    /// The netns test's frozen worker woke up, renewed its session and pushed forward
+    /// the hold of a job it had already stopped; the job's container then started late
+    /// and ran to the end beside its retry. A stopped job's hold stays where it ended.
+    #[tokio::test]
+    async fn a_renewal_after_a_job_was_stopped_does_not_move_its_hold() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Arc::new(WorkerStore::open_inline(dir.path()).expect("a worker store"));
+        let holds = Arc::new(Holds::default());
+        let jobs = Jobs::new(store, Some(holds.clone()));
+        assert!(matches!(jobs.offer(job("t/1"), 1500, 2), JobAnswer::Accepted));
+        let last = || *holds.0.lock().unwrap_or_else(|e| e.into_inner()).last().expect("a hold");
+        assert!(last() > wall_ms(Instant::now()), "an accepted job is held ahead");
+
+        // The orchestrator cancels it: from now on the fence may stop it.
+        assert!(matches!(jobs.cancel("t/1"), JobAnswer::Accepted));
+        let at_cancel = last();
+        assert!(at_cancel <= wall_ms(Instant::now()), "a cancelled job's hold ends at once");
+
+        // A heartbeat answered later renews the session, not the stopped job.
+        jobs.renewed(Instant::now() + Duration::from_secs(1));
+        jobs.fence(Duration::from_millis(300));
+        assert_eq!(last(), at_cancel, "the hold of a stopped job moved forward");
     }
 }
