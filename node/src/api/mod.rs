@@ -157,10 +157,29 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Marks a request the server makes to its own router (an MCP call's route), so it is
+/// Marks a request the server makes to its own router ([`call_in_process`]), so it is
 /// not counted as a second request in flight.
 #[derive(Clone, Copy)]
 pub(crate) struct Forwarded;
+
+/// The largest answer read back from a route called in-process (a full page of a list
+/// is far smaller).
+const IN_PROCESS_ANSWER_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Runs `request` on the API's router from inside the server (an MCP tool call, a console
+/// page's read): the same guard, policy and handlers as any client, marked [`Forwarded`].
+/// The answer's status, headers and body, or why its body could not be read.
+pub(crate) async fn call_in_process(
+    api: &Router,
+    mut request: Request,
+) -> Result<(StatusCode, axum::http::HeaderMap, axum::body::Bytes), String> {
+    request.extensions_mut().insert(Forwarded);
+    let Ok(response) = tower::Service::call(&mut api.clone(), request).await;
+    let (parts, body) = response.into_parts();
+    let bytes =
+        axum::body::to_bytes(body, IN_PROCESS_ANSWER_LIMIT).await.map_err(|e| format!("reading the answer: {e}"))?;
+    Ok((parts.status, parts.headers, bytes))
+}
 
 /// Free bytes of a directory's filesystem. A measurement with room to spare is reused
 /// for [`FreeSpace::EVERY`] (space changes slowly, requests come fast); one under the

@@ -140,9 +140,6 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// The largest answer a page reads from a route.
-const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
-
 impl Console {
     /// What a page shows from `GET uri`, or the page that says why the API refused it.
     async fn fetch<T: DeserializeOwned>(&self, viewer: &Viewer, uri: &str) -> Result<T, Response> {
@@ -151,29 +148,19 @@ impl Console {
 
     /// `GET uri` on the API as `viewer`, decoded as `T`.
     async fn read<T: DeserializeOwned>(&self, viewer: &Viewer, uri: &str) -> Result<T, Refusal> {
+        let internal = |message: String| Refusal { status: 500, code: "INTERNAL".into(), message };
         let request = Request::get(uri)
             .header(header::AUTHORIZATION, format!("Bearer {}", viewer.token))
             .body(Body::empty())
             .map_err(|e| Refusal { status: 400, code: "VALIDATION_ERROR".into(), message: e.to_string() })?;
-        let mut request = request;
-        request.extensions_mut().insert(crate::api::Forwarded);
-        let Ok(response) = tower::Service::call(&mut self.api.clone(), request).await;
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), ANSWER_LIMIT).await.map_err(|e| Refusal {
-            status: 500,
-            code: "INTERNAL".into(),
-            message: format!("reading the answer: {e}"),
-        })?;
+        let (status, _, bytes) = crate::api::call_in_process(&self.api, request).await.map_err(internal)?;
         if !status.is_success() {
             let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let text = |k: &str| body["error"][k].as_str().unwrap_or_default().to_owned();
             return Err(Refusal { status: status.as_u16(), code: text("code"), message: text("message") });
         }
-        serde_json::from_slice(&bytes).map_err(|e| Refusal {
-            status: 500,
-            code: "INTERNAL".into(),
-            message: format!("the answer of {uri} did not read as expected: {e}"),
-        })
+        serde_json::from_slice(&bytes)
+            .map_err(|e| internal(format!("the answer of {uri} did not read as expected: {e}")))
     }
 }
 

@@ -11,9 +11,6 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::Value;
 
-/// The largest answer read back from a route (a full page of a list is far smaller).
-const ANSWER_LIMIT: usize = 16 * 1024 * 1024;
-
 /// What every forwarded request carries from the MCP request that caused it.
 pub(super) struct Origin {
     authorization: Option<HeaderValue>,
@@ -88,16 +85,16 @@ pub(super) async fn send(api: &Router, origin: &Origin, call: Call<'_>) -> Answe
     if let Some(peer) = origin.peer {
         request.extensions_mut().insert(peer);
     }
-    request.extensions_mut().insert(crate::api::Forwarded);
-    let Ok(response) = tower::Service::call(&mut api.clone(), request).await;
-    let status = response.status().as_u16();
-    let replayed = response.headers().contains_key("idempotent-replayed");
-    let body = match axum::body::to_bytes(response.into_body(), ANSWER_LIMIT).await {
-        Ok(bytes) if bytes.is_empty() => Value::Null,
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        }
-        Err(e) => return refusal(500, "INTERNAL", &format!("reading the answer: {e}")),
+    let (status, headers, bytes) = match crate::api::call_in_process(api, request).await {
+        Ok(answer) => answer,
+        Err(e) => return refusal(500, "INTERNAL", &e),
+    };
+    let status = status.as_u16();
+    let replayed = headers.contains_key("idempotent-replayed");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
     };
     Answer { status, body, replayed }
 }
