@@ -489,3 +489,50 @@ async fn operators_work_their_queues_and_agents_long_poll_for_the_decision() {
     }
     s.stop();
 }
+
+/// A lane's earlier handoffs leave its state (its answers stay the size of one
+/// handoff however many it had) but stay readable by id, in the queue's list and in
+/// the insights — also after a restart, when the lane wakes from its snapshot.
+#[tokio::test]
+async fn earlier_handoffs_stay_readable_while_the_lane_answers_only_its_current_one() {
+    let dir = support::tempdir();
+    let mut s = Server::start(dir.path());
+    let agent = s.token("bot", "agent", &["*"], &["*"]).await;
+    lane(&s, &agent, "lane-long", None).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let path = "/v1/lanes/lane-long/handoffs";
+        let (status, a) =
+            s.send("POST", path, &agent, Some(&key()), Some(handoff_data("c1", "ops", 60, 600, "reject"))).await;
+        assert_eq!(status, 201, "{a}");
+        let id = a["lane"]["handoff"]["handoff_id"].as_str().unwrap().to_owned();
+        let decision = json!({ "action": "approve", "reason": format!("round {n}") });
+        let path = format!("/v1/handoffs/{id}/decision");
+        assert_eq!(s.send("POST", &path, &s.admin_token, Some(&key()), Some(decision)).await.0, 200);
+        ids.push(id);
+    }
+    // Enough checkpoints that the lane has a snapshot to wake from, and events after it.
+    for n in 0..20 {
+        let body = json!({ "name": format!("c{}", n % 3), "state": { "n": n } });
+        let (status, _) = s.send("POST", "/v1/lanes/lane-long/checkpoints", &agent, Some(&key()), Some(body)).await;
+        assert_eq!(status, 200);
+    }
+    for round in ["before", "after"] {
+        let l = lane_state(&s, "lane-long").await;
+        assert_eq!((l["handoffs"].clone(), l["handoff"]["handoff_id"].clone()), (json!(3), json!(ids[2])), "{round}");
+        assert!(l.get("history").is_none(), "{round}: the lane answers its current handoff only: {l}");
+        for (n, id) in ids.iter().enumerate() {
+            let (status, h) = s.send("GET", &format!("/v1/handoffs/{id}"), &s.admin_token, None, None).await;
+            assert_eq!((status, h["status"].clone()), (200, json!("DECIDED")), "{round}: {id}");
+            assert_eq!(h["decision"]["reason"], format!("round {n}"), "{round}");
+        }
+        let (_, list) = s.send("GET", "/v1/handoffs?queue=ops", &s.admin_token, None, None).await;
+        let listed: Vec<&str> =
+            list["handoffs"].as_array().unwrap().iter().map(|h| h["handoff_id"].as_str().unwrap()).collect();
+        assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>(), "{round}");
+        let (_, insights) = s.send("GET", "/v1/insights/handoffs", &s.admin_token, None, None).await;
+        assert_eq!((insights["handoffs"].clone(), insights["decision_mix"]["approve"].clone()), (json!(3), json!(3)));
+        s.stop();
+        s = Server::start(dir.path());
+    }
+}

@@ -30,6 +30,8 @@ pub type LaneHandle = Entities<Lanes>;
 impl Entity for Lanes {
     const KIND: &'static str = "lane";
     const STREAM: &'static str = "lane";
+    /// A lane lives long (thousands of checkpoints): it wakes from its snapshot.
+    const SNAPSHOT_EVERY: Option<u64> = Some(store::SNAPSHOT_EVERY);
 
     type Id = String;
     type State = Lane;
@@ -57,6 +59,14 @@ impl Entity for Lanes {
 
     fn apply(lane: Option<Lane>, at: At<'_, String>, event: &LaneEvent) -> Option<Lane> {
         lifecycle::apply(lane, at.id, at.time_ms, event)
+    }
+
+    fn to_snapshot(lane: &Lane) -> Option<Result<Vec<u8>, String>> {
+        Some(serde_json::to_vec(lane).map_err(|e| e.to_string()))
+    }
+
+    fn from_snapshot(bytes: &[u8]) -> Option<Result<Lane, String>> {
+        Some(serde_json::from_slice(bytes).map_err(|e| e.to_string()))
     }
 
     fn event_kind(event: &LaneEvent) -> &'static str {

@@ -175,7 +175,7 @@ fn request_handoff(lane: &Lane, request: &HandoffRequest) -> Result<Vec<LaneEven
     if lane.open_handoff().is_some() {
         return Err(LaneError::HandoffOpen);
     }
-    if lane.all_handoffs().count() >= MAX_HANDOFFS {
+    if lane.handoffs as usize >= MAX_HANDOFFS {
         return Err(LaneError::LimitReached { what: "handoffs", limit: MAX_HANDOFFS });
     }
     if !lane.checkpoints.iter().any(|c| c.name == request.checkpoint) {
@@ -241,7 +241,6 @@ pub fn apply(lane: Option<Lane>, id: &str, now_ms: i64, event: &LaneEvent) -> Op
             status: LaneStatus::Active,
             checkpoints: Vec::new(),
             handoff: None,
-            history: Vec::new(),
             handoffs: 0,
             owner: None,
             callback_url: callback_url.clone(),
@@ -268,9 +267,6 @@ fn fold(l: &mut Lane, now_ms: i64, event: &LaneEvent) {
             l.checkpoints.push(checkpoint.clone());
         }
         E::HandoffRequested { request } => {
-            if let Some(previous) = l.handoff.take() {
-                l.history.push(previous);
-            }
             l.handoff = Some(Handoff {
                 request: request.clone(),
                 lane_id: l.id.clone(),

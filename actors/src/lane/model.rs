@@ -153,11 +153,11 @@ pub struct Lane {
     pub ticket_id: Option<String>,
     pub status: LaneStatus,
     pub checkpoints: Vec<Checkpoint>,
-    /// The current handoff (open), or the last one.
+    /// The current handoff (open), or the last one. Earlier ones are not held here (a
+    /// lane's every command would copy and answer them): they move to the
+    /// past-handoffs index when the next is requested (`store::past_handoff`).
     pub handoff: Option<Handoff>,
-    /// Earlier handoffs, oldest first.
-    #[serde(default)]
-    pub history: Vec<Handoff>,
+    /// Handoffs requested over the lane's life.
     pub handoffs: u32,
     /// Who owns the lane's escalation.
     pub owner: Option<String>,
@@ -168,11 +168,6 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// Every handoff of the lane, oldest first.
-    pub fn all_handoffs(&self) -> impl Iterator<Item = &Handoff> {
-        self.history.iter().chain(self.handoff.as_ref())
-    }
-
     /// The open handoff, if any.
     pub fn open_handoff(&self) -> Option<&Handoff> {
         self.handoff.as_ref().filter(|h| h.status == HandoffStatus::Open)

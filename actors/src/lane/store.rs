@@ -5,6 +5,7 @@
 use storage::{IndexOp, Log, StorageError};
 
 use super::lifecycle::{Lane, LaneEvent};
+use super::model::Handoff;
 
 /// Every lane: key `id`.
 pub const LANES: &str = "lanes";
@@ -12,6 +13,9 @@ pub const LANES: &str = "lanes";
 pub const BY_QUEUE: &str = "handoffs_by_queue";
 /// Which lane a handoff belongs to: key `handoff`, value the lane id.
 pub const HANDOFF_LANE: &str = "handoff_lane";
+/// A lane's earlier handoffs, moved out of its state when the next one is requested:
+/// key `lane␟handoff`, value the handoff as JSON.
+pub const PAST_HANDOFFS: &str = "lane_past_handoffs";
 /// Each lane's callback signing secret (never in an event): key `lane`.
 pub const SECRETS: &str = "lane_secrets";
 /// Durable timers: key `due_ms (20 digits)␟lane␟handoff␟sla|deadline`.
@@ -21,6 +25,8 @@ pub const OUTBOX: &str = "lane_outbox";
 /// Deliveries that used up their attempts: key `delivery id`, value JSON.
 pub const DLQ: &str = "lane_dlq";
 pub const SEP: char = '\u{1f}';
+/// A lane's state is stored as its snapshot every this many events.
+pub const SNAPSHOT_EVERY: u64 = 16;
 
 /// The log stream of one lane.
 pub fn stream(id: &str) -> String {
@@ -90,6 +96,40 @@ pub fn due_timers(log: &Log, now_ms: i64) -> Result<Vec<DueTimer>, StorageError>
     Ok(due)
 }
 
+/// The handoff `id` of `lane`: its current one, or one from its past.
+pub fn handoff_of(log: &Log, lane: &Lane, id: &str) -> Result<Option<Handoff>, StorageError> {
+    if let Some(h) = lane.handoff.as_ref().filter(|h| h.request.handoff_id == id) {
+        return Ok(Some(h.clone()));
+    }
+    let Some(bytes) = log.index_get(PAST_HANDOFFS, &format!("{}{SEP}{id}", lane.id))? else { return Ok(None) };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StorageError::Corrupt { table: "indexes", reason: format!("{PAST_HANDOFFS} {id}: {e}") })
+}
+
+/// Every handoff of `lane`, its past ones (by id) then its current one; at most
+/// [`super::lifecycle::MAX_HANDOFFS`].
+pub fn all_handoffs(log: &Log, lane: &Lane) -> Result<Vec<Handoff>, StorageError> {
+    let prefix = format!("{}{SEP}", lane.id);
+    let mut out = Vec::new();
+    for (key, bytes) in log.index_scan(PAST_HANDOFFS, &prefix, super::lifecycle::MAX_HANDOFFS)? {
+        let h = serde_json::from_slice(&bytes)
+            .map_err(|e| StorageError::Corrupt { table: "indexes", reason: format!("{PAST_HANDOFFS} {key}: {e}") })?;
+        out.push(h);
+    }
+    out.extend(lane.handoff.clone());
+    Ok(out)
+}
+
+fn past_handoff_op(lane: &str, handoff: &Handoff) -> IndexOp {
+    IndexOp::Put {
+        index: PAST_HANDOFFS.into(),
+        key: format!("{lane}{SEP}{}", handoff.request.handoff_id),
+        // A handoff has no map with non-string keys: encoding it cannot fail.
+        value: serde_json::to_vec(handoff).unwrap_or_default(),
+    }
+}
+
 /// Index changes for a lane moving from `before` to `after` through `events`.
 pub fn index_ops(before: Option<&Lane>, after: &Lane, events: &[LaneEvent]) -> Vec<IndexOp> {
     let mut ops = Vec::new();
@@ -100,6 +140,9 @@ pub fn index_ops(before: Option<&Lane>, after: &Lane, events: &[LaneEvent]) -> V
         match e {
             LaneEvent::HandoffRequested { request } => {
                 let id = &request.handoff_id;
+                if let Some(previous) = before.and_then(|b| b.handoff.as_ref()) {
+                    ops.push(past_handoff_op(&after.id, previous));
+                }
                 // Handoff ids are global: one taken by any lane refuses the request.
                 ops.push(IndexOp::Claim {
                     index: HANDOFF_LANE.into(),

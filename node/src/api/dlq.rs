@@ -23,8 +23,8 @@ async fn visible(app: &App, caller: &Principal, d: &Delivery) -> bool {
         return true;
     }
     let Ok(lane) = load_lane(app, &d.lane_id).await else { return false };
-    let queue = lane.all_handoffs().find(|h| h.request.handoff_id == d.handoff_id).map(|h| h.request.queue.clone());
-    queue.is_some_and(|q| queue_visible(caller, &q))
+    let handoff = actors::lane::store::handoff_of(&app.log, &lane, &d.handoff_id).ok().flatten();
+    handoff.is_some_and(|h| queue_visible(caller, &h.request.queue))
 }
 
 #[utoipa::path(operation_id = "dlq.list", get, path = "/v1/dlq", tag = "handoffs", params(Page),

@@ -69,7 +69,9 @@ pub(super) async fn queue(
         {
             lanes.insert(lane_id.clone(), lane);
         }
-        let Some(h) = lanes.get(&lane_id).and_then(|l| l.all_handoffs().find(|h| h.request.handoff_id == handoff))
+        let Some(lane) = lanes.get(&lane_id) else { continue };
+        let Some(h) =
+            store::handoff_of(&app.log, lane, &handoff).map_err(|e| ApiError::internal("reading handoffs", e))?
         else {
             continue;
         };
@@ -91,7 +93,9 @@ async fn handoff_for(app: &App, caller: &Principal, handoff_id: &str) -> Result<
         .map_err(|e| ApiError::internal("finding the handoff", e))?
         .ok_or_else(not_found)?;
     let lane = load_lane(app, &lane_id).await?;
-    let h = lane.all_handoffs().find(|h| h.request.handoff_id == handoff_id).cloned().ok_or_else(not_found)?;
+    let h = store::handoff_of(&app.log, &lane, handoff_id)
+        .map_err(|e| ApiError::internal("reading the handoff", e))?
+        .ok_or_else(not_found)?;
     if !queue_visible(caller, &h.request.queue) {
         return Err(queue_forbidden(&h.request.queue));
     }

@@ -56,7 +56,7 @@ pub(super) async fn insights(
         let Ok(lane) = load_lane(&app, &id).await else { continue };
         out.lanes += 1;
         out.checkpoints += lane.checkpoints.len();
-        for h in lane.all_handoffs() {
+        for h in store::all_handoffs(&app.log, &lane).map_err(|e| ApiError::internal("reading handoffs", e))? {
             out.handoffs += 1;
             let outcome = match (&h.status, &h.decision) {
                 (HandoffStatus::Decided, Some(d)) => d.action.as_str(),

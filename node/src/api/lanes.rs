@@ -72,7 +72,7 @@ pub(super) fn may_see(caller: &Principal, lane: &Lane) -> bool {
         Role::Agent => lane.agent == caller.sub,
         // People see a lane while its latest handoff sits in one of their queues: a
         // handoff rerouted elsewhere takes the lane (its details and controls) with it.
-        _ => lane.handoff.as_ref().or(lane.history.last()).is_some_and(|h| queue_visible(caller, &h.request.queue)),
+        _ => lane.handoff.as_ref().is_some_and(|h| queue_visible(caller, &h.request.queue)),
     }
 }
 

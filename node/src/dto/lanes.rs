@@ -112,9 +112,6 @@ pub struct Lane {
     pub checkpoints: Vec<Checkpoint>,
     /// The current handoff (open), or the last one.
     pub handoff: Option<Handoff>,
-    /// Earlier handoffs, oldest first.
-    #[serde(default)]
-    pub history: Vec<Handoff>,
     pub handoffs: u32,
     /// Who owns the lane's escalation.
     pub owner: Option<String>,
@@ -356,7 +353,6 @@ impl From<actors::lane::lifecycle::Lane> for Lane {
             status,
             checkpoints,
             handoff,
-            history,
             handoffs,
             owner,
             callback_url,
@@ -370,7 +366,6 @@ impl From<actors::lane::lifecycle::Lane> for Lane {
             status: status.into(),
             checkpoints: checkpoints.into_iter().map(Into::into).collect(),
             handoff: handoff.map(Into::into),
-            history: history.into_iter().map(Into::into).collect(),
             handoffs,
             owner,
             callback_url,
@@ -389,7 +384,6 @@ impl From<Lane> for actors::lane::lifecycle::Lane {
             status,
             checkpoints,
             handoff,
-            history,
             handoffs,
             owner,
             callback_url,
@@ -403,7 +397,6 @@ impl From<Lane> for actors::lane::lifecycle::Lane {
             status: status.into(),
             checkpoints: checkpoints.into_iter().map(Into::into).collect(),
             handoff: handoff.map(Into::into),
-            history: history.into_iter().map(Into::into).collect(),
             handoffs,
             owner,
             callback_url,
