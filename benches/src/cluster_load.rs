@@ -187,6 +187,17 @@ async fn main() -> anyhow::Result<()> {
         Phase { endpoint: endpoint.clone(), addr, every, until, rtts: rtts.clone(), failures: failures.clone() };
     let cpu_before = args.pid.map(cpu_seconds).transpose()?;
     let phase_started = Instant::now();
+    // Steady state: every node connected (they spread over the first interval) and
+    // only heartbeats left — the handshakes and hellos are not in this figure.
+    let steady = args.pid.map(|pid| {
+        let (from, to) = (phase_started + every + Duration::from_secs(1), until - Duration::from_secs(1));
+        tokio::spawn(async move {
+            tokio::time::sleep_until(from.into()).await;
+            let (before, at) = (cpu_seconds(pid).ok()?, Instant::now());
+            tokio::time::sleep_until(to.into()).await;
+            (to > from).then(|| Some((cpu_seconds(pid).ok()? - before) / at.elapsed().as_secs_f64())).flatten()
+        })
+    });
     let mut tasks = Vec::new();
     for (i, j) in joined.into_iter().enumerate() {
         tasks.push(tokio::spawn(run_node(shared.clone(), j, i)));
@@ -196,6 +207,10 @@ async fn main() -> anyhow::Result<()> {
     let cpu = match (args.pid, cpu_before) {
         (Some(pid), Some(before)) => Some((cpu_seconds(pid)? - before) / phase_secs),
         _ => None,
+    };
+    let steady_cpu = match steady {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
     };
     let heartbeats = rtts.lock().await.clone();
     let beats = heartbeats.len();
@@ -215,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
         "node_errors": node_errors,
         "heartbeat_rtt": summary(heartbeats),
         "ping_rtt": summary(ping_ms),
-        "orchestrator_cpu_cores": cpu,
+        "orchestrator_cpu_cores": cpu, "orchestrator_cpu_cores_steady": steady_cpu,
     });
     println!("{report}");
     Ok(())
