@@ -1,4 +1,4 @@
-//! The command path, written once: idempotency lookup → decide → append (events,
+//! The command path, written once: decide → append (events,
 //! snapshot, indexes and idempotency record in one fsynced transaction, retried on a
 //! sequence conflict) → apply → outcome. Every entity's actor runs exactly this.
 
@@ -156,17 +156,26 @@ pub async fn execute<E: Entity>(
     // A conflicting writer (a passivated twin finishing its queue, a second node
     // process) is the one reason to retry: reload and decide again.
     for _ in 0..3 {
-        if let Some((key, hash)) = &req.idempotency
-            && let Some(stored) = kernel.log.idempotency(key).map_err(unavailable)?
-        {
-            return replay(kernel, (&req.id, loaded), &stored, hash);
-        }
         let cx = Context { id: &req.id, now_ms: kernel.clock.now_ms(), origin: &req.origin, ids: &*kernel.ids };
-        let events = E::decide(deps, &cx, loaded.state.as_ref(), &req.command).map_err(Failure::Rejected)?;
-        if events.is_empty() && req.index_ops.is_empty() {
-            let state = loaded.state.clone().ok_or_else(|| Failure::Rejected(E::not_found()))?;
-            return Ok(Outcome { state, seq: loaded.seq, created: false, records: Vec::new(), replayed: false });
-        }
+        let decided = E::decide(deps, &cx, loaded.state.as_ref(), &req.command);
+        let events = match decided {
+            Ok(events) if !(events.is_empty() && req.index_ops.is_empty()) => events,
+            // A command that would write nothing may be a retry whose first run changed
+            // the state it is checked against: its key is looked up here. One that would
+            // write skips that read (a first request, the usual case, has no record); the
+            // writer checks the key inside the commit and a retry is answered from the
+            // record it finds (below).
+            unwritten => {
+                if let Some((key, hash)) = &req.idempotency
+                    && let Some(stored) = kernel.log.idempotency(key).map_err(unavailable)?
+                {
+                    return replay(kernel, (&req.id, loaded), &stored, hash);
+                }
+                unwritten.map_err(Failure::Rejected)?;
+                let state = loaded.state.clone().ok_or_else(|| Failure::Rejected(E::not_found()))?;
+                return Ok(Outcome { state, seq: loaded.seq, created: false, records: Vec::new(), replayed: false });
+            }
+        };
         let (append, after) = plan(&cx, loaded, req, &events)?;
         match kernel.writer.append(append).await {
             Ok(appended) => {
