@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Restart to ready on a log that holds history: fills a fresh data dir for [seconds]
-# with ticket lifecycles and lane events (checkpoints, handoffs, decisions) at once,
-# stops the node, counts the events (`dispatch audit verify` on the stopped dir), then
-# starts it three times and measures, from exec: the `listening on` line, and the
-# first answer that needs the log (a ticket read). JSON: one line per restart, then a summary.
-# Usage: benches/run-restart.sh [seconds-of-load] [concurrency-each]
+# Cost of history: the ticket load (c=64, 15 s) on a fresh log, then the log filled for
+# [seconds] with ticket lifecycles and lane events (checkpoints, handoffs, decisions) at
+# once, then three restarts timed from exec to the `listening on` line and to the first
+# answer that needs the log (a ticket read), then the same ticket load on the big log.
+# Events are counted by `dispatch audit verify` on the stopped data dir. JSON lines,
+# the last one the summary.
+# Usage: benches/run-big-log.sh [seconds-of-fill] [concurrency-each-while-filling]
 source "$(dirname "$0")/common.sh"
 secs=${1:-60}
 conc=${2:-32}
+ticket_load() {
+  target/release/ticket-load --server "$url" --admin-token-file "$data/admin-token" --concurrency 64 --duration-secs 15 |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["commands_per_second"], r["p99_ms"])'
+}
 start_dispatch agent --role orchestrator
+read -r empty_cps empty_p99 < <(ticket_load)
 target/release/ticket-load --server "$url" --admin-token-file "$data/admin-token" --concurrency "$conc" --duration-secs "$secs" >/dev/null &
 load=$!
 target/release/lane-soak --server "$url" --admin-token-file "$data/admin-token" --concurrency "$conc" --duration-secs "$secs" --lanes 2000 >/dev/null
@@ -30,6 +36,9 @@ for round in 1 2 3; do
   t2=$(now)
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   echo "{\"round\":$round,\"listening_s\":$(secs_between "$t0" "$t1"),\"first_ticket_read_s\":$(secs_between "$t0" "$t2"),\"rss_mib\":$((rss / 1024))}"
-  kill "$pid"; wait "$pid" || true
+  [ "$round" = 3 ] || { kill "$pid"; wait "$pid" || true; }
 done
-echo "{\"audit\":$audit,\"log_bytes\":$bytes}"
+read -r big_cps big_p99 < <(ticket_load)
+# Resident memory after the load (its tickets end CLOSED, whose actors stop at once).
+rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+echo "{\"events\":$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["events"])' "$audit"),\"log_bytes\":$bytes,\"chains_ok\":$(python3 -c 'import json,sys; print(str(json.loads(sys.argv[1])["ok"]).lower())' "$audit"),\"ticket_load_empty\":{\"commands_per_second\":$empty_cps,\"p99_ms\":$empty_p99},\"ticket_load_big\":{\"commands_per_second\":$big_cps,\"p99_ms\":$big_p99},\"rss_mib\":$((rss / 1024)),\"big_over_empty\":$(awk "BEGIN { printf \"%.3f\", $big_cps / $empty_cps }")}"
