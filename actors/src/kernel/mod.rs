@@ -3,8 +3,8 @@
 //! An entity (ticket, lane, ...) implements [`Entity`]: pure `decide`/`apply`, its
 //! stream and the indexes its events imply. [`Entities`] starts one supervisor per
 //! kind; the supervisor wakes one [`actor`] per live id; the actor runs each command
-//! through [`execute`]: idempotency lookup → decide → durable append (retried on a
-//! sequence conflict) → apply → [`Outcome`]. The edges (HTTP, MCP, QUIC) map outcomes
+//! through [`execute`]: decide → durable append (the idempotency key checked inside
+//! the commit; retried on a sequence conflict) → apply → [`Outcome`]. The edges (HTTP, MCP, QUIC) map outcomes
 //! and failures to their own formats. Time and ids come from the injected [`Clock`]
 //! and [`Ids`].
 

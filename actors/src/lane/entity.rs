@@ -115,8 +115,11 @@ pub async fn start(
     let unavailable = |e: &dyn std::fmt::Display| Failure::Unavailable(e.to_string());
     let mut open: HashMap<String, f64> = HashMap::new();
     for id in store::lane_ids(&kernel.log).map_err(|e| unavailable(&e))? {
-        let lane = crate::kernel::load::<Lanes>(&kernel.log, &id).map_err(|e| unavailable(&e))?.state;
-        if let Some(q) = open_queue(lane.as_ref()) {
+        let loaded = crate::kernel::load::<Lanes>(&kernel.log, &id).map_err(|e| unavailable(&e))?;
+        if let Some(lane) = &loaded.state {
+            super::upgrade::backfill_past_handoffs(&kernel, lane, loaded.seq).await.map_err(|e| unavailable(&e))?;
+        }
+        if let Some(q) = open_queue(loaded.state.as_ref()) {
             *open.entry(q).or_default() += 1.0;
         }
     }

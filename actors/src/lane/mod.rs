@@ -8,6 +8,7 @@ pub mod freeze;
 pub mod lifecycle;
 mod model;
 pub mod store;
+mod upgrade;
 
 pub use entity::{LaneDeps, LaneHandle, Lanes, start};
 pub use lifecycle::{

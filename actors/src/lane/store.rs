@@ -121,7 +121,7 @@ pub fn all_handoffs(log: &Log, lane: &Lane) -> Result<Vec<Handoff>, StorageError
     Ok(out)
 }
 
-fn past_handoff_op(lane: &str, handoff: &Handoff) -> IndexOp {
+pub(super) fn past_handoff_op(lane: &str, handoff: &Handoff) -> IndexOp {
     IndexOp::Put {
         index: PAST_HANDOFFS.into(),
         key: format!("{lane}{SEP}{}", handoff.request.handoff_id),
