@@ -6,5 +6,5 @@ source "$(dirname "$0")/common.sh"
 secs=${1:-10}
 start_dispatch up
 for c in 1 16 64; do
-  target/release/ticket-load --server "$url" --admin-token-file "$data/admin-token" --concurrency "$c" --duration-secs "$secs"
+  target/release/ticket-load --server "$url" --admin-token-file "$data/admin-token" --concurrency "$c" --duration-secs "$secs" --pid "$pid"
 done

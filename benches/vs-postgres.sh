@@ -40,7 +40,7 @@ run_postgres() {
 
 run_dispatch() {
   target/release/ticket-load --server "$url" --admin-token-file "$data/admin-token" --concurrency "$conc" \
-    --duration-secs "$secs" | sed 's/^{/{"system":"dispatch",/'
+    --duration-secs "$secs" --pid "$pid" | sed 's/^{/{"system":"dispatch",/'
 }
 
 start_dispatch agent --role orchestrator

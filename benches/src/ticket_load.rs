@@ -26,6 +26,50 @@ struct Args {
     /// How long to run.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
+    /// Orchestrator process id: adds the bytes it wrote per commit (from /proc).
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+/// The log writer's counters, read from the server's metrics and /proc around the run.
+#[derive(Default, Clone, Copy)]
+struct WriterCounters {
+    commits: f64,
+    appends: f64,
+    commit_seconds: f64,
+    written_bytes: Option<f64>,
+}
+
+async fn writer_counters(api: &Api, pid: Option<u32>) -> anyhow::Result<WriterCounters> {
+    let text = api.http.get(format!("{}/metrics", api.base)).send().await?.text().await?;
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    let written_bytes = pid.and_then(|pid| {
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+        io.lines().find_map(|l| l.strip_prefix("write_bytes:")?.trim().parse().ok())
+    });
+    Ok(WriterCounters {
+        commits: value("dispatch_log_commits_total"),
+        appends: value("dispatch_log_commit_batch_size_sum"),
+        commit_seconds: value("dispatch_log_commit_duration_seconds_sum"),
+        written_bytes,
+    })
+}
+
+/// What the single log writer did over the run: the figures that say whether it is the
+/// ceiling (busy near 1) and what one commit costs.
+fn writer_report(before: WriterCounters, after: WriterCounters, elapsed: f64) -> Value {
+    let commits = (after.commits - before.commits).max(1.0);
+    let round = |v: f64| (v * 100.0).round() / 100.0;
+    let written = after.written_bytes.zip(before.written_bytes).map(|(a, b)| round((a - b) / commits / 1024.0));
+    json!({
+        "commits_per_second": round(commits / elapsed),
+        "appends_per_commit": round((after.appends - before.appends) / commits),
+        "ms_per_commit": round((after.commit_seconds - before.commit_seconds) / commits * 1e3),
+        "busy": round((after.commit_seconds - before.commit_seconds) / elapsed),
+        "kib_written_per_commit": written,
+    })
 }
 
 struct Tokens {
@@ -134,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let uris = std::sync::Arc::new(evidence(&api, &admin).await?);
 
+    let counters_before = writer_counters(&api, args.pid).await?;
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -166,7 +211,10 @@ async fn main() -> anyhow::Result<()> {
         lifecycles += n;
         errors += e;
     }
-    println!("{}", report(&args, started.elapsed().as_secs_f64(), all, lifecycles, errors));
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut line = report(&args, elapsed, all, lifecycles, errors);
+    line["writer"] = writer_report(counters_before, writer_counters(&api, args.pid).await?, elapsed);
+    println!("{line}");
     Ok(())
 }
 
