@@ -189,13 +189,13 @@ async fn main() -> anyhow::Result<()> {
     let phase_started = Instant::now();
     // Steady state: every node connected (they spread over the first interval) and
     // only heartbeats left — the handshakes and hellos are not in this figure.
-    let steady = args.pid.map(|pid| {
-        let (from, to) = (phase_started + every + Duration::from_secs(1), until - Duration::from_secs(1));
+    let (from, to) = (phase_started + every + Duration::from_secs(1), until - Duration::from_secs(1));
+    let steady = args.pid.filter(|_| to > from).map(|pid| {
         tokio::spawn(async move {
             tokio::time::sleep_until(from.into()).await;
             let (before, at) = (cpu_seconds(pid).ok()?, Instant::now());
             tokio::time::sleep_until(to.into()).await;
-            (to > from).then(|| Some((cpu_seconds(pid).ok()? - before) / at.elapsed().as_secs_f64())).flatten()
+            Some((cpu_seconds(pid).ok()? - before) / at.elapsed().as_secs_f64())
         })
     });
     let mut tasks = Vec::new();

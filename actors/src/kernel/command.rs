@@ -1,6 +1,6 @@
-//! The command path, written once: decide → append (events,
-//! snapshot, indexes and idempotency record in one fsynced transaction, retried on a
-//! sequence conflict) → apply → outcome. Every entity's actor runs exactly this.
+//! The command path, written once: decide → append (events, snapshot, indexes and
+//! idempotency record in one fsynced transaction, retried on a sequence conflict) →
+//! apply → outcome. Every entity's actor runs exactly this.
 
 use std::fmt;
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 //! stream and the indexes its events imply. [`Entities`] starts one supervisor per
 //! kind; the supervisor wakes one [`actor`] per live id; the actor runs each command
 //! through [`execute`]: decide → durable append (the idempotency key checked inside
-//! the commit; retried on a sequence conflict) → apply → [`Outcome`]. The edges (HTTP, MCP, QUIC) map outcomes
-//! and failures to their own formats. Time and ids come from the injected [`Clock`]
+//! the commit; retried on a sequence conflict) → apply → [`Outcome`]. The edges
+//! (HTTP, MCP, QUIC) map outcomes and failures to their own formats. Time and ids come from the injected [`Clock`]
 //! and [`Ids`].
 
 mod actor;

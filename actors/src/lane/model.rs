@@ -155,7 +155,8 @@ pub struct Lane {
     pub checkpoints: Vec<Checkpoint>,
     /// The current handoff (open), or the last one. Earlier ones are not held here (a
     /// lane's every command would copy and answer them): they move to the
-    /// past-handoffs index when the next is requested (`store::past_handoff`).
+    /// `store::PAST_HANDOFFS` index when the next is requested (read with
+    /// `store::handoff_of` and `store::all_handoffs`).
     pub handoff: Option<Handoff>,
     /// Handoffs requested over the lane's life.
     pub handoffs: u32,

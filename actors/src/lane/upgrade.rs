@@ -41,12 +41,11 @@ pub async fn backfill_past_handoffs(kernel: &Kernel, lane: &Lane, seq: u64) -> R
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use storage::{Log, LogWriter};
+    use storage::{IndexOp, Log, LogWriter};
 
     use super::*;
     use crate::kernel::{ManualClock, Origin, Request, SeededIds, execute, load};
     use crate::lane::{DecisionAction, HandoffRequest, LaneCommand, Lanes, TimeoutAction};
-    use storage::IndexOp;
 
     #[tokio::test]
     async fn a_lane_from_an_older_log_gets_its_past_handoffs_indexed_once() {
