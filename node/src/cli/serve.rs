@@ -9,7 +9,7 @@ use actors::policy::{Principal, Role};
 use clap::{Args, ValueEnum};
 
 use super::generate_password;
-use crate::server::{InferenceConfig, Orchestrator, ServerConfig, stop_signal};
+use crate::server::{InferenceConfig, Orchestrator, ServerConfig, StopSignals};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(super) enum AgentRole {
@@ -141,6 +141,8 @@ pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyh
         true => first_admin(&orchestrator, args.admin_password_file.as_deref()).await?,
         false => None,
     };
+    // Listening for Ctrl-C before anyone is told where to connect: from here on it stops gracefully.
+    let mut stop = StopSignals::listen();
     // The console first: it is what a person opens.
     println!("dispatch: console at {url}/");
     println!("dispatch: listening on {url}");
@@ -179,14 +181,14 @@ pub(super) async fn serve_until_stopped(args: ServeArgs, embedded: bool) -> anyh
     println!(
         "               (or run it next to dispatch-data/, or `dispatch login`; `dispatch whoami` says who you are)"
     );
-    stop_signal().await;
+    stop.next().await;
     orchestrator.app.serving.stop();
     println!(
         "dispatch: stopping: open long-polls answered, waiting for {} request(s) in flight (Ctrl-C again to exit at once)",
         orchestrator.app.serving.in_flight()
     );
-    tokio::spawn(async {
-        stop_signal().await;
+    tokio::spawn(async move {
+        stop.next().await;
         // Nothing is lost: every acknowledged write was fsynced before its answer.
         println!("dispatch: second signal: exiting now (every acknowledged write is already on disk)");
         std::process::exit(130);

@@ -210,12 +210,13 @@ pub async fn run(
         };
         crate::http::serve(listener, router(app), crate::http::HttpLimits::default(), tls, stopped).await
     });
+    let mut stop_signals = crate::server::StopSignals::listen();
     println!("dispatch worker: {} joined; health, readiness and metrics on {scheme}://{addr}", local.node_id);
     let run = local.worker.run(stopped);
     tokio::pin!(run);
     let result = tokio::select! {
         r = &mut run => r,
-        _ = crate::server::stop_signal() => {
+        _ = stop_signals.next() => {
             let _ = stop.send(true);
             run.await
         }
