@@ -86,7 +86,7 @@ async fn join(
     pin: &str,
     n: usize,
 ) -> anyhow::Result<(Joined, f64)> {
-    let key = certs::NodeKey::generate()?;
+    let key = certs::NodeKey::generate(Default::default())?;
     let started = Instant::now();
     let conn = transport::connect(endpoint, addr, certs::join_client_config(pin)?).await?;
     let capabilities = Capabilities { hostname: format!("sim-{n}"), cores: 1, ..Capabilities::default() };

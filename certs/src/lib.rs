@@ -1,6 +1,7 @@
 //! The cluster's own certificate authority and the TLS settings both sides use.
 //!
-//! The orchestrator creates a CA on first start (rcgen, ECDSA P-256) and signs its own
+//! The orchestrator creates a CA on first start (rcgen, ECDSA P-256 unless
+//! [`KeyAlgorithm`] says otherwise) and signs its own
 //! server certificate and one client certificate per joined node; the node's id is the
 //! certificate's common name. Everything runs on rustls' ring provider, passed
 //! explicitly, TLS 1.3 only, ALPN `dispatch/1`. A joining worker has no CA yet: it pins
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SignatureAlgorithm,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PublicKeyData, SerialNumber, SignatureAlgorithm,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -40,8 +41,31 @@ pub enum CertError {
     Tls(#[from] rustls::Error),
     #[error("client verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
-    #[error("node public key is not an uncompressed P-256 point ({0} bytes)")]
+    #[error("node public key is neither an uncompressed P-256 point nor an Ed25519 key ({0} bytes)")]
     BadPublicKey(usize),
+}
+
+/// The key type of the CA and of the keys made for it (a node's own key included).
+///
+/// ECDSA P-256 is the default: browsers accept the CA for the HTTPS API. Ed25519 signs
+/// deterministically, with signatures of one size, so a TLS handshake is the same bytes
+/// in the same packets every time: simulations use it, because ECDSA's random signatures
+/// (70–72 bytes) made one seed of `the_same_seed_gives_the_same_trace` give two histories
+/// in one run of six. A CA or key once stored keeps its type; certificates chain either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    #[default]
+    EcdsaP256,
+    Ed25519,
+}
+
+impl KeyAlgorithm {
+    fn rcgen(self) -> &'static SignatureAlgorithm {
+        match self {
+            KeyAlgorithm::EcdsaP256 => &PKCS_ECDSA_P256_SHA256,
+            KeyAlgorithm::Ed25519 => &PKCS_ED25519,
+        }
+    }
 }
 
 /// The crypto provider of every TLS config here: ring, never a process default.
@@ -58,6 +82,15 @@ pub fn fingerprint(der: &[u8]) -> String {
 fn validity(params: &mut CertificateParams, now: SystemTime, lifetime: Duration) {
     params.not_before = (now - BACKDATE).into();
     params.not_after = (now + lifetime).into();
+}
+
+/// A serial of a fixed 20 bytes (RFC 5280's most) from the certified key's hash: as
+/// unpredictable as the key, and one length every time (rcgen's own drops a leading
+/// zero byte, so one certificate in 128 came out a byte shorter).
+fn serial_for(key: &impl PublicKeyData) -> Option<SerialNumber> {
+    let mut bytes = Sha256::digest(key.der_bytes())[..20].to_vec();
+    bytes[0] = (bytes[0] & 0x7f) | 0x40; // positive, and no leading zero to drop
+    Some(SerialNumber::from(bytes))
 }
 
 fn ca_params() -> CertificateParams {
@@ -85,9 +118,10 @@ pub struct IssuedCert {
 
 impl ClusterCa {
     /// A new CA valid for ten years.
-    pub fn generate(now: SystemTime) -> Result<Self, CertError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    pub fn generate(now: SystemTime, algorithm: KeyAlgorithm) -> Result<Self, CertError> {
+        let key = KeyPair::generate_for(algorithm.rcgen())?;
         let mut params = ca_params();
+        params.serial_number = serial_for(&key);
         validity(&mut params, now, CA_VALIDITY);
         let cert_der = params.self_signed(&key)?.der().to_vec();
         let key_pem = key.serialize_pem();
@@ -111,11 +145,13 @@ impl ClusterCa {
         &self.key_pem
     }
 
-    /// A fresh server certificate and key for the orchestrator's QUIC listener.
+    /// A fresh server certificate and key (of the CA's own type) for the orchestrator's
+    /// QUIC listener.
     pub fn issue_server(&self, now: SystemTime) -> Result<(IssuedCert, Vec<u8>), CertError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let key = KeyPair::generate_for(self.issuer.key().algorithm())?;
         let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
         params.distinguished_name.push(DnType::CommonName, SERVER_NAME);
+        params.serial_number = serial_for(&key);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         validity(&mut params, now, SERVER_VALIDITY);
         let der = params.signed_by(&key, &self.issuer)?.der().to_vec();
@@ -123,11 +159,12 @@ impl ClusterCa {
     }
 
     /// A server certificate for the HTTPS API under `names` (DNS names or IP
-    /// addresses), and its key (PKCS#8 DER).
+    /// addresses), and its key (PKCS#8 DER): always P-256, what every browser takes.
     pub fn issue_https(&self, names: &[String], now: SystemTime) -> Result<(IssuedCert, Vec<u8>), CertError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name.push(DnType::CommonName, names.first().map_or(SERVER_NAME, String::as_str));
+        params.serial_number = serial_for(&key);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         validity(&mut params, now, SERVER_VALIDITY);
         let der = params.signed_by(&key, &self.issuer)?.der().to_vec();
@@ -147,6 +184,7 @@ impl ClusterCa {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, node_id);
+        params.serial_number = serial_for(&key);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         validity(&mut params, now, lifetime);
         let der = params.signed_by(&key, &self.issuer)?.der().to_vec();
@@ -154,24 +192,30 @@ impl ClusterCa {
     }
 }
 
-/// A node's P-256 public key as sent at join: the uncompressed point.
-struct NodePublicKey<'a>(&'a [u8]);
+/// A node's public key as sent at join: an uncompressed P-256 point (65 bytes from
+/// 0x04) or an Ed25519 key (32 bytes); the length tells them apart.
+struct NodePublicKey<'a> {
+    raw: &'a [u8],
+    algorithm: KeyAlgorithm,
+}
 
 impl<'a> NodePublicKey<'a> {
     fn new(raw: &'a [u8]) -> Result<Self, CertError> {
-        if raw.len() != 65 || raw[0] != 0x04 {
-            return Err(CertError::BadPublicKey(raw.len()));
-        }
-        Ok(NodePublicKey(raw))
+        let algorithm = match raw {
+            [0x04, rest @ ..] if rest.len() == 64 => KeyAlgorithm::EcdsaP256,
+            _ if raw.len() == 32 => KeyAlgorithm::Ed25519,
+            _ => return Err(CertError::BadPublicKey(raw.len())),
+        };
+        Ok(NodePublicKey { raw, algorithm })
     }
 }
 
 impl PublicKeyData for NodePublicKey<'_> {
     fn der_bytes(&self) -> &[u8] {
-        self.0
+        self.raw
     }
     fn algorithm(&self) -> &'static SignatureAlgorithm {
-        &PKCS_ECDSA_P256_SHA256
+        self.algorithm.rcgen()
     }
 }
 
@@ -179,15 +223,22 @@ impl PublicKeyData for NodePublicKey<'_> {
 pub struct NodeKey(KeyPair);
 
 impl NodeKey {
-    /// A new P-256 key pair.
-    pub fn generate() -> Result<Self, CertError> {
-        Ok(NodeKey(KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?))
+    /// A new key pair.
+    pub fn generate(algorithm: KeyAlgorithm) -> Result<Self, CertError> {
+        Ok(NodeKey(KeyPair::generate_for(algorithm.rcgen())?))
     }
 
-    /// A key stored as PKCS#8 DER.
+    /// A key stored as PKCS#8 DER (its type is read from it).
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, CertError> {
-        let der = PrivatePkcs8KeyDer::from(der.to_vec());
-        Ok(NodeKey(KeyPair::from_pkcs8_der_and_sign_algo(&der, &PKCS_ECDSA_P256_SHA256)?))
+        Ok(NodeKey(KeyPair::try_from(der)?))
+    }
+
+    /// The key's type: a renewal makes its new key of the same type.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        match self.0.algorithm() == &PKCS_ED25519 {
+            true => KeyAlgorithm::Ed25519,
+            false => KeyAlgorithm::EcdsaP256,
+        }
     }
 
     /// The private key as PKCS#8 DER, for the node's own store.
@@ -195,7 +246,7 @@ impl NodeKey {
         self.0.serialize_der()
     }
 
-    /// The public key sent at join (uncompressed P-256 point).
+    /// The public key sent at join (an uncompressed P-256 point or 32 Ed25519 bytes).
     pub fn public_raw(&self) -> Vec<u8> {
         self.0.public_key_raw().to_vec()
     }
@@ -302,66 +353,13 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stored_ca_signs_what_the_original_would() {
-        let now = SystemTime::now();
-        let ca = ClusterCa::generate(now).unwrap();
-        let again = ClusterCa::load(ca.cert_der().to_vec(), ca.key_pem()).unwrap();
-        let node = NodeKey::generate().unwrap();
-        let cert = again.issue_node("node-1", &node.public_raw(), now, Duration::from_secs(60)).unwrap();
-        // The reloaded CA's certificate verifies against the original CA as a root.
-        let roots = roots(ca.cert_der()).unwrap();
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider()).build().unwrap();
-        verifier
-            .verify_client_cert(&CertificateDer::from(cert.der), &[], UnixTime::now())
-            .expect("node certificate chains to the CA");
-    }
-
-    #[test]
-    fn the_ca_is_created_once_with_a_private_key_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let now = SystemTime::now();
-        let first = open_or_create_ca(&dir.path().join("ca"), now).unwrap();
-        let again = open_or_create_ca(&dir.path().join("ca"), now).unwrap();
-        assert_eq!(first.cert_der(), again.cert_der(), "the second start reuses the CA");
-        let key = dir.path().join("ca/ca.key.pem");
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = open_or_create_ca(&dir.path().join("ca"), now).err().expect("refused");
-        assert!(err.to_string().contains("0600"), "{err}");
-    }
-
-    #[test]
-    fn malformed_node_keys_are_refused() {
-        let ca = ClusterCa::generate(SystemTime::now()).unwrap();
-        for bad in [&[][..], &[4u8; 10][..], &[2u8; 65][..]] {
-            let err = ca.issue_node("n", bad, SystemTime::now(), Duration::from_secs(60)).unwrap_err();
-            assert!(matches!(err, CertError::BadPublicKey(_)), "{err}");
-        }
-    }
-
-    #[test]
-    fn configs_build_on_ring_with_tls13_only() {
-        let now = SystemTime::now();
-        let ca = ClusterCa::generate(now).unwrap();
-        let (server, key) = ca.issue_server(now).unwrap();
-        let config = server_config(ca.cert_der(), &server, &key).unwrap();
-        assert_eq!(config.alpn_protocols, vec![ALPN.to_vec()]);
-        let node = NodeKey::generate().unwrap();
-        let cert = ca.issue_node("n", &node.public_raw(), now, Duration::from_secs(60)).unwrap();
-        let reloaded = NodeKey::from_pkcs8(&node.pkcs8()).unwrap();
-        node_client_config(ca.cert_der(), &cert.der, &reloaded).unwrap();
-        join_client_config(&fingerprint(ca.cert_der())).unwrap();
-    }
-}
-
-/// The CA files of an orchestrator's data dir: created on first start, the key 0600.
-pub fn open_or_create_ca(dir: &std::path::Path, now: SystemTime) -> Result<ClusterCa, CaFileError> {
+/// The CA files of an orchestrator's data dir: created on first start (of type
+/// `algorithm`), the key 0600; a stored CA keeps its own type.
+pub fn open_or_create_ca(
+    dir: &std::path::Path,
+    now: SystemTime,
+    algorithm: KeyAlgorithm,
+) -> Result<ClusterCa, CaFileError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let (cert_path, key_path) = (dir.join("ca.crt.der"), dir.join("ca.key.pem"));
@@ -375,7 +373,7 @@ pub fn open_or_create_ca(dir: &std::path::Path, now: SystemTime) -> Result<Clust
     }
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let ca = ClusterCa::generate(now)?;
+    let ca = ClusterCa::generate(now, algorithm)?;
     let write = |path: &std::path::Path, bytes: &[u8], mode: u32| -> std::io::Result<()> {
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
@@ -398,4 +396,99 @@ pub enum CaFileError {
     Cert(#[from] CertError),
     #[error("{0} is readable by others (mode {1:o}); it must be 0600")]
     KeyReadable(std::path::PathBuf, u32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOTH: [KeyAlgorithm; 2] = [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Ed25519];
+
+    #[test]
+    fn a_stored_ca_signs_what_the_original_would() {
+        let now = SystemTime::now();
+        for algorithm in BOTH {
+            let ca = ClusterCa::generate(now, algorithm).unwrap();
+            let again = ClusterCa::load(ca.cert_der().to_vec(), ca.key_pem()).unwrap();
+            let node = NodeKey::generate(algorithm).unwrap();
+            let cert = again.issue_node("node-1", &node.public_raw(), now, Duration::from_secs(60)).unwrap();
+            // The reloaded CA's certificate verifies against the original CA as a root.
+            let roots = roots(ca.cert_der()).unwrap();
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider()).build().unwrap();
+            verifier
+                .verify_client_cert(&CertificateDer::from(cert.der), &[], UnixTime::now())
+                .unwrap_or_else(|e| panic!("{algorithm:?}: node certificate chains to the CA: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_ca_of_either_type_certifies_a_node_key_of_either_type() {
+        let now = SystemTime::now();
+        for (ca_type, node_type) in BOTH.into_iter().flat_map(|a| BOTH.map(|b| (a, b))) {
+            let ca = ClusterCa::generate(now, ca_type).unwrap();
+            let node = NodeKey::generate(node_type).unwrap();
+            let reloaded = NodeKey::from_pkcs8(&node.pkcs8()).unwrap();
+            assert_eq!(reloaded.algorithm(), node_type, "a stored key keeps its type");
+            let cert = ca.issue_node("n", &reloaded.public_raw(), now, Duration::from_secs(60)).unwrap();
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca.cert_der()).unwrap(), provider());
+            verifier
+                .build()
+                .unwrap()
+                .verify_client_cert(&CertificateDer::from(cert.der), &[], UnixTime::now())
+                .unwrap_or_else(|e| panic!("{ca_type:?} CA, {node_type:?} node: {e}"));
+        }
+    }
+
+    #[test]
+    fn ed25519_certificates_are_the_same_size_every_time() {
+        // What a simulation relies on: ECDSA's DER signatures vary by a byte or two.
+        let now = SystemTime::now();
+        let sizes = |algorithm| -> std::collections::BTreeSet<usize> {
+            let ca = ClusterCa::generate(now, algorithm).unwrap();
+            (0..256).map(|_| ca.issue_server(now).unwrap().0.der.len()).collect()
+        };
+        assert_eq!(sizes(KeyAlgorithm::Ed25519).len(), 1);
+        assert!(sizes(KeyAlgorithm::EcdsaP256).len() > 1, "P-256 sizes vary (else this test proves nothing)");
+    }
+
+    #[test]
+    fn the_ca_is_created_once_with_a_private_key_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let first = open_or_create_ca(&dir.path().join("ca"), now, KeyAlgorithm::EcdsaP256).unwrap();
+        // A stored CA keeps its type whatever a later start asks for.
+        let again = open_or_create_ca(&dir.path().join("ca"), now, KeyAlgorithm::Ed25519).unwrap();
+        assert_eq!(first.cert_der(), again.cert_der(), "the second start reuses the CA");
+        let key = dir.path().join("ca/ca.key.pem");
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = open_or_create_ca(&dir.path().join("ca"), now, KeyAlgorithm::EcdsaP256).err().expect("refused");
+        assert!(err.to_string().contains("0600"), "{err}");
+    }
+
+    #[test]
+    fn malformed_node_keys_are_refused() {
+        let ca = ClusterCa::generate(SystemTime::now(), KeyAlgorithm::EcdsaP256).unwrap();
+        for bad in [&[][..], &[4u8; 10][..], &[2u8; 65][..], &[4u8; 33][..], &[4u8; 66][..]] {
+            let err = ca.issue_node("n", bad, SystemTime::now(), Duration::from_secs(60)).unwrap_err();
+            assert!(matches!(err, CertError::BadPublicKey(_)), "{err}");
+        }
+    }
+
+    #[test]
+    fn configs_build_on_ring_with_tls13_only() {
+        let now = SystemTime::now();
+        for algorithm in BOTH {
+            let ca = ClusterCa::generate(now, algorithm).unwrap();
+            let (server, key) = ca.issue_server(now).unwrap();
+            let config = server_config(ca.cert_der(), &server, &key).unwrap();
+            assert_eq!(config.alpn_protocols, vec![ALPN.to_vec()]);
+            let node = NodeKey::generate(algorithm).unwrap();
+            let cert = ca.issue_node("n", &node.public_raw(), now, Duration::from_secs(60)).unwrap();
+            let reloaded = NodeKey::from_pkcs8(&node.pkcs8()).unwrap();
+            node_client_config(ca.cert_der(), &cert.der, &reloaded).unwrap();
+            join_client_config(&fingerprint(ca.cert_der())).unwrap();
+        }
+    }
 }

@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub https: Option<crate::tls::HttpsConfig>,
     /// How many lane actors stay awake.
     pub lanes: SupervisorConfig,
+    /// The key type of a cluster CA made at first start: P-256 (the default; a browser
+    /// can trust it for HTTPS) or Ed25519 (deterministic handshakes, for simulations).
+    pub cluster_keys: cluster::certs::KeyAlgorithm,
 }
 
 /// Limits at the edges of the orchestrator.

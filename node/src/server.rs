@@ -273,8 +273,12 @@ async fn start_cluster(
     socket: Arc<dyn quinn::AsyncUdpSocket>,
     seed: Option<[u8; 32]>,
 ) -> anyhow::Result<(Arc<OrchestratorCluster>, quinn::Endpoint)> {
-    let ca = cluster::certs::open_or_create_ca(&config.data_dir.join("ca"), std::time::SystemTime::now())
-        .context("opening the cluster CA")?;
+    let ca = cluster::certs::open_or_create_ca(
+        &config.data_dir.join("ca"),
+        std::time::SystemTime::now(),
+        config.cluster_keys,
+    )
+    .context("opening the cluster CA")?;
     let token_key = kernel
         .log
         .meta_get_or_insert("cluster.join_token_key", &rand::random::<[u8; 32]>())

@@ -159,7 +159,8 @@ pub fn ca_pem_path(ca_dir: &Path) -> PathBuf {
 fn issue_from_ca(ca_dir: &Path, names: &[String]) -> anyhow::Result<Arc<CertifiedKey>> {
     anyhow::ensure!(!names.is_empty(), "--tls-san needs at least one name");
     let now = SystemTime::now();
-    let ca = cluster::certs::open_or_create_ca(ca_dir, now).context("opening the cluster CA")?;
+    // A CA made here is P-256: it is the one a browser is asked to trust.
+    let ca = cluster::certs::open_or_create_ca(ca_dir, now, Default::default()).context("opening the cluster CA")?;
     let (cert, key) = ca.issue_https(names, now).context("issuing the HTTPS certificate")?;
     write_ca_pem(ca_dir, ca.cert_der())?;
     let chain = vec![CertificateDer::from(cert.der), CertificateDer::from(ca.cert_der().to_vec())];

@@ -164,8 +164,8 @@ async fn an_orchestrator_and_two_workers_join_run_config_and_are_scraped_by_prom
         Response::Refused { code, .. } => assert_eq!(code, codes::CERT_REQUIRED),
         other => panic!("expected refusal, got {other:?}"),
     }
-    let stranger_ca = certs::ClusterCa::generate(SystemTime::now()).unwrap();
-    let key = certs::NodeKey::generate().unwrap();
+    let stranger_ca = certs::ClusterCa::generate(SystemTime::now(), Default::default()).unwrap();
+    let key = certs::NodeKey::generate(Default::default()).unwrap();
     let cert = stranger_ca.issue_node(&w1_id, &key.public_raw(), SystemTime::now(), Duration::from_secs(600)).unwrap();
     let real_ca = std::fs::read(odir.join("ca/ca.crt.der")).unwrap();
     let tls = certs::node_client_config(&real_ca, &cert.der, &key).unwrap();

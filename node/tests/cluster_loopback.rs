@@ -40,7 +40,7 @@ async fn orchestrator(cert_lifetime: Duration) -> Orchestrator {
         ids: Arc::new(actors::kernel::RandomIds),
     };
     let membership = Membership::start(kernel.clone(), config).await.unwrap();
-    let ca = Arc::new(certs::open_or_create_ca(&dir.path().join("ca"), SystemTime::now()).unwrap());
+    let ca = Arc::new(certs::open_or_create_ca(&dir.path().join("ca"), SystemTime::now(), Default::default()).unwrap());
     let socket = transport::udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = socket.local_addr().unwrap();
     let cluster = OrchestratorCluster::new(membership, ca, b"token key".to_vec(), vec![addr.to_string()])
@@ -80,13 +80,13 @@ async fn a_worker_joins_runs_its_config_and_stops_when_removed() {
     let store = Arc::new(WorkerStore::open(dir.path()).unwrap());
     let endpoint = client_endpoint();
     let t = token(&o, 1, Duration::from_secs(60)).await;
-    let identity = worker::join(&store, &endpoint, &t, None, caps("w1")).await.unwrap();
+    let identity = worker::join(&store, &endpoint, &t, None, caps("w1"), Default::default()).await.unwrap();
     assert_eq!(identity.node_id, "node-1");
 
     // A used-up token is refused with its reason.
     let other = tempfile::tempdir().unwrap();
     let other_store = WorkerStore::open(other.path()).unwrap();
-    match worker::join(&other_store, &endpoint, &t, None, caps("w2")).await {
+    match worker::join(&other_store, &endpoint, &t, None, caps("w2"), Default::default()).await {
         Err(WorkerError::Refused { code, message }) => {
             assert_eq!(code, "TOKEN_USED_UP");
             assert!(message.contains("no uses left"), "{message}");
@@ -151,7 +151,7 @@ async fn forged_expired_revoked_tokens_and_certificateless_requests_are_refused(
     let store = WorkerStore::open(dir.path()).unwrap();
     let join = |t: String| {
         let (store, endpoint) = (&store, &endpoint);
-        async move { worker::join(store, endpoint, &t, None, caps("w")).await }
+        async move { worker::join(store, endpoint, &t, None, caps("w"), Default::default()).await }
     };
     let code_of = |r: Result<worker::Identity, WorkerError>| match r {
         Err(WorkerError::Refused { code, .. }) => code,
@@ -200,7 +200,7 @@ async fn a_certificate_is_renewed_before_it_expires() {
     let store = Arc::new(WorkerStore::open(dir.path()).unwrap());
     let endpoint = client_endpoint();
     let first =
-        worker::join(&store, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w")).await.unwrap();
+        worker::join(&store, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w"), Default::default()).await.unwrap();
     let worker = Arc::new(Worker::new(store.clone(), endpoint, caps("w"), None).unwrap());
     let (_stop, stopped) = watch::channel(false);
     tokio::spawn({
@@ -279,7 +279,7 @@ async fn a_hostile_peer_without_a_certificate_gets_refusals_and_the_orchestrator
     let dir = tempfile::tempdir().unwrap();
     let store = WorkerStore::open(dir.path()).unwrap();
     let t = token(&o, 1, Duration::from_secs(60)).await;
-    assert_eq!(worker::join(&store, &endpoint, &t, None, caps("w")).await.unwrap().node_id, "node-1");
+    assert_eq!(worker::join(&store, &endpoint, &t, None, caps("w"), Default::default()).await.unwrap().node_id, "node-1");
 }
 
 #[tokio::test]
@@ -287,7 +287,7 @@ async fn a_retried_join_with_the_same_key_gets_the_same_node() {
     let o = orchestrator(Duration::from_secs(3600)).await;
     let endpoint = client_endpoint();
     let t = token(&o, 1, Duration::from_secs(60)).await;
-    let key = certs::NodeKey::generate().unwrap();
+    let key = certs::NodeKey::generate(Default::default()).unwrap();
     let join = Request::Join { token: t.clone(), public_key: key.public_raw(), capabilities: caps("w") };
     let pin = o.cluster.ca_fingerprint();
     let mut answers = Vec::new();
@@ -312,7 +312,7 @@ async fn a_retried_join_with_the_same_key_gets_the_same_node() {
     // Another key with the used-up token is still refused.
     let other = Request::Join {
         token: t,
-        public_key: certs::NodeKey::generate().unwrap().public_raw(),
+        public_key: certs::NodeKey::generate(Default::default()).unwrap().public_raw(),
         capabilities: caps("x"),
     };
     let conn =
@@ -354,10 +354,10 @@ async fn a_node_cannot_report_another_nodes_job() {
     let s1 = Arc::new(WorkerStore::open(d1.path()).unwrap());
     let endpoint = client_endpoint();
     let id1 =
-        worker::join(&s1, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, engine.clone()).await.unwrap();
+        worker::join(&s1, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, engine.clone(), Default::default()).await.unwrap();
     let s2 = WorkerStore::open(d2.path()).unwrap();
     let id2 =
-        worker::join(&s2, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w2")).await.unwrap();
+        worker::join(&s2, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w2"), Default::default()).await.unwrap();
     let w1 = Arc::new(Worker::new(s1, endpoint, engine, None).unwrap());
     let (_stop, stopped) = watch::channel(false);
     tokio::spawn({

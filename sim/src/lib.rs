@@ -35,6 +35,7 @@ use actors::node::membership::{load_nodes, load_tokens};
 use actors::node::{MembershipConfig, Node, NodeConfig, Origin};
 use actors::task::store as task_store;
 use actors::task::{NetworkPolicy, Task, TaskSpec};
+use cluster::certs::KeyAlgorithm;
 use cluster::proto::{Capabilities, JobResult, JobSpec};
 use dispatch_node::server::{Io, Orchestrator, ServerConfig, Storage};
 use dispatch_node::worker::{self, Executor, JobRun, WorkerIo, WorkerStatus, WorkerStore};
@@ -254,7 +255,7 @@ impl Harness {
                     }
                 };
                 let executor = Arc::new(FakeExecutor { host: name.clone(), shared: shared.clone() });
-                let io = WorkerIo { endpoint, capabilities, executor: Some(executor) };
+                let io = WorkerIo { endpoint, capabilities, executor: Some(executor), keys: KeyAlgorithm::Ed25519 };
                 let local = worker::join_or_resume(store, io, token.as_deref(), None).await?;
                 mirror_status(&shared, &name, local.worker.status());
                 let (_keep, never) = tokio::sync::watch::channel(false);
@@ -435,6 +436,8 @@ fn server_config(dir: &Path, heartbeat_interval_ms: u64) -> ServerConfig {
         edge: Default::default(),
         lanes: Default::default(),
         https: None,
+        // Deterministic signatures of one size: one seed, one history (see KeyAlgorithm).
+        cluster_keys: KeyAlgorithm::Ed25519,
     }
 }
 

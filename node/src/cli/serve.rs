@@ -240,6 +240,7 @@ fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
             },
         },
         lanes: Default::default(),
+        cluster_keys: Default::default(),
         https: args.https(),
     })
 }

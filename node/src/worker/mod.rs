@@ -52,6 +52,8 @@ pub struct WorkerIo {
     pub endpoint: quinn::Endpoint,
     pub capabilities: cluster::proto::Capabilities,
     pub executor: Option<Arc<dyn Executor>>,
+    /// The type of the key made at join (renewals keep the type of the key they replace).
+    pub keys: cluster::certs::KeyAlgorithm,
 }
 
 /// Opens this host's endpoint and container engine, then [`join_or_resume`].
@@ -79,7 +81,9 @@ pub async fn prepare(
     }
     let capabilities = crate::capabilities::detect(data_dir, labels, sandbox.as_deref(), host.inference).await;
     let executor = sandbox.map(|s| s as Arc<dyn Executor>);
-    let local = join_or_resume(store, WorkerIo { endpoint, capabilities, executor }, token, via).await?;
+    let local =
+        join_or_resume(store, WorkerIo { endpoint, capabilities, executor, keys: Default::default() }, token, via)
+            .await?;
     Ok(LocalWorker { sandbox_problem: problem, ..local })
 }
 
@@ -118,14 +122,14 @@ pub async fn join_or_resume(
     token: Option<&str>,
     via: Option<&str>,
 ) -> anyhow::Result<LocalWorker> {
-    let WorkerIo { endpoint, capabilities, executor } = io;
+    let WorkerIo { endpoint, capabilities, executor, keys } = io;
     let identity = match (store.identity()?, token) {
         (Some(identity), Some(_)) => {
             eprintln!("dispatch worker: already joined as {}; --token ignored", identity.node_id);
             identity
         }
         (Some(identity), None) => identity,
-        (None, Some(token)) => join(&store, &endpoint, token, via, capabilities.clone()).await?,
+        (None, Some(token)) => join(&store, &endpoint, token, via, capabilities.clone(), keys).await?,
         (None, None) => return Err(WorkerError::NotJoined.into()),
     };
     let worker = Worker::new(store, endpoint, capabilities, executor)?.prefer(via.map(str::to_owned));

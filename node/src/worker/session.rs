@@ -56,12 +56,13 @@ pub async fn join(
     token: &str,
     via: Option<&str>,
     capabilities: Capabilities,
+    keys: certs::KeyAlgorithm,
 ) -> Result<Identity, WorkerError> {
     let mut claims = token::read(token)?;
     if let Some(via) = via {
         claims.orchestrators.insert(0, via.to_owned());
     }
-    let key = NodeKey::generate().map_err(|e| WorkerError::Store(e.to_string()))?;
+    let key = NodeKey::generate(keys).map_err(|e| WorkerError::Store(e.to_string()))?;
     let tls = certs::join_client_config(&claims.ca_sha256).map_err(|e| TransportError::Tls(e.to_string()))?;
     let addr = resolve(&claims.orchestrators).await?;
     let request = Request::Join { token: token.to_owned(), public_key: key.public_raw(), capabilities };
@@ -320,7 +321,8 @@ impl Worker {
         if !identity.wants_renewal(now_ms()) {
             return Ok(false);
         }
-        let key = NodeKey::generate().map_err(|e| WorkerError::Store(e.to_string()))?;
+        let algorithm = NodeKey::from_pkcs8(&identity.key_pkcs8).map_or(Default::default(), |k| k.algorithm());
+        let key = NodeKey::generate(algorithm).map_err(|e| WorkerError::Store(e.to_string()))?;
         match transport::call(conn, &Request::RenewCert { public_key: key.public_raw() }).await? {
             Response::Renewed { cert_der, not_after_ms } => {
                 let renewed =

@@ -347,5 +347,6 @@ pub fn server_config(dir: &Path) -> dispatch_node::server::ServerConfig {
         edge: Default::default(),
         lanes: Default::default(),
         https: None,
+        cluster_keys: Default::default(),
     }
 }
