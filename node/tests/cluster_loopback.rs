@@ -199,8 +199,16 @@ async fn a_certificate_is_renewed_before_it_expires() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(WorkerStore::open(dir.path()).unwrap());
     let endpoint = client_endpoint();
-    let first =
-        worker::join(&store, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w"), Default::default()).await.unwrap();
+    let first = worker::join(
+        &store,
+        &endpoint,
+        &token(&o, 1, Duration::from_secs(60)).await,
+        None,
+        caps("w"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let worker = Arc::new(Worker::new(store.clone(), endpoint, caps("w"), None).unwrap());
     let (_stop, stopped) = watch::channel(false);
     tokio::spawn({
@@ -279,7 +287,10 @@ async fn a_hostile_peer_without_a_certificate_gets_refusals_and_the_orchestrator
     let dir = tempfile::tempdir().unwrap();
     let store = WorkerStore::open(dir.path()).unwrap();
     let t = token(&o, 1, Duration::from_secs(60)).await;
-    assert_eq!(worker::join(&store, &endpoint, &t, None, caps("w"), Default::default()).await.unwrap().node_id, "node-1");
+    assert_eq!(
+        worker::join(&store, &endpoint, &t, None, caps("w"), Default::default()).await.unwrap().node_id,
+        "node-1"
+    );
 }
 
 #[tokio::test]
@@ -353,11 +364,27 @@ async fn a_node_cannot_report_another_nodes_job() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let s1 = Arc::new(WorkerStore::open(d1.path()).unwrap());
     let endpoint = client_endpoint();
-    let id1 =
-        worker::join(&s1, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, engine.clone(), Default::default()).await.unwrap();
+    let id1 = worker::join(
+        &s1,
+        &endpoint,
+        &token(&o, 1, Duration::from_secs(60)).await,
+        None,
+        engine.clone(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let s2 = WorkerStore::open(d2.path()).unwrap();
-    let id2 =
-        worker::join(&s2, &endpoint, &token(&o, 1, Duration::from_secs(60)).await, None, caps("w2"), Default::default()).await.unwrap();
+    let id2 = worker::join(
+        &s2,
+        &endpoint,
+        &token(&o, 1, Duration::from_secs(60)).await,
+        None,
+        caps("w2"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let w1 = Arc::new(Worker::new(s1, endpoint, engine, None).unwrap());
     let (_stop, stopped) = watch::channel(false);
     tokio::spawn({
