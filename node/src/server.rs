@@ -164,7 +164,6 @@ impl Orchestrator {
             dev_headers: config.dev_headers,
             metrics,
             login_limits: Default::default(),
-            decoy_hash: crate::api::identity::start_decoy_hash(),
             callbacks: config.delivery.addresses(),
             edge: EdgeConfig { data_dir: config.data_dir.clone(), ..config.edge.clone() },
             blob_quota: Default::default(),

@@ -4,7 +4,7 @@
 //! in-memory revocation set in step.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actors::kernel::{self, Origin, Request};
@@ -58,29 +58,15 @@ async fn verify_password_blocking(hash: String, password: String) -> bool {
     tokio::task::spawn_blocking(move || verify_password(&hash, &password)).await.unwrap_or(false)
 }
 
-/// A hash of nothing anyone knows, verified when the user does not exist so a
-/// failed login takes as long for a missing user as for a wrong password.
-pub fn decoy_hash() -> String {
-    hash_password(&uuid::Uuid::new_v4().to_string()).unwrap_or_default()
-}
-
-/// Starts computing the decoy hash on a blocking thread; startup does not wait for
-/// it (nor does a simulation's clock), and a login before it is ready computes one.
-pub fn start_decoy_hash() -> Arc<tokio::sync::OnceCell<String>> {
-    let cell = Arc::new(tokio::sync::OnceCell::new());
-    let filled = cell.clone();
-    tokio::spawn(async move {
-        if let Ok(hash) = tokio::task::spawn_blocking(decoy_hash).await {
-            let _ = filled.set(hash);
-        }
-    });
-    cell
-}
-
-async fn ready_decoy_hash(app: &AppInner) -> String {
-    let compute = || async { tokio::task::spawn_blocking(decoy_hash).await.unwrap_or_default() };
-    app.decoy_hash.get_or_init(compute).await.clone()
-}
+/// A hash of 32 random bytes nobody kept, with `Argon2::default()`'s parameters: verified
+/// when the user does not exist, so a failed login takes as long for a missing user as for
+/// a wrong password (a missing user never logs in, whatever matches it).
+///
+/// A constant, not computed at start-up: the background thread that used to compute it
+/// woke the orchestrator's runtime at a moment of its own, which made one simulation seed
+/// give two histories (seeds 271 and 551 of `the_same_seed_gives_the_same_trace`).
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$IJdw4pDGZHcCA2aYgfze5A$IxIDG1F3okM9dK4RLEYa3rSwDPzIJkXjWI4NeMjgNo4";
 
 /// Fixed-window counters keyed by username or client address.
 pub struct Limiter {
@@ -288,7 +274,7 @@ pub async fn login(app: &AppInner, username: &str, password: &str, client: &str)
     // Always verify a hash, real or decoy, so timing does not tell who exists.
     let hash = match usable.as_ref().and_then(|u| u.password_hash.clone()) {
         Some(hash) => hash,
-        None => ready_decoy_hash(app).await,
+        None => DECOY_HASH.to_owned(),
     };
     let ok = verify_password_blocking(hash, password.to_owned()).await && usable.is_some();
     let Some(user) = usable.filter(|_| ok) else {
@@ -431,4 +417,19 @@ pub async fn logout(
         app.auth.revoke(RevokedKind::Session, sid, now);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decoy_costs_what_a_real_hash_costs_and_matches_nothing() {
+        let real = hash_password("a password").unwrap();
+        let params = |h: &str| PasswordHash::new(h).unwrap().params.to_string();
+        // An argon2 upgrade with new defaults would make missing users answer faster or slower.
+        assert_eq!(params(DECOY_HASH), params(&real), "regenerate DECOY_HASH with today's defaults");
+        assert_eq!(PasswordHash::new(DECOY_HASH).unwrap().algorithm, PasswordHash::new(&real).unwrap().algorithm);
+        assert!(!verify_password(DECOY_HASH, "a password") && !verify_password(DECOY_HASH, ""));
+    }
 }

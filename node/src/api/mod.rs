@@ -81,8 +81,6 @@ pub struct AppInner {
     /// Login rate limits.
     pub login_limits: crate::api::identity::LoginLimits,
     /// Verified when a login names no usable account, so timing reveals nothing.
-    /// Computed in the background at startup (see [`crate::api::identity::decoy_hash`]).
-    pub decoy_hash: Arc<tokio::sync::OnceCell<String>>,
     /// Which internal hosts lane callbacks may name.
     pub callbacks: crate::outbound::AddressPolicy,
     /// Limits at the edges: trusted proxies, free space, quotas.
