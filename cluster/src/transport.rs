@@ -14,7 +14,11 @@ use crate::wire::{self, WireError};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection silent this long is closed (heartbeats keep healthy ones busy).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// The dialling side (a worker) pings after this much silence, so a connection whose
+/// heartbeats are slower than [`IDLE_TIMEOUT`] stays open. It is longer than the
+/// default heartbeat (5 s), so a healthy connection sends no pings at all: with 2 s on
+/// both sides, pings and their acks were most of a heartbeating cluster's packets.
+const KEEP_ALIVE: Duration = Duration::from_secs(6);
 /// Requests one peer may have open at once on a connection.
 pub const MAX_STREAMS: u32 = 32;
 
@@ -43,10 +47,12 @@ pub fn udp_socket(addr: SocketAddr) -> Result<Arc<dyn AsyncUdpSocket>, Transport
     Ok(TokioRuntime.wrap_udp_socket(socket)?)
 }
 
-fn transport() -> Arc<quinn::TransportConfig> {
+/// The transport settings; only the dialling side keeps the connection alive (one
+/// side's pings, acknowledged, reset both sides' idle timers).
+fn transport(dialling: bool) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(IDLE_TIMEOUT.as_millis() as u32))));
-    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.keep_alive_interval(dialling.then_some(KEEP_ALIVE));
     // One request per bidirectional stream: this many may be open at once per
     // connection; unidirectional streams are not part of the protocol.
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
@@ -68,7 +74,7 @@ pub fn endpoint(
             let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
                 .map_err(|e| TransportError::Tls(e.to_string()))?;
             let mut s = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-            s.transport_config(transport());
+            s.transport_config(transport(false));
             Some(s)
         }
         None => None,
@@ -85,7 +91,7 @@ pub async fn connect(
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport());
+    config.transport_config(transport(true));
     let fail = |reason: String| TransportError::Connect { addr, reason };
     let connecting = endpoint.connect_with(config, addr, certs::SERVER_NAME).map_err(|e| fail(e.to_string()))?;
     match tokio::time::timeout(REQUEST_TIMEOUT, connecting).await {

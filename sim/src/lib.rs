@@ -120,6 +120,8 @@ struct Shared {
     runs: Mutex<Vec<Run>>,
     /// Answers to redelivered jobs.
     redelivered: Mutex<Vec<String>>,
+    /// Datagrams the orchestrator's cluster socket sent, over all its lives.
+    orchestrator_datagrams: Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,7 +205,7 @@ impl Harness {
                 let io = Io {
                     storage,
                     http: SimTcp::bind(HTTP_PORT).await?,
-                    cluster_socket: SimUdp::bind(CLUSTER_PORT).await?,
+                    cluster_socket: SimUdp::bind_counted(CLUSTER_PORT, shared.orchestrator_datagrams.clone()).await?,
                     quinn_seed: Some(seed),
                     // Time and ids from the simulation: the same seed writes the same log.
                     clock,
@@ -389,6 +391,11 @@ impl Harness {
         if let Err(e) = self.sim.step() {
             panic!("simulation failed: {e}");
         }
+    }
+
+    /// Datagrams the orchestrator has sent to its workers so far.
+    pub fn orchestrator_datagrams(&self) -> u64 {
+        self.shared.orchestrator_datagrams.load(Ordering::Relaxed)
     }
 
     /// The domain events of every node, in order, with their ids:

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,6 +20,8 @@ type ReadyFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 pub struct SimUdp {
     socket: Arc<turmoil::net::UdpSocket>,
     local: SocketAddr,
+    /// Datagrams sent, for scenarios that count a protocol's packets.
+    sent: Arc<AtomicU64>,
     /// The pending "readable" wait, kept across polls so its waker stays registered.
     readable: Mutex<Option<ReadyFuture>>,
 }
@@ -32,9 +35,14 @@ impl fmt::Debug for SimUdp {
 impl SimUdp {
     /// Binds `0.0.0.0:port` on the current simulated host (0: an ephemeral port).
     pub async fn bind(port: u16) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        Self::bind_counted(port, Arc::default()).await
+    }
+
+    /// [`SimUdp::bind`], adding each datagram it sends to `sent`.
+    pub async fn bind_counted(port: u16, sent: Arc<AtomicU64>) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let socket = turmoil::net::UdpSocket::bind(("0.0.0.0", port)).await?;
         let local = socket.local_addr()?;
-        Ok(Arc::new(SimUdp { socket: Arc::new(socket), local, readable: Mutex::new(None) }))
+        Ok(Arc::new(SimUdp { socket: Arc::new(socket), local, sent, readable: Mutex::new(None) }))
     }
 }
 
@@ -54,7 +62,9 @@ impl AsyncUdpSocket for SimUdp {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        self.socket.try_send_to(transmit.contents, transmit.destination).map(|_| ())
+        self.socket.try_send_to(transmit.contents, transmit.destination)?;
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn poll_recv(

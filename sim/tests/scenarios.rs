@@ -204,6 +204,44 @@ fn a_steady_cluster_raises_no_false_alarms() {
     });
 }
 
+/// At the default 5 s heartbeat a connection carries its heartbeats and nothing else:
+/// only the worker pings, and only after 6 s of silence (pings from both sides every
+/// 2 s, each acknowledged, used to be most of a cluster's packets).
+#[test]
+fn a_steady_connection_carries_only_its_heartbeats() {
+    dispatch_sim::sweep("a_steady_connection_carries_only_its_heartbeats", 41, |seed| {
+        let mut h = Harness::new(&Setup { heartbeat_interval_ms: 5_000, ..Setup::new(seed) });
+        h.worker("w1");
+        h.run_until("w1 settled", S(60), |h| settled(h, "w1"));
+        h.run_for(S(10));
+        let before = h.orchestrator_datagrams();
+        h.run_for(S(60));
+        let sent = h.orchestrator_datagrams() - before;
+        // 12 heartbeats in the minute, each answered in one packet, and at most two more
+        // per heartbeat for acks, stream credit and connection ids (seeds send 25–28;
+        // with pings from both sides every 2 s it was 70).
+        assert!((12..=36).contains(&sent), "the orchestrator sent {sent} datagrams for 12 heartbeats");
+        assert!(settled(&h, "w1"));
+    });
+}
+
+/// Heartbeats slower than the connection's idle timeout (10 s): the worker's pings
+/// keep its one connection open, and the node is never thought unreachable.
+#[test]
+fn heartbeats_slower_than_the_idle_timeout_keep_one_connection() {
+    dispatch_sim::sweep("heartbeats_slower_than_the_idle_timeout_keep_one_connection", 43, |seed| {
+        let mut h = Harness::new(&Setup { heartbeat_interval_ms: 30_000, ..Setup::new(seed) });
+        h.worker("w1");
+        h.run_until("w1 settled", S(120), |h| settled(h, "w1"));
+        h.run_for(S(180));
+        let trace = h.trace();
+        let connects = trace.iter().filter(|t| t.contains("node.connected")).count();
+        assert_eq!(connects, 1, "one connection for the whole run: {trace:#?}");
+        assert!(!trace.iter().any(|t| t.contains("node.unreachable")), "{trace:#?}");
+        assert!(settled(&h, "w1"));
+    });
+}
+
 /// Same seed, same story: the trace of domain events repeats exactly, down to each
 /// event's id (the kernel takes ids from the seeded source).
 #[test]
