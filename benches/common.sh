@@ -1,8 +1,9 @@
 # Sourced by the run-*.sh scripts: builds release binaries and starts `dispatch` with
 # the given arguments on a fresh data dir; sets $url, $data and $pid, and stops it on exit.
+# NO_BUILD=1 uses the binaries already in target/release (a long run may be using them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p dispatch -p dispatch-benches
+[[ -n "${NO_BUILD:-}" ]] || cargo build --release -q -p dispatch -p dispatch-benches
 data=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$data.out"' EXIT
 start_dispatch() {

@@ -5,6 +5,8 @@
 //! rate reported is a durable rate.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -29,6 +31,13 @@ struct Args {
     /// Orchestrator process id: adds the bytes it wrote per commit (from /proc).
     #[arg(long)]
     pid: Option<u32>,
+    /// Only create tickets (one command each): fills the log and wakes one actor per
+    /// command, for the memory and big-log runs.
+    #[arg(long)]
+    creates_only: bool,
+    /// Stop after this many lifecycles (or creates) in all, even before the duration.
+    #[arg(long)]
+    limit: Option<u64>,
 }
 
 /// The log writer's counters, read from the server's metrics and /proc around the run.
@@ -107,11 +116,11 @@ impl Api {
     }
 }
 
-/// One lifecycle: 14 commands, each timed.
+/// One lifecycle: 14 commands, each timed (only the first with `creates_only`).
 async fn lifecycle(
     api: &Api,
     t: &Tokens,
-    tech: &str,
+    (tech, creates_only): (&str, bool),
     uris: &[String; 3],
     latencies: &mut Vec<Duration>,
 ) -> anyhow::Result<()> {
@@ -125,6 +134,9 @@ async fn lifecycle(
     let created = timed(&t.dispatcher, "/v1/tickets".into(),
         json!({ "account_id": "bench", "site_id": "bench-site", "incident_type": "DOOR_WONT_LATCH", "summary": "bench" })).await?;
     let id = created["id"].as_str().context("ticket id")?.to_owned();
+    if creates_only {
+        return Ok(());
+    }
     let p = |s: &str| format!("/v1/tickets/{id}/{s}");
     timed(&t.dispatcher, p("triage"), json!({ "workflow_outcome": "READY_TO_SCHEDULE" })).await?;
     timed(&t.dispatcher, p("schedule/propose"), json!({ "windows": [window] })).await?;
@@ -170,38 +182,25 @@ async fn main() -> anyhow::Result<()> {
         http: reqwest::Client::builder().pool_max_idle_per_host(args.concurrency.max(1)).build()?,
         base: args.server.trim_end_matches('/').to_owned(),
     };
-    let tokens = std::sync::Arc::new(Tokens {
+    let tokens = Arc::new(Tokens {
         dispatcher: api.mint(&admin, "bench-dispatcher", "dispatcher").await?,
         manager: api.mint(&admin, "bench-manager", "manager").await?,
         qa: api.mint(&admin, "bench-qa", "qa").await?,
         billing: api.mint(&admin, "bench-billing", "billing").await?,
     });
-    let uris = std::sync::Arc::new(evidence(&api, &admin).await?);
+    let uris = Arc::new(evidence(&api, &admin).await?);
 
     let counters_before = writer_counters(&api, args.pid).await?;
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let started = Instant::now();
+    let budget = Arc::new(AtomicU64::new(args.limit.unwrap_or(u64::MAX)));
     let mut workers = Vec::new();
     for i in 0..args.concurrency {
-        let (api, tokens, uris) = (api.clone(), tokens.clone(), uris.clone());
         let sub = format!("bench-tech-{i}");
         let tech = api.mint(&admin, &sub, "technician").await?;
-        workers.push(tokio::spawn(TECH_SUB.scope(sub, async move {
-            let mut latencies = Vec::new();
-            let (mut lifecycles, mut errors) = (0u64, 0u64);
-            while Instant::now() < deadline {
-                match lifecycle(&api, &tokens, &tech, &uris, &mut latencies).await {
-                    Ok(()) => lifecycles += 1,
-                    Err(e) => {
-                        errors += 1;
-                        if errors <= 3 {
-                            eprintln!("lifecycle failed: {e:#}");
-                        }
-                    }
-                }
-            }
-            (latencies, lifecycles, errors)
-        })));
+        let client =
+            Client { api: api.clone(), tokens: tokens.clone(), uris: uris.clone(), tech, budget: budget.clone() };
+        workers.push(tokio::spawn(TECH_SUB.scope(sub, client.run(deadline, args.creates_only))));
     }
     let mut all = Vec::new();
     let (mut lifecycles, mut errors) = (0, 0);
@@ -216,6 +215,37 @@ async fn main() -> anyhow::Result<()> {
     line["writer"] = writer_report(counters_before, writer_counters(&api, args.pid).await?, elapsed);
     println!("{line}");
     Ok(())
+}
+
+/// One concurrent client: its technician token, and the lifecycles left to all clients.
+struct Client {
+    api: Api,
+    tokens: Arc<Tokens>,
+    uris: Arc<[String; 3]>,
+    tech: String,
+    budget: Arc<AtomicU64>,
+}
+
+impl Client {
+    /// Lifecycles back to back until the deadline or the shared budget runs out: each
+    /// command's latency, the lifecycles done and those that failed.
+    async fn run(self, deadline: Instant, creates_only: bool) -> (Vec<Duration>, u64, u64) {
+        let mut latencies = Vec::new();
+        let (mut lifecycles, mut errors) = (0u64, 0u64);
+        let take = || self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+        while Instant::now() < deadline && take() {
+            match lifecycle(&self.api, &self.tokens, (&self.tech, creates_only), &self.uris, &mut latencies).await {
+                Ok(()) => lifecycles += 1,
+                Err(e) => {
+                    errors += 1;
+                    if errors <= 3 {
+                        eprintln!("lifecycle failed: {e:#}");
+                    }
+                }
+            }
+        }
+        (latencies, lifecycles, errors)
+    }
 }
 
 /// Three evidence blobs every lifecycle attaches (uploaded once).

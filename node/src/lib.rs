@@ -23,6 +23,7 @@ pub mod dto;
 pub mod http;
 pub mod lanes;
 pub mod mcp;
+pub mod memory;
 pub mod outbound;
 pub mod protocol;
 pub mod sandbox;

@@ -148,6 +148,7 @@ impl Orchestrator {
                 clock.clone(),
             )),
             tokio::spawn(purge_idempotency_records(writer.clone(), config.idempotency_retention, clock)),
+            tokio::spawn(crate::memory::return_freed_memory(sweep_interval(&config))),
         ];
         let app = App(Arc::new(AppInner {
             log,
@@ -298,6 +299,11 @@ async fn start_cluster(
 }
 
 /// Hourly, drops idempotency records older than the retention window.
+/// How often idle actors are put to sleep (the supervisors sweep at half their idle time).
+fn sweep_interval(config: &ServerConfig) -> Duration {
+    (config.supervisor.idle_after.min(config.lanes.idle_after) / 2).max(Duration::from_secs(1))
+}
+
 async fn purge_idempotency_records(writer: LogWriter, retention: Duration, clock: Arc<dyn Clock>) {
     let mut every = tokio::time::interval(Duration::from_secs(3600).min(retention).max(Duration::from_secs(1)));
     loop {

@@ -39,7 +39,9 @@ impl<E: Entity> Actor for EntityActor<E> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             EntityMsg::Run(request, reply) => {
-                let result = execute(&self.kernel, &*self.deps, &mut st.loaded, &request).await;
+                // Boxed: the command path's future lives only while a command runs; inline,
+                // its size would be part of every awake actor's task, idle or not.
+                let result = Box::pin(execute(&self.kernel, &*self.deps, &mut st.loaded, &request)).await;
                 // A final state takes no more commands, and a command that created
                 // nothing left no entity: passivate now (told before answering, so the
                 // caller never sees this actor still awake).

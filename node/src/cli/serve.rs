@@ -107,6 +107,13 @@ pub(super) struct ServeArgs {
     /// Orchestrator: event streams one caller may hold open at once.
     #[arg(long, default_value_t = 4)]
     pub(super) streams_per_caller: usize,
+    /// Orchestrator: ticket actors, and separately lane actors, kept awake at once; past
+    /// it the least recently used go to sleep (their state stays in the log).
+    #[arg(long, default_value_t = SupervisorConfig::default().max_live as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) max_awake_actors: u32,
+    /// Orchestrator: an actor unused this long goes to sleep (seconds).
+    #[arg(long, default_value_t = SupervisorConfig::default().idle_after.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(super) actor_idle_secs: u64,
 }
 
 impl ServeArgs {
@@ -207,7 +214,7 @@ fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         http_addr: args.http_addr,
         dev_headers: args.dev_headers,
         templates_file: args.templates.clone(),
-        supervisor: SupervisorConfig::default(),
+        supervisor: actors_awake(args),
         idempotency_retention: std::time::Duration::from_secs(args.idempotency_retention_hours.max(1) * 3600),
         cluster_addr: args.cluster_addr,
         advertise_addr: args.advertise_addr.clone(),
@@ -239,10 +246,18 @@ fn server_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
                 ..Default::default()
             },
         },
-        lanes: Default::default(),
+        lanes: actors_awake(args),
         cluster_keys: Default::default(),
         https: args.https(),
     })
+}
+
+/// How many actors of each kind stay awake, and for how long unused.
+fn actors_awake(args: &ServeArgs) -> SupervisorConfig {
+    SupervisorConfig {
+        max_live: args.max_awake_actors as usize,
+        idle_after: std::time::Duration::from_secs(args.actor_idle_secs),
+    }
 }
 
 /// What an HTTPS client needs to know; a warning when plain HTTP leaves this host.
