@@ -66,11 +66,32 @@ struct Inner {
 pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_KEY: &str = "format_version";
 
+/// How long opening waits for another process to let go of the file's lock.
+///
+/// A process forked by a dispatch that then died (a job's fence, between its fork and
+/// its exec) shares the open file and with it the lock, for as long as it takes to
+/// exec: a restart right after a crash found the file "already open" once in 450
+/// SIGKILLs of the crash-cycle test. A dispatch that really holds the file still gets
+/// its "already open" error, after this wait.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn create_when_free(builder: &redb::Builder, path: &Path) -> Result<Database, redb::DatabaseError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match builder.create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 fn open_db(path: &Path, faults: Option<&Arc<crate::Faults>>) -> Result<Database, StorageError> {
     let mut builder = Database::builder();
     builder.set_cache_size(CACHE_BYTES);
     let db = match faults {
-        None => builder.create(path)?,
+        None => create_when_free(&builder, path)?,
         Some(faults) => {
             let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
             builder.create_with_backend(crate::faults::FaultyFile::new(file, faults.clone())?)?

@@ -175,3 +175,36 @@ fn a_log_from_a_newer_format_is_refused_with_what_to_do() {
     let refused = Log::open(&path).err().expect("a newer format must not open").to_string();
     assert!(refused.contains("newer than this dispatch reads") && refused.contains("restore a backup"), "{refused}");
 }
+
+/// A process that briefly shares the file's lock (a dispatch's forked child between fork
+/// and exec, after the dispatch died) delays a restart's open; it does not fail it.
+#[test]
+fn opening_waits_for_a_lock_that_is_let_go() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    drop(Log::open(&path).unwrap());
+    // flock(1) holds redb's whole-file lock until its `cat` sees the end of its input.
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(&path)
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = || !Command::new("flock").arg("-n").arg(&path).arg("true").status().unwrap().success();
+    while !held() {
+        assert!(holder.try_wait().unwrap().is_none(), "the holder died before it took the lock");
+    }
+    let mut input = holder.stdin.take().unwrap();
+    let release = std::thread::spawn(move || {
+        input.write_all(b"bye\n").unwrap();
+        drop(input); // `cat` sees the end of its input, and the lock goes with flock
+        holder.wait().unwrap()
+    });
+    let opened = Log::open(&path);
+    assert!(release.join().unwrap().success());
+    assert!(opened.is_ok(), "the lock was let go within the wait: {:?}", opened.err());
+}
