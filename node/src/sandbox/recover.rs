@@ -52,11 +52,12 @@ impl Sandbox {
         if let Some(why) = leftover_lost(&state, stopped_here, fenced) {
             return Ok(lost(why));
         }
+        let (started_ms, finished_ms) = run_times(&state);
         let mut result = JobResult {
             exit_code: state.exit_code,
             oom_killed: state.oom_killed.unwrap_or(false),
-            started_ms: unix_ms(state.started_at.as_deref()),
-            finished_ms: unix_ms(state.finished_at.as_deref()),
+            started_ms,
+            finished_ms,
             ..JobResult::default()
         };
         let (stdout, stderr) = self.output(&name, &mut result).await;
@@ -118,6 +119,15 @@ fn lost(why: &str) -> JobResult {
 }
 
 /// Milliseconds since the epoch of one of Docker's RFC 3339 times (0 when absent).
+/// When an ended container started and finished (Unix ms). Docker stamps `StartedAt`
+/// when its daemon hears the start went through and `FinishedAt` from the exit itself,
+/// so a job that exits within milliseconds can "finish" before it "started" (a test run
+/// under load saw 2 ms): a run never ends before it starts.
+fn run_times(state: &ContainerState) -> (i64, i64) {
+    let started = unix_ms(state.started_at.as_deref());
+    (started, unix_ms(state.finished_at.as_deref()).max(started))
+}
+
 fn unix_ms(at: Option<&str>) -> i64 {
     let parsed = at.and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
     parsed.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
@@ -129,6 +139,23 @@ mod tests {
 
     fn state(status: ContainerStateStatusEnum, exit_code: Option<i64>) -> ContainerState {
         ContainerState { status: Some(status), exit_code, ..ContainerState::default() }
+    }
+
+    #[test]
+    fn a_run_never_ends_before_it_starts() {
+        let at = |started: &str, finished: &str| ContainerState {
+            started_at: Some(started.into()),
+            finished_at: Some(finished.into()),
+            ..ContainerState::default()
+        };
+        let cases = [
+            (at("2026-12-07T15:00:00.512Z", "2026-12-07T15:00:00.510Z"), (1796655600512, 1796655600512)),
+            (at("2026-12-07T15:00:00.512Z", "2026-12-07T15:00:01.000Z"), (1796655600512, 1796655601000)),
+            (ContainerState::default(), (0, 0)),
+        ];
+        for (state, times) in cases {
+            assert_eq!(run_times(&state), times, "{state:?}");
+        }
     }
 
     #[test]
