@@ -295,9 +295,27 @@ async fn reserve_space(axum::extract::State(app): axum::extract::State<App>, req
             free >> 10,
             app.edge.min_free_bytes >> 10
         );
+        drain(req.into_body()).await;
         return ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "INSUFFICIENT_STORAGE", message).into_response();
     }
     next.run(req).await
+}
+
+/// Reads and drops what a refused request is still sending (an upload of up to
+/// [`BLOB_BODY_LIMIT`], for at most 10 s): answered before its body was read, a client
+/// still writing it got a broken pipe instead of the answer (a test upload saw it).
+async fn drain(body: axum::body::Body) {
+    use futures_util::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut read = 0;
+        while read <= BLOB_BODY_LIMIT
+            && let Some(Ok(chunk)) = chunks.next().await
+        {
+            read += chunk.len();
+        }
+    })
+    .await;
 }
 
 /// Role, token tool list and the `X-Tool-Name` header, for a route's tool.
