@@ -184,7 +184,10 @@ async fn settle(tab: &Tab, s: &Server, id: &str) {
     let (_, timeline) = s.send("GET", &format!("/v1/tickets/{id}/timeline"), &s.admin_token, None, None).await;
     let head =
         timeline["events"].as_array().unwrap().iter().map(|e| e["global_position"].as_u64().unwrap()).max().unwrap();
-    let applied = format!("Number(document.documentElement.dataset.applied) >= {head}");
+    // Caught up with the log and quiet: an action's own redraw can still follow the stream's.
+    let applied = format!(
+        "Number(document.documentElement.dataset.applied) >= {head} && !('busy' in document.documentElement.dataset)"
+    );
     tab.wait(&applied, &format!("the page to show the log up to {head}")).await;
 }
 

@@ -147,6 +147,7 @@ document.addEventListener("submit", async (e) => {
   button.disabled = true;
   outcome.className = "outcome";
   outcome.textContent = "Sending…";
+  busy(+1);
   try {
     const r = await submitted(form);
     if (!r.ok) throw new Error(await refusalText(r));
@@ -175,6 +176,7 @@ document.addEventListener("submit", async (e) => {
     form.dataset.dirty = "1";
   } finally {
     button.disabled = false;
+    busy(-1);
   }
 });
 
@@ -246,6 +248,16 @@ function localTimes(root) {
 
 let redrawing = null;
 let stale = false;
+let inFlight = 0;
+
+/** Counts actions and redraws under way; `data-busy` on the page says one may still swap a
+ * region, which `data-applied` alone cannot (an action's own redraw can follow the stream's). */
+function busy(delta) {
+  inFlight += delta;
+  if (inFlight > 0) document.documentElement.dataset.busy = String(inFlight);
+  else delete document.documentElement.dataset.busy;
+}
+
 /** The newest log position the event stream has reported. */
 let latest = 0;
 
@@ -255,6 +267,7 @@ async function redraw() {
     stale = true;
     return redrawing;
   }
+  busy(+1);
   redrawing = (async () => {
     const target = latest;
     const r = await fetch(location.href, { headers: { accept: "text/html" } });
@@ -272,7 +285,10 @@ async function redraw() {
     // The log position the page now shows (tests wait on it before they click).
     document.documentElement.dataset.applied = String(Math.max(target, Number(document.documentElement.dataset.applied)));
   })();
-  await redrawing.finally(() => (redrawing = null));
+  await redrawing.finally(() => {
+    redrawing = null;
+    busy(-1);
+  });
   if (stale) {
     stale = false;
     await redraw();
