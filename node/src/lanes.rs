@@ -3,7 +3,7 @@
 //! delivery of decisions to lane callbacks — at least once, signed with the lane's
 //! secret, with exponential backoff, and into the dead-letter queue after the last try.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -168,9 +168,11 @@ impl DeliveryPolicy {
     }
 }
 
-/// Delivers what is due in the outbox, forever: each lane's deliveries in order, up
-/// to `policy.concurrency` lanes at once, so one callback that never answers holds
-/// one slot for at most `policy.timeout`, never every lane's callbacks.
+/// Delivers what is due in the outbox, forever. Each pass hands every lane with
+/// something due to a task of its own (oldest due first); the tasks take turns on
+/// `policy.concurrency` permits, so a permit goes to the next delivery the moment a
+/// send ends, not at the next pass, and one callback that never answers holds one
+/// permit for at most `policy.timeout`, never every lane's callbacks.
 pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy, clock: Arc<dyn Clock>) {
     let http = match crate::outbound::callback_client(&policy.addresses(), policy.timeout, &policy.extra_roots) {
         Ok(c) => c,
@@ -181,30 +183,66 @@ pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy,
     };
     let depth = log.index_scan(DLQ, "", usize::MAX).map_or(0, |d| d.len());
     metrics::gauge!("dispatch_dlq_depth").set(depth as f64);
-    let slots = Arc::new(tokio::sync::Semaphore::new(policy.concurrency.max(1)));
+    let permits = Arc::new(tokio::sync::Semaphore::new(policy.concurrency.max(1)));
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
         tokio::time::sleep(TICK).await;
-        let mut by_lane: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
-        for d in outbox(&log).into_iter().filter(|d| d.next_ms <= clock.now_ms()) {
-            by_lane.entry(d.lane_id.clone()).or_default().push(d);
-        }
-        for (lane, due) in by_lane {
-            let Ok(slot) = slots.clone().try_acquire_owned() else { break };
-            if !lock(&busy).insert(lane.clone()) {
-                continue;
-            }
-            let (log, writer, http, policy, busy, clock) =
-                (log.clone(), writer.clone(), http.clone(), policy.clone(), busy.clone(), clock.clone());
+        let now = clock.now_ms();
+        let due: Vec<Delivery> = outbox(&log).into_iter().filter(|d| d.next_ms <= now).collect();
+        let lanes = plan(due, &lock(&busy));
+        for (lane, ids) in lanes {
+            lock(&busy).insert(lane.clone());
+            let (log, writer, http, policy, busy, clock, permits) = (
+                log.clone(),
+                writer.clone(),
+                http.clone(),
+                policy.clone(),
+                busy.clone(),
+                clock.clone(),
+                permits.clone(),
+            );
             tokio::spawn(async move {
-                for d in due {
-                    deliver(&log, &writer, &http, (&policy, &*clock), d).await;
+                for id in ids {
+                    let Ok(_permit) = permits.acquire().await else { break };
+                    // Read again: the entry this pass saw may have moved on while it waited.
+                    if let Some(d) = still_due(&log, &id, clock.now_ms()) {
+                        deliver(&log, &writer, &http, (&policy, &*clock), d).await;
+                    }
                 }
                 lock(&busy).remove(&lane);
-                drop(slot);
             });
         }
     }
+}
+
+/// The lanes to hand out in one pass, each with the ids of its due deliveries in the
+/// order they were made: the lane whose delivery has waited longest first (never by
+/// lane id, which would starve late names), and none whose task is still running.
+fn plan(mut due: Vec<Delivery>, busy: &HashSet<String>) -> Vec<(String, Vec<String>)> {
+    due.sort_by(|a, b| (a.next_ms, &a.id).cmp(&(b.next_ms, &b.id)));
+    let mut order: Vec<String> = Vec::new();
+    let mut by_lane: HashMap<String, Vec<String>> = HashMap::new();
+    for d in due.into_iter().filter(|d| !busy.contains(&d.lane_id)) {
+        let ids = by_lane.entry(d.lane_id.clone()).or_insert_with(|| {
+            order.push(d.lane_id.clone());
+            Vec::new()
+        });
+        ids.push(d.id);
+    }
+    order
+        .into_iter()
+        .map(|lane| {
+            let mut ids = by_lane.remove(&lane).unwrap_or_default();
+            ids.sort(); // ids are time-ordered: a lane's callbacks go in the order they were made
+            (lane, ids)
+        })
+        .collect()
+}
+
+/// The delivery `id` as the outbox holds it now, if it is still there and due.
+fn still_due(log: &Log, id: &str, now_ms: i64) -> Option<Delivery> {
+    let stored = log.index_get(OUTBOX, id).ok().flatten()?;
+    serde_json::from_slice::<Delivery>(&stored).ok().filter(|d| d.next_ms <= now_ms)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -289,6 +327,51 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn due(id: &str, lane: &str, next_ms: i64) -> Delivery {
+        let (handoff_id, url, body) = (String::new(), String::new(), String::new());
+        Delivery {
+            id: id.into(),
+            lane_id: lane.into(),
+            handoff_id,
+            url,
+            body,
+            attempts: 0,
+            next_ms,
+            last_error: None,
+            events: 0,
+        }
+    }
+
+    #[test]
+    fn every_due_lane_is_handed_out_oldest_first_and_each_lane_in_order() {
+        let busy: HashSet<String> = ["l-busy".to_owned()].into();
+        let many: Vec<Delivery> = (0..40).map(|n| due(&format!("{n:02}"), &format!("l{n:02}"), n)).collect();
+        let many_planned: Vec<(String, Vec<String>)> =
+            (0..40).map(|n| (format!("l{n:02}"), vec![format!("{n:02}")])).collect();
+        let owned = |want: Vec<(&str, Vec<&str>)>| -> Vec<(String, Vec<String>)> {
+            want.into_iter().map(|(l, ids)| (l.to_owned(), ids.into_iter().map(str::to_owned).collect())).collect()
+        };
+        // (what is due, lanes whose task is running, what one pass hands out)
+        let cases: Vec<(Vec<Delivery>, HashSet<String>, Vec<(String, Vec<String>)>)> = vec![
+            // The lane that has waited longest goes first, whatever its name.
+            (
+                vec![due("01", "a", 300), due("02", "z", 100), due("03", "m", 200)],
+                HashSet::new(),
+                owned(vec![("z", vec!["02"]), ("m", vec!["03"]), ("a", vec!["01"])]),
+            ),
+            // A lane's callbacks keep the order they were made in, even when a later
+            // one fell due first (its earlier one is backing off).
+            (vec![due("02", "a", 100), due("01", "a", 150)], HashSet::new(), owned(vec![("a", vec!["01", "02"])])),
+            // More lanes than the 16 permits: every one is handed out in one pass.
+            (many, HashSet::new(), many_planned),
+            // A lane whose task is still running is left to it.
+            (vec![due("01", "l-busy", 0), due("02", "b", 5)], busy, owned(vec![("b", vec!["02"])])),
+        ];
+        for (n, (outbox, busy, want)) in cases.into_iter().enumerate() {
+            assert_eq!(plan(outbox, &busy), want, "case {n}");
+        }
+    }
 
     #[test]
     fn signatures_are_hmac_sha256_of_the_body() {
