@@ -262,6 +262,21 @@ async fn until(s: &Server, path: &str, what: &str, done: impl Fn(&Value) -> bool
     }
 }
 
+/// What the server says about its deliveries, for a failure message: the callback
+/// metrics and the last warnings of its log.
+async fn delivery_view(s: &Server) -> String {
+    let metrics = support::get(&format!("{}/metrics", s.url)).await.map(|r| r.text());
+    let metrics = match metrics {
+        Ok(text) => text.await.unwrap_or_default(),
+        Err(e) => format!("no metrics: {e}"),
+    };
+    let callbacks: Vec<&str> =
+        metrics.lines().filter(|l| l.starts_with("dispatch_callback") || l.starts_with("dispatch_dlq")).collect();
+    let log = std::fs::read_to_string(Server::log_path(&s.data_dir)).unwrap_or_default();
+    let warnings: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("server metrics:\n{}\nlast lines of its log:\n{}", callbacks.join("\n"), warnings.join("\n"))
+}
+
 /// Every dead-lettered lane, over every page.
 async fn dead_lettered(s: &Server) -> Vec<String> {
     let (mut lanes, mut cursor) = (Vec::new(), None::<String>);
@@ -320,7 +335,9 @@ async fn check_settled(s: &Server, ledger: &Ledger, seen: &Mutex<HashMap<String,
         if missing.is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "callbacks never delivered nor dead-lettered: {missing:?}");
+        if std::time::Instant::now() >= deadline {
+            panic!("callbacks never delivered nor dead-lettered: {missing:?}\n{}", delivery_view(s).await);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     json!({ "tasks": ended, "deadlines": ledger.timed.len(), "callbacks": resolved.len() })
