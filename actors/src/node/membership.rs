@@ -441,9 +441,11 @@ impl NodeHandle {
         ractor::call!(self.actor, NodeMsg::Subscribe).map_err(gone)
     }
 
-    /// The node is alive. Fails when it was removed.
-    pub async fn heartbeat(&self) -> Result<(), MembershipError> {
-        ractor::call!(self.actor, NodeMsg::Heartbeat).map_err(gone)?
+    /// The node is alive, on a connection with the certificate `fingerprint`. Fails
+    /// when the node was removed or that certificate was replaced by a renewal.
+    pub async fn heartbeat(&self, fingerprint: &str) -> Result<(), MembershipError> {
+        let fingerprint = fingerprint.to_owned();
+        ractor::call!(self.actor, |reply| NodeMsg::Heartbeat { fingerprint, reply }).map_err(gone)?
     }
 
     /// The node answered a configuration version.

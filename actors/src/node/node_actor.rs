@@ -17,8 +17,12 @@ pub(super) enum NodeMsg {
         origin: Box<Origin>,
         reply: RpcReplyPort<Result<Node, MembershipError>>,
     },
-    /// The node is alive; answers whether it may stay connected.
-    Heartbeat(RpcReplyPort<Result<(), MembershipError>>),
+    /// The node is alive (on the connection whose certificate has this fingerprint);
+    /// answers whether it may stay connected.
+    Heartbeat {
+        fingerprint: String,
+        reply: RpcReplyPort<Result<(), MembershipError>>,
+    },
     Subscribe(RpcReplyPort<watch::Receiver<DesiredConfig>>),
     Get(RpcReplyPort<NodeView>),
     Tick,
@@ -103,9 +107,8 @@ impl Actor for NodeActor {
                 st.retime(&me);
                 let _ = reply.send(result);
             }
-            NodeMsg::Heartbeat(reply) => {
-                st.last_seen = Some(Instant::now());
-                let _ = reply.send(self.heartbeat(st).await);
+            NodeMsg::Heartbeat { fingerprint, reply } => {
+                let _ = reply.send(self.heartbeat(st, &fingerprint).await);
                 metrics::counter!("dispatch_node_heartbeats_total").increment(1);
             }
             NodeMsg::Subscribe(reply) => {
@@ -139,10 +142,20 @@ impl NodeActor {
         Ok(node)
     }
 
-    async fn heartbeat(&self, st: &mut NodeActorState) -> Result<(), MembershipError> {
+    /// Admits the heartbeat and records it in one turn of the actor (a connection's
+    /// other requests are admitted by a separate look at the node; a heartbeat, the
+    /// most frequent request, saves that round trip).
+    async fn heartbeat(&self, st: &mut NodeActorState, fingerprint: &str) -> Result<(), MembershipError> {
+        let node = st.node()?;
+        if node.state == NodeState::Removed {
+            return Err(NodeError::Removed.into());
+        }
+        if !node.accepts_cert(fingerprint) {
+            return Err(NodeError::CertReplaced.into());
+        }
+        st.last_seen = Some(Instant::now());
         let node = st.node()?;
         match node.state {
-            NodeState::Removed => Err(NodeError::Removed.into()),
             NodeState::Unreachable | NodeState::Lost => {
                 // The same connection came back (a partition healed).
                 let back = NodeCommand::Connect { capabilities: node.capabilities.clone() };

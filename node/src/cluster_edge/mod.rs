@@ -145,6 +145,9 @@ impl OrchestratorCluster {
     /// certificates and certificates replaced by a renewal open nothing. A Hello with
     /// the newest certificate retires the older ones.
     async fn admit(&self, peer: &NodePeer, request: &Request) -> Result<(), Response> {
+        if matches!(request, Request::Heartbeat { .. }) {
+            return Ok(()); // the node actor admits a heartbeat as it records it
+        }
         let node = &peer.node;
         let view = node.view().await.map_err(|e| node_refusal(&e))?;
         if view.node.state == NodeState::Removed {
@@ -175,7 +178,7 @@ impl OrchestratorCluster {
                 }
                 Err(e) => node_refusal(&e),
             },
-            Request::Heartbeat { running } => match node.heartbeat().await {
+            Request::Heartbeat { running } => match node.heartbeat(&peer.fingerprint).await {
                 Ok(()) => {
                     if let Some(d) = self.dispatcher.get() {
                         d.running(&node.id, running);
