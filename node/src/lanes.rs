@@ -215,10 +215,13 @@ pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy,
     }
 }
 
+/// Lanes, each with the ids of the deliveries its task sends, in order.
+type Plan = Vec<(String, Vec<String>)>;
+
 /// The lanes to hand out in one pass, each with the ids of its due deliveries in the
 /// order they were made: the lane whose delivery has waited longest first (never by
 /// lane id, which would starve late names), and none whose task is still running.
-fn plan(mut due: Vec<Delivery>, busy: &HashSet<String>) -> Vec<(String, Vec<String>)> {
+fn plan(mut due: Vec<Delivery>, busy: &HashSet<String>) -> Plan {
     due.sort_by(|a, b| (a.next_ms, &a.id).cmp(&(b.next_ms, &b.id)));
     let mut order: Vec<String> = Vec::new();
     let mut by_lane: HashMap<String, Vec<String>> = HashMap::new();
@@ -347,13 +350,12 @@ mod tests {
     fn every_due_lane_is_handed_out_oldest_first_and_each_lane_in_order() {
         let busy: HashSet<String> = ["l-busy".to_owned()].into();
         let many: Vec<Delivery> = (0..40).map(|n| due(&format!("{n:02}"), &format!("l{n:02}"), n)).collect();
-        let many_planned: Vec<(String, Vec<String>)> =
-            (0..40).map(|n| (format!("l{n:02}"), vec![format!("{n:02}")])).collect();
-        let owned = |want: Vec<(&str, Vec<&str>)>| -> Vec<(String, Vec<String>)> {
+        let many_planned: Plan = (0..40).map(|n| (format!("l{n:02}"), vec![format!("{n:02}")])).collect();
+        let owned = |want: Vec<(&str, Vec<&str>)>| -> Plan {
             want.into_iter().map(|(l, ids)| (l.to_owned(), ids.into_iter().map(str::to_owned).collect())).collect()
         };
         // (what is due, lanes whose task is running, what one pass hands out)
-        let cases: Vec<(Vec<Delivery>, HashSet<String>, Vec<(String, Vec<String>)>)> = vec![
+        let cases: Vec<(Vec<Delivery>, HashSet<String>, Plan)> = vec![
             // The lane that has waited longest goes first, whatever its name.
             (
                 vec![due("01", "a", 300), due("02", "z", 100), due("03", "m", 200)],

@@ -34,6 +34,9 @@ const FLAGS: &[&str] =
     &["--node-heartbeat-ms", "200", "--callback-allow-host", "127.0.0.1", "--callback-backoff-ms", "20"];
 /// Concurrent clients during a cycle.
 const LOADERS: usize = 6;
+/// Docker tasks asked for per cycle: about what the local worker runs in a cycle, so
+/// the backlog (and the settle after the last kill) does not grow with the cycles.
+const TASKS_PER_CYCLE: usize = 3;
 /// Older acknowledged commands retried after each restart, besides the last cycle's.
 const OLDER_SAMPLE: usize = 20;
 /// How long the settled state may take to appear after the last restart.
@@ -168,7 +171,7 @@ impl Load {
                 0 => self.ticket().await,
                 1 => self.lane(&format!("{lane}-ok"), false, false).await,
                 2 => self.lane(&format!("{lane}-fail"), false, true).await,
-                _ if tasks && loader == 0 => self.task().await,
+                _ if tasks && loader == 0 && n / 4 < TASKS_PER_CYCLE => self.task().await,
                 _ => self.lane(&format!("{lane}-timed"), true, false).await,
             };
         }
