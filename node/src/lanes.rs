@@ -183,35 +183,44 @@ pub async fn run_deliveries(log: Log, writer: LogWriter, policy: DeliveryPolicy,
     };
     let depth = log.index_scan(DLQ, "", usize::MAX).map_or(0, |d| d.len());
     metrics::gauge!("dispatch_dlq_depth").set(depth as f64);
-    let permits = Arc::new(tokio::sync::Semaphore::new(policy.concurrency.max(1)));
-    let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let permits = tokio::sync::Semaphore::new(policy.concurrency.max(1));
+    let courier = Arc::new(Courier { log, writer, http, policy, clock, permits, busy: Mutex::default() });
     loop {
         tokio::time::sleep(TICK).await;
-        let now = clock.now_ms();
-        let due: Vec<Delivery> = outbox(&log).into_iter().filter(|d| d.next_ms <= now).collect();
-        let lanes = plan(due, &lock(&busy));
+        let now = courier.clock.now_ms();
+        let due: Vec<Delivery> = outbox(&courier.log).into_iter().filter(|d| d.next_ms <= now).collect();
+        let lanes = plan(due, &lock(&courier.busy));
         for (lane, ids) in lanes {
-            lock(&busy).insert(lane.clone());
-            let (log, writer, http, policy, busy, clock, permits) = (
-                log.clone(),
-                writer.clone(),
-                http.clone(),
-                policy.clone(),
-                busy.clone(),
-                clock.clone(),
-                permits.clone(),
-            );
-            tokio::spawn(async move {
-                for id in ids {
-                    let Ok(_permit) = permits.acquire().await else { break };
-                    // Read again: the entry this pass saw may have moved on while it waited.
-                    if let Some(d) = still_due(&log, &id, clock.now_ms()) {
-                        deliver(&log, &writer, &http, (&policy, &*clock), d).await;
-                    }
-                }
-                lock(&busy).remove(&lane);
-            });
+            lock(&courier.busy).insert(lane.clone());
+            tokio::spawn(courier.clone().send_lane(lane, ids));
         }
+    }
+}
+
+/// What every lane's delivery task shares.
+struct Courier {
+    log: Log,
+    writer: LogWriter,
+    http: reqwest::Client,
+    policy: DeliveryPolicy,
+    clock: Arc<dyn Clock>,
+    /// Sends in flight at once, across lanes.
+    permits: tokio::sync::Semaphore,
+    /// Lanes whose task is running (a pass leaves them to it).
+    busy: Mutex<HashSet<String>>,
+}
+
+impl Courier {
+    /// Sends `lane`'s deliveries `ids` in order, each when a permit is free.
+    async fn send_lane(self: Arc<Self>, lane: String, ids: Vec<String>) {
+        for id in ids {
+            let Ok(_permit) = self.permits.acquire().await else { break };
+            // Read again: the entry this pass saw may have moved on while it waited.
+            if let Some(d) = still_due(&self.log, &id, self.clock.now_ms()) {
+                deliver(&self.log, &self.writer, &self.http, (&self.policy, &*self.clock), d).await;
+            }
+        }
+        lock(&self.busy).remove(&lane);
     }
 }
 
