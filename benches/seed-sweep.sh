@@ -5,8 +5,10 @@
 #
 #   benches/seed-sweep.sh [SEEDS_PER_SCENARIO] [SCENARIO_FILTER]
 #
-# SEEDS_PER_SCENARIO defaults to 1000; JOBS (default: nproc) processes run at once,
-# each taking CHUNK (default 25) seeds of one scenario; PROFILE=dev runs unoptimised.
+# SEEDS_PER_SCENARIO defaults to 1000, starting at seed FIRST (default 0), so a long sweep
+# can be split into ranges run at different times or on different machines (FIRST=5000
+# benches/seed-sweep.sh 5000 covers seeds 5000-9999). JOBS (default: nproc) processes run
+# at once, each taking CHUNK (default 25) seeds of one scenario; PROFILE=dev runs unoptimised.
 # Replay a failure: SIM_SEED=<seed> cargo test -p dispatch-sim <scenario>
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,7 @@ SEEDS=${1:-1000}
 FILTER=${2:-}
 JOBS=${JOBS:-$(nproc)}
 CHUNK=${CHUNK:-25}
+FIRST=${FIRST:-0}
 PROFILE=${PROFILE:-release}
 
 binaries=$(cargo test -p dispatch-sim --profile "$PROFILE" --no-run --message-format=json 2>/dev/null |
@@ -27,7 +30,7 @@ for bin in $binaries; do
     for scenario in $("$bin" --list 2>/dev/null | sed -n 's/: test$//p'); do
         [[ -n "$FILTER" && "$scenario" != *"$FILTER"* ]] && continue
         for ((base = 0; base < SEEDS; base += CHUNK)); do
-            echo "$bin $scenario $base $((SEEDS - base < CHUNK ? SEEDS - base : CHUNK))"
+            echo "$bin $scenario $((FIRST + base)) $((SEEDS - base < CHUNK ? SEEDS - base : CHUNK))"
         done
     done
 done >"$work/jobs"
@@ -58,6 +61,6 @@ for scenario in $(cut -d' ' -f2 "$work/jobs" | sort -u); do
 done
 elapsed=$(($(date +%s) - started))
 scenarios=$(cut -d' ' -f2 "$work/jobs" | sort -u | wc -l)
-printf '{"scenarios":%d,"seeds_per_scenario":%d,"runs":%d,"failed_runs":%d,"seconds":%d,"jobs":%d,"profile":"%s"}\n' \
-    "$scenarios" "$SEEDS" $((scenarios * SEEDS)) "$failures" "$elapsed" "$JOBS" "$PROFILE"
+printf '{"scenarios":%d,"first_seed":%d,"seeds_per_scenario":%d,"runs":%d,"failed_runs":%d,"seconds":%d,"jobs":%d,"profile":"%s"}\n' \
+    "$scenarios" "$FIRST" "$SEEDS" $((scenarios * SEEDS)) "$failures" "$elapsed" "$JOBS" "$PROFILE"
 [[ $failures -eq 0 ]]
