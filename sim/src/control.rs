@@ -40,7 +40,15 @@ pub(crate) async fn obey(
     }
 }
 
-/// One push of `RunJob` for `job_id` straight to the node, and its answer.
+/// Offers of a redelivery before it counts as unanswered, and the wait between them.
+const REDELIVER_TRIES: usize = 10;
+const REDELIVER_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A push of `RunJob` for `job_id` straight to the node, and its answer. The push is
+/// offered again while the node has no connection or its connection drops before it
+/// answers, as the dispatcher re-offers: on a lossy network a worker may be between
+/// connections at that moment (seed 141 of `duplicated_and_delayed_messages_never_run_a_job_twice`
+/// lost the connection mid-push), and only an offer that reaches it tests anything.
 async fn redeliver(cluster: &OrchestratorCluster, job_id: &str, node: &str) -> String {
     let (task_id, attempt) = job_id.rsplit_once('/').map_or((job_id, 0), |(t, n)| (t, n.parse().unwrap_or(0)));
     let job = JobSpec {
@@ -58,9 +66,13 @@ async fn redeliver(cluster: &OrchestratorCluster, job_id: &str, node: &str) -> S
         files: BTreeMap::new(),
         output_cap: 4_096,
     };
-    match cluster.links.offer(node, &Push::RunJob { job, lease_ms: 5_000 }).await {
-        Some(PushReply::Job(JobAnswer::AlreadyFinished(_))) => "already finished".into(),
-        Some(other) => format!("{other:?}"),
-        None => "no connection or no answer".into(),
+    let push = Push::RunJob { job, lease_ms: 5_000 };
+    for _ in 0..REDELIVER_TRIES {
+        match cluster.links.offer(node, &push).await {
+            Some(PushReply::Job(JobAnswer::AlreadyFinished(_))) => return "already finished".into(),
+            Some(other) => return format!("{other:?}"),
+            None => tokio::time::sleep(REDELIVER_RETRY).await,
+        }
     }
+    "no connection or no answer".into()
 }

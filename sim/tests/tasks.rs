@@ -133,7 +133,8 @@ fn an_orchestrator_crash_with_jobs_in_flight_loses_nothing_and_reruns_nothing() 
 
 #[test]
 fn duplicated_and_delayed_messages_never_run_a_job_twice() {
-    dispatch_sim::sweep("duplicated_and_delayed_messages_never_run_a_job_twice", 53, |seed| {
+    // Seed 141, CI's first, lost a redelivery's connection mid-push (see `redeliver`).
+    dispatch_sim::sweep("duplicated_and_delayed_messages_never_run_a_job_twice", 141, |seed| {
         let setup = Setup { fail_rate: 0.05, max_latency: Duration::from_millis(150), ..Setup::new(seed) };
         let mut h = Harness::new(&setup);
         h.worker("w1");
