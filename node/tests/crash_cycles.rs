@@ -21,7 +21,7 @@ mod support;
 
 use support::docker::{DockerEvents, check_jobs_in_docker, tasks_can_run};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -233,23 +233,25 @@ async fn mint(s: &Server, sub: &str, role: &str) -> String {
     minted["token"].as_str().unwrap().to_owned()
 }
 
-/// The stream an acknowledged command wrote to, when its path or answer names it (a
-/// decision's lane is written by that lane's earlier commands of the same cycle).
+/// The stream an acknowledged command wrote to, named by the entities' own `stream`
+/// functions, when its path or answer says which (a decision's lane is written by that
+/// lane's earlier commands of the same cycle).
 fn stream_of(a: &Acked) -> Option<String> {
     let mut parts = a.path.trim_start_matches("/v1/").split('/');
     let (kind, id) = (parts.next()?, parts.next());
+    let ticket = |id: &str| id.parse().ok().map(actors::ticket::store::stream);
     match (kind, id) {
-        ("tickets", Some(id)) => Some(format!("ticket/{id}")),
-        ("tickets", None) => Some(format!("ticket/{}", a.answer["id"].as_str()?)),
-        ("lanes", Some(id)) => Some(format!("lane/{id}")),
-        ("lanes", None) => Some(format!("lane/{}", a.body["lane_id"].as_str()?)),
-        ("tasks", None) => Some(format!("task/{}", a.answer["task_id"].as_str()?)),
+        ("tickets", Some(id)) => ticket(id),
+        ("tickets", None) => ticket(a.answer["id"].as_str()?),
+        ("lanes", Some(id)) => Some(actors::lane::store::stream(id)),
+        ("lanes", None) => Some(actors::lane::store::stream(a.body["lane_id"].as_str()?)),
+        ("tasks", None) => Some(actors::task::store::stream(a.answer["task_id"].as_str()?)),
         _ => None,
     }
 }
 
 /// Verifies the chains of `streams`, or of the whole log when `streams` is `None`.
-async fn check_chains(s: &Server, streams: Option<Vec<String>>, killed: usize) {
+async fn check_chains(s: &Server, streams: Option<BTreeSet<String>>, killed: usize) {
     let paths = match streams {
         None => vec!["/v1/admin/audit/verify".to_owned()],
         Some(streams) => streams.iter().map(|st| format!("/v1/admin/audit/verify?stream={st}")).collect(),
@@ -260,9 +262,9 @@ async fn check_chains(s: &Server, streams: Option<Vec<String>>, killed: usize) {
     }
 }
 
-/// After a restart: the chains verify (all of them when `whole`), and every command
-/// acknowledged in the cycle that was just killed, with a sample of older ones, replays
-/// its original answer.
+/// After a restart: the chains verify (all of them when `whole`, else the ones the killed
+/// cycle wrote), and every command acknowledged in the cycle that was just killed, with a
+/// sample of older ones, replays its original answer.
 async fn check_restart(
     s: &Server,
     tokens: &Tokens,
@@ -271,18 +273,14 @@ async fn check_restart(
     whole: bool,
     rng: &mut StdRng,
 ) -> usize {
-    let streams = {
-        let ledger = ledger.lock().unwrap();
-        let written = ledger.acked.iter().filter(|a| a.cycle == killed).filter_map(stream_of);
-        written.collect::<std::collections::BTreeSet<_>>().into_iter().collect()
-    };
-    check_chains(s, (!whole).then_some(streams), killed).await;
-    let to_check: Vec<Acked> = {
+    let (written, to_check): (BTreeSet<String>, Vec<Acked>) = {
         let ledger = ledger.lock().unwrap();
         let (recent, older): (Vec<&Acked>, Vec<&Acked>) = ledger.acked.iter().partition(|a| a.cycle == killed);
+        let written = recent.iter().copied().filter_map(stream_of).collect();
         let sample = (0..OLDER_SAMPLE.min(older.len())).map(|_| older[rng.gen_range(0..older.len())]);
-        recent.into_iter().chain(sample).cloned().collect()
+        (written, recent.into_iter().chain(sample).cloned().collect())
     };
+    check_chains(s, (!whole).then_some(written), killed).await;
     for a in &to_check {
         let (status, answer) = s.send("POST", &a.path, tokens.of(a.who), Some(&a.key), Some(a.body.clone())).await;
         assert_eq!(
